@@ -1,0 +1,702 @@
+//! The per-(device, window) accumulator and the rows it becomes.
+//!
+//! An [`Accumulator`] is a commutative monoid: `merge` is associative and
+//! commutative, and adding readings one by one equals merging accumulators of
+//! any split of them (up to floating-point summation order). That is what lets
+//! the window operator keep partial accumulators in memory, spill them into
+//! RocksDB as merge operands at any moment, and combine them when the window
+//! closes, without ever reading state back per record.
+//!
+//! "Earliest" and "latest" reading fields are chosen by comparing the
+//! readings themselves, never by arrival order, so the result does not depend
+//! on how records were interleaved across partitions or spills.
+
+use std::cmp::Ordering;
+
+use crate::reading::{device_type_name, Reading};
+use crate::rows::{SensorAggregatesRow, SensorsLocalRow};
+use crate::time::datetime_seconds;
+
+/// Running sum, minimum and maximum of one measurement.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Stat {
+    pub sum: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Stat {
+    fn of(v: f64) -> Self {
+        Stat {
+            sum: v,
+            min: v,
+            max: v,
+        }
+    }
+
+    #[inline]
+    fn add(&mut self, v: f64) {
+        self.sum += v;
+        self.min = self.min.min(v);
+        self.max = self.max.max(v);
+    }
+
+    fn merge(&mut self, o: &Stat) {
+        self.sum += o.sum;
+        self.min = self.min.min(o.min);
+        self.max = self.max.max(o.max);
+    }
+}
+
+/// Metadata of the window's earliest reading (device type, customer, site,
+/// position), which the `sensors_local` row reports.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Earliest {
+    pub timestamp_ms: i64,
+    pub sensor_type: i32,
+    pub customer_id: Option<String>,
+    pub site_id: Option<String>,
+    pub latitude: f64,
+    pub longitude: f64,
+    pub altitude: f64,
+}
+
+impl Earliest {
+    fn of(r: &Reading) -> Self {
+        Earliest {
+            timestamp_ms: r.timestamp_ms,
+            sensor_type: r.sensor_type,
+            customer_id: r.customer_id.as_ref().map(|s| s.as_str().to_owned()),
+            site_id: r.site_id.as_ref().map(|s| s.as_str().to_owned()),
+            latitude: r.latitude,
+            longitude: r.longitude,
+            altitude: r.altitude,
+        }
+    }
+
+    /// Order used to pick the earliest reading: by timestamp, and for equal
+    /// timestamps (which the contract leaves open) by the metadata itself so
+    /// that the choice is deterministic: smallest customer, site, type,
+    /// latitude, longitude, altitude (absent sorts first).
+    fn cmp_key(
+        ts: i64,
+        customer: Option<&str>,
+        site: Option<&str>,
+        sensor_type: i32,
+        lat: f64,
+        lon: f64,
+        alt: f64,
+        other: &Earliest,
+    ) -> Ordering {
+        ts.cmp(&other.timestamp_ms)
+            .then_with(|| customer.cmp(&other.customer_id.as_deref()))
+            .then_with(|| site.cmp(&other.site_id.as_deref()))
+            .then_with(|| sensor_type.cmp(&other.sensor_type))
+            .then_with(|| lat.total_cmp(&other.latitude))
+            .then_with(|| lon.total_cmp(&other.longitude))
+            .then_with(|| alt.total_cmp(&other.altitude))
+    }
+
+    #[inline]
+    fn consider_reading(&mut self, r: &Reading) {
+        // The common case (a later reading) is decided on the timestamp alone.
+        if r.timestamp_ms > self.timestamp_ms {
+            return;
+        }
+        let ord = Self::cmp_key(
+            r.timestamp_ms,
+            r.customer_id.as_ref().map(|s| s.as_str()),
+            r.site_id.as_ref().map(|s| s.as_str()),
+            r.sensor_type,
+            r.latitude,
+            r.longitude,
+            r.altitude,
+            self,
+        );
+        if ord == Ordering::Less {
+            *self = Earliest::of(r);
+        }
+    }
+
+    fn merge(&mut self, o: &Earliest) {
+        let ord = Self::cmp_key(
+            o.timestamp_ms,
+            o.customer_id.as_deref(),
+            o.site_id.as_deref(),
+            o.sensor_type,
+            o.latitude,
+            o.longitude,
+            o.altitude,
+            self,
+        );
+        if ord == Ordering::Less {
+            *self = o.clone();
+        }
+    }
+}
+
+/// Everything needed to produce both output rows of one (device, window).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Accumulator {
+    pub count: u64,
+    pub temperature: Stat,
+    pub humidity: Stat,
+    pub pressure: Stat,
+    pub battery: Stat,
+    pub co2: Stat,
+    pub noise: Stat,
+    pub light: Stat,
+    pub signal: Stat,
+    pub memory_sum: f64,
+    pub cpu_sum: f64,
+    pub motion_count: u64,
+    pub error_sum: i64,
+    pub packets_sent_sum: i64,
+    pub packets_received_sum: i64,
+    pub bytes_sent_sum: i64,
+    pub bytes_received_sum: i64,
+    pub earliest: Earliest,
+    /// Timestamp and status of the latest reading (ties: greatest status).
+    pub latest_ms: i64,
+    pub latest_status: i32,
+}
+
+impl Accumulator {
+    pub fn new(r: &Reading) -> Self {
+        Accumulator {
+            count: 1,
+            temperature: Stat::of(r.temperature),
+            humidity: Stat::of(r.humidity),
+            pressure: Stat::of(r.pressure),
+            battery: Stat::of(r.battery_level),
+            co2: Stat::of(r.co2_level),
+            noise: Stat::of(r.noise_level),
+            light: Stat::of(r.light_level),
+            signal: Stat::of(r.signal_strength),
+            memory_sum: r.memory_usage,
+            cpu_sum: r.cpu_usage,
+            motion_count: u64::from(r.motion_detected),
+            error_sum: i64::from(r.error_count),
+            packets_sent_sum: r.packets_sent,
+            packets_received_sum: r.packets_received,
+            bytes_sent_sum: r.bytes_sent,
+            bytes_received_sum: r.bytes_received,
+            earliest: Earliest::of(r),
+            latest_ms: r.timestamp_ms,
+            latest_status: r.status,
+        }
+    }
+
+    /// Folds one reading in. Allocation-free unless the reading becomes the
+    /// new earliest one and carries identifiers.
+    #[inline]
+    pub fn add(&mut self, r: &Reading) {
+        self.count += 1;
+        self.temperature.add(r.temperature);
+        self.humidity.add(r.humidity);
+        self.pressure.add(r.pressure);
+        self.battery.add(r.battery_level);
+        self.co2.add(r.co2_level);
+        self.noise.add(r.noise_level);
+        self.light.add(r.light_level);
+        self.signal.add(r.signal_strength);
+        self.memory_sum += r.memory_usage;
+        self.cpu_sum += r.cpu_usage;
+        self.motion_count += u64::from(r.motion_detected);
+        self.error_sum = self.error_sum.wrapping_add(i64::from(r.error_count));
+        self.packets_sent_sum = self.packets_sent_sum.wrapping_add(r.packets_sent);
+        self.packets_received_sum = self.packets_received_sum.wrapping_add(r.packets_received);
+        self.bytes_sent_sum = self.bytes_sent_sum.wrapping_add(r.bytes_sent);
+        self.bytes_received_sum = self.bytes_received_sum.wrapping_add(r.bytes_received);
+        self.earliest.consider_reading(r);
+        self.consider_latest(r.timestamp_ms, r.status);
+    }
+
+    #[inline]
+    fn consider_latest(&mut self, ts: i64, status: i32) {
+        if (ts, status) > (self.latest_ms, self.latest_status) {
+            self.latest_ms = ts;
+            self.latest_status = status;
+        }
+    }
+
+    pub fn merge(&mut self, o: &Accumulator) {
+        self.count += o.count;
+        self.temperature.merge(&o.temperature);
+        self.humidity.merge(&o.humidity);
+        self.pressure.merge(&o.pressure);
+        self.battery.merge(&o.battery);
+        self.co2.merge(&o.co2);
+        self.noise.merge(&o.noise);
+        self.light.merge(&o.light);
+        self.signal.merge(&o.signal);
+        self.memory_sum += o.memory_sum;
+        self.cpu_sum += o.cpu_sum;
+        self.motion_count += o.motion_count;
+        self.error_sum = self.error_sum.wrapping_add(o.error_sum);
+        self.packets_sent_sum = self.packets_sent_sum.wrapping_add(o.packets_sent_sum);
+        self.packets_received_sum = self
+            .packets_received_sum
+            .wrapping_add(o.packets_received_sum);
+        self.bytes_sent_sum = self.bytes_sent_sum.wrapping_add(o.bytes_sent_sum);
+        self.bytes_received_sum = self.bytes_received_sum.wrapping_add(o.bytes_received_sum);
+        self.earliest.merge(&o.earliest);
+        self.consider_latest(o.latest_ms, o.latest_status);
+    }
+
+    /// Rough heap + inline footprint, for the state memory budget.
+    pub fn footprint(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.earliest.customer_id.as_ref().map_or(0, String::capacity)
+            + self.earliest.site_id.as_ref().map_or(0, String::capacity)
+    }
+
+    fn avg(&self, sum: f64) -> f64 {
+        sum / self.count as f64
+    }
+
+    /// The `benchmark.sensors_local` row of this window.
+    pub fn sensors_local_row(&self, sensor_id: i32, window_end_ms: i64) -> SensorsLocalRow {
+        let e = &self.earliest;
+        SensorsLocalRow {
+            device_id: Reading::device_id(sensor_id),
+            device_type: device_type_name(e.sensor_type).to_owned(),
+            customer_id: e
+                .customer_id
+                .clone()
+                .unwrap_or_else(|| "customer_0001".to_owned()),
+            site_id: e
+                .site_id
+                .clone()
+                .unwrap_or_else(|| format!("site_{:04}", sensor_id % 1000)),
+            latitude: e.latitude,
+            longitude: e.longitude,
+            altitude: e.altitude,
+            time: datetime_seconds(window_end_ms),
+            temperature: self.avg(self.temperature.sum),
+            humidity: self.avg(self.humidity.sum),
+            pressure: self.avg(self.pressure.sum),
+            co2_level: self.avg(self.co2.sum),
+            noise_level: self.avg(self.noise.sum),
+            light_level: self.avg(self.light.sum),
+            motion_detected: u8::from(self.motion_count * 2 > self.count),
+            battery_level: self.avg(self.battery.sum),
+            signal_strength: self.avg(self.signal.sum),
+            memory_usage: self.avg(self.memory_sum),
+            cpu_usage: self.avg(self.cpu_sum),
+            status: self.latest_status.clamp(0, i32::from(u8::MAX)) as u8,
+            error_count: self.error_sum.clamp(0, i64::from(u32::MAX)) as u32,
+            packets_sent: clamp_u64(self.packets_sent_sum),
+            packets_received: clamp_u64(self.packets_received_sum),
+            bytes_sent: clamp_u64(self.bytes_sent_sum),
+            bytes_received: clamp_u64(self.bytes_received_sum),
+        }
+    }
+
+    /// The `benchmark.sensor_aggregates_1m` row of this window.
+    pub fn aggregates_row(
+        &self,
+        sensor_id: i32,
+        window_start_ms: i64,
+        window_end_ms: i64,
+    ) -> SensorAggregatesRow {
+        let s = |st: &Stat| (st.min, self.avg(st.sum), st.max);
+        let (temperature_min, temperature_avg, temperature_max) = s(&self.temperature);
+        let (humidity_min, humidity_avg, humidity_max) = s(&self.humidity);
+        let (pressure_min, pressure_avg, pressure_max) = s(&self.pressure);
+        let (battery_min, battery_avg, battery_max) = s(&self.battery);
+        let (co2_min, co2_avg, co2_max) = s(&self.co2);
+        let (noise_min, noise_avg, noise_max) = s(&self.noise);
+        let (light_min, light_avg, light_max) = s(&self.light);
+        let (signal_min, signal_avg, signal_max) = s(&self.signal);
+        SensorAggregatesRow {
+            device_id: Reading::device_id(sensor_id),
+            window_start: datetime_seconds(window_start_ms),
+            window_end: datetime_seconds(window_end_ms),
+            readings: self.count,
+            temperature_min,
+            temperature_avg,
+            temperature_max,
+            humidity_min,
+            humidity_avg,
+            humidity_max,
+            pressure_min,
+            pressure_avg,
+            pressure_max,
+            battery_min,
+            battery_avg,
+            battery_max,
+            co2_min,
+            co2_avg,
+            co2_max,
+            noise_min,
+            noise_avg,
+            noise_max,
+            light_min,
+            light_avg,
+            light_max,
+            signal_min,
+            signal_avg,
+            signal_max,
+            error_count: clamp_u64(self.error_sum),
+            motion_readings: self.motion_count,
+            bytes_sent: clamp_u64(self.bytes_sent_sum),
+            bytes_received: clamp_u64(self.bytes_received_sum),
+        }
+    }
+}
+
+/// Counters are sums of signed Avro fields; a negative sum (only possible
+/// with nonsensical input) is stored as 0 in the unsigned columns.
+fn clamp_u64(v: i64) -> u64 {
+    v.max(0) as u64
+}
+
+/// Binary encoding of accumulators for the state store. Little-endian,
+/// versioned, no dependency on a serialisation framework.
+pub mod codec {
+    use super::*;
+
+    const VERSION: u8 = 1;
+    const NONE: u32 = u32::MAX;
+
+    /// Why stored state could not be read back.
+    #[derive(Debug, thiserror::Error, PartialEq, Eq)]
+    pub enum CorruptState {
+        #[error("state value is truncated")]
+        Truncated,
+        #[error("state value has unknown version {0}")]
+        Version(u8),
+        #[error("state value has a non-UTF-8 identifier")]
+        Utf8,
+        #[error("state value has {0} trailing bytes")]
+        Trailing(usize),
+    }
+
+    pub fn encode(acc: &Accumulator, out: &mut Vec<u8>) {
+        out.push(VERSION);
+        out.extend_from_slice(&acc.count.to_le_bytes());
+        for st in [
+            &acc.temperature,
+            &acc.humidity,
+            &acc.pressure,
+            &acc.battery,
+            &acc.co2,
+            &acc.noise,
+            &acc.light,
+            &acc.signal,
+        ] {
+            for v in [st.sum, st.min, st.max] {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        for v in [acc.memory_sum, acc.cpu_sum] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out.extend_from_slice(&acc.motion_count.to_le_bytes());
+        for v in [
+            acc.error_sum,
+            acc.packets_sent_sum,
+            acc.packets_received_sum,
+            acc.bytes_sent_sum,
+            acc.bytes_received_sum,
+        ] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        let e = &acc.earliest;
+        out.extend_from_slice(&e.timestamp_ms.to_le_bytes());
+        out.extend_from_slice(&e.sensor_type.to_le_bytes());
+        for v in [e.latitude, e.longitude, e.altitude] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        for s in [&e.customer_id, &e.site_id] {
+            match s {
+                None => out.extend_from_slice(&NONE.to_le_bytes()),
+                Some(s) => {
+                    out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+                    out.extend_from_slice(s.as_bytes());
+                }
+            }
+        }
+        out.extend_from_slice(&acc.latest_ms.to_le_bytes());
+        out.extend_from_slice(&acc.latest_status.to_le_bytes());
+    }
+
+    struct Cursor<'a>(&'a [u8]);
+
+    impl<'a> Cursor<'a> {
+        fn take(&mut self, n: usize) -> Result<&'a [u8], CorruptState> {
+            if self.0.len() < n {
+                return Err(CorruptState::Truncated);
+            }
+            let (head, tail) = self.0.split_at(n);
+            self.0 = tail;
+            Ok(head)
+        }
+        fn array<const N: usize>(&mut self) -> Result<[u8; N], CorruptState> {
+            let mut a = [0u8; N];
+            a.copy_from_slice(self.take(N)?);
+            Ok(a)
+        }
+        fn u64(&mut self) -> Result<u64, CorruptState> {
+            Ok(u64::from_le_bytes(self.array()?))
+        }
+        fn i64(&mut self) -> Result<i64, CorruptState> {
+            Ok(i64::from_le_bytes(self.array()?))
+        }
+        fn f64(&mut self) -> Result<f64, CorruptState> {
+            Ok(f64::from_le_bytes(self.array()?))
+        }
+        fn i32(&mut self) -> Result<i32, CorruptState> {
+            Ok(i32::from_le_bytes(self.array()?))
+        }
+        fn u32(&mut self) -> Result<u32, CorruptState> {
+            Ok(u32::from_le_bytes(self.array()?))
+        }
+        fn stat(&mut self) -> Result<Stat, CorruptState> {
+            Ok(Stat {
+                sum: self.f64()?,
+                min: self.f64()?,
+                max: self.f64()?,
+            })
+        }
+        fn opt_string(&mut self) -> Result<Option<String>, CorruptState> {
+            let len = self.u32()?;
+            if len == NONE {
+                return Ok(None);
+            }
+            let bytes = self.take(len as usize)?;
+            String::from_utf8(bytes.to_vec())
+                .map(Some)
+                .map_err(|_| CorruptState::Utf8)
+        }
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Accumulator, CorruptState> {
+        let mut c = Cursor(bytes);
+        let [version] = c.array::<1>()?;
+        if version != VERSION {
+            return Err(CorruptState::Version(version));
+        }
+        let count = c.u64()?;
+        let temperature = c.stat()?;
+        let humidity = c.stat()?;
+        let pressure = c.stat()?;
+        let battery = c.stat()?;
+        let co2 = c.stat()?;
+        let noise = c.stat()?;
+        let light = c.stat()?;
+        let signal = c.stat()?;
+        let memory_sum = c.f64()?;
+        let cpu_sum = c.f64()?;
+        let motion_count = c.u64()?;
+        let error_sum = c.i64()?;
+        let packets_sent_sum = c.i64()?;
+        let packets_received_sum = c.i64()?;
+        let bytes_sent_sum = c.i64()?;
+        let bytes_received_sum = c.i64()?;
+        let timestamp_ms = c.i64()?;
+        let sensor_type = c.i32()?;
+        let latitude = c.f64()?;
+        let longitude = c.f64()?;
+        let altitude = c.f64()?;
+        let customer_id = c.opt_string()?;
+        let site_id = c.opt_string()?;
+        let latest_ms = c.i64()?;
+        let latest_status = c.i32()?;
+        if !c.0.is_empty() {
+            return Err(CorruptState::Trailing(c.0.len()));
+        }
+        Ok(Accumulator {
+            count,
+            temperature,
+            humidity,
+            pressure,
+            battery,
+            co2,
+            noise,
+            light,
+            signal,
+            memory_sum,
+            cpu_sum,
+            motion_count,
+            error_sum,
+            packets_sent_sum,
+            packets_received_sum,
+            bytes_sent_sum,
+            bytes_received_sum,
+            earliest: Earliest {
+                timestamp_ms,
+                sensor_type,
+                customer_id,
+                site_id,
+                latitude,
+                longitude,
+                altitude,
+            },
+            latest_ms,
+            latest_status,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reading::ShortStr;
+
+    fn reading(ts: i64, temp: f64) -> Reading {
+        Reading {
+            sensor_id: 42,
+            sensor_type: 1,
+            timestamp_ms: ts,
+            temperature: temp,
+            humidity: temp / 2.0,
+            pressure: 1000.0 + temp,
+            battery_level: 90.0 - temp,
+            status: 1,
+            co2_level: 400.0,
+            noise_level: 30.0,
+            light_level: temp * 10.0,
+            motion_detected: temp > 20.0,
+            signal_strength: -60.0,
+            memory_usage: 50.0,
+            cpu_usage: 10.0,
+            error_count: 1,
+            packets_sent: 10,
+            packets_received: 9,
+            bytes_sent: 1000,
+            bytes_received: 900,
+            latitude: 1.0,
+            longitude: 2.0,
+            altitude: 3.0,
+            customer_id: Some(ShortStr::new("customer_0042")),
+            site_id: None,
+        }
+    }
+
+    fn fold(rs: &[Reading]) -> Accumulator {
+        let mut acc = Accumulator::new(&rs[0]);
+        for r in &rs[1..] {
+            acc.add(r);
+        }
+        acc
+    }
+
+    #[test]
+    fn averages_sums_and_extremes() {
+        let rs = [reading(1_000, 10.0), reading(2_000, 20.0), reading(3_000, 30.0)];
+        let acc = fold(&rs);
+        let row = acc.sensors_local_row(42, 60_000);
+        assert_eq!(row.temperature, 20.0);
+        assert_eq!(row.humidity, 10.0);
+        assert_eq!(row.error_count, 3);
+        assert_eq!(row.packets_sent, 30);
+        assert_eq!(row.bytes_received, 2700);
+        assert_eq!(row.time, 60);
+        assert_eq!(row.device_id, "sensor_42");
+        assert_eq!(row.device_type, "temperature_sensor");
+        assert_eq!(row.customer_id, "customer_0042");
+        assert_eq!(row.site_id, "site_0042");
+        // Only 1 of 3 readings has motion (temp > 20): not more than half.
+        assert_eq!(row.motion_detected, 0);
+        let agg = acc.aggregates_row(42, 0, 60_000);
+        assert_eq!(agg.readings, 3);
+        assert_eq!(
+            (agg.temperature_min, agg.temperature_avg, agg.temperature_max),
+            (10.0, 20.0, 30.0)
+        );
+        assert_eq!((agg.light_min, agg.light_max), (100.0, 300.0));
+        assert_eq!(agg.motion_readings, 1);
+        assert_eq!(agg.error_count, 3);
+        assert_eq!((agg.window_start, agg.window_end), (0, 60));
+    }
+
+    #[test]
+    fn motion_needs_strictly_more_than_half() {
+        let two = fold(&[reading(1, 25.0), reading(2, 10.0)]);
+        assert_eq!(two.sensors_local_row(1, 60_000).motion_detected, 0);
+        let three = fold(&[reading(1, 25.0), reading(2, 10.0), reading(3, 26.0)]);
+        assert_eq!(three.sensors_local_row(1, 60_000).motion_detected, 1);
+    }
+
+    #[test]
+    fn earliest_metadata_and_latest_status_ignore_arrival_order() {
+        let mut late_first = reading(5_000, 1.0);
+        late_first.customer_id = Some(ShortStr::new("late"));
+        late_first.latitude = 50.0;
+        late_first.status = 3;
+        let mut early = reading(1_000, 1.0);
+        early.customer_id = None;
+        early.sensor_type = 99;
+        early.site_id = Some(ShortStr::new("site_x"));
+        early.status = 4;
+        let mut tie_latest = reading(5_000, 1.0);
+        tie_latest.status = 2;
+        let a = fold(&[late_first.clone(), early.clone(), tie_latest.clone()]);
+        let b = fold(&[early, tie_latest, late_first]);
+        for acc in [&a, &b] {
+            let row = acc.sensors_local_row(1234, 60_000);
+            assert_eq!(row.customer_id, "customer_0001", "null customer of the earliest");
+            assert_eq!(row.site_id, "site_x");
+            assert_eq!(row.device_type, "unknown");
+            assert_eq!(row.latitude, 1.0);
+            assert_eq!(row.status, 3, "latest timestamp, ties to greatest status");
+        }
+    }
+
+    #[test]
+    fn earliest_ties_break_on_content() {
+        let mut x = reading(1_000, 1.0);
+        x.customer_id = Some(ShortStr::new("b"));
+        let mut y = reading(1_000, 1.0);
+        y.customer_id = Some(ShortStr::new("a"));
+        assert_eq!(fold(&[x.clone(), y.clone()]).earliest, fold(&[y, x]).earliest);
+    }
+
+    #[test]
+    fn merge_equals_sequential_add() {
+        let rs: Vec<Reading> = (0..50)
+            .map(|i| reading(((i * 7919) % 50) * 1000, f64::from(i as i32) * 0.5))
+            .collect();
+        let whole = fold(&rs);
+        for split in [1, 17, 49] {
+            let mut left = fold(&rs[..split]);
+            let right = fold(&rs[split..]);
+            left.merge(&right);
+            assert_eq!(left.count, whole.count);
+            assert_eq!(left.earliest, whole.earliest);
+            assert_eq!(left.latest_ms, whole.latest_ms);
+            assert_eq!(left.temperature.min, whole.temperature.min);
+            assert!((left.temperature.sum - whole.temperature.sum).abs() < 1e-9);
+            assert_eq!(left.packets_sent_sum, whole.packets_sent_sum);
+        }
+    }
+
+    #[test]
+    fn negative_counters_clamp_to_zero() {
+        let mut r = reading(1, 1.0);
+        r.error_count = -5;
+        r.packets_sent = -1;
+        r.status = 300;
+        let row = Accumulator::new(&r).sensors_local_row(1, 60_000);
+        assert_eq!(row.error_count, 0);
+        assert_eq!(row.packets_sent, 0);
+        assert_eq!(row.status, 255);
+    }
+
+    #[test]
+    fn codec_round_trips_and_rejects_garbage() {
+        let mut acc = fold(&[reading(1, 1.0), reading(2, 2.0)]);
+        acc.earliest.site_id = Some("site_ü".into());
+        let mut buf = Vec::new();
+        codec::encode(&acc, &mut buf);
+        assert_eq!(codec::decode(&buf), Ok(acc));
+        assert_eq!(codec::decode(&buf[..buf.len() - 1]), Err(codec::CorruptState::Truncated));
+        let mut extra = buf.clone();
+        extra.push(0);
+        assert_eq!(codec::decode(&extra), Err(codec::CorruptState::Trailing(1)));
+        buf[0] = 9;
+        assert_eq!(codec::decode(&buf), Err(codec::CorruptState::Version(9)));
+    }
+}

@@ -1,0 +1,410 @@
+//! The ClickHouse writer (HTTP, RowBinary, via the `clickhouse` crate).
+//!
+//! Works against ClickHouse 18.16 and current servers: row validation is off
+//! (18.16 cannot describe rows in `RowBinaryWithNamesAndTypes`), so before
+//! writing, [`ClickHouseWriter::check_tables`] compares each table's columns
+//! with what Weir writes; RowBinary into a mismatched table would otherwise
+//! fail obscurely or, worse, store garbage.
+//!
+//! Retried inserts must not duplicate rows, and 18.16 has no
+//! `insert_deduplication_token`. Every output row has a natural key (device
+//! and window, or source and position of a late reading), so after a failed
+//! insert [`ClickHouseWriter::forget_existing`] asks the server which rows of
+//! the batch are already there and drops them before the retry.
+
+use std::collections::HashSet;
+use std::error::Error as StdError;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{OutputBatch, SinkError};
+use crate::rows::Table;
+use crate::spec::{ClickHouseSinkSpec, TableNames};
+
+/// One attempt at a time against one ClickHouse server.
+#[derive(Clone)]
+pub struct ClickHouseWriter {
+    /// Client bound to the job's database (for inserts and lookups).
+    client: clickhouse::Client,
+    /// Client without a database (for `CREATE DATABASE` and `system.*`).
+    server: clickhouse::Client,
+    url: String,
+    database: String,
+    tables: TableNames,
+    timeout: Duration,
+}
+
+#[derive(Debug, Deserialize, clickhouse::Row)]
+struct ColumnRow {
+    name: String,
+    #[serde(rename = "type")]
+    ty: String,
+}
+
+#[derive(Debug, Deserialize, clickhouse::Row)]
+struct TimeKeyRow {
+    device_id: String,
+    time: u32,
+}
+
+#[derive(Debug, Deserialize, clickhouse::Row)]
+struct LateKeyRow {
+    source: String,
+    position: String,
+}
+
+impl ClickHouseWriter {
+    pub fn new(spec: &ClickHouseSinkSpec, password: Option<String>) -> Self {
+        let mut server = clickhouse::Client::default()
+            .with_url(spec.url.trim_end_matches('/'))
+            .with_user(&spec.user)
+            .with_validation(false);
+        if let Some(p) = password {
+            server = server.with_password(p);
+        }
+        ClickHouseWriter {
+            client: server.clone().with_database(&spec.database),
+            server,
+            url: spec.url.clone(),
+            database: spec.database.clone(),
+            tables: spec.tables.clone(),
+            timeout: spec.request_timeout.std(),
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Qualified name of an output table, for messages.
+    pub fn table_name(&self, table: Table) -> String {
+        format!("{}.{}", self.database, self.tables.get(table))
+    }
+
+    fn classify(&self, what: &str, e: clickhouse::error::Error) -> SinkError {
+        use clickhouse::error::Error as E;
+        match e {
+            E::Network(_) | E::TimedOut => SinkError::Unreachable {
+                url: self.url.clone(),
+                message: chain(&e),
+            },
+            E::BadResponse(text) => {
+                let code = exception_code(&text);
+                SinkError::Rejected {
+                    what: what.to_owned(),
+                    code,
+                    retryable: code.is_none_or(code_is_retryable),
+                    message: first_line(&text),
+                }
+            }
+            other => SinkError::Protocol(chain(&other)),
+        }
+    }
+
+    async fn timed<T>(
+        &self,
+        what: &str,
+        fut: impl std::future::Future<Output = clickhouse::error::Result<T>>,
+    ) -> Result<T, SinkError> {
+        match tokio::time::timeout(self.timeout, fut).await {
+            Ok(result) => result.map_err(|e| self.classify(what, e)),
+            Err(_) => Err(SinkError::Unreachable {
+                url: self.url.clone(),
+                message: format!("no answer within {:?} ({what})", self.timeout),
+            }),
+        }
+    }
+
+    /// The server's version; fails if it cannot be reached or refuses us.
+    pub async fn ping(&self) -> Result<String, SinkError> {
+        self.timed(
+            "a version query",
+            self.server.query("SELECT version()").fetch_one::<String>(),
+        )
+        .await
+    }
+
+    /// Runs Weir's DDL (`CREATE ... IF NOT EXISTS`).
+    pub async fn create_tables(&self) -> Result<(), SinkError> {
+        for statement in super::ddl::statements(&self.database, &self.tables) {
+            self.timed("a CREATE statement", self.server.query(&statement).execute())
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Checks that every table Weir will write exists with compatible columns.
+    pub async fn check_tables(&self, tables: &[Table]) -> Result<(), SinkError> {
+        for &table in tables {
+            let name = self.tables.get(table);
+            let columns: Vec<ColumnRow> = self
+                .timed(
+                    "a schema query",
+                    self.server
+                        .query("SELECT name, type FROM system.columns WHERE database = ? AND table = ?")
+                        .bind(&self.database)
+                        .bind(name)
+                        .fetch_all(),
+                )
+                .await?;
+            let qualified = self.table_name(table);
+            if columns.is_empty() {
+                return Err(SinkError::Schema {
+                    table: qualified,
+                    problem: "the table does not exist; create it with `weir ddl --apply` \
+                              or set sink.clickhouse.create_tables: true"
+                        .into(),
+                });
+            }
+            for (col, ty) in table.columns() {
+                match columns.iter().find(|c| c.name == *col) {
+                    None => {
+                        return Err(SinkError::Schema {
+                            table: qualified,
+                            problem: format!("it has no column `{col}` (Weir writes `{col} {ty}`)"),
+                        })
+                    }
+                    Some(c) if !type_compatible(&c.ty, ty) => {
+                        return Err(SinkError::Schema {
+                            table: qualified,
+                            problem: format!(
+                                "column `{col}` is `{}`, but Weir writes `{ty}`",
+                                c.ty
+                            ),
+                        })
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One attempt to insert the batch, table by table. Rows of tables that
+    /// were written are removed from `batch`; on error the rest remain.
+    pub async fn write(&self, batch: &mut OutputBatch) -> Result<(), SinkError> {
+        if !batch.sensors_local.is_empty() {
+            self.insert(Table::SensorsLocal, &batch.sensors_local).await?;
+            batch.sensors_local.clear();
+        }
+        if !batch.aggregates.is_empty() {
+            self.insert(Table::SensorAggregates, &batch.aggregates).await?;
+            batch.aggregates.clear();
+        }
+        if !batch.late.is_empty() {
+            self.insert(Table::LateReadings, &batch.late).await?;
+            batch.late.clear();
+        }
+        Ok(())
+    }
+
+    async fn insert<T>(&self, table: Table, rows: &[T]) -> Result<(), SinkError>
+    where
+        T: clickhouse::RowOwned + clickhouse::RowWrite,
+    {
+        let what = format!("an insert into {}", self.table_name(table));
+        let mut insert = self
+            .timed(&what, self.client.insert::<T>(self.tables.get(table)))
+            .await?
+            .with_timeouts(Some(self.timeout), Some(self.timeout));
+        for row in rows {
+            insert.write(row).await.map_err(|e| self.classify(&what, e))?;
+        }
+        insert.end().await.map_err(|e| self.classify(&what, e))
+    }
+
+    /// Removes from `batch` the rows that ClickHouse already has (by natural
+    /// key): after a failed insert whose fate is unknown, this makes the
+    /// retry write each row exactly once. Returns how many were removed.
+    pub async fn forget_existing(&self, batch: &mut OutputBatch) -> Result<usize, SinkError> {
+        let mut removed = 0;
+        if !batch.sensors_local.is_empty() {
+            let keys = self
+                .existing_time_keys(
+                    Table::SensorsLocal,
+                    "time",
+                    batch.sensors_local.iter().map(|r| (r.device_id.as_str(), r.time)),
+                )
+                .await?;
+            let before = batch.sensors_local.len();
+            batch
+                .sensors_local
+                .retain(|r| !keys.contains(&(r.device_id.clone(), r.time)));
+            removed += before - batch.sensors_local.len();
+        }
+        if !batch.aggregates.is_empty() {
+            let keys = self
+                .existing_time_keys(
+                    Table::SensorAggregates,
+                    "window_start",
+                    batch.aggregates.iter().map(|r| (r.device_id.as_str(), r.window_start)),
+                )
+                .await?;
+            let before = batch.aggregates.len();
+            batch
+                .aggregates
+                .retain(|r| !keys.contains(&(r.device_id.clone(), r.window_start)));
+            removed += before - batch.aggregates.len();
+        }
+        if !batch.late.is_empty() {
+            let sources: Vec<&str> = dedup(batch.late.iter().map(|r| r.source.as_str()));
+            let positions: Vec<&str> = dedup(batch.late.iter().map(|r| r.position.as_str()));
+            let sql = format!(
+                "SELECT source, position FROM {} WHERE has(?, source) AND has(?, position)",
+                self.tables.get(Table::LateReadings)
+            );
+            let rows: Vec<LateKeyRow> = self
+                .timed(
+                    "a lookup of written rows",
+                    self.client.query(&sql).bind(sources).bind(positions).fetch_all(),
+                )
+                .await?;
+            let keys: HashSet<(String, String)> =
+                rows.into_iter().map(|r| (r.source, r.position)).collect();
+            let before = batch.late.len();
+            batch
+                .late
+                .retain(|r| !keys.contains(&(r.source.clone(), r.position.clone())));
+            removed += before - batch.late.len();
+        }
+        Ok(removed)
+    }
+
+    async fn existing_time_keys<'a>(
+        &self,
+        table: Table,
+        time_column: &str,
+        keys: impl Iterator<Item = (&'a str, u32)> + Clone,
+    ) -> Result<HashSet<(String, u32)>, SinkError> {
+        let devices: Vec<&str> = dedup(keys.clone().map(|k| k.0));
+        let times: Vec<u32> = dedup(keys.map(|k| k.1));
+        let sql = format!(
+            "SELECT device_id, toUInt32({time_column}) AS time FROM {} \
+             WHERE has(?, device_id) AND has(?, toUInt32({time_column}))",
+            self.tables.get(table)
+        );
+        let rows: Vec<TimeKeyRow> = self
+            .timed(
+                "a lookup of written rows",
+                self.client.query(&sql).bind(devices).bind(times).fetch_all(),
+            )
+            .await?;
+        Ok(rows.into_iter().map(|r| (r.device_id, r.time)).collect())
+    }
+}
+
+fn dedup<T: Ord + Copy>(it: impl Iterator<Item = T>) -> Vec<T> {
+    let mut v: Vec<T> = it.collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+/// RowBinary compatibility of a server column type with the type Weir writes.
+fn type_compatible(server: &str, ours: &str) -> bool {
+    let server = server.trim();
+    server == ours
+        || (ours == "String" && server == "LowCardinality(String)")
+        || (ours == "DateTime" && server.starts_with("DateTime(") && !server.starts_with("DateTime64"))
+}
+
+/// The error and its causes on one line (hyper hides the useful part, such
+/// as "Connection refused", in the source chain).
+fn chain(e: &dyn StdError) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = s.source();
+    }
+    text
+}
+
+fn first_line(text: &str) -> String {
+    let line = text.lines().next().unwrap_or_default().trim();
+    const MAX: usize = 500;
+    if line.len() > MAX {
+        let mut end = MAX;
+        while !line.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}…", &line[..end])
+    } else {
+        line.to_owned()
+    }
+}
+
+/// The `Code: N` of a ClickHouse exception text, in both the 18.x
+/// (`Code: 60, e.displayText() = ...`) and current (`Code: 60. DB::...`) forms.
+fn exception_code(text: &str) -> Option<u32> {
+    let rest = &text[text.find("Code: ")? + 6..];
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+/// Server errors a retry can get past: overload, timeouts, network trouble
+/// between replicas, read-only or full disks. Everything about the request
+/// itself (unknown table or column, bad data, authentication) is permanent.
+fn code_is_retryable(code: u32) -> bool {
+    !matches!(
+        code,
+        16  // NO_SUCH_COLUMN_IN_TABLE
+        | 27 // CANNOT_PARSE_INPUT_ASSERTION_FAILED
+        | 33 // CANNOT_READ_ALL_DATA
+        | 47 // UNKNOWN_IDENTIFIER
+        | 53 // TYPE_MISMATCH
+        | 60 // UNKNOWN_TABLE
+        | 62 // SYNTAX_ERROR
+        | 81 // UNKNOWN_DATABASE
+        | 115 // UNKNOWN_SETTING
+        | 117 // INCORRECT_DATA
+        | 164 // READONLY (user is read-only)
+        | 192 // UNKNOWN_USER
+        | 193 // WRONG_PASSWORD
+        | 194 // REQUIRED_PASSWORD
+        | 195 // IP_ADDRESS_NOT_ALLOWED
+        | 497 // ACCESS_DENIED
+        | 516 // AUTHENTICATION_FAILED
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exception_codes_in_old_and_new_formats() {
+        assert_eq!(
+            exception_code("Code: 60, e.displayText() = DB::Exception: Table x doesn't exist., e.what() = DB::Exception"),
+            Some(60)
+        );
+        assert_eq!(exception_code("Code: 516. DB::Exception: default: Authentication failed"), Some(516));
+        assert_eq!(exception_code("502 Bad Gateway"), None);
+        assert!(!code_is_retryable(60));
+        assert!(!code_is_retryable(516));
+        assert!(code_is_retryable(252), "TOO_MANY_PARTS");
+        assert!(code_is_retryable(241), "MEMORY_LIMIT_EXCEEDED");
+    }
+
+    #[test]
+    fn column_type_compatibility() {
+        assert!(type_compatible("String", "String"));
+        assert!(type_compatible("LowCardinality(String)", "String"));
+        assert!(type_compatible("DateTime('UTC')", "DateTime"));
+        assert!(!type_compatible("DateTime64(3)", "DateTime"));
+        assert!(!type_compatible("Nullable(Float64)", "Float64"));
+        assert!(!type_compatible("Float32", "Float64"));
+    }
+
+    #[test]
+    fn long_messages_are_cut_at_a_char_boundary() {
+        let text = "é".repeat(400);
+        let line = first_line(&text);
+        assert!(line.ends_with('…') && line.len() <= 504);
+    }
+}

@@ -1,0 +1,227 @@
+//! Append-only JSON-lines files that stay whole when a write fails.
+//!
+//! Each append writes a whole batch with one `write_all`. If that fails (a
+//! full disk, most often) the file is cut back to its length before the
+//! batch, so the file never holds half a line and a retry of the batch
+//! writes it exactly once.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::{OutputBatch, SinkError};
+use crate::rows::Table;
+
+/// Whether an I/O error may go away by itself (space freed, quota raised,
+/// a transient device error) rather than needing an operator to fix paths
+/// or permissions.
+pub fn io_error_is_transient(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull
+            | io::ErrorKind::QuotaExceeded
+            | io::ErrorKind::Interrupted
+            | io::ErrorKind::WouldBlock
+            | io::ErrorKind::TimedOut
+    ) || matches!(e.raw_os_error(), Some(5)) // EIO
+}
+
+/// One JSON-lines file.
+#[derive(Debug)]
+pub struct JsonlFile {
+    path: PathBuf,
+    file: File,
+    /// Length of the file up to the last whole batch.
+    len: u64,
+    /// A failed append could not be rolled back yet.
+    needs_rollback: bool,
+    buf: Vec<u8>,
+}
+
+impl JsonlFile {
+    /// Creates (or empties) the file, creating its directory.
+    pub fn create(path: &Path) -> Result<Self, SinkError> {
+        let io_err = |source| SinkError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(io_err)?;
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .open(path)
+            .map_err(io_err)?;
+        Ok(JsonlFile {
+            path: path.to_owned(),
+            file,
+            len: 0,
+            needs_rollback: false,
+            buf: Vec::new(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends one line per row, all or nothing.
+    pub fn append<T: Serialize>(&mut self, rows: &[T]) -> Result<(), SinkError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        self.buf.clear();
+        for row in rows {
+            // Serializing plain row structs into a Vec cannot fail.
+            serde_json::to_writer(&mut self.buf, row).map_err(|e| SinkError::Io {
+                path: self.path.clone(),
+                source: io::Error::other(e),
+            })?;
+            self.buf.push(b'\n');
+        }
+        self.append_raw()
+    }
+
+    fn append_raw(&mut self) -> Result<(), SinkError> {
+        let result = self.rollback_if_needed().and_then(|()| self.file.write_all(&self.buf));
+        match result {
+            Ok(()) => {
+                self.len += self.buf.len() as u64;
+                Ok(())
+            }
+            Err(source) => {
+                self.needs_rollback = true;
+                // Best effort now; retried before the next append otherwise.
+                let _ = self.rollback_if_needed();
+                Err(SinkError::Io {
+                    path: self.path.clone(),
+                    source,
+                })
+            }
+        }
+    }
+
+    fn rollback_if_needed(&mut self) -> io::Result<()> {
+        if self.needs_rollback {
+            self.file.set_len(self.len)?;
+            self.file.seek(SeekFrom::Start(self.len))?;
+            self.needs_rollback = false;
+        }
+        Ok(())
+    }
+
+    /// Forces written lines to disk.
+    pub fn sync(&mut self) -> Result<(), SinkError> {
+        self.file.sync_data().map_err(|source| SinkError::Io {
+            path: self.path.clone(),
+            source,
+        })
+    }
+}
+
+/// The JSONL sink: one `<table>.jsonl` per output table in a directory.
+#[derive(Debug)]
+pub struct JsonlWriter {
+    files: Vec<(Table, JsonlFile)>,
+}
+
+impl JsonlWriter {
+    /// Creates (empties) the files of `tables` under `dir`.
+    pub fn create(dir: &Path, tables: &[Table]) -> Result<Self, SinkError> {
+        let files = tables
+            .iter()
+            .map(|t| {
+                let path = dir.join(format!("{}.jsonl", t.default_name()));
+                JsonlFile::create(&path).map(|f| (*t, f))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(JsonlWriter { files })
+    }
+
+    /// Writes a batch, table by table; rows of a table that was written are
+    /// removed from the batch, so a retry after an error continues where
+    /// this attempt stopped.
+    pub fn write(&mut self, batch: &mut OutputBatch) -> Result<(), SinkError> {
+        for (table, file) in &mut self.files {
+            match table {
+                Table::SensorsLocal => {
+                    file.append(&batch.sensors_local)?;
+                    batch.sensors_local.clear();
+                }
+                Table::SensorAggregates => {
+                    file.append(&batch.aggregates)?;
+                    batch.aggregates.clear();
+                }
+                Table::LateReadings => {
+                    file.append(&batch.late)?;
+                    batch.late.clear();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn sync(&mut self) -> Result<(), SinkError> {
+        self.files.iter_mut().try_for_each(|(_, f)| f.sync())
+    }
+
+    pub fn paths(&self) -> impl Iterator<Item = &Path> {
+        self.files.iter().map(|(_, f)| f.path())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Serialize)]
+    struct Row {
+        a: u32,
+    }
+
+    #[test]
+    fn appends_whole_lines() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("sub/x.jsonl");
+        let mut f = JsonlFile::create(&path).expect("create");
+        f.append(&[Row { a: 1 }, Row { a: 2 }]).expect("append");
+        f.append::<Row>(&[]).expect("empty append");
+        f.append(&[Row { a: 3 }]).expect("append");
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), "{\"a\":1}\n{\"a\":2}\n{\"a\":3}\n");
+        // Re-creating empties the file.
+        drop(f);
+        JsonlFile::create(&path).expect("create");
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), "");
+    }
+
+    /// /dev/full fails every write with ENOSPC: the error says so, is
+    /// retryable, and names the file.
+    #[test]
+    fn full_disk_is_a_retryable_error_naming_the_file() {
+        let Ok(file) = OpenOptions::new().write(true).open("/dev/full") else {
+            return; // not on Linux
+        };
+        let mut f = JsonlFile {
+            path: PathBuf::from("/dev/full"),
+            file,
+            len: 0,
+            needs_rollback: false,
+            buf: Vec::new(),
+        };
+        let err = f.append(&[Row { a: 1 }]).unwrap_err();
+        assert!(err.is_retryable(), "{err}");
+        let text = err.to_string();
+        assert!(text.contains("/dev/full") && text.contains("space"), "{text}");
+    }
+
+    #[test]
+    fn a_missing_directory_is_not_retryable() {
+        let err = JsonlFile::create(Path::new("/proc/weir-cannot-exist/x.jsonl")).unwrap_err();
+        assert!(!err.is_retryable(), "{err}");
+        assert!(err.to_string().contains("/proc/weir-cannot-exist"));
+    }
+}
