@@ -74,27 +74,16 @@ impl Earliest {
         }
     }
 
-    /// Order used to pick the earliest reading: by timestamp, and for equal
-    /// timestamps (which the contract leaves open) by the metadata itself so
-    /// that the choice is deterministic: smallest customer, site, type,
-    /// latitude, longitude, altitude (absent sorts first).
-    fn cmp_key(
-        ts: i64,
-        customer: Option<&str>,
-        site: Option<&str>,
-        sensor_type: i32,
-        lat: f64,
-        lon: f64,
-        alt: f64,
-        other: &Earliest,
-    ) -> Ordering {
-        ts.cmp(&other.timestamp_ms)
-            .then_with(|| customer.cmp(&other.customer_id.as_deref()))
-            .then_with(|| site.cmp(&other.site_id.as_deref()))
-            .then_with(|| sensor_type.cmp(&other.sensor_type))
-            .then_with(|| lat.total_cmp(&other.latitude))
-            .then_with(|| lon.total_cmp(&other.longitude))
-            .then_with(|| alt.total_cmp(&other.altitude))
+    fn key(&self) -> EarliestKey<'_> {
+        EarliestKey {
+            timestamp_ms: self.timestamp_ms,
+            customer_id: self.customer_id.as_deref(),
+            site_id: self.site_id.as_deref(),
+            sensor_type: self.sensor_type,
+            latitude: self.latitude,
+            longitude: self.longitude,
+            altitude: self.altitude,
+        }
     }
 
     #[inline]
@@ -103,35 +92,54 @@ impl Earliest {
         if r.timestamp_ms > self.timestamp_ms {
             return;
         }
-        let ord = Self::cmp_key(
-            r.timestamp_ms,
-            r.customer_id.as_ref().map(|s| s.as_str()),
-            r.site_id.as_ref().map(|s| s.as_str()),
-            r.sensor_type,
-            r.latitude,
-            r.longitude,
-            r.altitude,
-            self,
-        );
-        if ord == Ordering::Less {
+        if EarliestKey::of(r).cmp(&self.key()) == Ordering::Less {
             *self = Earliest::of(r);
         }
     }
 
     fn merge(&mut self, o: &Earliest) {
-        let ord = Self::cmp_key(
-            o.timestamp_ms,
-            o.customer_id.as_deref(),
-            o.site_id.as_deref(),
-            o.sensor_type,
-            o.latitude,
-            o.longitude,
-            o.altitude,
-            self,
-        );
-        if ord == Ordering::Less {
+        if o.key().cmp(&self.key()) == Ordering::Less {
             *self = o.clone();
         }
+    }
+}
+
+/// What decides which reading is the earliest: the timestamp, and for equal
+/// timestamps (which the contract leaves open) the metadata itself, so that
+/// the choice never depends on arrival order: smallest customer, site, type,
+/// latitude, longitude, altitude (an absent identifier sorts first).
+struct EarliestKey<'a> {
+    timestamp_ms: i64,
+    customer_id: Option<&'a str>,
+    site_id: Option<&'a str>,
+    sensor_type: i32,
+    latitude: f64,
+    longitude: f64,
+    altitude: f64,
+}
+
+impl<'a> EarliestKey<'a> {
+    fn of(r: &'a Reading) -> Self {
+        EarliestKey {
+            timestamp_ms: r.timestamp_ms,
+            customer_id: r.customer_id.as_ref().map(|s| s.as_str()),
+            site_id: r.site_id.as_ref().map(|s| s.as_str()),
+            sensor_type: r.sensor_type,
+            latitude: r.latitude,
+            longitude: r.longitude,
+            altitude: r.altitude,
+        }
+    }
+
+    fn cmp(&self, o: &EarliestKey<'_>) -> Ordering {
+        self.timestamp_ms
+            .cmp(&o.timestamp_ms)
+            .then_with(|| self.customer_id.cmp(&o.customer_id))
+            .then_with(|| self.site_id.cmp(&o.site_id))
+            .then_with(|| self.sensor_type.cmp(&o.sensor_type))
+            .then_with(|| self.latitude.total_cmp(&o.latitude))
+            .then_with(|| self.longitude.total_cmp(&o.longitude))
+            .then_with(|| self.altitude.total_cmp(&o.altitude))
     }
 }
 
@@ -247,7 +255,11 @@ impl Accumulator {
     /// Rough heap + inline footprint, for the state memory budget.
     pub fn footprint(&self) -> usize {
         std::mem::size_of::<Self>()
-            + self.earliest.customer_id.as_ref().map_or(0, String::capacity)
+            + self
+                .earliest
+                .customer_id
+                .as_ref()
+                .map_or(0, String::capacity)
             + self.earliest.site_id.as_ref().map_or(0, String::capacity)
     }
 
@@ -585,7 +597,11 @@ mod tests {
 
     #[test]
     fn averages_sums_and_extremes() {
-        let rs = [reading(1_000, 10.0), reading(2_000, 20.0), reading(3_000, 30.0)];
+        let rs = [
+            reading(1_000, 10.0),
+            reading(2_000, 20.0),
+            reading(3_000, 30.0),
+        ];
         let acc = fold(&rs);
         let row = acc.sensors_local_row(42, 60_000);
         assert_eq!(row.temperature, 20.0);
@@ -603,7 +619,11 @@ mod tests {
         let agg = acc.aggregates_row(42, 0, 60_000);
         assert_eq!(agg.readings, 3);
         assert_eq!(
-            (agg.temperature_min, agg.temperature_avg, agg.temperature_max),
+            (
+                agg.temperature_min,
+                agg.temperature_avg,
+                agg.temperature_max
+            ),
             (10.0, 20.0, 30.0)
         );
         assert_eq!((agg.light_min, agg.light_max), (100.0, 300.0));
@@ -637,7 +657,10 @@ mod tests {
         let b = fold(&[early, tie_latest, late_first]);
         for acc in [&a, &b] {
             let row = acc.sensors_local_row(1234, 60_000);
-            assert_eq!(row.customer_id, "customer_0001", "null customer of the earliest");
+            assert_eq!(
+                row.customer_id, "customer_0001",
+                "null customer of the earliest"
+            );
             assert_eq!(row.site_id, "site_x");
             assert_eq!(row.device_type, "unknown");
             assert_eq!(row.latitude, 1.0);
@@ -651,7 +674,10 @@ mod tests {
         x.customer_id = Some(ShortStr::new("b"));
         let mut y = reading(1_000, 1.0);
         y.customer_id = Some(ShortStr::new("a"));
-        assert_eq!(fold(&[x.clone(), y.clone()]).earliest, fold(&[y, x]).earliest);
+        assert_eq!(
+            fold(&[x.clone(), y.clone()]).earliest,
+            fold(&[y, x]).earliest
+        );
     }
 
     #[test]
@@ -692,7 +718,10 @@ mod tests {
         let mut buf = Vec::new();
         codec::encode(&acc, &mut buf);
         assert_eq!(codec::decode(&buf), Ok(acc));
-        assert_eq!(codec::decode(&buf[..buf.len() - 1]), Err(codec::CorruptState::Truncated));
+        assert_eq!(
+            codec::decode(&buf[..buf.len() - 1]),
+            Err(codec::CorruptState::Truncated)
+        );
         let mut extra = buf.clone();
         extra.push(0);
         assert_eq!(codec::decode(&extra), Err(codec::CorruptState::Trailing(1)));

@@ -57,7 +57,11 @@ pub fn base64(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -92,7 +96,16 @@ mod tests {
 
     #[test]
     fn payload_is_cut_but_its_length_kept() {
-        let d = DeadLetter::new(1, "f.avro", "0:0".into(), 3, "truncated", "x".into(), &[1; 100], 10);
+        let d = DeadLetter::new(
+            1,
+            "f.avro",
+            "0:0".into(),
+            3,
+            "truncated",
+            "x".into(),
+            &[1; 100],
+            10,
+        );
         assert_eq!(d.payload_len, 100);
         assert!(d.payload_truncated);
         assert_eq!(d.payload_base64, base64(&[1; 10]));

@@ -95,7 +95,8 @@ impl Device {
         };
         let customer_id = (!rng.chance(0.1))
             .then(|| ShortStr::new(&format!("customer_{:04}", 1 + sensor_id % 50)));
-        let site_id = (!rng.chance(0.1)).then(|| ShortStr::new(&format!("site_{:04}", sensor_id % 1000)));
+        let site_id =
+            (!rng.chance(0.1)).then(|| ShortStr::new(&format!("site_{:04}", sensor_id % 1000)));
         Device {
             sensor_id,
             sensor_type,
@@ -133,10 +134,16 @@ impl PartitionGenerator {
             .filter(|id| (*id as u64) % p == u64::from(partition))
             .map(|id| Device::new(params.seed, id))
             .collect();
-        let limit = params.records.map(|n| n / p + u64::from(u64::from(partition) < n % p));
+        let limit = params
+            .records
+            .map(|n| n / p + u64::from(u64::from(partition) < n % p));
         PartitionGenerator {
             devices,
-            rng: Rng::new(params.seed.wrapping_add(u64::from(partition).wrapping_mul(0x9e37_79b9))),
+            rng: Rng::new(
+                params
+                    .seed
+                    .wrapping_add(u64::from(partition).wrapping_mul(0x9e37_79b9)),
+            ),
             start_ms: params.start_ms,
             interval_ms: 1000.0 * p as f64 / params.rate,
             disorder_ms: params.disorder_ms,
@@ -188,7 +195,11 @@ impl PartitionGenerator {
             humidity: d.base_humidity + rng.range(-5.0, 5.0),
             pressure: rng.range(990.0, 1030.0),
             battery_level: rng.range(20.0, 100.0),
-            status: if rng.chance(0.9) { 1 } else { 2 + rng.below(3) as i32 },
+            status: if rng.chance(0.9) {
+                1
+            } else {
+                2 + rng.below(3) as i32
+            },
             co2_level: rng.range(400.0, 1000.0),
             noise_level: rng.range(30.0, 80.0),
             light_level: rng.range(0.0, 1000.0),
@@ -196,7 +207,11 @@ impl PartitionGenerator {
             signal_strength: rng.range(-90.0, -40.0),
             memory_usage: rng.range(20.0, 80.0),
             cpu_usage: rng.range(5.0, 95.0),
-            error_count: if rng.chance(0.95) { 0 } else { 1 + rng.below(5) as i32 },
+            error_count: if rng.chance(0.95) {
+                0
+            } else {
+                1 + rng.below(5) as i32
+            },
             packets_sent,
             packets_received,
             bytes_sent: packets_sent * (64 + rng.below(1436) as i64),
@@ -239,11 +254,18 @@ mod tests {
     #[test]
     fn deterministic_and_split_by_device() {
         let p = params(3, Some(1000));
-        let a: Vec<Vec<Reading>> = (0..3).map(|i| drain(&mut PartitionGenerator::new(&p, i))).collect();
-        let b: Vec<Vec<Reading>> = (0..3).map(|i| drain(&mut PartitionGenerator::new(&p, i))).collect();
+        let a: Vec<Vec<Reading>> = (0..3)
+            .map(|i| drain(&mut PartitionGenerator::new(&p, i)))
+            .collect();
+        let b: Vec<Vec<Reading>> = (0..3)
+            .map(|i| drain(&mut PartitionGenerator::new(&p, i)))
+            .collect();
         assert_eq!(a, b);
         assert_eq!(a.iter().map(Vec::len).sum::<usize>(), 1000);
-        assert_eq!(a.iter().map(Vec::len).collect::<Vec<_>>(), vec![334, 333, 333]);
+        assert_eq!(
+            a.iter().map(Vec::len).collect::<Vec<_>>(),
+            vec![334, 333, 333]
+        );
         for (i, part) in a.iter().enumerate() {
             assert!(part.iter().all(|r| r.sensor_id as usize % 3 == i));
         }
@@ -266,7 +288,10 @@ mod tests {
 
     #[test]
     fn metadata_varies_as_the_contract_needs() {
-        let p = GeneratorParams { devices: 500, ..params(1, Some(20_000)) };
+        let p = GeneratorParams {
+            devices: 500,
+            ..params(1, Some(20_000))
+        };
         let readings = drain(&mut PartitionGenerator::new(&p, 0));
         assert!(readings.iter().any(|r| r.customer_id.is_none()));
         assert!(readings.iter().any(|r| r.site_id.is_none()));

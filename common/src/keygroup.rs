@@ -143,8 +143,20 @@ mod tests {
     #[test]
     fn flink_formula_examples() {
         // 128 key groups over 3 operators: [0,43) [43,86) [86,128).
-        assert_eq!(KeyGroupRange::for_operator(128, 3, 0), KeyGroupRange { start: 0, end: 43 });
-        assert_eq!(KeyGroupRange::for_operator(128, 3, 1), KeyGroupRange { start: 43, end: 86 });
-        assert_eq!(KeyGroupRange::for_operator(128, 3, 2), KeyGroupRange { start: 86, end: 128 });
+        assert_eq!(
+            KeyGroupRange::for_operator(128, 3, 0),
+            KeyGroupRange { start: 0, end: 43 }
+        );
+        assert_eq!(
+            KeyGroupRange::for_operator(128, 3, 1),
+            KeyGroupRange { start: 43, end: 86 }
+        );
+        assert_eq!(
+            KeyGroupRange::for_operator(128, 3, 2),
+            KeyGroupRange {
+                start: 86,
+                end: 128
+            }
+        );
     }
 }

@@ -23,6 +23,7 @@ pub mod avro;
 pub mod dead_letter;
 pub mod generator;
 pub mod keygroup;
+pub mod position;
 pub mod reading;
 pub mod rows;
 pub mod sink;

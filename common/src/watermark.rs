@@ -175,7 +175,10 @@ mod tests {
         assert!(!g.observe(30_000));
         assert!(!g.observe(20_000), "older records never move the watermark");
         assert!(!g.observe(64_999), "watermark 59_999 is still in window 0");
-        assert!(g.observe(65_000), "watermark 60_000 reaches the end of window 0");
+        assert!(
+            g.observe(65_000),
+            "watermark 60_000 reaches the end of window 0"
+        );
         assert_eq!(g.mark_sent(), 60_000);
         assert!(!g.observe(65_001));
     }
@@ -195,7 +198,11 @@ mod tests {
         assert_eq!(c.on_watermark(0, 100), None, "input 1 has not reported");
         assert_eq!(c.on_watermark(1, 50), Some(50));
         assert_eq!(c.on_watermark(1, 200), Some(100));
-        assert_eq!(c.on_watermark(0, 90), None, "an input's watermark never regresses");
+        assert_eq!(
+            c.on_watermark(0, 90),
+            None,
+            "an input's watermark never regresses"
+        );
         assert_eq!(c.current(), 100);
         assert_eq!(c.on_watermark(9, 1_000), None, "unknown input is ignored");
     }
@@ -211,7 +218,11 @@ mod tests {
         // Input 2 comes back far behind: the combined watermark stays.
         assert_eq!(c.on_watermark(2, 10), None);
         assert_eq!(c.current(), 2_000);
-        assert_eq!(c.on_watermark(1, 5_000), None, "input 2 holds it back again");
+        assert_eq!(
+            c.on_watermark(1, 5_000),
+            None,
+            "input 2 holds it back again"
+        );
         c.on_record(2);
         assert_eq!(c.on_watermark(2, 4_000), Some(3_000));
     }

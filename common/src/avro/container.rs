@@ -83,7 +83,9 @@ impl Codec {
     fn compress(self, data: &[u8], out: &mut Vec<u8>) {
         match self {
             Codec::Null => out.extend_from_slice(data),
-            Codec::Deflate => out.extend_from_slice(&miniz_oxide::deflate::compress_to_vec(data, 6)),
+            Codec::Deflate => {
+                out.extend_from_slice(&miniz_oxide::deflate::compress_to_vec(data, 6))
+            }
             Codec::Snappy => {
                 let max = snap::raw::max_compress_len(data.len());
                 let start = out.len();
@@ -563,7 +565,8 @@ mod tests {
             .expect("header")
             .with_block_size(block);
         for i in 0..n {
-            w.append_with(|buf| encode_reading(&reading(i), buf)).expect("append");
+            w.append_with(|buf| encode_reading(&reading(i), buf))
+                .expect("append");
         }
         w.finish().expect("finish")
     }
@@ -620,7 +623,11 @@ mod tests {
             let bytes = file(codec, 1000, 4096);
             for chunk in [1, 7, 4096, 1 << 20] {
                 let (ids, bad) = scan(&bytes, chunk);
-                assert_eq!(ids, (0..1000).collect::<Vec<_>>(), "{codec:?} chunk {chunk}");
+                assert_eq!(
+                    ids,
+                    (0..1000).collect::<Vec<_>>(),
+                    "{codec:?} chunk {chunk}"
+                );
                 assert!(bad.is_empty());
             }
         }
@@ -643,8 +650,12 @@ mod tests {
     #[test]
     fn reads_containers_written_by_apache_avro() {
         let schema = apache_avro::Schema::parse_str(CONTRACT_SCHEMA).expect("parses");
-        for codec in [apache_avro::Codec::Null, apache_avro::Codec::Deflate(Default::default())] {
-            let mut w = apache_avro::Writer::with_codec(&schema, Vec::new(), codec).expect("writer");
+        for codec in [
+            apache_avro::Codec::Null,
+            apache_avro::Codec::Deflate(Default::default()),
+        ] {
+            let mut w =
+                apache_avro::Writer::with_codec(&schema, Vec::new(), codec).expect("writer");
             for i in 0..50 {
                 let mut buf = Vec::new();
                 encode_reading(&reading(i), &mut buf);
@@ -677,7 +688,9 @@ mod tests {
         let (all, _) = scan(&bytes, 1 << 20);
         // Damage the sync marker after the first block.
         let first_sync = find_sync(&bytes[20..], &SYNC).expect("header sync") + 20;
-        let second = first_sync + SYNC_LEN + find_sync(&bytes[first_sync + SYNC_LEN..], &SYNC).expect("block sync");
+        let second = first_sync
+            + SYNC_LEN
+            + find_sync(&bytes[first_sync + SYNC_LEN..], &SYNC).expect("block sync");
         let mut damaged = bytes.clone();
         damaged[second + 3] ^= 0x55;
         for chunk in [13, 1 << 20] {
@@ -707,7 +720,10 @@ mod tests {
         sc.feed(&bytes[..30]);
         assert_eq!(sc.read_header(), Ok(None));
         sc.finish();
-        assert_eq!(sc.read_header().unwrap_err(), ContainerError::TruncatedHeader);
+        assert_eq!(
+            sc.read_header().unwrap_err(),
+            ContainerError::TruncatedHeader
+        );
         let mut header = Vec::new();
         header.extend_from_slice(&MAGIC);
         write_long(&mut header, 1);

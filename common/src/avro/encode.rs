@@ -80,7 +80,9 @@ mod tests {
         );
         assert_eq!(fields[24].1, Value::Union(0, Box::new(Value::Null)));
         let mut back = Reading::default();
-        DecodePlan::contract().decode(&buf, &mut back).expect("decodes");
+        DecodePlan::contract()
+            .decode(&buf, &mut back)
+            .expect("decodes");
         assert_eq!(back, r);
     }
 }

@@ -23,8 +23,8 @@ pub const CONTRACT_SCHEMA: &str = include_str!("../../contract/sensor_data.avsc"
 /// apache-avro as an independent encoder/decoder for tests.
 #[cfg(test)]
 pub(crate) mod test_support {
-    use apache_avro::types::Value;
     use apache_avro::reader::datum::GenericDatumReader;
+    use apache_avro::types::Value;
     use apache_avro::writer::datum::GenericDatumWriter;
     use apache_avro::Schema;
 

@@ -143,7 +143,18 @@ mod tests {
 
     #[test]
     fn varints_round_trip_at_the_edges() {
-        for v in [0i64, 1, -1, 63, -64, 64, i32::MAX as i64, i32::MIN as i64, i64::MAX, i64::MIN] {
+        for v in [
+            0i64,
+            1,
+            -1,
+            63,
+            -64,
+            64,
+            i32::MAX as i64,
+            i32::MIN as i64,
+            i64::MAX,
+            i64::MIN,
+        ] {
             let mut buf = Vec::new();
             write_long(&mut buf, v);
             let mut input = Input::new(&buf);
@@ -159,13 +170,28 @@ mod tests {
     #[test]
     fn malformed_primitives_are_errors() {
         assert_eq!(Input::new(&[0x80]).read_long(), Err(PrimitiveError::Eof));
-        assert_eq!(Input::new(&[0xff; 11]).read_long(), Err(PrimitiveError::VarintTooLong));
+        assert_eq!(
+            Input::new(&[0xff; 11]).read_long(),
+            Err(PrimitiveError::VarintTooLong)
+        );
         let mut big = Vec::new();
         write_long(&mut big, i64::from(i32::MAX) + 1);
-        assert_eq!(Input::new(&big).read_int(), Err(PrimitiveError::IntOutOfRange));
-        assert_eq!(Input::new(&[2]).read_boolean(), Err(PrimitiveError::BadBoolean));
-        assert_eq!(Input::new(&[1]).read_bytes(), Err(PrimitiveError::BadLength));
-        assert_eq!(Input::new(&[4, b'a']).read_bytes(), Err(PrimitiveError::Eof));
+        assert_eq!(
+            Input::new(&big).read_int(),
+            Err(PrimitiveError::IntOutOfRange)
+        );
+        assert_eq!(
+            Input::new(&[2]).read_boolean(),
+            Err(PrimitiveError::BadBoolean)
+        );
+        assert_eq!(
+            Input::new(&[1]).read_bytes(),
+            Err(PrimitiveError::BadLength)
+        );
+        assert_eq!(
+            Input::new(&[4, b'a']).read_bytes(),
+            Err(PrimitiveError::Eof)
+        );
         assert_eq!(Input::new(&[0, 0]).read_double(), Err(PrimitiveError::Eof));
     }
 }

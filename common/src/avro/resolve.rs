@@ -224,7 +224,9 @@ pub enum SchemaError {
     Parse(String),
     #[error("the writer schema is a {0}, but the contract reads a record")]
     NotARecord(String),
-    #[error("the writer schema has no field `{0}`, which the contract requires (it has no default)")]
+    #[error(
+        "the writer schema has no field `{0}`, which the contract requires (it has no default)"
+    )]
     MissingField(&'static str),
     #[error("field `{field}`: the writer's {writer} cannot be read as the contract's {reader}")]
     Incompatible {
@@ -287,9 +289,7 @@ impl fmt::Display for DecodeError {
             DecodeErrorKind::Primitive(PrimitiveError::IntOutOfRange) => {
                 write!(f, "int value does not fit 32 bits")?
             }
-            DecodeErrorKind::Primitive(PrimitiveError::BadLength) => {
-                write!(f, "negative length")?
-            }
+            DecodeErrorKind::Primitive(PrimitiveError::BadLength) => write!(f, "negative length")?,
             DecodeErrorKind::Primitive(PrimitiveError::BadBoolean) => {
                 write!(f, "boolean byte is neither 0 nor 1")?
             }
@@ -298,9 +298,10 @@ impl fmt::Display for DecodeError {
             DecodeErrorKind::IncompatibleBranch(b) => {
                 write!(f, "union branch {b} cannot be read as the contract's type")?
             }
-            DecodeErrorKind::TrailingBytes(n) => {
-                write!(f, "{n} bytes left after the datum (written with another schema?)")?
-            }
+            DecodeErrorKind::TrailingBytes(n) => write!(
+                f,
+                "{n} bytes left after the datum (written with another schema?)"
+            )?,
         }
         if let Some(i) = self.field {
             if let Some(rf) = READER_FIELDS.get(usize::from(i)) {
@@ -329,14 +330,14 @@ impl DecodePlan {
     /// The plan for data written with the contract schema itself.
     pub fn contract() -> Self {
         // The contract schema is embedded and tested to resolve against itself.
-        Self::from_json(super::CONTRACT_SCHEMA).unwrap_or_else(|e| {
-            unreachable!("embedded contract schema does not resolve: {e}")
-        })
+        Self::from_json(super::CONTRACT_SCHEMA)
+            .unwrap_or_else(|e| unreachable!("embedded contract schema does not resolve: {e}"))
     }
 
     /// Compiles the plan for a writer schema given as Avro JSON.
     pub fn from_json(writer_json: &str) -> Result<Self, SchemaError> {
-        let schema = Schema::parse_str(writer_json).map_err(|e| SchemaError::Parse(e.to_string()))?;
+        let schema =
+            Schema::parse_str(writer_json).map_err(|e| SchemaError::Parse(e.to_string()))?;
         Self::new(&schema)
     }
 
@@ -654,8 +655,8 @@ fn compile_skip(schema: &Schema, names: &NamesRef<'_>, depth: usize) -> Result<S
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::avro::CONTRACT_SCHEMA;
     use crate::avro::test_support::to_datum;
+    use crate::avro::CONTRACT_SCHEMA;
     use apache_avro::types::Value;
 
     /// The Rust table of reader fields is the contract schema, field for
@@ -677,7 +678,11 @@ mod tests {
                     serde_json::Value::Null => true,
                     _ => false,
                 };
-                assert!(zero, "default of {} is {d}, Reading::default() assumes zero", rf.name);
+                assert!(
+                    zero,
+                    "default of {} is {d}, Reading::default() assumes zero",
+                    rf.name
+                );
             }
         }
     }
@@ -760,7 +765,9 @@ mod tests {
         let r = sample();
         let bytes = to_datum(&schema, full_value(&r));
         let mut out = Reading::default();
-        DecodePlan::contract().decode(&bytes, &mut out).expect("decodes");
+        DecodePlan::contract()
+            .decode(&bytes, &mut out)
+            .expect("decodes");
         assert_eq!(out, r);
     }
 
@@ -845,7 +852,10 @@ mod tests {
             ("sensorType".into(), Value::Int(2)),
             ("extraEnum".into(), Value::Enum(1, "B".into())),
             ("extraFixed".into(), Value::Fixed(3, vec![1, 2, 3])),
-            ("siteId".into(), Value::Union(0, Box::new(Value::String("s1".into())))),
+            (
+                "siteId".into(),
+                Value::Union(0, Box::new(Value::String("s1".into()))),
+            ),
             ("customerId".into(), Value::Bytes(b"c9".to_vec())),
             ("packetsSent".into(), Value::Int(-5)),
             ("sensorId".into(), Value::Int(77)),
@@ -880,7 +890,10 @@ mod tests {
         );
         assert!(matches!(
             DecodePlan::from_json(&demotion).unwrap_err(),
-            SchemaError::Incompatible { field: "sensorId", .. }
+            SchemaError::Incompatible {
+                field: "sensorId",
+                ..
+            }
         ));
         let micros = CONTRACT_SCHEMA.replacen("timestamp-millis", "timestamp-micros", 1);
         assert_eq!(
@@ -920,7 +933,10 @@ mod tests {
         let bad = to_datum(&schema, value);
         let err = plan.decode(&bad, &mut out).unwrap_err();
         assert_eq!(err.kind, DecodeErrorKind::IncompatibleBranch(1));
-        assert_eq!(err.to_string(), "union branch 1 cannot be read as the contract's type in field `temperature`");
+        assert_eq!(
+            err.to_string(),
+            "union branch 1 cannot be read as the contract's type in field `temperature`"
+        );
     }
 
     #[test]

@@ -128,14 +128,22 @@ impl ClickHouseWriter {
     /// Runs Weir's DDL (`CREATE ... IF NOT EXISTS`).
     pub async fn create_tables(&self) -> Result<(), SinkError> {
         for statement in super::ddl::statements(&self.database, &self.tables) {
-            self.timed("a CREATE statement", self.server.query(&statement).execute())
-                .await?;
+            self.timed(
+                "a CREATE statement",
+                self.server.query(&statement).execute(),
+            )
+            .await?;
         }
         Ok(())
     }
 
-    /// Checks that every table Weir will write exists with compatible columns.
+    /// Checks that every table Weir will write exists with compatible
+    /// columns. Servers before 22.6 read RowBinary in the table's column
+    /// order whatever the INSERT names (ClickHouse issue 37420), so on them
+    /// the columns must also be exactly Weir's, in Weir's order.
     pub async fn check_tables(&self, tables: &[Table]) -> Result<(), SinkError> {
+        let version = self.ping().await?;
+        let strict_order = version_before(&version, (22, 6));
         for &table in tables {
             let name = self.tables.get(table);
             let columns: Vec<ColumnRow> = self
@@ -156,6 +164,22 @@ impl ClickHouseWriter {
                               or set sink.clickhouse.create_tables: true"
                         .into(),
                 });
+            }
+            if strict_order {
+                let theirs: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
+                let ours: Vec<&str> = table.columns().iter().map(|c| c.0).collect();
+                if theirs != ours {
+                    return Err(SinkError::Schema {
+                        table: qualified,
+                        problem: format!(
+                            "ClickHouse {version} maps inserted columns by table order, so the \
+                             table must have exactly Weir's columns in Weir's order ({}), but it \
+                             has ({})",
+                            ours.join(", "),
+                            theirs.join(", ")
+                        ),
+                    });
+                }
             }
             for (col, ty) in table.columns() {
                 match columns.iter().find(|c| c.name == *col) {
@@ -185,11 +209,13 @@ impl ClickHouseWriter {
     /// were written are removed from `batch`; on error the rest remain.
     pub async fn write(&self, batch: &mut OutputBatch) -> Result<(), SinkError> {
         if !batch.sensors_local.is_empty() {
-            self.insert(Table::SensorsLocal, &batch.sensors_local).await?;
+            self.insert(Table::SensorsLocal, &batch.sensors_local)
+                .await?;
             batch.sensors_local.clear();
         }
         if !batch.aggregates.is_empty() {
-            self.insert(Table::SensorAggregates, &batch.aggregates).await?;
+            self.insert(Table::SensorAggregates, &batch.aggregates)
+                .await?;
             batch.aggregates.clear();
         }
         if !batch.late.is_empty() {
@@ -209,7 +235,10 @@ impl ClickHouseWriter {
             .await?
             .with_timeouts(Some(self.timeout), Some(self.timeout));
         for row in rows {
-            insert.write(row).await.map_err(|e| self.classify(&what, e))?;
+            insert
+                .write(row)
+                .await
+                .map_err(|e| self.classify(&what, e))?;
         }
         insert.end().await.map_err(|e| self.classify(&what, e))
     }
@@ -224,7 +253,10 @@ impl ClickHouseWriter {
                 .existing_time_keys(
                     Table::SensorsLocal,
                     "time",
-                    batch.sensors_local.iter().map(|r| (r.device_id.as_str(), r.time)),
+                    batch
+                        .sensors_local
+                        .iter()
+                        .map(|r| (r.device_id.as_str(), r.time)),
                 )
                 .await?;
             let before = batch.sensors_local.len();
@@ -238,7 +270,10 @@ impl ClickHouseWriter {
                 .existing_time_keys(
                     Table::SensorAggregates,
                     "window_start",
-                    batch.aggregates.iter().map(|r| (r.device_id.as_str(), r.window_start)),
+                    batch
+                        .aggregates
+                        .iter()
+                        .map(|r| (r.device_id.as_str(), r.window_start)),
                 )
                 .await?;
             let before = batch.aggregates.len();
@@ -257,7 +292,11 @@ impl ClickHouseWriter {
             let rows: Vec<LateKeyRow> = self
                 .timed(
                     "a lookup of written rows",
-                    self.client.query(&sql).bind(sources).bind(positions).fetch_all(),
+                    self.client
+                        .query(&sql)
+                        .bind(sources)
+                        .bind(positions)
+                        .fetch_all(),
                 )
                 .await?;
             let keys: HashSet<(String, String)> =
@@ -287,7 +326,11 @@ impl ClickHouseWriter {
         let rows: Vec<TimeKeyRow> = self
             .timed(
                 "a lookup of written rows",
-                self.client.query(&sql).bind(devices).bind(times).fetch_all(),
+                self.client
+                    .query(&sql)
+                    .bind(devices)
+                    .bind(times)
+                    .fetch_all(),
             )
             .await?;
         Ok(rows.into_iter().map(|r| (r.device_id, r.time)).collect())
@@ -301,12 +344,21 @@ fn dedup<T: Ord + Copy>(it: impl Iterator<Item = T>) -> Vec<T> {
     v
 }
 
+/// Whether a `version()` string such as `18.16.1` is older than `(major, minor)`.
+fn version_before(version: &str, (major, minor): (u32, u32)) -> bool {
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let v = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    v < (major, minor)
+}
+
 /// RowBinary compatibility of a server column type with the type Weir writes.
 fn type_compatible(server: &str, ours: &str) -> bool {
     let server = server.trim();
     server == ours
         || (ours == "String" && server == "LowCardinality(String)")
-        || (ours == "DateTime" && server.starts_with("DateTime(") && !server.starts_with("DateTime64"))
+        || (ours == "DateTime"
+            && server.starts_with("DateTime(")
+            && !server.starts_with("DateTime64"))
 }
 
 /// The error and its causes on one line (hyper hides the useful part, such
@@ -383,12 +435,23 @@ mod tests {
             exception_code("Code: 60, e.displayText() = DB::Exception: Table x doesn't exist., e.what() = DB::Exception"),
             Some(60)
         );
-        assert_eq!(exception_code("Code: 516. DB::Exception: default: Authentication failed"), Some(516));
+        assert_eq!(
+            exception_code("Code: 516. DB::Exception: default: Authentication failed"),
+            Some(516)
+        );
         assert_eq!(exception_code("502 Bad Gateway"), None);
         assert!(!code_is_retryable(60));
         assert!(!code_is_retryable(516));
         assert!(code_is_retryable(252), "TOO_MANY_PARTS");
         assert!(code_is_retryable(241), "MEMORY_LIMIT_EXCEEDED");
+    }
+
+    #[test]
+    fn old_versions_are_recognised() {
+        assert!(version_before("18.16.1", (22, 6)));
+        assert!(version_before("22.5.9.1", (22, 6)));
+        assert!(!version_before("22.6.1", (22, 6)));
+        assert!(!version_before("25.3.2.39", (22, 6)));
     }
 
     #[test]

@@ -87,7 +87,9 @@ impl JsonlFile {
     }
 
     fn append_raw(&mut self) -> Result<(), SinkError> {
-        let result = self.rollback_if_needed().and_then(|()| self.file.write_all(&self.buf));
+        let result = self
+            .rollback_if_needed()
+            .and_then(|()| self.file.write_all(&self.buf));
         match result {
             Ok(()) => {
                 self.len += self.buf.len() as u64;
@@ -191,7 +193,10 @@ mod tests {
         f.append(&[Row { a: 1 }, Row { a: 2 }]).expect("append");
         f.append::<Row>(&[]).expect("empty append");
         f.append(&[Row { a: 3 }]).expect("append");
-        assert_eq!(std::fs::read_to_string(&path).expect("read"), "{\"a\":1}\n{\"a\":2}\n{\"a\":3}\n");
+        assert_eq!(
+            std::fs::read_to_string(&path).expect("read"),
+            "{\"a\":1}\n{\"a\":2}\n{\"a\":3}\n"
+        );
         // Re-creating empties the file.
         drop(f);
         JsonlFile::create(&path).expect("create");
@@ -215,7 +220,10 @@ mod tests {
         let err = f.append(&[Row { a: 1 }]).unwrap_err();
         assert!(err.is_retryable(), "{err}");
         let text = err.to_string();
-        assert!(text.contains("/dev/full") && text.contains("space"), "{text}");
+        assert!(
+            text.contains("/dev/full") && text.contains("space"),
+            "{text}"
+        );
     }
 
     #[test]

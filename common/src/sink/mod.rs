@@ -40,6 +40,29 @@ impl OutputBatch {
         }
     }
 
+    /// Splits off up to `n` rows (tables in write order) into a new batch.
+    pub fn take_front(&mut self, n: usize) -> OutputBatch {
+        fn take<T>(v: &mut Vec<T>, n: &mut usize) -> Vec<T> {
+            let k = (*n).min(v.len());
+            *n -= k;
+            let rest = v.split_off(k);
+            std::mem::replace(v, rest)
+        }
+        let mut n = n;
+        OutputBatch {
+            sensors_local: take(&mut self.sensors_local, &mut n),
+            aggregates: take(&mut self.aggregates, &mut n),
+            late: take(&mut self.late, &mut n),
+        }
+    }
+
+    /// Appends all rows of `other`.
+    pub fn append(&mut self, mut other: OutputBatch) {
+        self.sensors_local.append(&mut other.sensors_local);
+        self.aggregates.append(&mut other.aggregates);
+        self.late.append(&mut other.late);
+    }
+
     pub fn clear(&mut self) {
         self.sensors_local.clear();
         self.aggregates.clear();
@@ -92,5 +115,30 @@ impl SinkError {
             SinkError::Protocol(_) => "protocol",
             SinkError::Io { .. } => "io",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aggregate::Accumulator;
+    use crate::reading::Reading;
+
+    #[test]
+    fn take_front_splits_in_table_order() {
+        let acc = Accumulator::new(&Reading::default());
+        let mut b = OutputBatch {
+            sensors_local: (0..3).map(|i| acc.sensors_local_row(i, 60_000)).collect(),
+            aggregates: (0..3).map(|i| acc.aggregates_row(i, 0, 60_000)).collect(),
+            late: Vec::new(),
+        };
+        let front = b.take_front(4);
+        assert_eq!((front.sensors_local.len(), front.aggregates.len()), (3, 1));
+        assert_eq!(front.aggregates[0].device_id, "sensor_0");
+        assert_eq!((b.sensors_local.len(), b.aggregates.len()), (0, 2));
+        assert_eq!(b.aggregates[0].device_id, "sensor_1");
+        let rest = b.take_front(10);
+        assert_eq!(rest.len(), 2);
+        assert!(b.is_empty());
     }
 }

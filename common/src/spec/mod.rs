@@ -327,7 +327,10 @@ impl SinkSpec {
         match (&self.jsonl, &self.clickhouse) {
             (Some(j), None) => Ok(SinkKind::Jsonl(j)),
             (None, Some(c)) => Ok(SinkKind::ClickHouse(c)),
-            _ => Err(invalid("sink", "set exactly one of `jsonl` or `clickhouse`")),
+            _ => Err(invalid(
+                "sink",
+                "set exactly one of `jsonl` or `clickhouse`",
+            )),
         }
     }
 }
@@ -460,7 +463,11 @@ impl JobSpec {
                 }
                 _ => String::new(),
             };
-            let key = if key == "." { "(top level)".to_owned() } else { key };
+            let key = if key == "." {
+                "(top level)".to_owned()
+            } else {
+                key
+            };
             with_origin(key, format!("{message}{location}"))
         })?;
         spec.validate().map_err(|e| match e {
@@ -520,34 +527,52 @@ impl JobSpec {
                     return Err(invalid("source.generator.devices", "must be at least 1"));
                 }
                 if !(g.rate.is_finite() && g.rate > 0.0) {
-                    return Err(invalid("source.generator.rate", "must be a positive number of readings per second"));
+                    return Err(invalid(
+                        "source.generator.rate",
+                        "must be a positive number of readings per second",
+                    ));
                 }
                 if g.partitions == 0 || g.partitions > 4096 {
-                    return Err(invalid("source.generator.partitions", "must be between 1 and 4096"));
+                    return Err(invalid(
+                        "source.generator.partitions",
+                        "must be between 1 and 4096",
+                    ));
                 }
                 if g.partitions > g.devices {
                     return Err(invalid(
                         "source.generator.partitions",
-                        format!("must not exceed devices ({}), or some partitions would be empty", g.devices),
+                        format!(
+                            "must not exceed devices ({}), or some partitions would be empty",
+                            g.devices
+                        ),
                     ));
                 }
             }
             SourceKind::AvroFiles(f) => {
                 if f.paths.is_empty() {
-                    return Err(invalid("source.avro_files.paths", "must list at least one file"));
+                    return Err(invalid(
+                        "source.avro_files.paths",
+                        "must list at least one file",
+                    ));
                 }
             }
         }
         if let Some(rate) = self.source.rate_limit {
             if !(rate.is_finite() && rate > 0.0) {
-                return Err(invalid("source.rate_limit", "must be a positive number of records per second"));
+                return Err(invalid(
+                    "source.rate_limit",
+                    "must be a positive number of records per second",
+                ));
             }
         }
         if self.source.batch_size == 0 || self.source.batch_size > 1 << 20 {
-            return Err(invalid("source.batch_size", "must be between 1 and 1048576"));
+            return Err(invalid(
+                "source.batch_size",
+                "must be between 1 and 1048576",
+            ));
         }
         let size = self.window.size.as_millis();
-        if size == 0 || size % 1000 != 0 {
+        if size == 0 || !size.is_multiple_of(1000) {
             return Err(invalid(
                 "window.size",
                 "must be a positive whole number of seconds (the output's DateTime columns have second precision)",
@@ -569,7 +594,10 @@ impl JobSpec {
         }
         match (self.late.policy, &self.late.path) {
             (LatePolicy::File, None) => {
-                return Err(invalid("late.path", "is required when late.policy is `file`"))
+                return Err(invalid(
+                    "late.path",
+                    "is required when late.policy is `file`",
+                ))
             }
             (LatePolicy::Output | LatePolicy::Log, Some(_)) => {
                 return Err(invalid("late.path", "is only used with late.policy `file`"))
@@ -581,7 +609,10 @@ impl JobSpec {
             SinkKind::ClickHouse(c) => validate_clickhouse(c)?,
         }
         if self.state.max_parallelism == 0 || self.state.max_parallelism > 32_768 {
-            return Err(invalid("state.max_parallelism", "must be between 1 and 32768"));
+            return Err(invalid(
+                "state.max_parallelism",
+                "must be between 1 and 32768",
+            ));
         }
         if self.state.memory_budget.0 < 1024 {
             return Err(invalid("state.memory_budget", "must be at least 1KiB"));
@@ -630,12 +661,24 @@ fn validate_clickhouse(c: &ClickHouseSinkSpec) -> Result<(), SpecError> {
         ));
     }
     for (key, name) in [
-        ("sink.clickhouse.tables.sensors_local", &c.tables.sensors_local),
-        ("sink.clickhouse.tables.sensor_aggregates_1m", &c.tables.sensor_aggregates_1m),
-        ("sink.clickhouse.tables.late_readings", &c.tables.late_readings),
+        (
+            "sink.clickhouse.tables.sensors_local",
+            &c.tables.sensors_local,
+        ),
+        (
+            "sink.clickhouse.tables.sensor_aggregates_1m",
+            &c.tables.sensor_aggregates_1m,
+        ),
+        (
+            "sink.clickhouse.tables.late_readings",
+            &c.tables.late_readings,
+        ),
     ] {
         if !ident_ok(name) {
-            return Err(invalid(key, "must be a plain identifier (letters, digits, underscore)"));
+            return Err(invalid(
+                key,
+                "must be a plain identifier (letters, digits, underscore)",
+            ));
         }
     }
     if c.batch_rows == 0 {
@@ -648,7 +691,10 @@ fn validate_clickhouse(c: &ClickHouseSinkSpec) -> Result<(), SpecError> {
         ));
     }
     if c.request_timeout.as_millis() == 0 {
-        return Err(invalid("sink.clickhouse.request_timeout", "must be positive"));
+        return Err(invalid(
+            "sink.clickhouse.request_timeout",
+            "must be positive",
+        ));
     }
     Ok(())
 }
@@ -679,7 +725,10 @@ mod tests {
     #[test]
     fn defaults_round_trip_through_yaml() {
         let text = serde_yaml::to_string(&JobSpec::default()).expect("serializes");
-        assert_eq!(JobSpec::from_yaml(&text, "t").expect("parses"), JobSpec::default());
+        assert_eq!(
+            JobSpec::from_yaml(&text, "t").expect("parses"),
+            JobSpec::default()
+        );
     }
 
     #[test]
@@ -733,30 +782,85 @@ state:
         assert!(msg.contains("window"), "lists allowed keys: {msg}");
         let (key, msg) = err("source:\n  generator:\n    devicez: 5\n");
         assert_eq!(key, "source.generator.devicez");
-        assert!(msg.contains("unknown field `devicez`") && msg.contains("devices"), "{msg}");
+        assert!(
+            msg.contains("unknown field `devicez`") && msg.contains("devices"),
+            "{msg}"
+        );
     }
 
     #[test]
     fn bad_values_name_the_key_and_what_is_allowed() {
         let cases: &[(&str, &str, &str)] = &[
             ("window:\n  size: 60\n", "window.size", "needs a unit"),
-            ("window:\n  size: 1500ms\n", "window.size", "whole number of seconds"),
-            ("event_time:\n  out_of_orderness: soon\n", "event_time.out_of_orderness", "not a duration"),
+            (
+                "window:\n  size: 1500ms\n",
+                "window.size",
+                "whole number of seconds",
+            ),
+            (
+                "event_time:\n  out_of_orderness: soon\n",
+                "event_time.out_of_orderness",
+                "not a duration",
+            ),
             ("key: deviceId\n", "key", "sensorId"),
             ("late:\n  policy: drop\n", "late.policy", "output"),
             ("late:\n  policy: file\n", "late.path", "required"),
-            ("source:\n  generator:\n    devices: 0\n", "source.generator.devices", "at least 1"),
-            ("source:\n  generator:\n    devices: -3\n", "source.generator.devices", "expected u32"),
+            (
+                "source:\n  generator:\n    devices: 0\n",
+                "source.generator.devices",
+                "at least 1",
+            ),
+            (
+                "source:\n  generator:\n    devices: -3\n",
+                "source.generator.devices",
+                "expected u32",
+            ),
             ("source:\n  rate_limit: 5\n", "source", "exactly one"),
-            ("source:\n  generator: {}\n  avro_files:\n    paths: [x.avro]\n", "source", "exactly one"),
-            ("source:\n  avro_files:\n    paths: []\n", "source.avro_files.paths", "at least one"),
-            ("sink:\n  clickhouse:\n    url: ftp://x\n", "sink.clickhouse.url", "http://"),
-            ("sink:\n  clickhouse:\n    url: https://x\n", "sink.clickhouse.url", "https is not supported"),
-            ("sink:\n  clickhouse:\n    database: \"x; DROP\"\n", "sink.clickhouse.database", "identifier"),
-            ("sink:\n  jsonl: {}\n  clickhouse: {}\n", "sink", "exactly one"),
-            ("state:\n  max_parallelism: 0\n", "state.max_parallelism", "between 1 and 32768"),
-            ("state:\n  memory_budget: lots\n", "state.memory_budget", "not a size"),
-            ("aggregates: [sensors_local, sensors_local]\n", "aggregates", "twice"),
+            (
+                "source:\n  generator: {}\n  avro_files:\n    paths: [x.avro]\n",
+                "source",
+                "exactly one",
+            ),
+            (
+                "source:\n  avro_files:\n    paths: []\n",
+                "source.avro_files.paths",
+                "at least one",
+            ),
+            (
+                "sink:\n  clickhouse:\n    url: ftp://x\n",
+                "sink.clickhouse.url",
+                "http://",
+            ),
+            (
+                "sink:\n  clickhouse:\n    url: https://x\n",
+                "sink.clickhouse.url",
+                "https is not supported",
+            ),
+            (
+                "sink:\n  clickhouse:\n    database: \"x; DROP\"\n",
+                "sink.clickhouse.database",
+                "identifier",
+            ),
+            (
+                "sink:\n  jsonl: {}\n  clickhouse: {}\n",
+                "sink",
+                "exactly one",
+            ),
+            (
+                "state:\n  max_parallelism: 0\n",
+                "state.max_parallelism",
+                "between 1 and 32768",
+            ),
+            (
+                "state:\n  memory_budget: lots\n",
+                "state.memory_budget",
+                "not a size",
+            ),
+            (
+                "aggregates: [sensors_local, sensors_local]\n",
+                "aggregates",
+                "twice",
+            ),
             ("aggregates: []\n", "aggregates", "at least one"),
         ];
         for (yaml, want_key, want_msg) in cases {

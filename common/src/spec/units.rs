@@ -68,8 +68,13 @@ impl FromStr for Duration {
 impl fmt::Display for Duration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = self.as_millis();
-        for (unit, size) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
-            if ms >= size && ms % size == 0 {
+        for (unit, size) in [
+            ("d", 86_400_000),
+            ("h", 3_600_000),
+            ("m", 60_000),
+            ("s", 1_000),
+        ] {
+            if ms >= size && ms.is_multiple_of(size) {
                 return write!(f, "{}{unit}", ms / size);
             }
         }
@@ -94,7 +99,9 @@ impl<'de> Deserialize<'de> for Duration {
                 )))
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Duration, E> {
-                Err(E::custom(format!("`{v}` needs a unit and must not be negative")))
+                Err(E::custom(format!(
+                    "`{v}` needs a unit and must not be negative"
+                )))
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<Duration, E> {
                 Err(E::custom(format!("`{v}` needs a unit, e.g. `{v}s`")))
@@ -152,7 +159,7 @@ impl FromStr for ByteSize {
 impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (unit, size) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
-            if self.0 >= size && self.0 % size == 0 {
+            if self.0 >= size && self.0.is_multiple_of(size) {
                 return write!(f, "{}{unit}", self.0 / size);
             }
         }
@@ -201,8 +208,14 @@ mod tests {
         assert_eq!("1m".parse(), Ok(Duration::from_secs(60)));
         assert_eq!("1.5s".parse(), Ok(Duration::from_millis(1500)));
         assert_eq!("2h".parse(), Ok(Duration::from_secs(7200)));
-        assert!("60".parse::<Duration>().unwrap_err().contains("needs a unit"));
-        assert!("5 parsecs".parse::<Duration>().unwrap_err().contains("not a duration unit"));
+        assert!("60"
+            .parse::<Duration>()
+            .unwrap_err()
+            .contains("needs a unit"));
+        assert!("5 parsecs"
+            .parse::<Duration>()
+            .unwrap_err()
+            .contains("not a duration unit"));
         assert!("0.1ms".parse::<Duration>().is_err());
         assert_eq!(Duration::from_secs(60).to_string(), "1m");
         assert_eq!(Duration::from_millis(1500).to_string(), "1500ms");

@@ -1,0 +1,74 @@
+//! `weir`: one binary for every role.
+//!
+//! - `weir local`: the whole job in this process, on built-in defaults.
+//! - `weir gen`: contract Avro files from the deterministic generator.
+//! - `weir ddl`: the output tables' DDL, printed or applied.
+//! - `weir spec`: the default job spec, as YAML to start from.
+
+mod ddl;
+mod gen;
+mod local;
+mod overrides;
+mod progress;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "weir",
+    version,
+    about = "Weir: a stream processor for per-device IoT windows"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the job in this process (generator → RocksDB → JSON lines by default).
+    Local(local::LocalArgs),
+    /// Write contract Avro container files of generated readings.
+    Gen(gen::GenArgs),
+    /// Print (or apply) the DDL of the output tables.
+    Ddl(ddl::DdlArgs),
+    /// Print the default job spec as YAML.
+    Spec,
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("WEIR_LOG")
+        .or_else(|_| EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| EnvFilter::new("info,hyper=warn,hyper_util=warn"));
+    use std::io::IsTerminal;
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(colour)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let result = match cli.command {
+        Command::Local(args) => local::run(args),
+        Command::Gen(args) => gen::run(args),
+        Command::Ddl(args) => ddl::run(args),
+        Command::Spec => serde_yaml::to_string(&weir_common::spec::JobSpec::default())
+            .map(|yaml| print!("{yaml}"))
+            .map_err(anyhow::Error::from),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

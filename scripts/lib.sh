@@ -1,0 +1,52 @@
+# Shared by the set-up scripts: idempotent installation of what the build
+# and the tests need on a Debian machine, and the shared build directory.
+
+set -euo pipefail
+
+# One build directory for the whole machine (RocksDB's C++ is most of a
+# clean build; it should happen once per machine, not once per checkout).
+if [ -z "${CARGO_TARGET_DIR:-}" ]; then
+  if [ -w /var/cache ] || [ -w /var/cache/weir-target ]; then
+    export CARGO_TARGET_DIR=/var/cache/weir-target
+  else
+    export CARGO_TARGET_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/weir-target"
+  fi
+fi
+mkdir -p "$CARGO_TARGET_DIR"
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+# Installs the Debian packages given that are not installed yet.
+apt_install() {
+  local missing=()
+  for pkg in "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing: ${missing[*]}" >&2
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+}
+
+# What building Weir needs: a C/C++ toolchain for RocksDB, libclang for its
+# bindings, protoc for the gRPC definitions.
+install_build_deps() {
+  apt_install build-essential pkg-config libclang-dev protobuf-compiler
+  if ! command -v cargo >/dev/null; then
+    if [ -x "$HOME/.cargo/bin/cargo" ]; then
+      export PATH="$HOME/.cargo/bin:$PATH"
+    else
+      echo "error: cargo (Rust 1.88 or newer) is not installed; see https://rustup.rs" >&2
+      exit 1
+    fi
+  fi
+}
+
+# What the tests need besides the build: a real ClickHouse server.
+install_test_deps() {
+  install_build_deps
+  apt_install clickhouse-server
+}

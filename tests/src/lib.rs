@@ -1,0 +1,139 @@
+//! The multi-process test harness.
+//!
+//! Tests start real processes — ClickHouse 18.16 from Debian, the `weir`
+//! binary — on free loopback ports in temporary directories, poll for
+//! conditions instead of sleeping, and kill whatever they started when they
+//! end (also when they fail). Results are checked against [`expected`], an
+//! independent computation of the contract written here from the contract's
+//! text, reading the input with apache-avro rather than Weir's decoder.
+
+pub mod avro_file;
+pub mod clickhouse;
+pub mod expected;
+pub mod http;
+pub mod process;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// A port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free loopback port")
+}
+
+/// Polls `cond` every 50 ms until it holds or `timeout` passes.
+pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The `weir` binary, brought up to date on first use in each test process.
+///
+/// Built with `--workspace` on purpose: building a single package resolves
+/// features differently, which would rebuild dependencies (RocksDB's C++
+/// among them) in a second configuration.
+pub fn weir_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Ok(p) = std::env::var("WEIR_BIN") {
+            return PathBuf::from(p);
+        }
+        // Test executables live in <target>/<profile>/deps/.
+        let exe = std::env::current_exe().expect("current exe");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("test binary is in <target>/<profile>/deps");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let profile = profile_dir
+            .file_name()
+            .and_then(|s| s.to_str())
+            .unwrap_or("debug");
+        let mut cmd = std::process::Command::new(cargo);
+        cmd.args(["build", "--quiet", "--workspace", "--bin", "weir"]);
+        if profile == "release" {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("cannot run cargo to build weir");
+        assert!(status.success(), "building the weir binary failed");
+        let bin = profile_dir.join("weir");
+        assert!(bin.exists(), "weir binary not found at {}", bin.display());
+        bin
+    })
+}
+
+/// Runs `weir gen` and returns the files it wrote.
+pub fn generate(dir: &Path, name: &str, args: &[&str]) -> Vec<PathBuf> {
+    let out = dir.join(name);
+    let output = std::process::Command::new(weir_bin())
+        .arg("gen")
+        .arg("--out")
+        .arg(&out)
+        .args(args)
+        .output()
+        .expect("run weir gen");
+    assert!(
+        output.status.success(),
+        "weir gen failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|l| l.split_once(": ").map(|(p, _)| PathBuf::from(p)))
+        .collect()
+}
+
+/// Starts `weir <args>` with its output captured under `dir`.
+pub fn weir(dir: &Path, name: &str, args: &[String]) -> process::Proc {
+    let mut cmd = std::process::Command::new(weir_bin());
+    cmd.args(args).env("WEIR_LOG", "info").env("NO_COLOR", "1");
+    process::Proc::spawn(name, cmd, dir)
+}
+
+/// `[--input f]...` for `weir local`.
+pub fn input_args(files: &[PathBuf]) -> Vec<String> {
+    files
+        .iter()
+        .flat_map(|f| ["--input".to_string(), f.display().to_string()])
+        .collect()
+}
+
+/// Each file as a named partition of readings (name = the path, as Weir
+/// names file partitions).
+pub fn read_partitions(files: &[PathBuf]) -> Vec<(String, Vec<expected::Reading>)> {
+    files
+        .iter()
+        .map(|f| {
+            let (readings, whole) = expected::read_avro(f);
+            assert!(whole, "{} is damaged", f.display());
+            (f.display().to_string(), readings)
+        })
+        .collect()
+}
+
+/// Builds `args` from string slices.
+pub fn args(parts: &[&str]) -> Vec<String> {
+    parts.iter().map(|s| s.to_string()).collect()
+}
+
+/// A number from the summary `weir local` prints (`  late readings  1,234`).
+pub fn summary_number(stdout: &str, label: &str) -> u64 {
+    stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with(label))
+        .and_then(|l| l.split_whitespace().last())
+        .map(|n| n.replace(',', ""))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no `{label}` in the summary:\n{stdout}"))
+}

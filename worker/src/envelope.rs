@@ -1,0 +1,58 @@
+//! What flows from sources to window tasks, in order, on one channel.
+
+use weir_common::position::Position;
+use weir_common::reading::Reading;
+
+/// Readings of one input (partition), in partition order, with their
+/// positions.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RecordBatch {
+    pub input: u32,
+    pub readings: Vec<Reading>,
+    pub positions: Vec<Position>,
+}
+
+impl RecordBatch {
+    pub fn with_capacity(input: u32, n: usize) -> Self {
+        RecordBatch {
+            input,
+            readings: Vec::with_capacity(n),
+            positions: Vec::with_capacity(n),
+        }
+    }
+
+    #[inline]
+    pub fn push(&mut self, r: Reading, p: Position) {
+        self.readings.push(r);
+        self.positions.push(p);
+    }
+
+    pub fn len(&self) -> usize {
+        self.readings.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.readings.is_empty()
+    }
+}
+
+/// One message on a source → window channel. Records, watermarks and the
+/// end-of-input marker of one input travel on the same channel so that
+/// their order is kept.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Envelope {
+    Records(RecordBatch),
+    /// The input's watermark advanced.
+    Watermark {
+        input: u32,
+        watermark: i64,
+    },
+    /// The input has had no data for the idle timeout.
+    Idle {
+        input: u32,
+    },
+    /// The input is exhausted (finite sources): watermark +∞.
+    End {
+        input: u32,
+    },
+}

@@ -1,0 +1,216 @@
+//! Source tasks: one per partition, reading, decoding, and sending on.
+//!
+//! A [`PartitionReader`] knows one kind of input (a file, the generator, a
+//! Pulsar partition) and hands decoded readings to an [`Emitter`]; the
+//! [`SourceTask`] around it is the same for every kind. It delivers the
+//! emitter's envelopes in order (waiting on full channels, which is how a
+//! slow sink slows the sources down), flushes before it waits for input,
+//! enforces the rate limit, reports idleness, and stops when told to.
+
+pub mod file;
+pub mod generator;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use weir_common::dead_letter::DeadLetter;
+
+use crate::emitter::{Emitter, Route};
+use crate::envelope::Envelope;
+use crate::metrics::JobMetrics;
+
+pub use file::FileReader;
+pub use generator::GeneratorReader;
+
+/// Why a source cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("input {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("input {path} is not a readable Avro container file: {source}")]
+    Container {
+        path: String,
+        #[source]
+        source: weir_common::avro::container::ContainerError,
+    },
+    #[error("input {path}: its writer schema cannot be read as the contract schema: {source}")]
+    Schema {
+        path: String,
+        #[source]
+        source: weir_common::avro::SchemaError,
+    },
+}
+
+/// What one [`PartitionReader::pull`] achieved.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Pulled {
+    /// Read something (possibly only dead letters); call again.
+    Progress,
+    /// Nothing to read before this instant; call again then.
+    WaitUntil(Instant),
+    /// The partition is exhausted.
+    End,
+}
+
+/// One kind of input partition.
+pub trait PartitionReader: Send {
+    /// Reads the next piece of input (a container block, a chunk of
+    /// generated readings) into `out`.
+    fn pull(
+        &mut self,
+        out: &mut Emitter,
+    ) -> impl Future<Output = Result<Pulled, SourceError>> + Send;
+}
+
+/// How a source task ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceOutcome {
+    /// Read to the end and sent end-of-input.
+    Finished,
+    /// Stopped on request before the end.
+    Stopped,
+    /// A destination went away (the job is shutting down).
+    Disconnected,
+}
+
+/// Flow-control settings of a source task.
+#[derive(Clone, Debug)]
+pub struct SourceLimits {
+    /// Records per second, at most.
+    pub rate_limit: Option<f64>,
+    pub idle_timeout: Duration,
+}
+
+pub struct SourceTask<R> {
+    pub reader: R,
+    pub emitter: Emitter,
+    pub destinations: Vec<mpsc::Sender<Envelope>>,
+    pub dead_letters: mpsc::Sender<DeadLetter>,
+    pub metrics: Arc<JobMetrics>,
+    pub limits: SourceLimits,
+    /// Cancelled to stop reading (the rest of the job drains normally).
+    pub stop: CancellationToken,
+}
+
+impl<R: PartitionReader> SourceTask<R> {
+    pub async fn run(mut self) -> Result<SourceOutcome, SourceError> {
+        // On a stop request, readings not yet delivered are dropped with the
+        // rest of the unread input: nothing acknowledged them, so a restart
+        // from the last durable position reads them again.
+        let stop = self.stop.clone();
+        let started = Instant::now();
+        let mut last_data = started;
+        let mut idle = false;
+        let mut counted = (0u64, 0u64);
+        loop {
+            let before = self.emitter.emitted();
+            let pulled = tokio::select! {
+                biased;
+                _ = stop.cancelled() => return Ok(SourceOutcome::Stopped),
+                pulled = self.reader.pull(&mut self.emitter) => pulled?,
+            };
+            let now = Instant::now();
+            if self.emitter.emitted() > before {
+                last_data = now;
+                idle = false;
+            }
+            let mut wait_until = match pulled {
+                Pulled::Progress => None,
+                Pulled::WaitUntil(t) => Some(t),
+                Pulled::End => {
+                    self.emitter.end();
+                    return Ok(match self.deliver_or_stop(&stop, &mut counted).await {
+                        Some(true) => SourceOutcome::Finished,
+                        Some(false) => SourceOutcome::Disconnected,
+                        None => SourceOutcome::Stopped,
+                    });
+                }
+            };
+            if let Some(rate) = self.limits.rate_limit {
+                let due = started + Duration::from_secs_f64(self.emitter.emitted() as f64 / rate);
+                if due > now {
+                    wait_until = Some(wait_until.map_or(due, |t| t.max(due)));
+                }
+            }
+            if let Some(t) = wait_until {
+                // About to wait: everything read so far goes out first.
+                self.emitter.flush();
+                let idle_at = last_data + self.limits.idle_timeout;
+                if !idle && now >= idle_at {
+                    idle = true;
+                    self.emitter.idle();
+                }
+                match self.deliver_or_stop(&stop, &mut counted).await {
+                    Some(true) => {}
+                    Some(false) => return Ok(SourceOutcome::Disconnected),
+                    None => return Ok(SourceOutcome::Stopped),
+                }
+                let until = if idle { t } else { t.min(idle_at) };
+                tokio::select! {
+                    biased;
+                    _ = stop.cancelled() => return Ok(SourceOutcome::Stopped),
+                    _ = tokio::time::sleep_until(until) => {}
+                }
+            } else {
+                match self.deliver_or_stop(&stop, &mut counted).await {
+                    Some(true) => {}
+                    Some(false) => return Ok(SourceOutcome::Disconnected),
+                    None => return Ok(SourceOutcome::Stopped),
+                }
+            }
+        }
+    }
+
+    /// [`deliver`](Self::deliver), unless a stop request comes first (`None`).
+    async fn deliver_or_stop(
+        &mut self,
+        stop: &CancellationToken,
+        counted: &mut (u64, u64),
+    ) -> Option<bool> {
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => None,
+            ok = self.deliver(counted) => Some(ok),
+        }
+    }
+
+    /// Sends queued envelopes and dead letters; `false` if a receiver is gone.
+    async fn deliver(&mut self, counted: &mut (u64, u64)) -> bool {
+        JobMetrics::add(&self.metrics.records_in, self.emitter.emitted() - counted.0);
+        JobMetrics::add(&self.metrics.bad_records, self.emitter.bad() - counted.1);
+        *counted = (self.emitter.emitted(), self.emitter.bad());
+        for letter in self.emitter.take_dead_letters().collect::<Vec<_>>() {
+            if self.dead_letters.send(letter).await.is_err() {
+                return false;
+            }
+        }
+        let outbox: Vec<(Route, Envelope)> = self.emitter.take_outbox().collect();
+        for (route, envelope) in outbox {
+            let sent = match route {
+                Route::To(d) => match self.destinations.get(d) {
+                    Some(tx) => tx.send(envelope).await.is_ok(),
+                    None => false,
+                },
+                Route::All => {
+                    let mut ok = true;
+                    for tx in &self.destinations {
+                        ok &= tx.send(envelope.clone()).await.is_ok();
+                    }
+                    ok
+                }
+            };
+            if !sent {
+                return false;
+            }
+        }
+        true
+    }
+}
