@@ -1,10 +1,19 @@
-//! `weir local`: the whole job in this process, with live progress.
+//! `weir local`: the whole job in this process — a coordinator and one
+//! worker, the same code as a cluster, talking over loopback — with live
+//! progress and a summary.
 
-use anyhow::Context;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
 use clap::Args;
-use tokio::time::{interval, Duration, MissedTickBehavior};
-use weir_worker::job::{JobOutcome, JobReport, LocalJob};
+use tokio::time::{interval, Instant, MissedTickBehavior};
+use weir_common::spec::{JobSpec, LatePolicy, SinkKind};
+use weir_coordinator::{Coordinator, CoordinatorHandle};
+use weir_proto::admin::JobStatus;
+use weir_worker::node::{WorkerConfig, WorkerNode};
 
+use crate::cluster::{coordinator_config, runtime};
 use crate::overrides::JobFlags;
 use crate::progress::Progress;
 
@@ -15,84 +24,163 @@ pub struct LocalArgs {
     /// No live progress line (a log line every 10 s instead).
     #[arg(long)]
     pub quiet: bool,
+    /// Also serve the REST admin API and /metrics on this address.
+    #[arg(long)]
+    pub http: Option<SocketAddr>,
+}
+
+/// How a `weir local` run ended.
+enum Ending {
+    Finished,
+    Stopped,
+    Aborted,
 }
 
 pub fn run(args: LocalArgs) -> anyhow::Result<()> {
     let spec = args.job.resolve()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("weir")
-        .build()
-        .context("cannot start the async runtime")?;
-    runtime.block_on(async move {
-        let job = LocalJob::start(spec).await?;
-        for out in job.outputs() {
-            tracing::info!(output = %out, "writing");
+    let outputs = outputs_of(&spec);
+    let mut config = coordinator_config(spec, Duration::from_secs(10), 1, Duration::ZERO)?;
+    // One process: a failed deployment will fail again; report it at once.
+    config.max_failed_generations = 1;
+    config.heartbeat_interval = Duration::from_millis(250);
+    let loopback: SocketAddr = ([127, 0, 0, 1], 0).into();
+    runtime()?.block_on(async move {
+        let coordinator = Coordinator::start(config, loopback, args.http).await?;
+        let worker = WorkerNode::start(WorkerConfig {
+            id: "local".into(),
+            coordinator: coordinator.grpc_addr.to_string(),
+            listen: loopback,
+            advertise: None,
+            data_dir: None,
+            own_subdirectories: false,
+        })
+        .await?;
+        let handle = coordinator.handle();
+        let result = watch(&handle, args.quiet).await;
+        worker.shutdown().await;
+        coordinator.shutdown().await;
+        let (ending, status, elapsed) = result?;
+        if status.state == "failed" {
+            bail!("{}", status.error);
         }
-        let mut progress = Progress::new(job.metrics(), args.quiet);
-        let mut ticker = interval(Duration::from_millis(500));
-        ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
-        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .context("cannot listen for SIGTERM")?;
-        let mut interrupts = 0;
-        while !job.is_done() {
-            tokio::select! {
-                _ = ticker.tick() => progress.draw(job.phase()),
-                _ = tokio::signal::ctrl_c() => {
-                    interrupts += 1;
-                    if interrupts == 1 {
-                        progress.clear();
-                        eprintln!("stopping: writing every closed window (press Ctrl-C again to abort)");
-                        job.stop();
-                    } else {
-                        progress.clear();
-                        eprintln!("aborting");
-                        job.abort();
-                    }
-                }
-                _ = terminate.recv() => {
-                    progress.clear();
-                    eprintln!("SIGTERM: stopping");
-                    job.stop();
-                }
-            }
-        }
-        let outputs = job.outputs().to_vec();
-        progress.clear();
-        let report = job.wait().await?;
-        print_summary(&report, &outputs);
+        print_summary(&ending, &status, elapsed, &outputs);
         Ok(())
     })
 }
 
-fn print_summary(r: &JobReport, outputs: &[String]) {
-    let m = &r.metrics;
-    let secs = r.elapsed.as_secs_f64().max(1e-9);
-    let head = match r.outcome {
-        JobOutcome::Finished => "finished: every input read, every window written".to_string(),
-        JobOutcome::Stopped { open_windows } => format!(
-            "stopped: every closed window written; {open_windows} open window(s) were not emitted"
-        ),
-        JobOutcome::Aborted { unwritten_rows } => {
-            format!("aborted: {unwritten_rows} row(s) were not written")
+/// Shows progress until the job ends; Ctrl-C (or SIGTERM) stops it, a
+/// second Ctrl-C gives up waiting for the stop.
+async fn watch(
+    handle: &CoordinatorHandle,
+    quiet: bool,
+) -> anyhow::Result<(Ending, JobStatus, Duration)> {
+    let started = Instant::now();
+    let mut progress = Progress::new(quiet);
+    let mut ticker = interval(Duration::from_millis(250));
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot listen for SIGTERM")?;
+    let mut stopping = false;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {
+                let status = handle.job().await?;
+                progress.draw(&status);
+                let done = match status.state.as_str() {
+                    "finished" | "failed" => true,
+                    // A stop ends when the worker reports its last counters.
+                    "stopped" => status.phase == "done" || status.phase.is_empty(),
+                    _ => false,
+                };
+                if done {
+                    progress.clear();
+                    let ending = if status.state == "stopped" { Ending::Stopped } else { Ending::Finished };
+                    return Ok((ending, status, started.elapsed()));
+                }
+            }
+            _ = tokio::signal::ctrl_c() => {
+                progress.clear();
+                if stopping {
+                    eprintln!("aborting");
+                    let status = handle.job().await?;
+                    return Ok((Ending::Aborted, status, started.elapsed()));
+                }
+                eprintln!("stopping: writing every closed window (press Ctrl-C again to abort)");
+                stopping = true;
+                let _ = handle.stop().await;
+            }
+            _ = terminate.recv() => {
+                progress.clear();
+                eprintln!("SIGTERM: stopping");
+                stopping = true;
+                let _ = handle.stop().await;
+            }
         }
+    }
+}
+
+/// Where results go, for the summary.
+fn outputs_of(spec: &JobSpec) -> Vec<String> {
+    let mut tables = Vec::new();
+    for a in &spec.aggregates {
+        tables.push(match a {
+            weir_common::spec::Aggregate::SensorsLocal => "sensors_local",
+            weir_common::spec::Aggregate::SensorAggregates1m => "sensor_aggregates_1m",
+        });
+    }
+    if spec.late.policy == LatePolicy::Output {
+        tables.push("late_readings");
+    }
+    let mut outputs: Vec<String> = match spec.sink.kind() {
+        Ok(SinkKind::Jsonl(j)) => tables
+            .iter()
+            .map(|t| j.dir.join(format!("{t}.jsonl")).display().to_string())
+            .collect(),
+        Ok(SinkKind::ClickHouse(c)) => tables
+            .iter()
+            .map(|t| {
+                let name = match *t {
+                    "sensors_local" => &c.tables.sensors_local,
+                    "sensor_aggregates_1m" => &c.tables.sensor_aggregates_1m,
+                    _ => &c.tables.late_readings,
+                };
+                format!("{}.{name} at {}", c.database, c.url)
+            })
+            .collect(),
+        Err(_) => Vec::new(),
     };
-    println!("weir local {head} ({:.1} s)", r.elapsed.as_secs_f64());
+    if let Some(p) = &spec.late.path {
+        outputs.push(p.display().to_string());
+    }
+    outputs
+}
+
+fn print_summary(ending: &Ending, s: &JobStatus, elapsed: Duration, outputs: &[String]) {
+    let secs = elapsed.as_secs_f64().max(1e-9);
+    let head = match ending {
+        Ending::Finished => "finished: every input read, every window written".to_string(),
+        Ending::Stopped => format!(
+            "stopped: every closed window written; {} open window(s) were not emitted",
+            s.open_windows
+        ),
+        Ending::Aborted => "aborted: output may be incomplete".to_string(),
+    };
+    println!("weir local {head} ({:.1} s)", elapsed.as_secs_f64());
     println!(
         "  records read     {:>14}  ({}/s)",
-        group(m.records_in),
-        group((m.records_in as f64 / secs) as u64)
+        group(s.records_in),
+        group((s.records_in as f64 / secs) as u64)
     );
-    println!("  bad records      {:>14}", group(m.bad_records));
-    println!("  late readings    {:>14}", group(m.late_records));
-    println!("  windows closed   {:>14}", group(m.windows_closed));
-    println!("  rows written     {:>14}", group(m.rows_written));
-    println!("  sink retries     {:>14}", group(m.sink_retries));
-    println!("  state spills     {:>14}", group(m.state_spills));
-    println!("  dead letters     {:>14}", group(r.dead_letters));
+    println!("  bad records      {:>14}", group(s.bad_records));
+    println!("  late readings    {:>14}", group(s.late_records));
+    println!("  windows closed   {:>14}", group(s.windows_closed));
+    println!("  rows written     {:>14}", group(s.rows_written));
+    println!("  sink retries     {:>14}", group(s.sink_retries));
+    println!("  state spills     {:>14}", group(s.state_spills));
+    println!("  dead letters     {:>14}", group(s.dead_letters));
     println!(
         "  watermark        {:>14}",
-        weir_common::time::format_utc_ms(m.watermark)
+        weir_common::time::format_utc_ms(s.watermark)
     );
     for out in outputs {
         println!("  output           {out}");

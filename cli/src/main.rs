@@ -1,10 +1,14 @@
 //! `weir`: one binary for every role.
 //!
 //! - `weir local`: the whole job in this process, on built-in defaults.
+//! - `weir coordinator`, `weir worker`: the roles of a cluster.
+//! - `weir ctl`: the coordinator's admin API from the command line.
 //! - `weir gen`: contract Avro files from the deterministic generator.
 //! - `weir ddl`: the output tables' DDL, printed or applied.
 //! - `weir spec`: the default job spec, as YAML to start from.
 
+mod cluster;
+mod ctl;
 mod ddl;
 mod gen;
 mod local;
@@ -30,6 +34,12 @@ struct Cli {
 enum Command {
     /// Run the job in this process (generator → RocksDB → JSON lines by default).
     Local(local::LocalArgs),
+    /// Run the coordinator of a cluster.
+    Coordinator(cluster::CoordinatorArgs),
+    /// Run a worker of a cluster.
+    Worker(cluster::WorkerArgs),
+    /// Query and control a running coordinator.
+    Ctl(ctl::CtlArgs),
     /// Write contract Avro container files of generated readings.
     Gen(gen::GenArgs),
     /// Print (or apply) the DDL of the output tables.
@@ -58,6 +68,9 @@ fn main() -> ExitCode {
     init_logging();
     let result = match cli.command {
         Command::Local(args) => local::run(args),
+        Command::Coordinator(args) => cluster::run_coordinator(args),
+        Command::Worker(args) => cluster::run_worker(args),
+        Command::Ctl(args) => ctl::run(args),
         Command::Gen(args) => gen::run(args),
         Command::Ddl(args) => ddl::run(args),
         Command::Spec => serde_yaml::to_string(&weir_common::spec::JobSpec::default())

@@ -1,67 +1,54 @@
 //! The live progress line of `weir local`.
 //!
-//! On a terminal it redraws one line in place twice a second; otherwise
-//! (logs collected by a supervisor) it writes a log line every ten seconds.
+//! On a terminal it redraws one line in place; otherwise (logs collected by
+//! a supervisor) it writes a log line every ten seconds.
 
 use std::io::{IsTerminal, Write};
-use std::sync::Arc;
 use std::time::Instant;
 
 use weir_common::time::format_utc_ms;
-use weir_worker::job::Phase;
-use weir_worker::metrics::{JobMetrics, MetricsSnapshot};
+use weir_proto::admin::JobStatus;
 
 use crate::local::group;
 
 pub struct Progress {
-    metrics: Arc<JobMetrics>,
     terminal: bool,
-    last: (Instant, MetricsSnapshot),
     last_log: Instant,
     drawn: bool,
 }
 
 impl Progress {
-    pub fn new(metrics: Arc<JobMetrics>, quiet: bool) -> Self {
-        let now = Instant::now();
+    pub fn new(quiet: bool) -> Self {
         Progress {
-            last: (now, metrics.snapshot()),
-            metrics,
             terminal: !quiet && std::io::stderr().is_terminal(),
-            last_log: now,
+            last_log: Instant::now(),
             drawn: false,
         }
     }
 
-    pub fn draw(&mut self, phase: Phase) {
-        let now = Instant::now();
-        let m = self.metrics.snapshot();
-        let dt = now.duration_since(self.last.0).as_secs_f64().max(1e-3);
-        let rate = (m.records_in.saturating_sub(self.last.1.records_in)) as f64 / dt;
-        self.last = (now, m);
-        let state = match phase {
-            Phase::WaitingForSink => "waiting for sink",
-            Phase::Running => "running",
-            Phase::Draining => "draining",
-            Phase::Done => "done",
+    pub fn draw(&mut self, s: &JobStatus) {
+        let phase = match (s.state.as_str(), s.phase.as_str()) {
+            ("running", "waiting-for-sink") => "waiting for sink",
+            ("running", "draining") | ("stopped", _) => "stopping",
+            (state, _) => state,
         };
         let line = format!(
-            "{state} │ records {} ({}/s) │ watermark {} │ windows {} │ rows {} │ late {} │ bad {}",
-            group(m.records_in),
-            group(rate as u64),
-            format_utc_ms(m.watermark),
-            group(m.windows_closed),
-            group(m.rows_written),
-            group(m.late_records),
-            group(m.bad_records),
+            "{phase} │ records {} ({}/s) │ watermark {} │ windows {} │ rows {} │ late {} │ bad {}",
+            group(s.records_in),
+            group(s.records_in_per_second as u64),
+            format_utc_ms(s.watermark),
+            group(s.windows_closed),
+            group(s.rows_written),
+            group(s.late_records),
+            group(s.bad_records),
         );
         if self.terminal {
             let mut err = std::io::stderr().lock();
             let _ = write!(err, "\r\x1b[2K{line}");
             let _ = err.flush();
             self.drawn = true;
-        } else if now.duration_since(self.last_log).as_secs() >= 10 {
-            self.last_log = now;
+        } else if self.last_log.elapsed().as_secs() >= 10 {
+            self.last_log = Instant::now();
             tracing::info!("{line}");
         }
     }

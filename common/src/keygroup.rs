@@ -62,8 +62,9 @@ impl KeyGroupRange {
     }
 
     /// Flink's assignment of key groups to operator `index` of `parallelism`.
+    /// With more operators than key groups, some ranges are empty.
     pub fn for_operator(max_parallelism: u16, parallelism: u16, index: u16) -> Self {
-        assert!(parallelism > 0 && index < parallelism && parallelism <= max_parallelism);
+        assert!(parallelism > 0 && index < parallelism);
         let m = u32::from(max_parallelism);
         let n = u32::from(parallelism);
         let i = u32::from(index);
@@ -138,6 +139,15 @@ mod tests {
                 assert_eq!(next, m);
             }
         }
+    }
+
+    #[test]
+    fn more_operators_than_key_groups_leaves_some_empty() {
+        let ranges: Vec<KeyGroupRange> = (0..5)
+            .map(|i| KeyGroupRange::for_operator(3, 5, i))
+            .collect();
+        assert_eq!(ranges.iter().map(KeyGroupRange::len).sum::<usize>(), 3);
+        assert!(ranges.iter().any(KeyGroupRange::is_empty));
     }
 
     #[test]

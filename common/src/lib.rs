@@ -22,6 +22,7 @@ pub mod aggregate;
 pub mod avro;
 pub mod dead_letter;
 pub mod generator;
+pub mod input;
 pub mod keygroup;
 pub mod position;
 pub mod reading;

@@ -7,11 +7,16 @@ use std::time::Duration;
 
 /// Sends `body` as a POST to `http://127.0.0.1:port/`; returns status and body.
 pub fn post(port: u16, body: &str) -> std::io::Result<(u16, String)> {
+    request(port, "POST", "/", body)
+}
+
+/// One HTTP/1.1 request to `127.0.0.1:port`; returns status and body.
+pub fn request(port: u16, method: &str, path: &str, body: &str) -> std::io::Result<(u16, String)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port))?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     write!(
         stream,
-        "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )?;
     let mut reader = BufReader::new(stream);

@@ -9,6 +9,7 @@
 
 pub mod avro_file;
 pub mod clickhouse;
+pub mod cluster;
 pub mod expected;
 pub mod http;
 pub mod process;

@@ -5,6 +5,7 @@
 //! cannot flood it, and a count at the end.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -13,10 +14,13 @@ use weir_common::dead_letter::DeadLetter;
 use weir_common::sink::jsonl::JsonlFile;
 use weir_common::sink::SinkError;
 
+use crate::metrics::JobMetrics;
+
 /// Writes dead letters until every sender is gone; returns how many.
 pub async fn run_dead_letters(
     mut rx: mpsc::Receiver<DeadLetter>,
     mut file: JsonlFile,
+    metrics: Arc<JobMetrics>,
     abort: CancellationToken,
 ) -> Result<u64, SinkError> {
     let mut seen_kinds = HashSet::new();
@@ -53,6 +57,7 @@ pub async fn run_dead_letters(
             }
         }
         written += batch.len() as u64;
+        JobMetrics::add(&metrics.dead_letters, batch.len() as u64);
         batch.clear();
     }
     file.sync()?;

@@ -34,21 +34,25 @@ pub struct Routing {
     /// Destination index of every key group.
     owners: Arc<[u16]>,
     destinations: usize,
+    /// The destination in this process (the others are across the network).
+    local: Option<usize>,
 }
 
 impl Routing {
-    /// `owners[kg]` is the destination of key group `kg`.
-    pub fn new(owners: Vec<u16>, destinations: usize) -> Self {
+    /// `owners[kg]` is the destination of key group `kg`; `local` is the
+    /// destination in this process, if any.
+    pub fn new(owners: Vec<u16>, destinations: usize, local: Option<usize>) -> Self {
         debug_assert!(owners.iter().all(|&d| usize::from(d) < destinations));
         Routing {
             owners: owners.into(),
             destinations,
+            local,
         }
     }
 
-    /// Everything to one destination.
+    /// Everything to one destination, in this process.
     pub fn single(max_parallelism: u16) -> Self {
-        Routing::new(vec![0; usize::from(max_parallelism)], 1)
+        Routing::new(vec![0; usize::from(max_parallelism)], 1, Some(0))
     }
 
     pub fn max_parallelism(&self) -> u16 {
@@ -83,6 +87,8 @@ pub struct Emitter {
     emitted: u64,
     bad: u64,
     dead_letters: Vec<DeadLetter>,
+    /// Records routed to other processes, by key group, since last taken.
+    remote_by_key_group: Vec<u64>,
 }
 
 impl Emitter {
@@ -91,6 +97,7 @@ impl Emitter {
             .map(|_| RecordBatch::with_capacity(config.input, config.batch_size))
             .collect();
         Emitter {
+            remote_by_key_group: vec![0; usize::from(routing.max_parallelism())],
             watermark: WatermarkGenerator::new(config.out_of_orderness_ms, config.window_ms),
             config,
             routing,
@@ -130,6 +137,9 @@ impl Emitter {
         }
         let kg = key_group_of(r.sensor_id, self.routing.max_parallelism());
         let dest = usize::from(self.routing.owners[usize::from(kg)]);
+        if Some(dest) != self.routing.local {
+            self.remote_by_key_group[usize::from(kg)] += 1;
+        }
         let crossed = self.watermark.observe(r.timestamp_ms);
         let batch = &mut self.pending[dest];
         batch.push(r, position);
@@ -240,6 +250,16 @@ impl Emitter {
         self.outbox.drain(..)
     }
 
+    /// Records routed across the network since the last call, by key group
+    /// (zeroed by the call).
+    pub fn take_remote_counts(&mut self) -> impl Iterator<Item = (usize, u64)> + '_ {
+        self.remote_by_key_group
+            .iter_mut()
+            .enumerate()
+            .filter(|(_, n)| **n > 0)
+            .map(|(kg, n)| (kg, std::mem::take(n)))
+    }
+
     pub fn take_dead_letters(&mut self) -> std::vec::Drain<'_, DeadLetter> {
         self.dead_letters.drain(..)
     }
@@ -333,7 +353,7 @@ mod tests {
     fn routes_by_key_group() {
         // Key groups below 64 to destination 0, the rest to 1.
         let owners = (0..128u16).map(|kg| u16::from(kg >= 64)).collect();
-        let mut e = Emitter::new(config(1000), Routing::new(owners, 2));
+        let mut e = Emitter::new(config(1000), Routing::new(owners, 2, Some(0)));
         for id in 0..200 {
             e.reading(r(id, 1_000_000_000_000), Position::Offset(id as u64));
         }
@@ -350,6 +370,11 @@ mod tests {
         }
         assert_eq!(seen[0] + seen[1], 200);
         assert!(seen[0] > 50 && seen[1] > 50);
+        // Destination 1 is across the network: its records are counted.
+        let remote: Vec<(usize, u64)> = e.take_remote_counts().collect();
+        assert!(remote.iter().all(|(kg, _)| *kg >= 64));
+        assert_eq!(remote.iter().map(|(_, n)| n).sum::<u64>(), seen[1] as u64);
+        assert_eq!(e.take_remote_counts().count(), 0);
     }
 
     #[test]

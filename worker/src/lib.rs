@@ -13,14 +13,20 @@
 //!   in-memory accumulators spilled to [`state`] in RocksDB) and its task.
 //! - [`sink`]: batching and retrying writes; [`dead_letters`]: keeping
 //!   undecodable input.
-//! - [`job`]: assembling and supervising all of it in one process.
-//! - [`metrics`]: counters the tasks share with displays and exporters.
+//! - [`shuffle`]: records to the worker owning their key group, over gRPC.
+//! - [`deployment`]: assembling and supervising this worker's part of one
+//!   generation of the job; [`node`]: the worker process (its server and its
+//!   control stream to the coordinator).
+//! - [`metrics`], [`prometheus`]: counters shared with heartbeats and `/metrics`.
 
 pub mod dead_letters;
+pub mod deployment;
 pub mod emitter;
 pub mod envelope;
-pub mod job;
 pub mod metrics;
+pub mod node;
+pub mod prometheus;
+pub mod shuffle;
 pub mod sink;
 pub mod source;
 pub mod state;

@@ -1,21 +1,58 @@
-//! Counters of a running job, shared by its tasks.
+//! Counters of a running deployment, shared by its tasks.
 //!
-//! Tasks add to these once per batch, not per record; readers (the progress
-//! display, `/metrics`) only load. Relaxed atomics are enough: every value is
-//! an independent counter or gauge.
+//! Tasks add to these once per batch, not per record; readers (heartbeats,
+//! the progress display, `/metrics`) only load. Relaxed atomics are enough:
+//! every value is an independent counter or gauge.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, Ordering::Relaxed};
+
+/// Progress of one input partition (moves only on the worker reading it).
+#[derive(Debug)]
+pub struct PartitionMetrics {
+    pub records: AtomicU64,
+    pub watermark: AtomicI64,
+    pub finished: AtomicBool,
+    /// Read by this worker.
+    pub local: AtomicBool,
+}
+
+impl Default for PartitionMetrics {
+    fn default() -> Self {
+        PartitionMetrics {
+            records: AtomicU64::new(0),
+            watermark: AtomicI64::new(i64::MIN),
+            finished: AtomicBool::new(false),
+            local: AtomicBool::new(false),
+        }
+    }
+}
+
+/// Where a deployment is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Phase {
+    /// Waiting for the sink (ClickHouse) to be reachable and ready.
+    WaitingForSink = 0,
+    Running = 1,
+    /// Sources stopped; what was emitted is being written.
+    Draining = 2,
+    Done = 3,
+}
 
 #[derive(Debug)]
 pub struct JobMetrics {
-    /// Readings decoded and sent on by sources.
+    /// Readings decoded and sent on by this worker's sources.
     pub records_in: AtomicU64,
-    /// Records that could not be decoded (dead-lettered).
+    /// Records lost to dead letters (when their count is known).
     pub bad_records: AtomicU64,
+    /// Dead-letter entries written.
+    pub dead_letters: AtomicU64,
     /// Readings that arrived after their window closed.
     pub late_records: AtomicU64,
     /// (device, window) results produced.
     pub windows_closed: AtomicU64,
+    /// Windows open in the window task.
+    pub open_windows: AtomicU64,
     /// Rows the sink has written (all tables).
     pub rows_written: AtomicU64,
     /// Failed sink writes that were retried.
@@ -26,51 +63,103 @@ pub struct JobMetrics {
     pub open_accumulators: AtomicU64,
     /// The window task's watermark (`i64::MIN` before the first).
     pub watermark: AtomicI64,
+    /// Records sent to / received from other workers.
+    pub shuffle_sent: AtomicU64,
+    pub shuffle_received: AtomicU64,
+    /// Records sent to other workers, by key group.
+    pub remote_by_key_group: Vec<AtomicU64>,
+    /// Every input partition of the job, by input index.
+    pub partitions: Vec<PartitionMetrics>,
+    phase: AtomicU8,
 }
 
 impl Default for JobMetrics {
     fn default() -> Self {
-        JobMetrics {
-            records_in: AtomicU64::new(0),
-            bad_records: AtomicU64::new(0),
-            late_records: AtomicU64::new(0),
-            windows_closed: AtomicU64::new(0),
-            rows_written: AtomicU64::new(0),
-            sink_retries: AtomicU64::new(0),
-            state_spills: AtomicU64::new(0),
-            open_accumulators: AtomicU64::new(0),
-            watermark: AtomicI64::new(i64::MIN),
-        }
+        JobMetrics::new(0, 0)
     }
 }
 
 /// A point-in-time copy of the counters.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MetricsSnapshot {
     pub records_in: u64,
     pub bad_records: u64,
+    pub dead_letters: u64,
     pub late_records: u64,
     pub windows_closed: u64,
+    pub open_windows: u64,
     pub rows_written: u64,
     pub sink_retries: u64,
     pub state_spills: u64,
     pub open_accumulators: u64,
     pub watermark: i64,
+    pub shuffle_sent: u64,
+    pub shuffle_received: u64,
 }
 
 impl JobMetrics {
+    pub fn new(partitions: usize, max_parallelism: u16) -> Self {
+        JobMetrics {
+            records_in: AtomicU64::new(0),
+            bad_records: AtomicU64::new(0),
+            dead_letters: AtomicU64::new(0),
+            late_records: AtomicU64::new(0),
+            windows_closed: AtomicU64::new(0),
+            open_windows: AtomicU64::new(0),
+            rows_written: AtomicU64::new(0),
+            sink_retries: AtomicU64::new(0),
+            state_spills: AtomicU64::new(0),
+            open_accumulators: AtomicU64::new(0),
+            watermark: AtomicI64::new(i64::MIN),
+            shuffle_sent: AtomicU64::new(0),
+            shuffle_received: AtomicU64::new(0),
+            remote_by_key_group: (0..max_parallelism).map(|_| AtomicU64::new(0)).collect(),
+            partitions: (0..partitions)
+                .map(|_| PartitionMetrics::default())
+                .collect(),
+            phase: AtomicU8::new(Phase::WaitingForSink as u8),
+        }
+    }
+
     pub fn snapshot(&self) -> MetricsSnapshot {
         MetricsSnapshot {
             records_in: self.records_in.load(Relaxed),
             bad_records: self.bad_records.load(Relaxed),
+            dead_letters: self.dead_letters.load(Relaxed),
             late_records: self.late_records.load(Relaxed),
             windows_closed: self.windows_closed.load(Relaxed),
+            open_windows: self.open_windows.load(Relaxed),
             rows_written: self.rows_written.load(Relaxed),
             sink_retries: self.sink_retries.load(Relaxed),
             state_spills: self.state_spills.load(Relaxed),
             open_accumulators: self.open_accumulators.load(Relaxed),
             watermark: self.watermark.load(Relaxed),
+            shuffle_sent: self.shuffle_sent.load(Relaxed),
+            shuffle_received: self.shuffle_received.load(Relaxed),
         }
+    }
+
+    pub fn phase(&self) -> Phase {
+        match self.phase.load(Relaxed) {
+            0 => Phase::WaitingForSink,
+            1 => Phase::Running,
+            2 => Phase::Draining,
+            _ => Phase::Done,
+        }
+    }
+
+    pub fn set_phase(&self, phase: Phase) {
+        self.phase.store(phase as u8, Relaxed);
+    }
+
+    /// Moves from `Running` to `Draining` (and from nothing else).
+    pub fn start_draining(&self) {
+        let _ = self.phase.compare_exchange(
+            Phase::Running as u8,
+            Phase::Draining as u8,
+            Relaxed,
+            Relaxed,
+        );
     }
 
     pub(crate) fn add(counter: &AtomicU64, n: u64) {

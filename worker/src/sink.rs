@@ -171,8 +171,16 @@ impl SinkTask {
         let mut failures = 0u32;
         let mut check_first = false;
         while !chunk.is_empty() {
+            // An aborted deployment must not wait for a hung request: the
+            // attempt is dropped (its rows are rechecked by whoever retries).
+            let abort = self.abort.clone();
             let attempt = if check_first {
-                self.writer.forget_existing(chunk).await.map(|n| {
+                let checked = tokio::select! {
+                    biased;
+                    _ = abort.cancelled() => return Ok(false),
+                    r = self.writer.forget_existing(chunk) => r,
+                };
+                checked.map(|n| {
                     if n > 0 {
                         tracing::info!(
                             rows = n,
@@ -184,7 +192,11 @@ impl SinkTask {
                 })
             } else {
                 let before = chunk.len();
-                let result = self.writer.write(chunk).await;
+                let result = tokio::select! {
+                    biased;
+                    _ = abort.cancelled() => return Ok(false),
+                    r = self.writer.write(chunk) => r,
+                };
                 JobMetrics::add(&self.metrics.rows_written, (before - chunk.len()) as u64);
                 if result.is_err() {
                     check_first = true;

@@ -295,19 +295,20 @@ pub enum WindowOutcome {
     Stopped { open_windows: usize },
 }
 
-/// The window task: feeds envelopes to the operator and rows to the sink.
+/// The window task: feeds envelopes to the operator and rows to the sink,
+/// until every input ended or `stop` is cancelled.
 pub async fn run_window_task(
     mut op: WindowOperator,
     mut inputs: mpsc::Receiver<Envelope>,
     sink: mpsc::Sender<SinkMsg>,
     metrics: Arc<JobMetrics>,
-    abort: CancellationToken,
+    stop: CancellationToken,
 ) -> Result<WindowOutcome, StateError> {
     let mut produced = Produced::default();
     loop {
         let envelope = tokio::select! {
             biased;
-            _ = abort.cancelled() => None,
+            _ = stop.cancelled() => None,
             e = inputs.recv() => e,
         };
         let Some(envelope) = envelope else {
@@ -333,13 +334,14 @@ pub async fn run_window_task(
         metrics
             .open_accumulators
             .store(op.accumulators_in_memory() as u64, Relaxed);
+        metrics
+            .open_windows
+            .store(op.open_windows() as u64, Relaxed);
         if !produced.rows.is_empty() {
             let rows = std::mem::take(&mut produced.rows);
-            let sent = tokio::select! {
-                biased;
-                _ = abort.cancelled() => false,
-                r = sink.send(SinkMsg::Rows(rows)) => r.is_ok(),
-            };
+            // Rows of closed windows go to the sink even when stopping: a
+            // stop writes what was emitted.
+            let sent = sink.send(SinkMsg::Rows(rows)).await.is_ok();
             if !sent {
                 return Ok(WindowOutcome::Stopped {
                     open_windows: op.open_windows(),

@@ -620,6 +620,17 @@ impl JobSpec {
         Ok(())
     }
 
+    /// The names of the job's input partitions, by input index: a file's
+    /// path, or `generator-<n>`.
+    pub fn partition_names(&self) -> Result<Vec<String>, SpecError> {
+        Ok(match self.source.kind()? {
+            SourceKind::AvroFiles(f) => f.paths.iter().map(|p| p.display().to_string()).collect(),
+            SourceKind::Generator(g) => (0..g.partitions)
+                .map(|p| format!("generator-{p}"))
+                .collect(),
+        })
+    }
+
     /// Where dead letters go (see [`DeadLetterSpec::path`]).
     pub fn dead_letter_path(&self) -> PathBuf {
         if let Some(p) = &self.dead_letter.path {

@@ -9,9 +9,10 @@
 use std::path::{Path, PathBuf};
 
 use tokio::io::AsyncReadExt;
-use weir_common::avro::container::{BlockScanner, Event, Header};
+use weir_common::avro::container::{BlockScanner, Event};
 use weir_common::avro::primitive::Input;
 use weir_common::avro::DecodePlan;
+use weir_common::input::{check_avro_file, InputError};
 use weir_common::position::Position;
 use weir_common::reading::Reading;
 
@@ -24,7 +25,6 @@ pub struct FileReader {
     path: PathBuf,
     file: tokio::fs::File,
     scanner: BlockScanner,
-    header: Header,
     plan: DecodePlan,
     /// Ordinal of the next record in the file.
     ordinal: u64,
@@ -37,54 +37,62 @@ impl FileReader {
     /// wrong input fails the job at start with a clear error instead of
     /// turning every record into a dead letter.
     pub async fn open(path: &Path) -> Result<Self, SourceError> {
-        let name = path.display().to_string();
-        let io = |source| SourceError::Io {
-            path: name.clone(),
-            source,
-        };
-        let mut file = tokio::fs::File::open(path).await.map_err(io)?;
-        let mut scanner = BlockScanner::new();
-        let mut read_buf = vec![0u8; 64 << 10];
-        let header = loop {
-            match scanner.read_header() {
-                Ok(Some(h)) => break h.clone(),
-                Ok(None) => {
-                    let n = file.read(&mut read_buf).await.map_err(io)?;
-                    if n == 0 {
-                        scanner.finish();
-                    } else {
-                        scanner.feed(&read_buf[..n]);
-                    }
-                }
-                Err(source) => {
-                    return Err(SourceError::Container { path: name, source });
-                }
-            }
-        };
-        let plan = DecodePlan::from_json(&header.schema).map_err(|source| SourceError::Schema {
-            path: name.clone(),
-            source,
-        })?;
-        read_buf.resize(READ_CHUNK, 0);
+        let owned = path.to_owned();
+        let plan = tokio::task::spawn_blocking(move || check_avro_file(&owned))
+            .await
+            .map_err(|e| SourceError::Io {
+                path: path.display().to_string(),
+                source: std::io::Error::other(e),
+            })??;
+        let file = tokio::fs::File::open(path)
+            .await
+            .map_err(|source| SourceError::Io {
+                path: path.display().to_string(),
+                source,
+            })?;
         Ok(FileReader {
             path: path.to_owned(),
             file,
-            scanner,
-            header,
+            scanner: BlockScanner::new(),
             plan,
             ordinal: 0,
-            read_buf,
+            read_buf: vec![0u8; READ_CHUNK],
             scratch: Vec::new(),
         })
     }
 
-    pub fn writer_schema(&self) -> &str {
-        self.plan.writer_schema()
+    async fn read_more(&mut self) -> Result<(), SourceError> {
+        let n = self
+            .file
+            .read(&mut self.read_buf)
+            .await
+            .map_err(|source| SourceError::Io {
+                path: self.path.display().to_string(),
+                source,
+            })?;
+        if n == 0 {
+            self.scanner.finish();
+        } else {
+            self.scanner.feed(&self.read_buf[..n]);
+        }
+        Ok(())
     }
 }
 
 impl PartitionReader for FileReader {
     async fn pull(&mut self, out: &mut Emitter) -> Result<Pulled, SourceError> {
+        let codec = loop {
+            match self.scanner.read_header() {
+                Ok(Some(h)) => break h.codec,
+                Ok(None) => self.read_more().await?,
+                Err(source) => {
+                    return Err(SourceError::Input(InputError::Container {
+                        path: self.path.display().to_string(),
+                        source,
+                    }))
+                }
+            }
+        };
         loop {
             match self.scanner.next_event() {
                 Event::Block {
@@ -94,7 +102,7 @@ impl PartitionReader for FileReader {
                 } => {
                     let first = self.ordinal;
                     self.ordinal += count;
-                    let data = match self.header.codec.decompress(data, &mut self.scratch) {
+                    let data = match codec.decompress(data, &mut self.scratch) {
                         Ok(d) => d,
                         Err(reason) => {
                             out.dead_letter(
@@ -131,19 +139,7 @@ impl PartitionReader for FileReader {
                     );
                     return Ok(Pulled::Progress);
                 }
-                Event::NeedData => {
-                    let n = self.file.read(&mut self.read_buf).await.map_err(|source| {
-                        SourceError::Io {
-                            path: self.path.display().to_string(),
-                            source,
-                        }
-                    })?;
-                    if n == 0 {
-                        self.scanner.finish();
-                    } else {
-                        self.scanner.feed(&self.read_buf[..n]);
-                    }
-                }
+                Event::NeedData => self.read_more().await?,
                 Event::End => return Ok(Pulled::End),
             }
         }

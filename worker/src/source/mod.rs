@@ -11,6 +11,7 @@ pub mod file;
 pub mod generator;
 
 use std::future::Future;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,23 +30,13 @@ pub use generator::GeneratorReader;
 /// Why a source cannot run.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
+    #[error(transparent)]
+    Input(#[from] weir_common::input::InputError),
     #[error("input {path}: {source}")]
     Io {
         path: String,
         #[source]
         source: std::io::Error,
-    },
-    #[error("input {path} is not a readable Avro container file: {source}")]
-    Container {
-        path: String,
-        #[source]
-        source: weir_common::avro::container::ContainerError,
-    },
-    #[error("input {path}: its writer schema cannot be read as the contract schema: {source}")]
-    Schema {
-        path: String,
-        #[source]
-        source: weir_common::avro::SchemaError,
     },
 }
 
@@ -90,6 +81,8 @@ pub struct SourceLimits {
 }
 
 pub struct SourceTask<R> {
+    /// The partition's input index.
+    pub input: u32,
     pub reader: R,
     pub emitter: Emitter,
     pub destinations: Vec<mpsc::Sender<Envelope>>,
@@ -128,7 +121,12 @@ impl<R: PartitionReader> SourceTask<R> {
                 Pulled::End => {
                     self.emitter.end();
                     return Ok(match self.deliver_or_stop(&stop, &mut counted).await {
-                        Some(true) => SourceOutcome::Finished,
+                        Some(true) => {
+                            if let Some(p) = self.metrics.partitions.get(self.input as usize) {
+                                p.finished.store(true, Relaxed);
+                            }
+                            SourceOutcome::Finished
+                        }
                         Some(false) => SourceOutcome::Disconnected,
                         None => SourceOutcome::Stopped,
                     });
@@ -184,9 +182,20 @@ impl<R: PartitionReader> SourceTask<R> {
 
     /// Sends queued envelopes and dead letters; `false` if a receiver is gone.
     async fn deliver(&mut self, counted: &mut (u64, u64)) -> bool {
-        JobMetrics::add(&self.metrics.records_in, self.emitter.emitted() - counted.0);
-        JobMetrics::add(&self.metrics.bad_records, self.emitter.bad() - counted.1);
+        let m = &self.metrics;
+        JobMetrics::add(&m.records_in, self.emitter.emitted() - counted.0);
+        JobMetrics::add(&m.bad_records, self.emitter.bad() - counted.1);
         *counted = (self.emitter.emitted(), self.emitter.bad());
+        for (kg, n) in self.emitter.take_remote_counts() {
+            if let Some(c) = m.remote_by_key_group.get(kg) {
+                c.fetch_add(n, Relaxed);
+            }
+            m.shuffle_sent.fetch_add(n, Relaxed);
+        }
+        if let Some(p) = m.partitions.get(self.input as usize) {
+            p.records.store(self.emitter.emitted(), Relaxed);
+            p.watermark.store(self.emitter.watermark(), Relaxed);
+        }
         for letter in self.emitter.take_dead_letters().collect::<Vec<_>>() {
             if self.dead_letters.send(letter).await.is_err() {
                 return false;

@@ -1,0 +1,145 @@
+//! `weir coordinator` and `weir worker`: the two roles of a cluster.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use weir_common::spec::{JobSpec, SourceKind};
+use weir_coordinator::{Coordinator, CoordinatorConfig};
+use weir_worker::node::{WorkerConfig, WorkerNode};
+
+use crate::overrides::JobFlags;
+
+#[derive(Args, Debug)]
+pub struct CoordinatorArgs {
+    #[command(flatten)]
+    pub job: JobFlags,
+    /// gRPC address for workers and gRPC admin clients.
+    #[arg(long, default_value = "0.0.0.0:7070")]
+    pub listen: SocketAddr,
+    /// HTTP address for the REST admin API, /healthz, /readyz and /metrics.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    pub http: SocketAddr,
+    /// A worker without a heartbeat for this long is lost.
+    #[arg(long, default_value = "10s")]
+    pub heartbeat_timeout: weir_common::spec::Duration,
+    /// Workers needed before the job is first deployed.
+    #[arg(long, default_value_t = 1)]
+    pub min_workers: usize,
+    /// Quiet time after workers join or leave before redeploying.
+    #[arg(long, default_value = "1s")]
+    pub settle: weir_common::spec::Duration,
+}
+
+#[derive(Args, Debug)]
+pub struct WorkerArgs {
+    /// The coordinator's gRPC address (host:port).
+    #[arg(long, env = "WEIR_COORDINATOR_GRPC")]
+    pub coordinator: String,
+    /// Address for the shuffle (gRPC) and /healthz, /readyz, /metrics.
+    #[arg(long, default_value = "0.0.0.0:7071")]
+    pub listen: SocketAddr,
+    /// Stable worker id (default: the host name and process id).
+    #[arg(long, env = "WEIR_WORKER_ID")]
+    pub id: Option<String>,
+    /// Address peers use to reach this worker (default: the bound address).
+    #[arg(long, env = "WEIR_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// Working directory for state, overriding the job spec's.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// The coordinator's configuration for a spec: paths made absolute (workers
+/// may run elsewhere), inputs checked now rather than on every worker.
+pub fn coordinator_config(
+    mut spec: JobSpec,
+    heartbeat_timeout: Duration,
+    min_workers: usize,
+    settle: Duration,
+) -> anyhow::Result<CoordinatorConfig> {
+    let cwd = std::env::current_dir().context("cannot read the working directory")?;
+    spec.resolve_paths(&cwd);
+    if let Ok(SourceKind::AvroFiles(files)) = spec.source.kind() {
+        for path in &files.paths {
+            weir_common::input::check_avro_file(path)?;
+        }
+    }
+    let partitions = spec.partition_names()?;
+    Ok(CoordinatorConfig {
+        spec,
+        partitions,
+        heartbeat_interval: (heartbeat_timeout / 5)
+            .clamp(Duration::from_millis(100), Duration::from_secs(2)),
+        heartbeat_timeout,
+        min_workers,
+        settle,
+        max_failed_generations: 5,
+        address: String::new(),
+    })
+}
+
+pub fn run_coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
+    let spec = args.job.resolve()?;
+    let config = coordinator_config(
+        spec,
+        args.heartbeat_timeout.std(),
+        args.min_workers,
+        args.settle.std(),
+    )?;
+    runtime()?.block_on(async move {
+        let coordinator = Coordinator::start(config, args.listen, Some(args.http)).await?;
+        wait_for_signal().await?;
+        tracing::info!("shutting down");
+        coordinator.shutdown().await;
+        Ok(())
+    })
+}
+
+pub fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
+    let id = args.id.unwrap_or_else(default_worker_id);
+    let config = WorkerConfig {
+        id,
+        coordinator: args.coordinator,
+        listen: args.listen,
+        advertise: args.advertise,
+        data_dir: args.data_dir,
+        own_subdirectories: true,
+    };
+    runtime()?.block_on(async move {
+        let node = WorkerNode::start(config).await?;
+        tracing::info!(address = %node.local_addr, "worker listening");
+        wait_for_signal().await?;
+        tracing::info!("shutting down");
+        node.shutdown().await;
+        Ok(())
+    })
+}
+
+fn default_worker_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "worker".into());
+    format!("{host}-{}", std::process::id())
+}
+
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("weir")
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// Waits for Ctrl-C or SIGTERM.
+async fn wait_for_signal() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot listen for SIGTERM")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("cannot listen for Ctrl-C")?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,213 @@
+//! `weir ctl`: the admin API from the command line (REST underneath).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use clap::{Args, Subcommand};
+use weir_common::time::format_utc_ms;
+use weir_proto::admin::{ClusterStatus, JobStatus};
+
+use crate::local::group;
+
+#[derive(Args, Debug)]
+pub struct CtlArgs {
+    /// The coordinator's HTTP address.
+    #[arg(
+        long,
+        env = "WEIR_COORDINATOR",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub coordinator: String,
+    /// Print the API's JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: CtlCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CtlCommand {
+    /// The job: state, generation, throughput, watermarks.
+    Status,
+    /// The coordinator and its workers.
+    Workers,
+    /// Stop the job (closed windows are written).
+    Stop,
+    /// Resume a stopped or failed job (from the beginning of its inputs).
+    Resume,
+}
+
+pub fn run(args: CtlArgs) -> anyhow::Result<()> {
+    let base = args.coordinator.trim_end_matches('/').to_owned();
+    let (method, path) = match args.command {
+        CtlCommand::Status => ("GET", "/api/v1/job"),
+        CtlCommand::Workers => ("GET", "/api/v1/cluster"),
+        CtlCommand::Stop => ("POST", "/api/v1/job/stop"),
+        CtlCommand::Resume => ("POST", "/api/v1/job/resume"),
+    };
+    let body = request(&base, method, path)?;
+    if args.json {
+        println!("{body}");
+        return Ok(());
+    }
+    match args.command {
+        CtlCommand::Workers => {
+            let c: ClusterStatus =
+                serde_json::from_str(&body).context("unexpected answer from the coordinator")?;
+            print_cluster(&c);
+        }
+        _ => {
+            let j: JobStatus =
+                serde_json::from_str(&body).context("unexpected answer from the coordinator")?;
+            print_job(&j);
+        }
+    }
+    Ok(())
+}
+
+/// One HTTP/1.1 request; the answer's body, or an error with the API's
+/// message.
+fn request(base: &str, method: &str, path: &str) -> anyhow::Result<String> {
+    let hostport = base
+        .strip_prefix("http://")
+        .ok_or_else(|| anyhow!("--coordinator must be an http:// URL, not `{base}`"))?;
+    let hostport = hostport.split('/').next().unwrap_or(hostport);
+    let mut stream = TcpStream::connect(hostport)
+        .with_context(|| format!("cannot reach the coordinator at {base}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {hostport}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut reader = BufReader::new(stream);
+    let mut status_line = String::new();
+    reader.read_line(&mut status_line)?;
+    let status: u16 = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| anyhow!("{base} did not answer HTTP"))?;
+    let mut length = None;
+    let mut chunked = false;
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line)?;
+        let lower = line.trim_end().to_ascii_lowercase();
+        if lower.is_empty() {
+            break;
+        }
+        if let Some(v) = lower.strip_prefix("content-length:") {
+            length = v.trim().parse::<usize>().ok();
+        }
+        if lower.starts_with("transfer-encoding:") && lower.contains("chunked") {
+            chunked = true;
+        }
+    }
+    let mut body = Vec::new();
+    if chunked {
+        loop {
+            let mut size = String::new();
+            reader.read_line(&mut size)?;
+            let n = usize::from_str_radix(size.trim(), 16).context("bad chunked answer")?;
+            if n == 0 {
+                break;
+            }
+            let mut chunk = vec![0; n + 2];
+            reader.read_exact(&mut chunk)?;
+            body.extend_from_slice(&chunk[..n]);
+        }
+    } else if let Some(n) = length {
+        body.resize(n, 0);
+        reader.read_exact(&mut body)?;
+    } else {
+        reader.read_to_end(&mut body)?;
+    }
+    let body = String::from_utf8_lossy(&body).into_owned();
+    if !(200..300).contains(&status) {
+        let message = serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
+            .unwrap_or(body);
+        bail!("the coordinator refused ({status}): {message}");
+    }
+    Ok(body)
+}
+
+fn print_job(j: &JobStatus) {
+    println!("job         {}", j.name);
+    println!(
+        "state       {}{}",
+        j.state,
+        if j.phase.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", j.phase)
+        }
+    );
+    if !j.error.is_empty() {
+        println!("error       {}", j.error);
+    }
+    println!("generation  {}", j.generation);
+    println!("workers     {}", j.workers);
+    println!(
+        "records     {} in ({}/s), {} rows out ({}/s)",
+        group(j.records_in),
+        group(j.records_in_per_second as u64),
+        group(j.rows_written),
+        group(j.rows_out_per_second as u64)
+    );
+    println!(
+        "windows     {} closed, {} open; late {}, bad {}",
+        group(j.windows_closed),
+        group(j.open_windows),
+        group(j.late_records),
+        group(j.bad_records)
+    );
+    println!("watermark   {}", format_utc_ms(j.watermark));
+    println!();
+    println!(
+        "{:<6} {:<16} {:>12} {:<25} {:<8} NAME",
+        "INPUT", "WORKER", "RECORDS", "WATERMARK", "DONE"
+    );
+    for p in &j.partitions {
+        println!(
+            "{:<6} {:<16} {:>12} {:<25} {:<8} {}",
+            p.input,
+            p.worker_id,
+            group(p.records),
+            format_utc_ms(p.watermark),
+            if p.finished { "yes" } else { "no" },
+            p.name
+        );
+    }
+}
+
+fn print_cluster(c: &ClusterStatus) {
+    println!(
+        "coordinator {} (version {}, up {} s)",
+        c.coordinator_address,
+        c.version,
+        c.uptime_ms / 1000
+    );
+    println!();
+    println!(
+        "{:<16} {:<22} {:<10} {:>10} {:<12} {:<11} {:>12} {:>8}",
+        "WORKER", "ADDRESS", "STATE", "HEARTBEAT", "PARTITIONS", "KEY GROUPS", "RECORDS", "RSS MB"
+    );
+    for w in &c.workers {
+        let partitions: Vec<String> = w.partitions.iter().map(u32::to_string).collect();
+        println!(
+            "{:<16} {:<22} {:<10} {:>8}ms {:<12} {:<11} {:>12} {:>8}",
+            w.worker_id,
+            w.data_address,
+            w.state,
+            w.last_heartbeat_ms_ago,
+            partitions.join(","),
+            format!("[{}, {})", w.key_group_start, w.key_group_end),
+            group(w.records_in),
+            w.resident_bytes >> 20
+        );
+    }
+}

@@ -1,0 +1,136 @@
+//! The coordinator: membership, scheduling, and the admin API.
+//!
+//! ```text
+//!  weir worker ──Control stream──►  ControlService ─┐
+//!  weir worker ──Control stream──►  ControlService ─┼─► Actor (membership, job lifecycle, generations)
+//!  weir ctl / REST ─► admin::router ────────────────┤
+//!  gRPC Admin ──────► AdminService ─────────────────┘
+//! ```
+//!
+//! - [`actor`]: the one task that owns the state; everything else is a
+//!   handle to it.
+//! - [`scheduler`]: partitions and key-group ranges over the live workers.
+//! - [`control`]: the workers' control streams; [`admin`]: the admin API
+//!   over gRPC and REST; [`prometheus`]: `/metrics`.
+
+pub mod actor;
+pub mod admin;
+pub mod control;
+pub mod prometheus;
+pub mod scheduler;
+
+use std::net::SocketAddr;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use weir_proto::admin::admin_server::AdminServer;
+use weir_proto::cluster::cluster_server::ClusterServer;
+
+pub use actor::{AdminError, CoordinatorConfig, CoordinatorHandle};
+
+/// Why the coordinator could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum CoordinatorError {
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A running coordinator.
+pub struct Coordinator {
+    /// Where workers and gRPC admin clients connect.
+    pub grpc_addr: SocketAddr,
+    /// Where the REST API and `/metrics` are served, if anywhere.
+    pub http_addr: Option<SocketAddr>,
+    handle: CoordinatorHandle,
+    shutdown: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), CoordinatorError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| CoordinatorError::Listen { addr, source })?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| CoordinatorError::Listen { addr, source })?;
+    Ok((listener, local))
+}
+
+impl Coordinator {
+    /// Binds `grpc` (workers, gRPC admin) and `http` (REST, metrics) and
+    /// starts serving.
+    pub async fn start(
+        mut config: CoordinatorConfig,
+        grpc: SocketAddr,
+        http: Option<SocketAddr>,
+    ) -> Result<Self, CoordinatorError> {
+        let (grpc_listener, grpc_addr) = bind(grpc).await?;
+        let http_bound = match http {
+            Some(addr) => Some(bind(addr).await?),
+            None => None,
+        };
+        config.address = grpc_addr.to_string();
+        let shutdown = CancellationToken::new();
+        let (handle, actor) = actor::spawn(config, shutdown.clone());
+        let mut tasks = vec![actor];
+        let grpc_server = {
+            let (handle, shutdown) = (handle.clone(), shutdown.clone());
+            tokio::spawn(async move {
+                let result = tonic::transport::Server::builder()
+                    .tcp_nodelay(true)
+                    .add_service(ClusterServer::new(control::ControlService::new(
+                        handle.clone(),
+                    )))
+                    .add_service(AdminServer::new(admin::AdminService::new(handle)))
+                    .serve_with_incoming_shutdown(
+                        TcpListenerStream::new(grpc_listener),
+                        shutdown.cancelled(),
+                    )
+                    .await;
+                if let Err(e) = result {
+                    tracing::error!(error = %e, "coordinator gRPC server failed");
+                }
+            })
+        };
+        tasks.push(grpc_server);
+        let http_addr = match http_bound {
+            Some((listener, addr)) => {
+                let (router, shutdown) = (admin::router(handle.clone()), shutdown.clone());
+                tasks.push(tokio::spawn(async move {
+                    let result = axum::serve(listener, router)
+                        .with_graceful_shutdown(shutdown.cancelled_owned())
+                        .await;
+                    if let Err(e) = result {
+                        tracing::error!(error = %e, "coordinator HTTP server failed");
+                    }
+                }));
+                Some(addr)
+            }
+            None => None,
+        };
+        tracing::info!(grpc = %grpc_addr, http = ?http_addr, "coordinator listening");
+        Ok(Coordinator {
+            grpc_addr,
+            http_addr,
+            handle,
+            shutdown,
+            tasks,
+        })
+    }
+
+    pub fn handle(&self) -> CoordinatorHandle {
+        self.handle.clone()
+    }
+
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! The coordinator's view of the job in the Prometheus text format.
+
+use std::fmt::Write;
+
+use weir_proto::admin as api;
+
+pub fn render(job: &api::JobStatus, cluster: &api::ClusterStatus) -> String {
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, value: String| {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        let _ = writeln!(out, "{name} {value}");
+    };
+    metric(
+        "weir_job_generation",
+        "gauge",
+        "Current generation of the job.",
+        job.generation.to_string(),
+    );
+    metric(
+        "weir_job_workers",
+        "gauge",
+        "Workers in the current generation.",
+        job.workers.to_string(),
+    );
+    metric(
+        "weir_cluster_workers",
+        "gauge",
+        "Registered workers.",
+        cluster.workers.len().to_string(),
+    );
+    metric(
+        "weir_job_records_in_total",
+        "counter",
+        "Readings read in the current generation.",
+        job.records_in.to_string(),
+    );
+    metric(
+        "weir_job_rows_written_total",
+        "counter",
+        "Rows written in the current generation.",
+        job.rows_written.to_string(),
+    );
+    metric(
+        "weir_job_late_records_total",
+        "counter",
+        "Late readings in the current generation.",
+        job.late_records.to_string(),
+    );
+    metric(
+        "weir_job_bad_records_total",
+        "counter",
+        "Records lost to dead letters.",
+        job.bad_records.to_string(),
+    );
+    metric(
+        "weir_job_windows_closed_total",
+        "counter",
+        "(device, window) results emitted.",
+        job.windows_closed.to_string(),
+    );
+    metric(
+        "weir_job_records_in_per_second",
+        "gauge",
+        "Readings read per second.",
+        format!("{:.1}", job.records_in_per_second),
+    );
+    metric(
+        "weir_job_watermark_milliseconds",
+        "gauge",
+        "The job's watermark (epoch ms).",
+        job.watermark.to_string(),
+    );
+    let _ = writeln!(
+        out,
+        "# HELP weir_job_state The job's state (1 for the current one)."
+    );
+    let _ = writeln!(out, "# TYPE weir_job_state gauge");
+    for state in ["waiting", "running", "finished", "stopped", "failed"] {
+        let _ = writeln!(
+            out,
+            "weir_job_state{{state=\"{state}\"}} {}",
+            u8::from(job.state == state)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP weir_partition_watermark_milliseconds Watermark per input partition."
+    );
+    let _ = writeln!(out, "# TYPE weir_partition_watermark_milliseconds gauge");
+    for p in &job.partitions {
+        let _ = writeln!(
+            out,
+            "weir_partition_watermark_milliseconds{{input=\"{}\"}} {}",
+            p.input, p.watermark
+        );
+    }
+    out
+}

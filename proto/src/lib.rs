@@ -1,0 +1,18 @@
+//! Weir's wire protocols, generated from `weir/*.proto` at build time.
+//!
+//! - [`cluster`]: coordinator ⇄ worker control stream (registration,
+//!   heartbeats, deployments).
+//! - [`shuffle`]: worker → worker record exchange.
+//! - [`admin`]: the coordinator's admin API.
+
+pub mod cluster {
+    tonic::include_proto!("weir.cluster");
+}
+
+pub mod shuffle {
+    tonic::include_proto!("weir.shuffle");
+}
+
+pub mod admin {
+    tonic::include_proto!("weir.admin");
+}

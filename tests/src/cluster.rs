@@ -1,0 +1,166 @@
+//! A Weir cluster for one test: a real `weir coordinator` and real
+//! `weir worker` processes on free loopback ports, each with its own
+//! directory, queried through the REST admin API, killed when dropped.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::process::Proc;
+use crate::{free_port, http, wait_for, weir_bin};
+
+pub struct Cluster {
+    dir: PathBuf,
+    pub grpc_port: u16,
+    pub http_port: u16,
+    coordinator: Proc,
+    workers: Vec<(String, u16, Proc)>,
+}
+
+impl Cluster {
+    /// Starts a coordinator with `args` (job flags and options) and
+    /// `workers` workers named `w-0`, `w-1`, ...
+    pub fn start(dir: &Path, args: &[String], workers: usize) -> Cluster {
+        let grpc_port = free_port();
+        let http_port = free_port();
+        let mut cmd = std::process::Command::new(weir_bin());
+        cmd.arg("coordinator")
+            .args(["--listen", &format!("127.0.0.1:{grpc_port}")])
+            .args(["--http", &format!("127.0.0.1:{http_port}")])
+            .args(args)
+            .current_dir(dir)
+            .env("WEIR_LOG", "info")
+            .env("NO_COLOR", "1");
+        let coordinator = Proc::spawn("coordinator", cmd, dir);
+        let mut cluster = Cluster {
+            dir: dir.to_owned(),
+            grpc_port,
+            http_port,
+            coordinator,
+            workers: Vec::new(),
+        };
+        cluster.wait_ready();
+        for i in 0..workers {
+            cluster.start_worker(&format!("w-{i}"));
+        }
+        cluster
+    }
+
+    fn wait_ready(&mut self) {
+        let port = self.http_port;
+        let coordinator = &mut self.coordinator;
+        wait_for(
+            "the coordinator to be ready",
+            Duration::from_secs(60),
+            || {
+                if let Some(status) = coordinator.try_status() {
+                    panic!(
+                        "the coordinator exited with {status}\n{}",
+                        coordinator.logs()
+                    );
+                }
+                matches!(http::request(port, "GET", "/readyz", ""), Ok((200, _)))
+            },
+        );
+    }
+
+    /// Starts one more worker.
+    pub fn start_worker(&mut self, id: &str) {
+        let port = free_port();
+        let mut cmd = std::process::Command::new(weir_bin());
+        cmd.arg("worker")
+            .args(["--coordinator", &format!("127.0.0.1:{}", self.grpc_port)])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--id", id])
+            .current_dir(&self.dir)
+            .env("WEIR_LOG", "info")
+            .env("NO_COLOR", "1");
+        let proc = Proc::spawn(&format!("worker-{id}"), cmd, &self.dir);
+        self.workers.push((id.to_owned(), port, proc));
+    }
+
+    /// `(status, JSON body)` of a REST call.
+    pub fn rest(&self, method: &str, path: &str) -> (u16, Value) {
+        let (status, body) = http::request(self.http_port, method, path, "")
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}\n{}", self.logs()));
+        let json = serde_json::from_str(&body).unwrap_or(Value::String(body));
+        (status, json)
+    }
+
+    pub fn job(&self) -> Value {
+        let (status, body) = self.rest("GET", "/api/v1/job");
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    pub fn cluster(&self) -> Value {
+        let (status, body) = self.rest("GET", "/api/v1/cluster");
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    /// Waits until the job is in `state`; panics early if it failed.
+    pub fn wait_state(&self, state: &str, timeout: Duration) -> Value {
+        let mut last = Value::Null;
+        wait_for(&format!("the job to be {state}"), timeout, || {
+            last = self.job();
+            if last["state"] == "failed" && state != "failed" {
+                panic!("the job failed: {}\n{}", last["error"], self.logs());
+            }
+            last["state"] == state
+        });
+        last
+    }
+
+    /// A worker's HTTP port (its shuffle port serves HTTP too).
+    pub fn worker_port(&self, id: &str) -> u16 {
+        self.worker(id).1
+    }
+
+    fn worker(&self, id: &str) -> &(String, u16, Proc) {
+        self.workers
+            .iter()
+            .find(|(w, _, _)| w == id)
+            .unwrap_or_else(|| panic!("no worker {id}"))
+    }
+
+    /// Resident memory of a worker process, from /proc.
+    pub fn worker_rss_bytes(&self, id: &str) -> u64 {
+        let pid = self.worker(id).2.pid();
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            })
+            .map_or(0, |kb| kb * 1024)
+    }
+
+    /// SIGKILLs a worker.
+    pub fn kill_worker(&mut self, id: &str) {
+        let i = self
+            .workers
+            .iter()
+            .position(|(w, _, _)| w == id)
+            .unwrap_or_else(|| panic!("no worker {id}"));
+        let (_, _, mut proc) = self.workers.remove(i);
+        proc.signal("KILL");
+        proc.wait(Duration::from_secs(30));
+    }
+
+    /// Every process's output, for failure messages.
+    pub fn logs(&self) -> String {
+        let mut out = self.coordinator.logs();
+        for (_, _, p) in &self.workers {
+            out.push('\n');
+            out.push_str(&p.logs());
+        }
+        out
+    }
+
+    pub fn coordinator_stderr(&self) -> String {
+        self.coordinator.stderr()
+    }
+}

@@ -1,0 +1,547 @@
+//! A worker process: its server and its link to the coordinator.
+//!
+//! [`WorkerNode::start`] binds one port that serves the shuffle (gRPC) and
+//! `/healthz`, `/readyz`, `/metrics` (HTTP/1.1), then dials the coordinator
+//! and keeps one control stream open: register, heartbeat with metrics,
+//! run the deployment the coordinator sends (replacing the previous one),
+//! report how it ends. If the stream breaks, the worker aborts what it runs
+//! — the coordinator will have given its work to others — and dials again.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_util::sync::CancellationToken;
+use weir_common::keygroup::KeyGroupRange;
+use weir_common::spec::JobSpec;
+use weir_proto::cluster as pb;
+use weir_proto::cluster::cluster_client::ClusterClient;
+use weir_proto::shuffle::shuffle_server::ShuffleServer;
+
+use crate::deployment::{Deployment, DeploymentOutcome, DeploymentPlan, JobError, Layout, Slot};
+use crate::metrics::JobMetrics;
+use crate::shuffle::{ShuffleRegistry, ShuffleService, MAX_MESSAGE_BYTES};
+
+/// How a worker runs.
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    /// Stable identity (the pod name on Kubernetes).
+    pub id: String,
+    /// The coordinator's gRPC address (`host:port` or `http://host:port`).
+    pub coordinator: String,
+    /// Where to listen for peers and HTTP.
+    pub listen: SocketAddr,
+    /// Address peers use to reach this worker (default: the bound address).
+    pub advertise: Option<String>,
+    /// Overrides the spec's `state.dir` on this worker.
+    pub data_dir: Option<PathBuf>,
+    /// Put this worker's files in subdirectories named after it (cluster
+    /// workers share volumes; `weir local` does not need it).
+    pub own_subdirectories: bool,
+}
+
+/// Why a worker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("coordinator address `{0}` is not valid")]
+    CoordinatorAddress(String),
+}
+
+/// What a running worker shares with its HTTP endpoints.
+#[derive(Default)]
+struct Shared {
+    connected: std::sync::atomic::AtomicBool,
+}
+
+/// A running worker.
+pub struct WorkerNode {
+    pub local_addr: SocketAddr,
+    shutdown: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl WorkerNode {
+    pub async fn start(config: WorkerConfig) -> Result<Self, WorkerError> {
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| WorkerError::Listen {
+                    addr: config.listen,
+                    source,
+                })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| WorkerError::Listen {
+                addr: config.listen,
+                source,
+            })?;
+        let coordinator = normalize_address(&config.coordinator)?;
+        let registry = Arc::new(ShuffleRegistry::default());
+        let shared = Arc::new(Shared::default());
+        let shutdown = CancellationToken::new();
+
+        let http = axum::Router::new()
+            .route("/healthz", get(|| async { "ok\n" }))
+            .route("/readyz", get(readyz))
+            .route("/metrics", get(metrics))
+            .with_state((registry.clone(), shared.clone(), config.id.clone()));
+        let routes = tonic::service::Routes::from(http).add_service(
+            ShuffleServer::new(ShuffleService::new(registry.clone()))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        );
+        let server = {
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                let result = tonic::transport::Server::builder()
+                    .accept_http1(true)
+                    .tcp_nodelay(true)
+                    .initial_stream_window_size(Some(4 << 20))
+                    .initial_connection_window_size(Some(8 << 20))
+                    .add_routes(routes)
+                    .serve_with_incoming_shutdown(
+                        TcpListenerStream::new(listener),
+                        shutdown.cancelled(),
+                    )
+                    .await;
+                if let Err(e) = result {
+                    tracing::error!(error = %e, "worker server failed");
+                }
+            })
+        };
+        let advertise = config
+            .advertise
+            .clone()
+            .unwrap_or_else(|| local_addr.to_string());
+        let control = {
+            let (shutdown, shared) = (shutdown.clone(), shared.clone());
+            tokio::spawn(control_loop(
+                config,
+                coordinator,
+                advertise,
+                registry,
+                shared,
+                shutdown,
+            ))
+        };
+        Ok(WorkerNode {
+            local_addr,
+            shutdown,
+            tasks: vec![server, control],
+        })
+    }
+
+    /// Aborts the running deployment and stops serving.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+fn normalize_address(addr: &str) -> Result<String, WorkerError> {
+    let url = if addr.starts_with("http://") || addr.starts_with("https://") {
+        addr.to_owned()
+    } else {
+        format!("http://{addr}")
+    };
+    tonic::transport::Endpoint::from_shared(url.clone())
+        .map(|_| url)
+        .map_err(|_| WorkerError::CoordinatorAddress(addr.to_owned()))
+}
+
+async fn readyz(State((registry, shared, _)): State<HttpState>) -> impl IntoResponse {
+    if !shared.connected.load(Relaxed) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not connected to the coordinator\n".to_string(),
+        );
+    }
+    match registry.current_metrics() {
+        Some((generation, _)) => (StatusCode::OK, format!("running generation {generation}\n")),
+        None => (StatusCode::OK, "connected, idle\n".to_string()),
+    }
+}
+
+type HttpState = (Arc<ShuffleRegistry>, Arc<Shared>, String);
+
+async fn metrics(State((registry, shared, id)): State<HttpState>) -> impl IntoResponse {
+    let mut out = String::new();
+    let connected = u8::from(shared.connected.load(Relaxed));
+    out.push_str(
+        "# HELP weir_worker_connected Whether the control stream to the coordinator is up.\n",
+    );
+    out.push_str("# TYPE weir_worker_connected gauge\n");
+    out.push_str(&format!(
+        "weir_worker_connected{{worker=\"{id}\"}} {connected}\n"
+    ));
+    if let Some((generation, m)) = registry.current_metrics() {
+        crate::prometheus::render(&mut out, &id, generation, &m);
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        out,
+    )
+}
+
+/// Dials the coordinator until shutdown, serving one connection at a time.
+async fn control_loop(
+    config: WorkerConfig,
+    coordinator: String,
+    advertise: String,
+    registry: Arc<ShuffleRegistry>,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) {
+    let mut delay = Duration::from_millis(100);
+    while !shutdown.is_cancelled() {
+        let session = Session {
+            config: &config,
+            advertise: &advertise,
+            registry: &registry,
+            shared: &shared,
+            shutdown: &shutdown,
+        };
+        match session.run(&coordinator).await {
+            Ok(()) => delay = Duration::from_millis(100),
+            Err(e) => {
+                tracing::warn!(coordinator = %coordinator, error = %e, retry_in = ?delay, "no connection to the coordinator");
+            }
+        }
+        shared.connected.store(false, Relaxed);
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+struct Session<'a> {
+    config: &'a WorkerConfig,
+    advertise: &'a str,
+    registry: &'a Arc<ShuffleRegistry>,
+    shared: &'a Arc<Shared>,
+    shutdown: &'a CancellationToken,
+}
+
+impl Session<'_> {
+    /// One connection: returns when it ends (error: why).
+    async fn run(&self, coordinator: &str) -> Result<(), String> {
+        let channel = tonic::transport::Endpoint::from_shared(coordinator.to_owned())
+            .map_err(|e| e.to_string())?
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .map_err(|e| chain(&e))?;
+        let mut client = ClusterClient::new(channel);
+        let (events, rx) = mpsc::channel::<pb::WorkerEvent>(64);
+        let register = pb::WorkerEvent {
+            event: Some(pb::worker_event::Event::Register(pb::Register {
+                worker_id: self.config.id.clone(),
+                data_address: self.advertise.to_owned(),
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+            })),
+        };
+        events.send(register).await.map_err(|e| e.to_string())?;
+        let mut commands = client
+            .control(ReceiverStream::new(rx))
+            .await
+            .map_err(|s| s.message().to_owned())?
+            .into_inner();
+        self.shared.connected.store(true, Relaxed);
+        tracing::info!(coordinator, worker = %self.config.id, "connected to the coordinator");
+
+        let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
+        let mut current: Option<Deployment> = None;
+        let result = loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => break Ok(()),
+                command = commands.message() => match command {
+                    Ok(Some(c)) => {
+                        if let Some(interval) = self.handle(c, &mut current, &events).await {
+                            heartbeat = tokio::time::interval(interval);
+                        }
+                    }
+                    Ok(None) => break Err("the coordinator closed the control stream".to_string()),
+                    Err(status) => break Err(format!("control stream failed: {}", status.message())),
+                },
+                _ = heartbeat.tick() => {
+                    let metrics = current.as_ref().map(|d| metrics_of(d.generation, &d.metrics()));
+                    let event = pb::worker_event::Event::Heartbeat(pb::Heartbeat { metrics });
+                    if events.send(pb::WorkerEvent { event: Some(event) }).await.is_err() {
+                        break Err("the control stream closed".to_string());
+                    }
+                }
+                outcome = join_current(&mut current) => {
+                    let Some(d) = current.take() else { continue };
+                    self.report_end(&d, outcome, &events).await;
+                }
+            }
+        };
+        if let Some(d) = current.take() {
+            tracing::warn!(
+                generation = d.generation,
+                "lost the coordinator; aborting the deployment"
+            );
+            d.abort();
+            let _ = d.wait().await;
+        }
+        result
+    }
+
+    /// Handles one command; returns a new heartbeat interval if one was set.
+    async fn handle(
+        &self,
+        command: pb::CoordinatorCommand,
+        current: &mut Option<Deployment>,
+        events: &mpsc::Sender<pb::WorkerEvent>,
+    ) -> Option<Duration> {
+        use pb::coordinator_command::Command;
+        match command.command? {
+            Command::Registered(r) => Some(Duration::from_millis(u64::from(
+                r.heartbeat_interval_ms.max(50),
+            ))),
+            Command::Deploy(deploy) => {
+                if let Some(old) = current.take() {
+                    tracing::info!(
+                        old = old.generation,
+                        new = deploy.generation,
+                        "replacing the deployment"
+                    );
+                    old.abort();
+                    let _ = old.wait().await;
+                }
+                let generation = deploy.generation;
+                match self.start(deploy).await {
+                    Ok(d) => {
+                        tracing::info!(generation, "deployment running");
+                        send_report(
+                            events,
+                            generation,
+                            pb::DeploymentState::Running,
+                            String::new(),
+                            None,
+                        )
+                        .await;
+                        *current = Some(d);
+                    }
+                    Err(e) => {
+                        tracing::error!(generation, error = %e, "cannot start the deployment");
+                        send_report(
+                            events,
+                            generation,
+                            pb::DeploymentState::Failed,
+                            e.to_string(),
+                            None,
+                        )
+                        .await;
+                    }
+                }
+                None
+            }
+            Command::Cancel(cancel) => {
+                if current
+                    .as_ref()
+                    .is_some_and(|d| d.generation == cancel.generation)
+                {
+                    if let Some(d) = current.take() {
+                        tracing::info!(generation = d.generation, "cancelled by the coordinator");
+                        d.stop();
+                        // A bounded drain: what was emitted gets written.
+                        let metrics = d.metrics();
+                        let generation = d.generation;
+                        let mut d = d;
+                        let outcome = tokio::select! {
+                            o = d.join() => o,
+                            _ = tokio::time::sleep(Duration::from_secs(30)) => {
+                                d.abort();
+                                d.join().await
+                            }
+                        };
+                        let error = outcome.err().map(|e| e.to_string()).unwrap_or_default();
+                        let m = Some(metrics_of(generation, &metrics));
+                        send_report(events, generation, pb::DeploymentState::Cancelled, error, m)
+                            .await;
+                    }
+                }
+                None
+            }
+        }
+    }
+
+    async fn start(&self, deploy: pb::Deploy) -> Result<Deployment, JobError> {
+        let mut spec = JobSpec::from_yaml(&deploy.spec_yaml, "the coordinator's job spec")?;
+        if let Some(dir) = &self.config.data_dir {
+            spec.state.dir = dir.clone();
+        }
+        let assignment = deploy
+            .assignment
+            .ok_or_else(|| JobError::Assignment("the deployment has no assignment".into()))?;
+        let slots: Vec<Slot> = assignment
+            .workers
+            .iter()
+            .map(|w| Slot {
+                worker_id: w.worker_id.clone(),
+                data_address: w.data_address.clone(),
+                key_groups: KeyGroupRange {
+                    start: w.key_group_start as u16,
+                    end: w.key_group_end as u16,
+                },
+            })
+            .collect();
+        let me = slots
+            .iter()
+            .position(|s| s.worker_id == self.config.id)
+            .ok_or_else(|| {
+                JobError::Assignment(format!(
+                    "worker {} is not in the assignment",
+                    self.config.id
+                ))
+            })?;
+        let plan = DeploymentPlan {
+            generation: deploy.generation,
+            spec,
+            slots,
+            me,
+            partition_owner: assignment
+                .partition_owner
+                .iter()
+                .map(|&o| o as usize)
+                .collect(),
+        };
+        let own = self
+            .config
+            .own_subdirectories
+            .then_some(self.config.id.as_str());
+        let layout = Layout::of(&plan.spec, own, plan.generation);
+        Deployment::start(plan, layout, self.registry.clone()).await
+    }
+
+    async fn report_end(
+        &self,
+        d: &Deployment,
+        outcome: Result<DeploymentOutcome, JobError>,
+        events: &mpsc::Sender<pb::WorkerEvent>,
+    ) {
+        let metrics = Some(metrics_of(d.generation, &d.metrics()));
+        let (state, error) = match &outcome {
+            Ok(DeploymentOutcome::Finished) => (pb::DeploymentState::Finished, String::new()),
+            Ok(other) => (pb::DeploymentState::Cancelled, format!("{other:?}")),
+            Err(e) => (pb::DeploymentState::Failed, e.to_string()),
+        };
+        match &outcome {
+            Ok(o) => tracing::info!(generation = d.generation, outcome = ?o, "deployment ended"),
+            Err(e) => tracing::error!(generation = d.generation, error = %e, "deployment failed"),
+        }
+        send_report(events, d.generation, state, error, metrics).await;
+    }
+}
+
+async fn join_current(current: &mut Option<Deployment>) -> Result<DeploymentOutcome, JobError> {
+    match current {
+        Some(d) => d.join().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn send_report(
+    events: &mpsc::Sender<pb::WorkerEvent>,
+    generation: u64,
+    state: pb::DeploymentState,
+    error: String,
+    metrics: Option<pb::WorkerMetrics>,
+) {
+    let report = pb::DeploymentReport {
+        generation,
+        state: state as i32,
+        error,
+        metrics,
+    };
+    let event = pb::worker_event::Event::Report(report);
+    let _ = events.send(pb::WorkerEvent { event: Some(event) }).await;
+}
+
+/// The heartbeat form of a deployment's metrics.
+pub fn metrics_of(generation: u64, m: &JobMetrics) -> pb::WorkerMetrics {
+    let s = m.snapshot();
+    pb::WorkerMetrics {
+        generation,
+        records_in: s.records_in,
+        bad_records: s.bad_records,
+        late_records: s.late_records,
+        windows_closed: s.windows_closed,
+        rows_written: s.rows_written,
+        sink_retries: s.sink_retries,
+        dead_letters: s.dead_letters,
+        watermark: s.watermark,
+        partitions: m
+            .partitions
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.local.load(Relaxed))
+            .map(|(input, p)| pb::PartitionProgress {
+                input: input as u32,
+                name: String::new(),
+                records: p.records.load(Relaxed),
+                watermark: p.watermark.load(Relaxed),
+                finished: p.finished.load(Relaxed),
+            })
+            .collect(),
+        shuffle_records_sent: s.shuffle_sent,
+        shuffle_records_received: s.shuffle_received,
+        open_accumulators: s.open_accumulators,
+        resident_bytes: resident_bytes(),
+        open_windows: s.open_windows,
+        state_spills: s.state_spills,
+        phase: m.phase() as u32,
+        remote_by_key_group: m
+            .remote_by_key_group
+            .iter()
+            .map(|c| c.load(Relaxed))
+            .collect(),
+    }
+}
+
+/// This process's resident set size (Linux), for memory monitoring.
+pub fn resident_bytes() -> u64 {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return 0;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

@@ -1,0 +1,504 @@
+//! The shuffle: records of a key group travel to the worker that owns it.
+//!
+//! Each source emits into one channel per destination worker. For this
+//! worker the channel is the local window task's input; for every other
+//! worker it feeds a [`run_shuffle_out`] task that streams the envelopes, in
+//! order, over one gRPC client stream per (sender, receiver) pair. On the
+//! receiving side [`ShuffleService`] decodes each frame and forwards its
+//! envelopes into the window task's channel of the same generation. Every
+//! step awaits the next bounded channel or HTTP/2 flow-control window, so a
+//! slow receiver slows remote senders exactly like a local one does.
+//!
+//! Readings travel as Avro datums of the contract schema: compact, and
+//! decoded with the same allocation-free plan as the inputs.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, Notify};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+use weir_common::avro::encode::encode_reading;
+use weir_common::avro::primitive::{write_long, Input};
+use weir_common::avro::DecodePlan;
+use weir_common::position::Position;
+use weir_common::reading::Reading;
+use weir_proto::shuffle as pb;
+use weir_proto::shuffle::shuffle_client::ShuffleClient;
+
+use crate::envelope::{Envelope, RecordBatch};
+use crate::metrics::JobMetrics;
+
+/// Largest frame a sender builds (bytes of readings), and the message size
+/// both sides accept.
+const FRAME_BYTES: usize = 1 << 20;
+pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
+
+/// How long a sender keeps trying to reach a peer that is not up yet.
+const CONNECT_PATIENCE: Duration = Duration::from_secs(30);
+/// How long a receiver waits for its own deployment of a generation that a
+/// faster peer already streams.
+const DEPLOY_PATIENCE: Duration = Duration::from_secs(15);
+
+/// Why a shuffle stream failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ShuffleError {
+    #[error("cannot reach worker {peer} for the shuffle: {message}")]
+    Connect { peer: String, message: String },
+    #[error("shuffle stream to worker {peer} failed: {status}")]
+    Stream { peer: String, status: Status },
+}
+
+/// A batch that could not be decoded (a peer speaking another version).
+#[derive(Debug, thiserror::Error)]
+#[error("malformed shuffle frame: {0}")]
+pub struct FrameError(String);
+
+/// Encodes an envelope for the wire.
+pub fn to_proto(envelope: &Envelope) -> pb::Envelope {
+    use pb::envelope::Body;
+    let body = match envelope {
+        Envelope::Records(batch) => {
+            let mut readings = Vec::with_capacity(batch.len() * 160);
+            let mut positions = Vec::with_capacity(batch.len() * 4);
+            for (r, p) in batch.readings.iter().zip(&batch.positions) {
+                encode_reading(r, &mut readings);
+                match *p {
+                    Position::Offset(n) => {
+                        write_long(&mut positions, 0);
+                        write_long(&mut positions, n as i64);
+                    }
+                    Position::Pulsar {
+                        ledger,
+                        entry,
+                        batch,
+                    } => {
+                        write_long(&mut positions, 1);
+                        write_long(&mut positions, ledger as i64);
+                        write_long(&mut positions, entry as i64);
+                        write_long(&mut positions, i64::from(batch));
+                    }
+                }
+            }
+            Body::Records(pb::RecordBatch {
+                input: batch.input,
+                count: batch.len() as u32,
+                readings,
+                positions,
+            })
+        }
+        Envelope::Watermark { input, watermark } => Body::Watermark(pb::Watermark {
+            input: *input,
+            watermark: *watermark,
+        }),
+        Envelope::Idle { input } => Body::Idle(*input),
+        Envelope::End { input } => Body::End(*input),
+    };
+    pb::Envelope { body: Some(body) }
+}
+
+/// Decodes an envelope from the wire.
+pub fn from_proto(envelope: pb::Envelope, plan: &DecodePlan) -> Result<Envelope, FrameError> {
+    use pb::envelope::Body;
+    Ok(match envelope.body {
+        Some(Body::Records(b)) => {
+            let n = b.count as usize;
+            let mut batch = RecordBatch::with_capacity(b.input, n);
+            let mut readings = Input::new(&b.readings);
+            let mut positions = Input::new(&b.positions);
+            let bad = |what: &str| FrameError(format!("record batch of input {}: {what}", b.input));
+            for _ in 0..n {
+                let mut r = Reading::default();
+                plan.decode_from(&mut readings, &mut r)
+                    .map_err(|e| bad(&format!("reading: {e}")))?;
+                let mut long = || {
+                    positions
+                        .read_long()
+                        .map_err(|_| bad("positions end early"))
+                };
+                let position = match long()? {
+                    0 => Position::Offset(long()? as u64),
+                    1 => Position::Pulsar {
+                        ledger: long()? as u64,
+                        entry: long()? as u64,
+                        batch: long()? as i32,
+                    },
+                    k => return Err(bad(&format!("unknown position kind {k}"))),
+                };
+                batch.push(r, position);
+            }
+            if !readings.is_empty() || !positions.is_empty() {
+                return Err(bad("bytes left after its records"));
+            }
+            Envelope::Records(batch)
+        }
+        Some(Body::Watermark(w)) => Envelope::Watermark {
+            input: w.input,
+            watermark: w.watermark,
+        },
+        Some(Body::Idle(input)) => Envelope::Idle { input },
+        Some(Body::End(input)) => Envelope::End { input },
+        None => return Err(FrameError("envelope without a body".into())),
+    })
+}
+
+/// Where incoming shuffle streams of the current generation go.
+#[derive(Default)]
+pub struct ShuffleRegistry {
+    current: Mutex<Option<Registration>>,
+    changed: Notify,
+}
+
+#[derive(Clone)]
+struct Registration {
+    generation: u64,
+    window: mpsc::Sender<Envelope>,
+    metrics: Arc<JobMetrics>,
+}
+
+impl ShuffleRegistry {
+    /// Makes `generation`'s window task the target of incoming streams.
+    pub fn register(
+        &self,
+        generation: u64,
+        window: mpsc::Sender<Envelope>,
+        metrics: Arc<JobMetrics>,
+    ) {
+        if let Ok(mut current) = self.current.lock() {
+            *current = Some(Registration {
+                generation,
+                window,
+                metrics,
+            });
+        }
+        self.changed.notify_waiters();
+    }
+
+    /// Forgets `generation` (if it is still the current one).
+    pub fn unregister(&self, generation: u64) {
+        if let Ok(mut current) = self.current.lock() {
+            if current.as_ref().is_some_and(|r| r.generation == generation) {
+                *current = None;
+            }
+        }
+        self.changed.notify_waiters();
+    }
+
+    /// The metrics of the current deployment, if any (for `/metrics`).
+    pub fn current_metrics(&self) -> Option<(u64, Arc<JobMetrics>)> {
+        let current = self.current.lock().ok()?;
+        current.as_ref().map(|r| (r.generation, r.metrics.clone()))
+    }
+
+    fn lookup(&self, generation: u64) -> Lookup {
+        match self.current.lock() {
+            Ok(current) => match current.as_ref() {
+                Some(r) if r.generation == generation => Lookup::Found(r.clone()),
+                Some(r) if r.generation > generation => Lookup::Superseded(r.generation),
+                _ => Lookup::NotYet,
+            },
+            Err(_) => Lookup::NotYet,
+        }
+    }
+
+    /// Waits (a while) until `generation` is deployed here.
+    async fn wait_for(&self, generation: u64) -> Result<Registration, Status> {
+        let deadline = tokio::time::Instant::now() + DEPLOY_PATIENCE;
+        loop {
+            let notified = self.changed.notified();
+            match self.lookup(generation) {
+                Lookup::Found(r) => return Ok(r),
+                Lookup::Superseded(current) => {
+                    return Err(Status::failed_precondition(format!(
+                    "generation {generation} was superseded by generation {current} on this worker"
+                )))
+                }
+                Lookup::NotYet => {}
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Err(Status::unavailable(format!(
+                    "generation {generation} is not deployed on this worker"
+                )));
+            }
+        }
+    }
+}
+
+enum Lookup {
+    Found(Registration),
+    Superseded(u64),
+    NotYet,
+}
+
+/// The receiving end of the shuffle (the gRPC service).
+pub struct ShuffleService {
+    registry: Arc<ShuffleRegistry>,
+    plan: DecodePlan,
+}
+
+impl ShuffleService {
+    pub fn new(registry: Arc<ShuffleRegistry>) -> Self {
+        ShuffleService {
+            registry,
+            plan: DecodePlan::contract(),
+        }
+    }
+
+    async fn forward(&self, frame: pb::ShuffleFrame, to: &Registration) -> Result<(), Status> {
+        for envelope in frame.envelopes {
+            let envelope = from_proto(envelope, &self.plan)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            if let Envelope::Records(b) = &envelope {
+                to.metrics
+                    .shuffle_received
+                    .fetch_add(b.len() as u64, Relaxed);
+            }
+            to.window.send(envelope).await.map_err(|_| {
+                Status::aborted(format!("generation {} ended on this worker", to.generation))
+            })?;
+        }
+        Ok(())
+    }
+}
+
+type ExchangeResult = Result<Response<pb::ShuffleSummary>, Status>;
+
+#[tonic::async_trait]
+impl pb::shuffle_server::Shuffle for ShuffleService {
+    async fn exchange(&self, request: Request<Streaming<pb::ShuffleFrame>>) -> ExchangeResult {
+        let mut stream = request.into_inner();
+        let Some(first) = stream.message().await? else {
+            return Ok(Response::new(pb::ShuffleSummary { frames: 0 }));
+        };
+        let generation = first.generation;
+        let sender = first.sender.clone();
+        let target = self.registry.wait_for(generation).await?;
+        tracing::debug!(%sender, generation, "shuffle stream opened");
+        self.forward(first, &target).await?;
+        let mut frames = 1;
+        while let Some(frame) = stream.message().await? {
+            if frame.generation != generation {
+                return Err(Status::invalid_argument(
+                    "a shuffle stream must not change generation",
+                ));
+            }
+            self.forward(frame, &target).await?;
+            frames += 1;
+        }
+        Ok(Response::new(pb::ShuffleSummary { frames }))
+    }
+}
+
+/// Streams the envelopes for one peer until every local source is done
+/// (the channel closes) or the deployment is aborted.
+pub async fn run_shuffle_out(
+    peer: String,
+    generation: u64,
+    sender: String,
+    mut rx: mpsc::Receiver<Envelope>,
+    abort: CancellationToken,
+) -> Result<(), ShuffleError> {
+    let mut client = tokio::select! {
+        _ = abort.cancelled() => return Ok(()),
+        c = connect(&peer) => c?,
+    };
+    let (frames_tx, frames_rx) = mpsc::channel::<pb::ShuffleFrame>(2);
+    let call = tokio::spawn(async move { client.exchange(ReceiverStream::new(frames_rx)).await });
+    let mut pending = Vec::new();
+    let mut first = true;
+    loop {
+        let got = tokio::select! {
+            biased;
+            _ = abort.cancelled() => {
+                call.abort();
+                return Ok(());
+            }
+            n = rx.recv_many(&mut pending, 64) => n,
+        };
+        if got == 0 {
+            break;
+        }
+        // Build frames of about FRAME_BYTES, in order.
+        let mut frame = new_frame(generation, &sender, &mut first);
+        let mut bytes = 0;
+        for envelope in pending.drain(..) {
+            let encoded = to_proto(&envelope);
+            if let Some(pb::envelope::Body::Records(b)) = &encoded.body {
+                bytes += b.readings.len();
+            }
+            frame.envelopes.push(encoded);
+            if bytes >= FRAME_BYTES {
+                let full =
+                    std::mem::replace(&mut frame, new_frame(generation, &sender, &mut first));
+                bytes = 0;
+                if frames_tx.send(full).await.is_err() {
+                    return Err(finish(call, &peer)
+                        .await
+                        .err()
+                        .unwrap_or_else(|| closed(&peer)));
+                }
+            }
+        }
+        if !frame.envelopes.is_empty() && frames_tx.send(frame).await.is_err() {
+            return Err(finish(call, &peer)
+                .await
+                .err()
+                .unwrap_or_else(|| closed(&peer)));
+        }
+    }
+    drop(frames_tx);
+    finish(call, &peer).await
+}
+
+fn closed(peer: &str) -> ShuffleError {
+    ShuffleError::Stream {
+        peer: peer.to_owned(),
+        status: Status::unavailable("the stream closed early"),
+    }
+}
+
+fn new_frame(generation: u64, sender: &str, first: &mut bool) -> pb::ShuffleFrame {
+    let sender = if std::mem::take(first) {
+        sender.to_owned()
+    } else {
+        String::new()
+    };
+    pb::ShuffleFrame {
+        generation,
+        sender,
+        envelopes: Vec::new(),
+    }
+}
+
+type Call = tokio::task::JoinHandle<Result<Response<pb::ShuffleSummary>, Status>>;
+
+async fn finish(call: Call, peer: &str) -> Result<(), ShuffleError> {
+    match call.await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(status)) => Err(ShuffleError::Stream {
+            peer: peer.to_owned(),
+            status,
+        }),
+        Err(e) => Err(ShuffleError::Stream {
+            peer: peer.to_owned(),
+            status: Status::internal(e.to_string()),
+        }),
+    }
+}
+
+async fn connect(peer: &str) -> Result<ShuffleClient<tonic::transport::Channel>, ShuffleError> {
+    let err = |message: String| ShuffleError::Connect {
+        peer: peer.to_owned(),
+        message,
+    };
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{peer}"))
+        .map_err(|e| err(e.to_string()))?
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .initial_stream_window_size(Some(4 << 20))
+        .initial_connection_window_size(Some(8 << 20));
+    let deadline = tokio::time::Instant::now() + CONNECT_PATIENCE;
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match endpoint.connect().await {
+            Ok(channel) => {
+                return Ok(ShuffleClient::new(channel)
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_MESSAGE_BYTES))
+            }
+            Err(e) if tokio::time::Instant::now() + delay < deadline => {
+                tracing::debug!(%peer, error = %e, "shuffle peer not reachable yet");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => return Err(err(chain(&e))),
+        }
+    }
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelopes_round_trip() {
+        let plan = DecodePlan::contract();
+        let mut batch = RecordBatch::with_capacity(3, 2);
+        batch.push(
+            Reading {
+                sensor_id: 5,
+                timestamp_ms: 1_700_000_000_000,
+                temperature: 1.5,
+                customer_id: Some(weir_common::reading::ShortStr::new("c")),
+                ..Reading::default()
+            },
+            Position::Offset(42),
+        );
+        batch.push(
+            Reading {
+                sensor_id: -1,
+                ..Reading::default()
+            },
+            Position::Pulsar {
+                ledger: 7,
+                entry: 9,
+                batch: -1,
+            },
+        );
+        for envelope in [
+            Envelope::Records(batch),
+            Envelope::Watermark {
+                input: 2,
+                watermark: -77,
+            },
+            Envelope::Idle { input: 1 },
+            Envelope::End { input: 0 },
+        ] {
+            let back = from_proto(to_proto(&envelope), &plan).expect("decodes");
+            assert_eq!(back, envelope);
+        }
+    }
+
+    #[test]
+    fn malformed_batches_are_errors() {
+        let plan = DecodePlan::contract();
+        let mut batch = RecordBatch::with_capacity(0, 1);
+        batch.push(Reading::default(), Position::Offset(1));
+        let mut encoded = to_proto(&Envelope::Records(batch));
+        if let Some(pb::envelope::Body::Records(b)) = &mut encoded.body {
+            b.count = 2;
+        }
+        assert!(from_proto(encoded, &plan).is_err());
+        assert!(from_proto(pb::Envelope { body: None }, &plan).is_err());
+    }
+
+    #[tokio::test]
+    async fn registry_waits_for_a_generation_and_refuses_old_ones() {
+        let registry = Arc::new(ShuffleRegistry::default());
+        let (tx, _rx) = mpsc::channel(1);
+        let waiter = {
+            let registry = registry.clone();
+            tokio::spawn(async move { registry.wait_for(2).await.map(|r| r.generation) })
+        };
+        tokio::task::yield_now().await;
+        registry.register(2, tx.clone(), Arc::new(JobMetrics::default()));
+        assert_eq!(waiter.await.expect("join").expect("found"), 2);
+        let old = registry.wait_for(1).await.err().expect("superseded");
+        assert_eq!(old.code(), tonic::Code::FailedPrecondition);
+        registry.unregister(2);
+        assert!(registry.current_metrics().is_none());
+    }
+}
