@@ -28,6 +28,11 @@ fn apply_ddl(dir: &Path, ch: &ClickHouse, database: &str) {
         ]),
     );
     ddl.wait_success(Duration::from_secs(60));
+    // No background merges: ReplacingMergeTree must not be able to hide a
+    // duplicate from the exactly-once checks.
+    for table in ["sensors_local", "sensor_aggregates_1m", "late_readings"] {
+        ch.query(&format!("SYSTEM STOP MERGES {database}.{table}"));
+    }
 }
 
 fn check_tables(ch: &ClickHouse, database: &str, expected: &Expected) {

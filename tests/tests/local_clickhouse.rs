@@ -26,6 +26,11 @@ fn apply_ddl(dir: &Path, ch: &ClickHouse, database: &str) {
         ]),
     );
     ddl.wait_success(Duration::from_secs(60));
+    // No background merges: ReplacingMergeTree must not be able to hide a
+    // duplicate from the exactly-once checks.
+    for table in ["sensors_local", "sensor_aggregates_1m", "late_readings"] {
+        ch.query(&format!("SYSTEM STOP MERGES {database}.{table}"));
+    }
 }
 
 fn local_args(
@@ -120,6 +125,25 @@ fn contract_tables_match_for_partitions_and_late_data() {
     assert!(expected.sensors_local.len() > 500);
     check_tables(&ch, "t_partitions", &expected);
     assert_eq!(ch.count("t_partitions.late_readings"), 0);
+
+    // The same job again into the same tables (merges are stopped): every
+    // row is already there, and none is written twice.
+    let mut again = weir(
+        dir,
+        "weir-again",
+        &local_args(dir, &ch, "t_partitions", &files, &[]),
+    );
+    again.wait_success(Duration::from_secs(180));
+    assert!(
+        again.stderr().contains("already in the table"),
+        "{}",
+        again.stderr()
+    );
+    check_tables(&ch, "t_partitions", &expected);
+    assert_eq!(
+        ch.count("t_partitions.sensors_local"),
+        expected.sensors_local.len() as u64
+    );
 
     // One partition with readings up to 30 s late.
     let late_files = generate(

@@ -7,7 +7,7 @@
 //! down, disk full) is retried with exponential backoff for as long as it
 //! takes: the task does not take new rows meanwhile, so its bounded input
 //! channel fills and the whole job slows to a stop instead of losing or
-//! buffering without limit. Before each retry against ClickHouse, rows the
+//! buffering without limit. Before each insert into ClickHouse, rows the
 //! server already has are dropped from the batch, so nothing is written
 //! twice. A write that cannot succeed (wrong schema, bad credentials) fails
 //! the job with the error.
@@ -169,7 +169,9 @@ impl SinkTask {
     async fn write_chunk(&mut self, chunk: &mut OutputBatch) -> Result<bool, SinkError> {
         let mut delay = self.config.retry_initial;
         let mut failures = 0u32;
-        let mut check_first = false;
+        // Always look first: the rows may have been written by a failed
+        // attempt, an earlier generation or an earlier run.
+        let mut check_first = true;
         while !chunk.is_empty() {
             // An aborted deployment must not wait for a hung request: the
             // attempt is dropped (its rows are rechecked by whoever retries).
@@ -184,7 +186,7 @@ impl SinkTask {
                     if n > 0 {
                         tracing::info!(
                             rows = n,
-                            "rows of the failed write had arrived; not resending them"
+                            "rows already in the table; not writing them again"
                         );
                         JobMetrics::add(&self.metrics.rows_written, n as u64);
                     }

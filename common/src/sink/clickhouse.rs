@@ -6,11 +6,13 @@
 //! with what Weir writes; RowBinary into a mismatched table would otherwise
 //! fail obscurely or, worse, store garbage.
 //!
-//! Retried inserts must not duplicate rows, and 18.16 has no
-//! `insert_deduplication_token`. Every output row has a natural key (device
-//! and window, or source and position of a late reading), so after a failed
-//! insert [`ClickHouseWriter::forget_existing`] asks the server which rows of
-//! the batch are already there and drops them before the retry.
+//! No row may be written twice — not by a retried insert, not by a new
+//! generation or a restarted job that recomputes windows already written —
+//! and 18.16 has no `insert_deduplication_token`. Every output row has a
+//! natural key (device and window, or source and position of a late
+//! reading), so before each insert [`ClickHouseWriter::forget_existing`]
+//! asks the server which rows of the batch are already there (a primary-key
+//! lookup) and drops them.
 
 use std::collections::HashSet;
 use std::error::Error as StdError;
@@ -42,16 +44,11 @@ struct ColumnRow {
     ty: String,
 }
 
+/// A natural key read back from a table, both parts as text.
 #[derive(Debug, Deserialize, clickhouse::Row)]
-struct TimeKeyRow {
-    device_id: String,
-    time: u32,
-}
-
-#[derive(Debug, Deserialize, clickhouse::Row)]
-struct LateKeyRow {
-    source: String,
-    position: String,
+struct KeyRow {
+    a: String,
+    b: String,
 }
 
 impl ClickHouseWriter {
@@ -243,105 +240,105 @@ impl ClickHouseWriter {
         insert.end().await.map_err(|e| self.classify(&what, e))
     }
 
-    /// Removes from `batch` the rows that ClickHouse already has (by natural
-    /// key): after a failed insert whose fate is unknown, this makes the
-    /// retry write each row exactly once. Returns how many were removed.
+    /// Removes from `batch` the rows that ClickHouse already has, by their
+    /// natural keys. Run before every insert: after a failed insert whose
+    /// fate is unknown, and after a restart or a new generation that
+    /// recomputes windows an earlier one wrote, it makes the insert write
+    /// each row exactly once. Returns how many rows were removed.
     pub async fn forget_existing(&self, batch: &mut OutputBatch) -> Result<usize, SinkError> {
-        let mut removed = 0;
+        let before = batch.len();
         if !batch.sensors_local.is_empty() {
-            let keys = self
-                .existing_time_keys(
-                    Table::SensorsLocal,
-                    "time",
-                    batch
-                        .sensors_local
-                        .iter()
-                        .map(|r| (r.device_id.as_str(), r.time)),
-                )
+            let keys: Vec<(String, String)> = batch
+                .sensors_local
+                .iter()
+                .map(|r| (quote(&r.device_id), r.time.to_string()))
+                .collect();
+            let found = self
+                .existing(Table::SensorsLocal, "device_id", "time", &keys)
                 .await?;
-            let before = batch.sensors_local.len();
             batch
                 .sensors_local
-                .retain(|r| !keys.contains(&(r.device_id.clone(), r.time)));
-            removed += before - batch.sensors_local.len();
+                .retain(|r| !found.contains(&(r.device_id.clone(), r.time.to_string())));
         }
         if !batch.aggregates.is_empty() {
-            let keys = self
-                .existing_time_keys(
-                    Table::SensorAggregates,
-                    "window_start",
-                    batch
-                        .aggregates
-                        .iter()
-                        .map(|r| (r.device_id.as_str(), r.window_start)),
-                )
+            let keys: Vec<(String, String)> = batch
+                .aggregates
+                .iter()
+                .map(|r| (quote(&r.device_id), r.window_start.to_string()))
+                .collect();
+            let found = self
+                .existing(Table::SensorAggregates, "device_id", "window_start", &keys)
                 .await?;
-            let before = batch.aggregates.len();
             batch
                 .aggregates
-                .retain(|r| !keys.contains(&(r.device_id.clone(), r.window_start)));
-            removed += before - batch.aggregates.len();
+                .retain(|r| !found.contains(&(r.device_id.clone(), r.window_start.to_string())));
         }
         if !batch.late.is_empty() {
-            let sources: Vec<&str> = dedup(batch.late.iter().map(|r| r.source.as_str()));
-            let positions: Vec<&str> = dedup(batch.late.iter().map(|r| r.position.as_str()));
-            let sql = format!(
-                "SELECT source, position FROM {} WHERE has(?, source) AND has(?, position)",
-                self.tables.get(Table::LateReadings)
-            );
-            let rows: Vec<LateKeyRow> = self
-                .timed(
-                    "a lookup of written rows",
-                    self.client
-                        .query(&sql)
-                        .bind(sources)
-                        .bind(positions)
-                        .fetch_all(),
-                )
+            let keys: Vec<(String, String)> = batch
+                .late
+                .iter()
+                .map(|r| (quote(&r.source), quote(&r.position)))
+                .collect();
+            let found = self
+                .existing(Table::LateReadings, "source", "position", &keys)
                 .await?;
-            let keys: HashSet<(String, String)> =
-                rows.into_iter().map(|r| (r.source, r.position)).collect();
-            let before = batch.late.len();
             batch
                 .late
-                .retain(|r| !keys.contains(&(r.source.clone(), r.position.clone())));
-            removed += before - batch.late.len();
+                .retain(|r| !found.contains(&(r.source.clone(), r.position.clone())));
         }
-        Ok(removed)
+        Ok(before - batch.len())
     }
 
-    async fn existing_time_keys<'a>(
+    /// Which of `keys` (SQL literals of two key columns) the table has, as
+    /// plain strings. A tuple `IN` uses the table's primary key; the keys go
+    /// in chunks to stay far below the server's `max_query_size`.
+    async fn existing(
         &self,
         table: Table,
-        time_column: &str,
-        keys: impl Iterator<Item = (&'a str, u32)> + Clone,
-    ) -> Result<HashSet<(String, u32)>, SinkError> {
-        let devices: Vec<&str> = dedup(keys.clone().map(|k| k.0));
-        let times: Vec<u32> = dedup(keys.map(|k| k.1));
-        let sql = format!(
-            "SELECT device_id, toUInt32({time_column}) AS time FROM {} \
-             WHERE has(?, device_id) AND has(?, toUInt32({time_column}))",
-            self.tables.get(table)
-        );
-        let rows: Vec<TimeKeyRow> = self
-            .timed(
-                "a lookup of written rows",
-                self.client
-                    .query(&sql)
-                    .bind(devices)
-                    .bind(times)
-                    .fetch_all(),
-            )
-            .await?;
-        Ok(rows.into_iter().map(|r| (r.device_id, r.time)).collect())
+        first: &str,
+        second: &str,
+        keys: &[(String, String)],
+    ) -> Result<HashSet<(String, String)>, SinkError> {
+        // DateTime keys are read back as numbers, as they are written.
+        let second_expr = match table {
+            Table::LateReadings => second.to_owned(),
+            _ => format!("toUInt32({second})"),
+        };
+        let mut found = HashSet::new();
+        for chunk in keys.chunks(1000) {
+            let list: Vec<String> = chunk.iter().map(|(a, b)| format!("({a}, {b})")).collect();
+            let sql = format!(
+                "SELECT toString({first}) AS a, toString({second_expr}) AS b FROM {} \
+                 WHERE ({first}, {second}) IN ({})",
+                self.tables.get(table),
+                list.join(", ")
+            );
+            // Raw: the literals may contain `?`, which is not a placeholder here.
+            let rows: Vec<KeyRow> = self
+                .timed(
+                    "a lookup of written rows",
+                    self.client.query_raw(&sql).fetch_all(),
+                )
+                .await?;
+            found.extend(rows.into_iter().map(|r| (r.a, r.b)));
+        }
+        Ok(found)
     }
 }
 
-fn dedup<T: Ord + Copy>(it: impl Iterator<Item = T>) -> Vec<T> {
-    let mut v: Vec<T> = it.collect();
-    v.sort_unstable();
-    v.dedup();
-    v
+/// A ClickHouse string literal.
+fn quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('\'');
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\'' => out.push_str("\\'"),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
 }
 
 /// Whether a `version()` string such as `18.16.1` is older than `(major, minor)`.
@@ -462,6 +459,12 @@ mod tests {
         assert!(!type_compatible("DateTime64(3)", "DateTime"));
         assert!(!type_compatible("Nullable(Float64)", "Float64"));
         assert!(!type_compatible("Float32", "Float64"));
+    }
+
+    #[test]
+    fn literals_are_quoted() {
+        assert_eq!(quote("sensor_1"), "'sensor_1'");
+        assert_eq!(quote("a'b\\c?"), "'a\\'b\\\\c?'");
     }
 
     #[test]
