@@ -364,6 +364,11 @@ fn admin_api_answers_every_endpoint_and_refuses_bad_requests() {
     a.extend(input_args(&files));
     let cluster = Cluster::start(dir, &a, 1);
     cluster.wait_state("running", Duration::from_secs(60));
+    wait_for(
+        "the worker to make progress",
+        Duration::from_secs(60),
+        || cluster.job()["records_in"].as_u64().unwrap_or(0) > 0,
+    );
 
     let (status, c) = cluster.rest("GET", "/api/v1/cluster");
     assert_eq!(status, 200);

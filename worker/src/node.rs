@@ -274,15 +274,18 @@ impl Session<'_> {
 
         let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
         let mut current: Option<Deployment> = None;
+        // When a draining deployment is given up.
+        let mut abort_at: Option<tokio::time::Instant> = None;
         let result = loop {
             tokio::select! {
                 _ = self.shutdown.cancelled() => break Ok(()),
                 command = commands.message() => match command {
-                    Ok(Some(c)) => {
-                        if let Some(interval) = self.handle(c, &mut current, &events).await {
-                            heartbeat = tokio::time::interval(interval);
-                        }
-                    }
+                    Ok(Some(c)) => match self.handle(c, &mut current, &events).await {
+                        Some(Directive::Heartbeat(interval)) => heartbeat = tokio::time::interval(interval),
+                        Some(Directive::AbortAt(at)) => abort_at = Some(at),
+                        Some(Directive::Deployed) => abort_at = None,
+                        None => {}
+                    },
                     Ok(None) => break Err("the coordinator closed the control stream".to_string()),
                     Err(status) => break Err(format!("control stream failed: {}", status.message())),
                 },
@@ -294,8 +297,16 @@ impl Session<'_> {
                     }
                 }
                 outcome = join_current(&mut current) => {
+                    abort_at = None;
                     let Some(d) = current.take() else { continue };
                     self.report_end(&d, outcome, &events).await;
+                }
+                _ = sleep_until_opt(abort_at) => {
+                    abort_at = None;
+                    if let Some(d) = &current {
+                        tracing::warn!(generation = d.generation, limit = ?DRAIN_LIMIT, "draining took too long; aborting");
+                        d.abort();
+                    }
                 }
             }
         };
@@ -310,18 +321,18 @@ impl Session<'_> {
         result
     }
 
-    /// Handles one command; returns a new heartbeat interval if one was set.
+    /// Handles one command; returns what the control loop must change.
     async fn handle(
         &self,
         command: pb::CoordinatorCommand,
         current: &mut Option<Deployment>,
         events: &mpsc::Sender<pb::WorkerEvent>,
-    ) -> Option<Duration> {
+    ) -> Option<Directive> {
         use pb::coordinator_command::Command;
         match command.command? {
-            Command::Registered(r) => Some(Duration::from_millis(u64::from(
+            Command::Registered(r) => Some(Directive::Heartbeat(Duration::from_millis(u64::from(
                 r.heartbeat_interval_ms.max(50),
-            ))),
+            )))),
             Command::Deploy(deploy) => {
                 if let Some(old) = current.take() {
                     tracing::info!(
@@ -358,32 +369,23 @@ impl Session<'_> {
                         .await;
                     }
                 }
-                None
+                Some(Directive::Deployed)
             }
             Command::Cancel(cancel) => {
-                if current
+                if let Some(d) = current
                     .as_ref()
-                    .is_some_and(|d| d.generation == cancel.generation)
+                    .filter(|d| d.generation == cancel.generation)
                 {
-                    if let Some(d) = current.take() {
-                        tracing::info!(generation = d.generation, "cancelled by the coordinator");
-                        d.stop();
-                        // A bounded drain: what was emitted gets written.
-                        let metrics = d.metrics();
-                        let generation = d.generation;
-                        let mut d = d;
-                        let outcome = tokio::select! {
-                            o = d.join() => o,
-                            _ = tokio::time::sleep(Duration::from_secs(30)) => {
-                                d.abort();
-                                d.join().await
-                            }
-                        };
-                        let error = outcome.err().map(|e| e.to_string()).unwrap_or_default();
-                        let m = Some(metrics_of(generation, &metrics));
-                        send_report(events, generation, pb::DeploymentState::Cancelled, error, m)
-                            .await;
-                    }
+                    // Drain in the background of the control loop (which keeps
+                    // heartbeating); the end is reported when it comes.
+                    tracing::info!(
+                        generation = d.generation,
+                        "cancelled by the coordinator; writing what was emitted"
+                    );
+                    d.stop();
+                    return Some(Directive::AbortAt(
+                        tokio::time::Instant::now() + DRAIN_LIMIT,
+                    ));
                 }
                 None
             }
@@ -455,6 +457,26 @@ impl Session<'_> {
             Err(e) => tracing::error!(generation = d.generation, error = %e, "deployment failed"),
         }
         send_report(events, d.generation, state, error, metrics).await;
+    }
+}
+
+/// What a command changes in the control loop.
+enum Directive {
+    /// Heartbeat at this interval.
+    Heartbeat(Duration),
+    /// Abort the (stopping) deployment at this instant.
+    AbortAt(tokio::time::Instant),
+    /// A new deployment replaced the previous one.
+    Deployed,
+}
+
+/// How long a cancelled deployment may take to write what it emitted.
+const DRAIN_LIMIT: Duration = Duration::from_secs(30);
+
+async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
