@@ -21,6 +21,7 @@
 pub mod aggregate;
 pub mod avro;
 pub mod dead_letter;
+pub mod error_chain;
 pub mod generator;
 pub mod input;
 pub mod keygroup;

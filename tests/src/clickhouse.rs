@@ -247,3 +247,42 @@ impl ClickHouse {
         crate::expected::rows_from_json_lines(&self.query(&sql), time_column)
     }
 }
+
+impl ClickHouse {
+    /// Creates `database`'s tables with `weir ddl --apply` (the DDL Weir
+    /// ships), and stops background merges on them, so that
+    /// ReplacingMergeTree cannot hide a duplicate from exactly-once checks.
+    pub fn apply_weir_ddl(&self, dir: &Path, database: &str) {
+        let args: Vec<String> = [
+            "ddl",
+            "--apply",
+            "--clickhouse",
+            &self.url(),
+            "--database",
+            database,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let mut ddl = crate::weir(dir, &format!("ddl-{database}"), &args);
+        ddl.wait_success(Duration::from_secs(60));
+        for table in ["sensors_local", "sensor_aggregates_1m", "late_readings"] {
+            self.query(&format!("SYSTEM STOP MERGES {database}.{table}"));
+        }
+    }
+
+    /// Checks both contract tables of `database` row by row (and that no
+    /// (device, window) appears twice).
+    pub fn check_contract_tables(&self, database: &str, expected: &crate::expected::Expected) {
+        crate::expected::assert_rows_match(
+            "sensors_local",
+            &expected.sensors_local,
+            &self.keyed_rows(database, "sensors_local", "time"),
+        );
+        crate::expected::assert_rows_match(
+            "sensor_aggregates_1m",
+            &expected.aggregates,
+            &self.keyed_rows(database, "sensor_aggregates_1m", "window_start"),
+        );
+    }
+}

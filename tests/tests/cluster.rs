@@ -2,51 +2,17 @@
 //! on loopback — writing to a real ClickHouse 18.16: results against the
 //! independent computation, backpressure, a killed worker, the admin API.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::Value;
 use weir_tests::clickhouse::ClickHouse;
 use weir_tests::cluster::Cluster;
-use weir_tests::expected::{assert_rows_match, compute, Expected};
+use weir_tests::expected::compute;
 use weir_tests::{args, generate, http, input_args, read_partitions, wait_for, weir};
 
 const MINUTE: i64 = 60_000;
 const OOO: i64 = 5_000;
-
-fn apply_ddl(dir: &Path, ch: &ClickHouse, database: &str) {
-    let mut ddl = weir(
-        dir,
-        &format!("ddl-{database}"),
-        &args(&[
-            "ddl",
-            "--apply",
-            "--clickhouse",
-            &ch.url(),
-            "--database",
-            database,
-        ]),
-    );
-    ddl.wait_success(Duration::from_secs(60));
-    // No background merges: ReplacingMergeTree must not be able to hide a
-    // duplicate from the exactly-once checks.
-    for table in ["sensors_local", "sensor_aggregates_1m", "late_readings"] {
-        ch.query(&format!("SYSTEM STOP MERGES {database}.{table}"));
-    }
-}
-
-fn check_tables(ch: &ClickHouse, database: &str, expected: &Expected) {
-    assert_rows_match(
-        "sensors_local",
-        &expected.sensors_local,
-        &ch.keyed_rows(database, "sensors_local", "time"),
-    );
-    assert_rows_match(
-        "sensor_aggregates_1m",
-        &expected.aggregates,
-        &ch.keyed_rows(database, "sensor_aggregates_1m", "window_start"),
-    );
-}
 
 /// Coordinator arguments: inputs, ClickHouse, and extras.
 fn coordinator_args(
@@ -73,7 +39,7 @@ fn three_workers_over_four_partitions_match_the_contract() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path();
     let ch = ClickHouse::start(dir);
-    apply_ddl(dir, &ch, "t_cluster");
+    ch.apply_weir_ddl(dir, "t_cluster");
     // Four partitions that each carry every device (like producers without
     // message keys), so that every key group is fed from every partition and
     // so also from partitions that other workers read. 2,000 devices leave
@@ -108,7 +74,7 @@ fn three_workers_over_four_partitions_match_the_contract() {
     assert_eq!(job["generation"], 1, "no redeployment was needed");
 
     let expected = compute(&read_partitions(&files), MINUTE, OOO);
-    check_tables(&ch, "t_cluster", &expected);
+    ch.check_contract_tables("t_cluster", &expected);
 
     // Every key group received records over the network.
     let shuffled: Vec<u64> = job["shuffled_by_key_group"]
@@ -169,7 +135,7 @@ fn paused_clickhouse_holds_the_sources_back_with_bounded_memory() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path();
     let ch = ClickHouse::start(dir);
-    apply_ddl(dir, &ch, "t_pressure");
+    ch.apply_weir_ddl(dir, "t_pressure");
     let files = generate(
         dir,
         "in.avro",
@@ -245,7 +211,7 @@ fn paused_clickhouse_holds_the_sources_back_with_bounded_memory() {
     ch.resume();
     cluster.wait_state("finished", Duration::from_secs(240));
     let expected = compute(&read_partitions(&files), MINUTE, OOO);
-    check_tables(&ch, "t_pressure", &expected);
+    ch.check_contract_tables("t_pressure", &expected);
 }
 
 /// A worker SIGKILLed mid-run is detected, the coordinator deploys a new
@@ -256,7 +222,7 @@ fn a_killed_worker_is_replaced_by_a_new_generation() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path();
     let ch = ClickHouse::start(dir);
-    apply_ddl(dir, &ch, "t_failover");
+    ch.apply_weir_ddl(dir, "t_failover");
     let files = generate(
         dir,
         "in.avro",
@@ -331,7 +297,7 @@ fn a_killed_worker_is_replaced_by_a_new_generation() {
     );
     cluster.wait_state("finished", Duration::from_secs(300));
     let expected = compute(&read_partitions(&files), MINUTE, OOO);
-    check_tables(&ch, "t_failover", &expected);
+    ch.check_contract_tables("t_failover", &expected);
 }
 
 /// Every REST endpoint and gRPC method, and what bad requests get.

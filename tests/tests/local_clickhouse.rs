@@ -6,32 +6,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use weir_tests::clickhouse::ClickHouse;
-use weir_tests::expected::{assert_rows_match, compute, Expected};
+use weir_tests::expected::compute;
 use weir_tests::{args, generate, input_args, read_partitions, wait_for, weir};
 
 const MINUTE: i64 = 60_000;
 const OOO: i64 = 5_000;
-
-fn apply_ddl(dir: &Path, ch: &ClickHouse, database: &str) {
-    let mut ddl = weir(
-        dir,
-        &format!("ddl-{database}"),
-        &args(&[
-            "ddl",
-            "--apply",
-            "--clickhouse",
-            &ch.url(),
-            "--database",
-            database,
-        ]),
-    );
-    ddl.wait_success(Duration::from_secs(60));
-    // No background merges: ReplacingMergeTree must not be able to hide a
-    // duplicate from the exactly-once checks.
-    for table in ["sensors_local", "sensor_aggregates_1m", "late_readings"] {
-        ch.query(&format!("SYSTEM STOP MERGES {database}.{table}"));
-    }
-}
 
 fn local_args(
     dir: &Path,
@@ -59,19 +38,6 @@ fn local_args(
     a.extend(args(extra));
     a.extend(input_args(files));
     a
-}
-
-fn check_tables(ch: &ClickHouse, database: &str, expected: &Expected) {
-    assert_rows_match(
-        "sensors_local",
-        &expected.sensors_local,
-        &ch.keyed_rows(database, "sensors_local", "time"),
-    );
-    assert_rows_match(
-        "sensor_aggregates_1m",
-        &expected.aggregates,
-        &ch.keyed_rows(database, "sensor_aggregates_1m", "window_start"),
-    );
 }
 
 /// The DDL script `weir ddl` prints for `database`.
@@ -114,7 +80,7 @@ fn contract_tables_match_for_partitions_and_late_data() {
             "21",
         ],
     );
-    apply_ddl(dir, &ch, "t_partitions");
+    ch.apply_weir_ddl(dir, "t_partitions");
     let mut job = weir(
         dir,
         "weir-partitions",
@@ -123,7 +89,7 @@ fn contract_tables_match_for_partitions_and_late_data() {
     job.wait_success(Duration::from_secs(180));
     let expected = compute(&read_partitions(&files), MINUTE, OOO);
     assert!(expected.sensors_local.len() > 500);
-    check_tables(&ch, "t_partitions", &expected);
+    ch.check_contract_tables("t_partitions", &expected);
     assert_eq!(ch.count("t_partitions.late_readings"), 0);
 
     // The same job again into the same tables (merges are stopped): every
@@ -139,7 +105,7 @@ fn contract_tables_match_for_partitions_and_late_data() {
         "{}",
         again.stderr()
     );
-    check_tables(&ch, "t_partitions", &expected);
+    ch.check_contract_tables("t_partitions", &expected);
     assert_eq!(
         ch.count("t_partitions.sensors_local"),
         expected.sensors_local.len() as u64
@@ -162,7 +128,7 @@ fn contract_tables_match_for_partitions_and_late_data() {
             "22",
         ],
     );
-    apply_ddl(dir, &ch, "t_late");
+    ch.apply_weir_ddl(dir, "t_late");
     let mut job = weir(
         dir,
         "weir-late",
@@ -171,7 +137,7 @@ fn contract_tables_match_for_partitions_and_late_data() {
     job.wait_success(Duration::from_secs(180));
     let expected = compute(&read_partitions(&late_files), MINUTE, OOO);
     assert!(expected.late.len() > 100);
-    check_tables(&ch, "t_late", &expected);
+    ch.check_contract_tables("t_late", &expected);
     let mut late: Vec<(String, u64, String, i64)> = ch
         .rows("t_late", "late_readings")
         .into_iter()
@@ -202,7 +168,7 @@ fn a_table_that_does_not_match_is_a_clear_error() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path();
     let ch = ClickHouse::start(dir);
-    apply_ddl(dir, &ch, "t_bad");
+    ch.apply_weir_ddl(dir, "t_bad");
     ch.query("DROP TABLE t_bad.sensors_local");
     ch.query("CREATE TABLE t_bad.sensors_local (device_id String, time DateTime, temperature String) ENGINE = MergeTree ORDER BY device_id");
     let files = generate(dir, "in.avro", &["--records", "1000", "--devices", "10"]);
@@ -216,7 +182,7 @@ fn a_table_that_does_not_match_is_a_clear_error() {
     );
 
     // Same columns in another order: ClickHouse 18.16 would store garbage.
-    apply_ddl(dir, &ch, "t_order");
+    ch.apply_weir_ddl(dir, "t_order");
     ch.query("DROP TABLE t_order.sensor_aggregates_1m");
     let ddl = weir_ddl_script("t_order").replace(
         "    window_start     DateTime,\n    window_end       DateTime,",
@@ -257,7 +223,7 @@ fn clickhouse_down_at_start_and_mid_run_loses_nothing() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path();
     let mut ch = ClickHouse::start(dir);
-    apply_ddl(dir, &ch, "t_outage");
+    ch.apply_weir_ddl(dir, "t_outage");
     ch.kill();
 
     let files = generate(
@@ -318,7 +284,7 @@ fn clickhouse_down_at_start_and_mid_run_loses_nothing() {
 
     let expected = compute(&read_partitions(&files), MINUTE, OOO);
     // keyed_rows fails on any duplicate (device, window): exactly once.
-    check_tables(&ch, "t_outage", &expected);
+    ch.check_contract_tables("t_outage", &expected);
     let distinct = ch
         .query("SELECT count() FROM (SELECT DISTINCT device_id, time FROM t_outage.sensors_local)");
     assert_eq!(distinct.trim(), expected.sensors_local.len().to_string());

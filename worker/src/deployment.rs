@@ -35,7 +35,7 @@ use crate::envelope::Envelope;
 use crate::metrics::{JobMetrics, Phase};
 use crate::shuffle::{run_shuffle_out, ShuffleError, ShuffleRegistry};
 use crate::sink::{tables_for, SinkConfig, SinkOutcome, SinkTask, SinkWriter, TableWriter};
-use crate::source::{FileReader, GeneratorReader, SourceError, SourceLimits, SourceTask};
+use crate::source::{FileReader, GeneratorReader, SourceError, SourceLimits, SourceWiring};
 use crate::state::{StateError, StateStore};
 use crate::window::{run_window_task, WindowConfig, WindowOperator, WindowOutcome};
 
@@ -595,25 +595,18 @@ async fn run(
             },
             routing.clone(),
         );
-        let (dead_letters, metrics, limits, stop) = (
-            dead_tx.clone(),
-            metrics.clone(),
-            limits.clone(),
-            stop.clone(),
-        );
-        let destinations = destinations.clone();
+        let wiring = SourceWiring {
+            input,
+            emitter,
+            destinations: destinations.clone(),
+            dead_letters: dead_tx.clone(),
+            metrics: metrics.clone(),
+            limits: limits.clone(),
+            stop: stop.clone(),
+        };
         match (partition.source, file) {
             (PartitionSource::File(_), Some(reader)) => {
-                let task = SourceTask {
-                    input,
-                    reader,
-                    emitter,
-                    destinations,
-                    dead_letters,
-                    metrics,
-                    limits,
-                    stop,
-                };
+                let task = wiring.with_reader(reader);
                 tasks.spawn(async move { Done::Source(task.run().await) });
             }
             (
@@ -626,17 +619,11 @@ async fn run(
             ) => {
                 let generator = PartitionGenerator::new(&params, partition);
                 let pace = realtime.then_some((origin, params.start_ms));
-                let reader = GeneratorReader::new(generator, pace, spec.source.batch_size);
-                let task = SourceTask {
-                    input,
-                    reader,
-                    emitter,
-                    destinations,
-                    dead_letters,
-                    metrics,
-                    limits,
-                    stop,
-                };
+                let task = wiring.with_reader(GeneratorReader::new(
+                    generator,
+                    pace,
+                    spec.source.batch_size,
+                ));
                 tasks.spawn(async move { Done::Source(task.run().await) });
             }
             (PartitionSource::File(path), None) => {

@@ -21,6 +21,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tokio_util::sync::CancellationToken;
+use weir_common::error_chain::error_chain;
 use weir_common::keygroup::KeyGroupRange;
 use weir_common::spec::JobSpec;
 use weir_proto::cluster as pb;
@@ -253,7 +254,7 @@ impl Session<'_> {
             .tcp_nodelay(true)
             .connect()
             .await
-            .map_err(|e| chain(&e))?;
+            .map_err(|e| error_chain(&e))?;
         let mut client = ClusterClient::new(channel);
         let (events, rx) = mpsc::channel::<pb::WorkerEvent>(64);
         let register = pb::WorkerEvent {
@@ -555,15 +556,4 @@ pub fn resident_bytes() -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .map_or(0, |kb| kb * 1024)
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }

@@ -104,38 +104,34 @@ pub fn render(out: &mut String, worker: &str, generation: u64, m: &JobMetrics) {
         "Resident set size of the process.",
         crate::node::resident_bytes().to_string(),
     );
-    let _ = writeln!(
-        out,
-        "# HELP weir_partition_records_total Readings read, per partition read here."
-    );
-    let _ = writeln!(out, "# TYPE weir_partition_records_total counter");
-    for (input, p) in m
+    let local: Vec<_> = m
         .partitions
         .iter()
         .enumerate()
         .filter(|(_, p)| p.local.load(Relaxed))
-    {
-        let _ = writeln!(
-            out,
-            "weir_partition_records_total{{{labels},input=\"{input}\"}} {}",
-            p.records.load(Relaxed)
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP weir_partition_watermark_milliseconds Watermark per partition read here."
-    );
-    let _ = writeln!(out, "# TYPE weir_partition_watermark_milliseconds gauge");
-    for (input, p) in m
-        .partitions
-        .iter()
-        .enumerate()
-        .filter(|(_, p)| p.local.load(Relaxed))
-    {
-        let _ = writeln!(
-            out,
-            "weir_partition_watermark_milliseconds{{{labels},input=\"{input}\"}} {}",
-            p.watermark.load(Relaxed)
-        );
+        .collect();
+    let per_partition: [(&str, &str, &str, PartitionValue); 2] = [
+        (
+            "weir_partition_records_total",
+            "counter",
+            "Readings read, per partition read here.",
+            |p| p.records.load(Relaxed) as i64,
+        ),
+        (
+            "weir_partition_watermark_milliseconds",
+            "gauge",
+            "Watermark per partition read here.",
+            |p| p.watermark.load(Relaxed),
+        ),
+    ];
+    for (name, kind, help, value) in per_partition {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        for (input, p) in &local {
+            let _ = writeln!(out, "{name}{{{labels},input=\"{input}\"}} {}", value(p));
+        }
     }
 }
+
+/// Reads one per-partition value.
+type PartitionValue = fn(&crate::metrics::PartitionMetrics) -> i64;

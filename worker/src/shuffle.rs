@@ -23,6 +23,7 @@ use tonic::{Request, Response, Status, Streaming};
 use weir_common::avro::encode::encode_reading;
 use weir_common::avro::primitive::{write_long, Input};
 use weir_common::avro::DecodePlan;
+use weir_common::error_chain::error_chain;
 use weir_common::position::Position;
 use weir_common::reading::Reading;
 use weir_proto::shuffle as pb;
@@ -413,20 +414,9 @@ async fn connect(peer: &str) -> Result<ShuffleClient<tonic::transport::Channel>,
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(2));
             }
-            Err(e) => return Err(err(chain(&e))),
+            Err(e) => return Err(err(error_chain(&e))),
         }
     }
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 #[cfg(test)]

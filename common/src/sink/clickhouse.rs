@@ -23,12 +23,12 @@
 //! lookup) and drops them.
 
 use std::collections::HashSet;
-use std::error::Error as StdError;
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use super::{OutputBatch, SinkError};
+use crate::error_chain::error_chain;
 use crate::rows::Table;
 use crate::spec::{ClickHouseSinkSpec, TableNames};
 
@@ -103,7 +103,7 @@ impl ClickHouseWriter {
         match e {
             E::Network(_) | E::TimedOut => SinkError::Unreachable {
                 url: self.url.clone(),
-                message: chain(&e),
+                message: error_chain(&e),
             },
             E::BadResponse(text) => {
                 let code = exception_code(&text);
@@ -114,7 +114,7 @@ impl ClickHouseWriter {
                     message: first_line(&text),
                 }
             }
-            other => SinkError::Protocol(chain(&other)),
+            other => SinkError::Protocol(error_chain(&other)),
         }
     }
 
@@ -377,22 +377,6 @@ fn type_compatible(server: &str, ours: &str) -> bool {
         || (ours == "DateTime"
             && server.starts_with("DateTime(")
             && !server.starts_with("DateTime64"))
-}
-
-/// The error and its causes on one line (hyper hides the useful part, such
-/// as "Connection refused", in the source chain).
-fn chain(e: &dyn StdError) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let part = s.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = s.source();
-    }
-    text
 }
 
 fn first_line(text: &str) -> String {

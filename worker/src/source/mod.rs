@@ -80,6 +80,32 @@ pub struct SourceLimits {
     pub idle_timeout: Duration,
 }
 
+/// Everything a source task needs besides its reader.
+pub struct SourceWiring {
+    pub input: u32,
+    pub emitter: Emitter,
+    pub destinations: Vec<mpsc::Sender<Envelope>>,
+    pub dead_letters: mpsc::Sender<DeadLetter>,
+    pub metrics: Arc<JobMetrics>,
+    pub limits: SourceLimits,
+    pub stop: CancellationToken,
+}
+
+impl SourceWiring {
+    pub fn with_reader<R: PartitionReader>(self, reader: R) -> SourceTask<R> {
+        SourceTask {
+            input: self.input,
+            reader,
+            emitter: self.emitter,
+            destinations: self.destinations,
+            dead_letters: self.dead_letters,
+            metrics: self.metrics,
+            limits: self.limits,
+            stop: self.stop,
+        }
+    }
+}
+
 pub struct SourceTask<R> {
     /// The partition's input index.
     pub input: u32,
