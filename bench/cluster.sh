@@ -36,7 +36,7 @@ INPUTS=(--input "$DATA/$NAME-0.avro" --input "$DATA/$NAME-1.avro")
 WORK="$(mktemp -d)"
 PIDS=()
 cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do pkill -TERM -P "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
   rm -rf "$WORK"
 }
@@ -48,7 +48,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 /usr/bin/time -f "%e %U %S %M" -o "$WORK/local.time" \
   "$WEIR" local --quiet "${INPUTS[@]}" --output "$WORK/local-out" --data-dir "$WORK/local-data" \
   > "$WORK/local.summary" 2> "$WORK/local.log"
-read -r L_ELAPSED L_USER L_SYS L_RSS < "$WORK/local.time"
+read -r L_ELAPSED L_USER L_SYS L_RSS < <(tail -1 "$WORK/local.time")
 
 GRPC=$(free_port); HTTP=$(free_port)
 /usr/bin/time -f "%e %U %S %M" -o "$WORK/coordinator.time" \
@@ -72,13 +72,14 @@ until curl -sf "http://127.0.0.1:$HTTP/api/v1/job" 2>/dev/null | grep -q '"state
 done
 END=$(date +%s.%N)
 JOB=$(curl -sf "http://127.0.0.1:$HTTP/api/v1/job")
-for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+# Stop the weir processes (children of the `time` wrappers, which then report).
+for pid in "${PIDS[@]}"; do pkill -TERM -P "$pid" 2>/dev/null || true; done
 wait 2>/dev/null || true
 PIDS=()
 
-read -r _ C_USER C_SYS _ < "$WORK/coordinator.time"
-read -r _ W0_USER W0_SYS W0_RSS < "$WORK/worker-0.time"
-read -r _ W1_USER W1_SYS W1_RSS < "$WORK/worker-1.time"
+read -r _ C_USER C_SYS _ < <(tail -1 "$WORK/coordinator.time")
+read -r _ W0_USER W0_SYS W0_RSS < <(tail -1 "$WORK/worker-0.time")
+read -r _ W1_USER W1_SYS W1_RSS < <(tail -1 "$WORK/worker-1.time")
 READ=$(echo "$JOB" | python3 -c 'import json,sys; print(json.load(sys.stdin)["records_in"])')
 SHUFFLED=$(echo "$JOB" | python3 -c 'import json,sys; print(json.load(sys.stdin)["shuffle_records"])')
 awk -v r="$READ" -v sh="$SHUFFLED" -v name="$NAME" \

@@ -48,7 +48,7 @@ trap 'rm -rf "$WORK"' EXIT
   "$WEIR" local --quiet "${INPUTS[@]}" --output "$WORK/out" --data-dir "$WORK/data" \
   --memory-budget "$MEMORY_BUDGET" \
   > "$WORK/summary" 2> "$WORK/log"
-read -r ELAPSED USER SYS RSS_KB < "$WORK/time"
+read -r ELAPSED USER SYS RSS_KB < <(tail -1 "$WORK/time")
 READ=$(awk '/records read/ {gsub(",", "", $3); print $3}' "$WORK/summary")
 SPILLS=$(awk '/state spills/ {gsub(",", "", $3); print $3}' "$WORK/summary")
 ROWS=$(awk '/rows written/ {gsub(",", "", $3); print $3}' "$WORK/summary")

@@ -128,11 +128,11 @@ impl Emitter {
         self.watermark.current()
     }
 
-    /// Takes one decoded reading.
+    /// Takes one decoded reading (copied once, into its batch).
     #[inline]
-    pub fn reading(&mut self, r: Reading, position: Position) {
+    pub fn reading(&mut self, r: &Reading, position: Position) {
         if !in_datetime_range(r.timestamp_ms, self.config.window_ms) {
-            self.out_of_range(&r, position);
+            self.out_of_range(r, position);
             return;
         }
         let kg = key_group_of(r.sensor_id, self.routing.max_parallelism());
@@ -142,7 +142,7 @@ impl Emitter {
         }
         let crossed = self.watermark.observe(r.timestamp_ms);
         let batch = &mut self.pending[dest];
-        batch.push(r, position);
+        batch.push(r.clone(), position);
         self.emitted += 1;
         if batch.len() >= self.config.batch_size {
             self.queue_batch(dest);
@@ -317,7 +317,7 @@ mod tests {
         let mut e = Emitter::new(config(3), Routing::single(128));
         let base = 1_000_000_040_000; // 20 s into a minute
         for ts in [base, base + 1_000, base + 2_000, base + 3_000] {
-            e.reading(r(1, ts), Position::Offset(0));
+            e.reading(&r(1, ts), Position::Offset(0));
         }
         // The first record starts the watermark (crossing from nothing);
         // the third fills the batch.
@@ -335,9 +335,9 @@ mod tests {
             ]
         );
         // Crossing the next minute boundary (watermark >= 1_000_000_080_000).
-        e.reading(r(1, base + 40_000), Position::Offset(0));
+        e.reading(&r(1, base + 40_000), Position::Offset(0));
         assert!(describe(&mut e).is_empty());
-        e.reading(r(1, base + 65_000), Position::Offset(0));
+        e.reading(&r(1, base + 65_000), Position::Offset(0));
         assert_eq!(
             describe(&mut e),
             vec![
@@ -355,7 +355,7 @@ mod tests {
         let owners = (0..128u16).map(|kg| u16::from(kg >= 64)).collect();
         let mut e = Emitter::new(config(1000), Routing::new(owners, 2, Some(0)));
         for id in 0..200 {
-            e.reading(r(id, 1_000_000_000_000), Position::Offset(id as u64));
+            e.reading(&r(id, 1_000_000_000_000), Position::Offset(id as u64));
         }
         e.flush();
         let mut seen = [0usize; 2];
@@ -380,8 +380,8 @@ mod tests {
     #[test]
     fn out_of_range_event_times_are_dead_letters() {
         let mut e = Emitter::new(config(10), Routing::single(128));
-        e.reading(r(1, -5), Position::Offset(7));
-        e.reading(r(1, 5_000_000_000_000), Position::Offset(8));
+        e.reading(&r(1, -5), Position::Offset(7));
+        e.reading(&r(1, 5_000_000_000_000), Position::Offset(8));
         assert_eq!(e.emitted(), 0);
         assert_eq!(e.bad(), 2);
         let dl: Vec<DeadLetter> = e.take_dead_letters().collect();

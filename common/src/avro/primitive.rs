@@ -104,6 +104,14 @@ impl<'a> Input<'a> {
         Ok(&self.buf[self.pos - len..self.pos])
     }
 
+    /// The next `n` bytes.
+    #[inline]
+    pub fn take(&mut self, n: usize) -> Result<&'a [u8], PrimitiveError> {
+        let start = self.pos;
+        self.skip(n)?;
+        Ok(&self.buf[start..self.pos])
+    }
+
     #[inline]
     pub fn skip(&mut self, n: usize) -> Result<(), PrimitiveError> {
         match self.pos.checked_add(n) {

@@ -321,6 +321,10 @@ pub struct DecodePlan {
     /// (for error messages) when the field is read.
     ops: Box<[(Op, Option<u8>)]>,
     writer_schema: String,
+    /// The writer schema is the contract's, field for field: decode with
+    /// straight-line code instead of interpreting `ops` (the common case,
+    /// and the shuffle's wire format).
+    contract_layout: bool,
 }
 
 /// Nesting limit for skipped writer types (guards against recursive types).
@@ -368,10 +372,20 @@ impl DecodePlan {
                 return Err(SchemaError::MissingField(rf.name));
             }
         }
+        let ops: Box<[(Op, Option<u8>)]> = ops.into();
+        let contract_layout = ops.iter().map(|(op, _)| op).eq(contract_ops().iter());
         Ok(DecodePlan {
-            ops: ops.into(),
+            ops,
             writer_schema: writer.canonical_form(),
+            contract_layout,
         })
+    }
+
+    /// The same plan, but always interpreting its ops (tests compare both).
+    #[cfg(test)]
+    fn interpreted(mut self) -> Self {
+        self.contract_layout = false;
+        self
     }
 
     /// The writer schema in Avro's parsing canonical form.
@@ -383,6 +397,9 @@ impl DecodePlan {
     /// first), leaving `input` after the datum.
     #[inline]
     pub fn decode_from(&self, input: &mut Input<'_>, out: &mut Reading) -> Result<(), DecodeError> {
+        if self.contract_layout {
+            return decode_contract(input, out);
+        }
         *out = Reading::default();
         for (op, field) in self.ops.iter() {
             run(op, input, out).map_err(|kind| DecodeError {
@@ -405,6 +422,100 @@ impl DecodePlan {
             }),
         }
     }
+}
+
+/// The ops of the contract schema read as itself, for recognising it.
+fn contract_ops() -> &'static [Op] {
+    static OPS: std::sync::OnceLock<Vec<Op>> = std::sync::OnceLock::new();
+    OPS.get_or_init(|| {
+        use DoubleSlot as D;
+        use LongSlot as L;
+        let str_union = |s| Op::Union(vec![Op::Null(s), Op::Str(s)].into());
+        vec![
+            Op::Int(IntSlot::SensorId),
+            Op::Int(IntSlot::SensorType),
+            Op::Long(L::Timestamp),
+            Op::Double(D::Temperature),
+            Op::Double(D::Humidity),
+            Op::Double(D::Pressure),
+            Op::Double(D::BatteryLevel),
+            Op::Int(IntSlot::Status),
+            Op::Double(D::Co2Level),
+            Op::Double(D::NoiseLevel),
+            Op::Double(D::LightLevel),
+            Op::Boolean,
+            Op::Double(D::SignalStrength),
+            Op::Double(D::MemoryUsage),
+            Op::Double(D::CpuUsage),
+            Op::Int(IntSlot::ErrorCount),
+            Op::Long(L::PacketsSent),
+            Op::Long(L::PacketsReceived),
+            Op::Long(L::BytesSent),
+            Op::Long(L::BytesReceived),
+            Op::Double(D::Latitude),
+            Op::Double(D::Longitude),
+            Op::Double(D::Altitude),
+            str_union(StrSlot::CustomerId),
+            str_union(StrSlot::SiteId),
+        ]
+    })
+}
+
+/// Decodes a datum written with the contract schema itself, field by field
+/// in straight-line code. Every field is written, so `out` needs no reset.
+/// Errors are the same as the interpreted plan's.
+#[inline]
+fn decode_contract(input: &mut Input<'_>, r: &mut Reading) -> Result<(), DecodeError> {
+    #[inline]
+    fn at(field: u8) -> impl Fn(PrimitiveError) -> DecodeError {
+        move |e| DecodeError {
+            kind: DecodeErrorKind::Primitive(e),
+            field: Some(field),
+        }
+    }
+    #[inline]
+    fn nullable_str(input: &mut Input<'_>, field: u8) -> Result<Option<ShortStr>, DecodeError> {
+        let fail = |kind| DecodeError {
+            kind,
+            field: Some(field),
+        };
+        match input.read_long().map_err(at(field))? {
+            0 => Ok(None),
+            1 => {
+                let bytes = input.read_bytes().map_err(at(field))?;
+                let text =
+                    std::str::from_utf8(bytes).map_err(|_| fail(DecodeErrorKind::InvalidUtf8))?;
+                Ok(Some(ShortStr::new(text)))
+            }
+            other => Err(fail(DecodeErrorKind::UnionIndex(other))),
+        }
+    }
+    r.sensor_id = input.read_int().map_err(at(0))?;
+    r.sensor_type = input.read_int().map_err(at(1))?;
+    r.timestamp_ms = input.read_long().map_err(at(2))?;
+    r.temperature = input.read_double().map_err(at(3))?;
+    r.humidity = input.read_double().map_err(at(4))?;
+    r.pressure = input.read_double().map_err(at(5))?;
+    r.battery_level = input.read_double().map_err(at(6))?;
+    r.status = input.read_int().map_err(at(7))?;
+    r.co2_level = input.read_double().map_err(at(8))?;
+    r.noise_level = input.read_double().map_err(at(9))?;
+    r.light_level = input.read_double().map_err(at(10))?;
+    r.motion_detected = input.read_boolean().map_err(at(11))?;
+    r.signal_strength = input.read_double().map_err(at(12))?;
+    r.memory_usage = input.read_double().map_err(at(13))?;
+    r.cpu_usage = input.read_double().map_err(at(14))?;
+    r.error_count = input.read_int().map_err(at(15))?;
+    r.packets_sent = input.read_long().map_err(at(16))?;
+    r.packets_received = input.read_long().map_err(at(17))?;
+    r.bytes_sent = input.read_long().map_err(at(18))?;
+    r.bytes_received = input.read_long().map_err(at(19))?;
+    r.latitude = input.read_double().map_err(at(20))?;
+    r.longitude = input.read_double().map_err(at(21))?;
+    r.altitude = input.read_double().map_err(at(22))?;
+    r.customer_id = nullable_str(input, 23)?;
+    r.site_id = nullable_str(input, 24)?;
+    Ok(())
 }
 
 #[inline]
@@ -937,6 +1048,46 @@ mod tests {
             err.to_string(),
             "union branch 1 cannot be read as the contract's type in field `temperature`"
         );
+    }
+
+    /// The straight-line decoder of the contract layout agrees with the
+    /// interpreted plan: same readings, same errors, on good and damaged data.
+    #[test]
+    fn contract_fast_path_agrees_with_the_interpreter() {
+        let fast = DecodePlan::contract();
+        assert!(fast.contract_layout);
+        let slow = DecodePlan::contract().interpreted();
+        let eight = DecodePlan::from_json(&CONTRACT_SCHEMA.replacen(
+            r#"{"name": "co2Level", "type": "double", "default": 0.0},"#,
+            "",
+            1,
+        ))
+        .expect("resolves");
+        assert!(
+            !eight.contract_layout,
+            "another writer schema is interpreted"
+        );
+        let schema = Schema::parse_str(CONTRACT_SCHEMA).expect("contract parses");
+        let mut with_site = sample();
+        with_site.site_id = Some(ShortStr::new("site_ä"));
+        for r in [sample(), with_site, Reading::default()] {
+            let bytes = to_datum(&schema, full_value(&r));
+            for cut in 0..=bytes.len() {
+                for flip in [None, Some(cut.min(bytes.len().saturating_sub(1)))] {
+                    let mut data = bytes[..cut].to_vec();
+                    if let Some(i) = flip.filter(|&i| i < data.len()) {
+                        data[i] ^= 0x5a;
+                    }
+                    let (mut a, mut b) = (sample(), Reading::default());
+                    let ra = fast.decode(&data, &mut a);
+                    let rb = slow.decode(&data, &mut b);
+                    assert_eq!(ra, rb, "cut {cut} flip {flip:?}");
+                    if ra.is_ok() {
+                        assert_eq!(a, b);
+                    }
+                }
+            }
+        }
     }
 
     #[test]

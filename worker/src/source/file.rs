@@ -161,7 +161,7 @@ fn decode_block(
     for i in 0..count {
         let start = input.position();
         match plan.decode_from(&mut input, &mut reading) {
-            Ok(()) => out.reading(std::mem::take(&mut reading), Position::Offset(first + i)),
+            Ok(()) => out.reading(&reading, Position::Offset(first + i)),
             Err(e) => {
                 out.dead_letter(
                     format!(

@@ -59,7 +59,7 @@ impl PartitionReader for GeneratorReader {
             if !self.generator.next_into(&mut self.scratch) {
                 break;
             }
-            out.reading(std::mem::take(&mut self.scratch), Position::Offset(ordinal));
+            out.reading(&self.scratch, Position::Offset(ordinal));
         }
         Ok(Pulled::Progress)
     }

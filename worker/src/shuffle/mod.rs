@@ -9,8 +9,9 @@
 //! step awaits the next bounded channel or HTTP/2 flow-control window, so a
 //! slow receiver slows remote senders exactly like a local one does.
 //!
-//! Readings travel as Avro datums of the contract schema: compact, and
-//! decoded with the same allocation-free plan as the inputs.
+//! Readings travel in a fixed-width layout ([`wire`]), cheap at both ends.
+
+pub mod wire;
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
@@ -20,9 +21,7 @@ use tokio::sync::{mpsc, Notify};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
-use weir_common::avro::encode::encode_reading;
 use weir_common::avro::primitive::{write_long, Input};
-use weir_common::avro::DecodePlan;
 use weir_common::error_chain::error_chain;
 use weir_common::position::Position;
 use weir_common::reading::Reading;
@@ -62,10 +61,10 @@ pub fn to_proto(envelope: &Envelope) -> pb::Envelope {
     use pb::envelope::Body;
     let body = match envelope {
         Envelope::Records(batch) => {
-            let mut readings = Vec::with_capacity(batch.len() * 160);
+            let mut readings = Vec::with_capacity(batch.len() * (wire::FIXED_BYTES + 32));
             let mut positions = Vec::with_capacity(batch.len() * 4);
             for (r, p) in batch.readings.iter().zip(&batch.positions) {
-                encode_reading(r, &mut readings);
+                wire::write(r, &mut readings);
                 match *p {
                     Position::Offset(n) => {
                         write_long(&mut positions, 0);
@@ -88,6 +87,7 @@ pub fn to_proto(envelope: &Envelope) -> pb::Envelope {
                 count: batch.len() as u32,
                 readings,
                 positions,
+                format: wire::FORMAT,
             })
         }
         Envelope::Watermark { input, watermark } => Body::Watermark(pb::Watermark {
@@ -101,19 +101,28 @@ pub fn to_proto(envelope: &Envelope) -> pb::Envelope {
 }
 
 /// Decodes an envelope from the wire.
-pub fn from_proto(envelope: pb::Envelope, plan: &DecodePlan) -> Result<Envelope, FrameError> {
+pub fn from_proto(envelope: pb::Envelope) -> Result<Envelope, FrameError> {
     use pb::envelope::Body;
     Ok(match envelope.body {
         Some(Body::Records(b)) => {
+            if b.format != wire::FORMAT {
+                return Err(FrameError(format!(
+                    "record batch in format {}, this worker reads format {} (are all workers the same version?)",
+                    b.format,
+                    wire::FORMAT
+                )));
+            }
             let n = b.count as usize;
             let mut batch = RecordBatch::with_capacity(b.input, n);
             let mut readings = Input::new(&b.readings);
             let mut positions = Input::new(&b.positions);
             let bad = |what: &str| FrameError(format!("record batch of input {}: {what}", b.input));
             for _ in 0..n {
-                let mut r = Reading::default();
-                plan.decode_from(&mut readings, &mut r)
-                    .map_err(|e| bad(&format!("reading: {e}")))?;
+                // Decode straight into the batch.
+                batch.readings.push(Reading::default());
+                if let Some(r) = batch.readings.last_mut() {
+                    wire::read(&mut readings, r).map_err(|e| bad(&format!("reading: {e:?}")))?;
+                }
                 let mut long = || {
                     positions
                         .read_long()
@@ -128,7 +137,7 @@ pub fn from_proto(envelope: pb::Envelope, plan: &DecodePlan) -> Result<Envelope,
                     },
                     k => return Err(bad(&format!("unknown position kind {k}"))),
                 };
-                batch.push(r, position);
+                batch.positions.push(position);
             }
             if !readings.is_empty() || !positions.is_empty() {
                 return Err(bad("bytes left after its records"));
@@ -236,21 +245,17 @@ enum Lookup {
 /// The receiving end of the shuffle (the gRPC service).
 pub struct ShuffleService {
     registry: Arc<ShuffleRegistry>,
-    plan: DecodePlan,
 }
 
 impl ShuffleService {
     pub fn new(registry: Arc<ShuffleRegistry>) -> Self {
-        ShuffleService {
-            registry,
-            plan: DecodePlan::contract(),
-        }
+        ShuffleService { registry }
     }
 
     async fn forward(&self, frame: pb::ShuffleFrame, to: &Registration) -> Result<(), Status> {
         for envelope in frame.envelopes {
-            let envelope = from_proto(envelope, &self.plan)
-                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            let envelope =
+                from_proto(envelope).map_err(|e| Status::invalid_argument(e.to_string()))?;
             if let Envelope::Records(b) = &envelope {
                 to.metrics
                     .shuffle_received
@@ -425,7 +430,6 @@ mod tests {
 
     #[test]
     fn envelopes_round_trip() {
-        let plan = DecodePlan::contract();
         let mut batch = RecordBatch::with_capacity(3, 2);
         batch.push(
             Reading {
@@ -457,22 +461,27 @@ mod tests {
             Envelope::Idle { input: 1 },
             Envelope::End { input: 0 },
         ] {
-            let back = from_proto(to_proto(&envelope), &plan).expect("decodes");
+            let back = from_proto(to_proto(&envelope)).expect("decodes");
             assert_eq!(back, envelope);
         }
     }
 
     #[test]
     fn malformed_batches_are_errors() {
-        let plan = DecodePlan::contract();
         let mut batch = RecordBatch::with_capacity(0, 1);
         batch.push(Reading::default(), Position::Offset(1));
         let mut encoded = to_proto(&Envelope::Records(batch));
         if let Some(pb::envelope::Body::Records(b)) = &mut encoded.body {
             b.count = 2;
         }
-        assert!(from_proto(encoded, &plan).is_err());
-        assert!(from_proto(pb::Envelope { body: None }, &plan).is_err());
+        assert!(from_proto(encoded.clone()).is_err());
+        if let Some(pb::envelope::Body::Records(b)) = &mut encoded.body {
+            b.count = 1;
+            b.format = 99;
+        }
+        let err = from_proto(encoded).unwrap_err().to_string();
+        assert!(err.contains("format 99"), "{err}");
+        assert!(from_proto(pb::Envelope { body: None }).is_err());
     }
 
     #[tokio::test]
