@@ -13,6 +13,7 @@ pub mod cluster;
 pub mod expected;
 pub mod http;
 pub mod process;
+pub mod pulsar_broker;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
