@@ -7,6 +7,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use weir_common::spec::{JobSpec, SourceKind};
+use weir_coordinator::discovery::Discovery;
+use weir_coordinator::progress::ProgressFile;
 use weir_coordinator::{Coordinator, CoordinatorConfig};
 use weir_worker::node::{WorkerConfig, WorkerNode};
 
@@ -67,18 +69,30 @@ pub fn coordinator_config(
             weir_common::input::check_avro_file(path)?;
         }
     }
-    let partitions = spec.partition_names()?;
-    Ok(CoordinatorConfig {
-        spec,
-        partitions,
-        heartbeat_interval: (heartbeat_timeout / 5)
-            .clamp(Duration::from_millis(100), Duration::from_secs(2)),
-        heartbeat_timeout,
-        min_workers,
-        settle,
-        max_failed_generations: 5,
-        address: String::new(),
-    })
+    let partitions = spec.partition_names()?.unwrap_or_default();
+    let (progress_file, discovery) = match spec.source.kind()? {
+        SourceKind::Pulsar(p) => (
+            Some(ProgressFile {
+                path: CoordinatorConfig::default_progress_path(&spec),
+                topic: weir_common::pulsar::full_topic_name(&p.topic),
+            }),
+            Some(Discovery {
+                connection: p.into(),
+                topic: p.topic.clone(),
+                interval: p.discovery_interval.std(),
+            }),
+        ),
+        _ => (None, None),
+    };
+    let mut config = CoordinatorConfig::new(spec, partitions);
+    config.heartbeat_interval =
+        (heartbeat_timeout / 5).clamp(Duration::from_millis(100), Duration::from_secs(2));
+    config.heartbeat_timeout = heartbeat_timeout;
+    config.min_workers = min_workers;
+    config.settle = settle;
+    config.progress_file = progress_file;
+    config.discovery = discovery;
+    Ok(config)
 }
 
 pub fn run_coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {

@@ -4,6 +4,7 @@
 //! - `weir coordinator`, `weir worker`: the roles of a cluster.
 //! - `weir ctl`: the coordinator's admin API from the command line.
 //! - `weir gen`: contract Avro files from the deterministic generator.
+//! - `weir produce`: contract readings to a Pulsar topic (a load producer).
 //! - `weir ddl`: the output tables' DDL, printed or applied.
 //! - `weir spec`: the default job spec, as YAML to start from.
 
@@ -13,6 +14,7 @@ mod ddl;
 mod gen;
 mod local;
 mod overrides;
+mod produce;
 mod progress;
 
 use std::process::ExitCode;
@@ -42,6 +44,8 @@ enum Command {
     Ctl(ctl::CtlArgs),
     /// Write contract Avro container files of generated readings.
     Gen(gen::GenArgs),
+    /// Publish contract readings (generated, or from Avro files) to a Pulsar topic.
+    Produce(produce::ProduceArgs),
     /// Print (or apply) the DDL of the output tables.
     Ddl(ddl::DdlArgs),
     /// Print the default job spec as YAML.
@@ -91,6 +95,7 @@ fn main() -> ExitCode {
         Command::Worker(args) => cluster::run_worker(args),
         Command::Ctl(args) => ctl::run(args),
         Command::Gen(args) => gen::run(args),
+        Command::Produce(args) => produce::run(args),
         Command::Ddl(args) => ddl::run(args),
         Command::Spec => serde_yaml::to_string(&weir_common::spec::JobSpec::default())
             .map(|yaml| print!("{yaml}"))

@@ -9,7 +9,9 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use weir_common::spec::{AvroFilesSpec, ByteSize, ClickHouseSinkSpec, JobSpec, JsonlSinkSpec};
+use weir_common::spec::{
+    AvroFilesSpec, ByteSize, ClickHouseSinkSpec, Duration, JobSpec, JsonlSinkSpec, PulsarSourceSpec,
+};
 
 #[derive(Args, Debug, Default, Clone)]
 pub struct JobFlags {
@@ -53,6 +55,19 @@ pub struct JobFlags {
     /// Dead-letter file (JSON lines).
     #[arg(long, value_name = "FILE")]
     pub dead_letters: Option<PathBuf>,
+    /// Read a Pulsar topic at this service URL (pulsar:// or pulsar+ssl://).
+    #[arg(long, value_name = "URL", conflicts_with = "inputs")]
+    pub pulsar: Option<String>,
+    /// The Pulsar topic to read (with --pulsar or a Pulsar spec).
+    #[arg(long, value_name = "TOPIC")]
+    pub topic: Option<String>,
+    /// The Pulsar subscription (default: weir-<job name>).
+    #[arg(long, value_name = "NAME")]
+    pub subscription: Option<String>,
+    /// End a Pulsar partition after no message arrived for this long,
+    /// closing and writing every open window (for backfills and tests).
+    #[arg(long, value_name = "DURATION")]
+    pub until_idle: Option<Duration>,
 }
 
 impl JobFlags {
@@ -67,6 +82,30 @@ impl JobFlags {
             spec.source.avro_files = Some(AvroFilesSpec {
                 paths: self.inputs.clone(),
             });
+        }
+        if let Some(url) = &self.pulsar {
+            spec.source.generator = None;
+            spec.source.avro_files = None;
+            spec.source
+                .pulsar
+                .get_or_insert_with(PulsarSourceSpec::default)
+                .url = url.clone();
+        }
+        if self.topic.is_some() || self.subscription.is_some() || self.until_idle.is_some() {
+            let Some(p) = spec.source.pulsar.as_mut() else {
+                bail!(
+                    "--topic, --subscription and --until-idle need a Pulsar source (--pulsar URL)"
+                );
+            };
+            if let Some(t) = &self.topic {
+                p.topic = t.clone();
+            }
+            if let Some(s) = &self.subscription {
+                p.subscription = Some(s.clone());
+            }
+            if let Some(d) = self.until_idle {
+                p.until_idle = Some(d);
+            }
         }
         if let Some(dir) = &self.output {
             spec.sink.clickhouse = None;
@@ -146,6 +185,27 @@ mod tests {
     }
 
     #[test]
+    fn pulsar_flags_make_a_pulsar_source() {
+        let flags = JobFlags {
+            pulsar: Some("pulsar://127.0.0.1:6650".into()),
+            topic: Some("readings".into()),
+            until_idle: Some(Duration::from_secs(3)),
+            ..JobFlags::default()
+        };
+        let spec = flags.resolve().expect("valid");
+        let Ok(SourceKind::Pulsar(p)) = spec.source.kind() else {
+            panic!("pulsar source")
+        };
+        assert_eq!(p.topic, "readings");
+        assert_eq!(p.until_idle, Some(Duration::from_secs(3)));
+        let bad = JobFlags {
+            pulsar: Some("http://x".into()),
+            ..JobFlags::default()
+        };
+        assert!(format!("{:#}", bad.resolve().unwrap_err()).contains("source.pulsar.url"));
+    }
+
+    #[test]
     fn flags_that_do_not_fit_are_errors() {
         let flags = JobFlags {
             inputs: vec!["a.avro".into()],
@@ -166,6 +226,15 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("--database"));
+        let flags = JobFlags {
+            topic: Some("t".into()),
+            ..JobFlags::default()
+        };
+        assert!(flags
+            .resolve()
+            .unwrap_err()
+            .to_string()
+            .contains("--pulsar"));
         let flags = JobFlags {
             clickhouse: Some("nope".into()),
             ..JobFlags::default()

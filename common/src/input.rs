@@ -4,8 +4,10 @@
 use std::io::Read;
 use std::path::Path;
 
-use crate::avro::container::{BlockScanner, ContainerError};
+use crate::avro::container::{BlockScanner, ContainerError, Event};
+use crate::avro::primitive::Input;
 use crate::avro::{DecodePlan, SchemaError};
+use crate::reading::Reading;
 
 /// Why an input cannot be read.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +30,8 @@ pub enum InputError {
         #[source]
         source: SchemaError,
     },
+    #[error("input {path}: {what}")]
+    Damaged { path: String, what: String },
 }
 
 /// Reads an Avro container file's header and compiles its writer schema
@@ -58,4 +62,77 @@ pub fn check_avro_file(path: &Path) -> Result<DecodePlan, InputError> {
         }
     };
     DecodePlan::from_json(&schema).map_err(|source| InputError::Schema { path: name, source })
+}
+
+/// Reads every record of an Avro container file, in order, into `each`.
+/// Unlike a job's source, which keeps damage as dead letters and reads on,
+/// this stops at the first damaged block (for tools that copy files).
+pub fn for_each_reading(
+    path: &Path,
+    mut each: impl FnMut(&Reading) -> Result<(), InputError>,
+) -> Result<u64, InputError> {
+    let name = path.display().to_string();
+    let plan = check_avro_file(path)?;
+    let io = |source| InputError::Io {
+        path: name.clone(),
+        source,
+    };
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let mut scanner = BlockScanner::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut scratch = Vec::new();
+    let mut reading = Reading::default();
+    let mut count = 0u64;
+    let codec = loop {
+        match scanner.read_header() {
+            Ok(Some(h)) => break h.codec,
+            Ok(None) => {}
+            Err(source) => return Err(InputError::Container { path: name, source }),
+        }
+        let n = file.read(&mut buf).map_err(io)?;
+        if n == 0 {
+            scanner.finish();
+        } else {
+            scanner.feed(&buf[..n]);
+        }
+    };
+    loop {
+        match scanner.next_event() {
+            Event::Block {
+                offset,
+                count: n,
+                data,
+            } => {
+                let damaged = |what: String| InputError::Damaged {
+                    path: name.clone(),
+                    what: format!("block at byte {offset}: {what}"),
+                };
+                let data = codec
+                    .decompress(data, &mut scratch)
+                    .map_err(|e| damaged(e.to_string()))?;
+                let mut input = Input::new(data);
+                for _ in 0..n {
+                    plan.decode_from(&mut input, &mut reading)
+                        .map_err(|e| damaged(e.to_string()))?;
+                    each(&reading)?;
+                    count += 1;
+                }
+            }
+            Event::Corrupt { offset, reason, .. } => {
+                return Err(InputError::Damaged {
+                    path: name,
+                    what: format!("at byte {offset}: {reason}"),
+                })
+            }
+            Event::NeedData => {
+                let n = file.read(&mut buf).map_err(io)?;
+                if n == 0 {
+                    scanner.finish();
+                } else {
+                    scanner.feed(&buf[..n]);
+                }
+            }
+            Event::End => return Ok(count),
+        }
+    }
 }

@@ -14,6 +14,8 @@
 //!   order, and the output [`rows`] it becomes.
 //! - [`sink`]: writers for ClickHouse and JSON lines and the shipped DDL;
 //!   [`dead_letter`]: how undecodable input is kept.
+//! - [`pulsar`]: Pulsar clients built from the job spec (authentication,
+//!   TLS, retries) and topic partition discovery.
 //!
 //! The worker crate puts these into actors (sources, window operator with
 //! RocksDB state, sink); the coordinator crate decides who runs what.
@@ -26,6 +28,7 @@ pub mod generator;
 pub mod input;
 pub mod keygroup;
 pub mod position;
+pub mod pulsar;
 pub mod reading;
 pub mod rows;
 pub mod sink;

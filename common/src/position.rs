@@ -2,9 +2,13 @@
 
 use std::fmt;
 
+use serde::{Deserialize, Serialize};
+
 /// A record's position in its partition: what a source seeks to on restart
-/// and what late-reading rows and dead letters report.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// and what late-reading rows and dead letters report. Positions of one
+/// partition are ordered as the partition is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Position {
     /// The record's ordinal in a file or generated stream (0-based).
     Offset(u64),

@@ -63,6 +63,11 @@ impl WatermarkGenerator {
         }
     }
 
+    /// The highest event time seen (`i64::MIN` before any record).
+    pub fn max_event_time(&self) -> i64 {
+        self.max_ts
+    }
+
     /// Records that the current watermark was sent; returns it.
     pub fn mark_sent(&mut self) -> i64 {
         let wm = self.current();

@@ -10,20 +10,27 @@
 //! change while waiting or running (a worker lost by heartbeat timeout or a
 //! closed stream, or a new one registering) deploys a new generation over the
 //! live workers once membership has settled. Until checkpoints exist, a new
-//! generation starts from the beginning of the inputs; the sink never
-//! writes a row twice, so the output stays exactly the contract's.
+//! generation rebuilds open windows by reading input again from each
+//! partition's durable point, skipping what earlier generations wrote (see
+//! [`crate::progress`]); the sink also never writes a row twice, so the
+//! output stays exactly the contract's.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
+use weir_common::keygroup::KeyGroupRange;
+use weir_common::position::Position;
 use weir_common::spec::JobSpec;
 use weir_proto::admin as api;
 use weir_proto::cluster as pb;
+use weir_proto::convert::position_of;
 
+use crate::progress::{Durable, JobProgress, ProgressFile};
 use crate::scheduler::{assign, Member};
 
 /// How the coordinator runs the job.
@@ -44,6 +51,45 @@ pub struct CoordinatorConfig {
     pub max_failed_generations: u32,
     /// The coordinator's gRPC address, for status displays.
     pub address: String,
+    /// Where the job's progress is kept between runs (Pulsar jobs).
+    pub progress_file: Option<ProgressFile>,
+    /// How to find the topic's partitions again (Pulsar jobs).
+    pub discovery: Option<crate::discovery::Discovery>,
+}
+
+impl CoordinatorConfig {
+    /// A coordinator for `spec` reading `partitions`, with default timings.
+    pub fn new(spec: JobSpec, partitions: Vec<String>) -> Self {
+        CoordinatorConfig {
+            spec,
+            partitions,
+            heartbeat_interval: Duration::from_secs(2),
+            heartbeat_timeout: Duration::from_secs(10),
+            min_workers: 1,
+            settle: Duration::from_secs(1),
+            max_failed_generations: 5,
+            address: String::new(),
+            progress_file: None,
+            discovery: None,
+        }
+    }
+
+    /// Where a Pulsar job's progress file goes by default: in its state
+    /// directory, named after the job.
+    pub fn default_progress_path(spec: &JobSpec) -> PathBuf {
+        let name: String = spec
+            .name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        spec.state.dir.join(format!("{name}.positions.json"))
+    }
 }
 
 /// Why an admin request was refused.
@@ -85,6 +131,8 @@ pub(crate) enum Msg {
     Job(oneshot::Sender<api::JobStatus>),
     Stop(oneshot::Sender<Result<api::JobStatus, AdminError>>),
     Resume(oneshot::Sender<Result<api::JobStatus, AdminError>>),
+    /// The input's partitions, as found now.
+    Partitions(Vec<String>),
 }
 
 /// A cheap handle to the coordinator actor.
@@ -191,11 +239,20 @@ pub(crate) struct Actor {
     started: Instant,
     /// (time, records in, rows written) samples for rates.
     samples: Vec<(Instant, u64, u64)>,
+    /// What the output holds and where inputs resume.
+    progress: JobProgress,
+    /// `progress` changed since it was last saved and sent to sources.
+    progress_dirty: bool,
+    /// The durable points as last saved (or known, without a file): what
+    /// sources may acknowledge.
+    recorded: JobProgress,
 }
 
-/// Starts the actor; it ends when `shutdown` is cancelled.
+/// Starts the actor with the job's recorded progress; it ends when
+/// `shutdown` is cancelled.
 pub fn spawn(
     config: CoordinatorConfig,
+    progress: JobProgress,
     shutdown: CancellationToken,
 ) -> (CoordinatorHandle, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(256);
@@ -209,6 +266,9 @@ pub fn spawn(
         redeploy_at: None,
         started: Instant::now(),
         samples: Vec::new(),
+        recorded: progress.clone(),
+        progress,
+        progress_dirty: false,
     };
     let task = tokio::spawn(actor.run(rx, shutdown));
     (CoordinatorHandle { tx }, task)
@@ -228,6 +288,7 @@ impl Actor {
                 _ = tick.tick() => self.tick(),
             }
         }
+        self.save_progress();
     }
 
     fn handle(&mut self, msg: Msg) {
@@ -256,6 +317,32 @@ impl Actor {
             Msg::Resume(reply) => {
                 let _ = reply.send(self.resume());
             }
+            Msg::Partitions(names) => self.partitions_found(names),
+        }
+    }
+
+    fn partitions_found(&mut self, names: Vec<String>) {
+        if names == self.config.partitions {
+            return;
+        }
+        if names.len() < self.config.partitions.len()
+            || names[..self.config.partitions.len()] != self.config.partitions[..]
+        {
+            tracing::warn!(
+                before = self.config.partitions.len(),
+                now = names.len(),
+                "the input's partitions changed other than by new ones being added; keeping the old ones"
+            );
+            return;
+        }
+        tracing::info!(
+            before = self.config.partitions.len(),
+            now = names.len(),
+            "new input partitions; redeploying to read them"
+        );
+        self.config.partitions = names;
+        if matches!(self.job, Job::Running(_)) {
+            self.deploy_or_wait();
         }
     }
 
@@ -301,7 +388,10 @@ impl Actor {
             pb::worker_event::Event::Register(_) => {}
             pb::worker_event::Event::Heartbeat(h) => {
                 if let Some(m) = h.metrics.filter(|m| Some(m.generation) == current) {
-                    worker.metrics = Some(m);
+                    self.note_progress(id, &m);
+                    if let Some(w) = self.workers.get_mut(id) {
+                        w.metrics = Some(m);
+                    }
                 }
             }
             pb::worker_event::Event::Report(r) => {
@@ -313,6 +403,7 @@ impl Actor {
                 worker.state = state;
                 if let Some(m) = &r.metrics {
                     worker.metrics = Some(m.clone());
+                    self.note_progress(id, m);
                 }
                 if let (Some(m), true) = (r.metrics, state != pb::DeploymentState::Running) {
                     if let Some(g) = self.generation_mut() {
@@ -325,6 +416,116 @@ impl Actor {
                     _ => {}
                 }
             }
+        }
+    }
+
+    /// Records what a worker of the current generation reports as written
+    /// and durable.
+    fn note_progress(&mut self, id: &str, m: &pb::WorkerMetrics) {
+        let Some(g) = self.job.generation() else {
+            return;
+        };
+        let Some(slot_index) = g.assignment.workers.iter().position(|s| s.worker_id == id) else {
+            return;
+        };
+        let slot = &g.assignment.workers[slot_index];
+        let names = &g.assignment.partition_names;
+        let mut changed = false;
+        if let Some(w) = &m.written {
+            let processed: BTreeMap<String, Position> = w
+                .processed
+                .iter()
+                .filter_map(|ip| {
+                    Some((
+                        names.get(ip.input as usize)?.clone(),
+                        position_of(&ip.position)?,
+                    ))
+                })
+                .collect();
+            let range = KeyGroupRange {
+                start: u16::try_from(slot.key_group_start).unwrap_or(u16::MAX),
+                end: u16::try_from(slot.key_group_end).unwrap_or(u16::MAX),
+            };
+            changed |= self.progress.merge_written(range, w.watermark, processed);
+        }
+        for p in &m.partitions {
+            let owner = g.assignment.partition_owner.get(p.input as usize).copied();
+            let (Some(name), Some(point), true) = (
+                names.get(p.input as usize),
+                p.durable.as_ref(),
+                owner == Some(slot_index as u32),
+            ) else {
+                continue;
+            };
+            if let Some(position) = position_of(&point.position) {
+                changed |= self.progress.record_durable(
+                    name,
+                    Durable {
+                        position,
+                        watermark: point.watermark,
+                    },
+                );
+            }
+        }
+        self.progress_dirty |= changed;
+    }
+
+    /// Saves changed progress and tells the sources about it.
+    fn save_progress(&mut self) -> bool {
+        if !self.progress_dirty {
+            return false;
+        }
+        if let Some(file) = &self.config.progress_file {
+            if let Err(e) = file.save(&self.progress) {
+                // Sources acknowledge only what is saved; keep trying.
+                tracing::error!(error = %e, "cannot save the job's positions; retrying");
+                return false;
+            }
+        }
+        self.recorded = self.progress.clone();
+        self.progress_dirty = false;
+        true
+    }
+
+    fn send_progress(&self) {
+        let Job::Running(g) = &self.job else {
+            return;
+        };
+        let names = &g.assignment.partition_names;
+        for (slot_index, slot) in g.assignment.workers.iter().enumerate() {
+            let Some(w) = self.workers.get(&slot.worker_id) else {
+                continue;
+            };
+            let mine = g
+                .assignment
+                .partition_owner
+                .iter()
+                .enumerate()
+                .filter(|(_, &o)| o as usize == slot_index)
+                .filter_map(|(input, _)| names.get(input).map(|n| (input as u32, n)));
+            let mut progress = pb::Progress {
+                generation: g.number,
+                ..Default::default()
+            };
+            for (input, name) in mine {
+                if let Some((position, watermark)) = self.progress.bounds(name) {
+                    progress
+                        .bounds
+                        .push(pb::PartitionPoint::new(input, position, watermark));
+                }
+                if let Some(d) = self.recorded.durable(name) {
+                    progress
+                        .recorded
+                        .push(pb::PartitionPoint::new(input, d.position, d.watermark));
+                }
+            }
+            if progress.bounds.is_empty() && progress.recorded.is_empty() {
+                continue;
+            }
+            let command = pb::CoordinatorCommand {
+                command: Some(pb::coordinator_command::Command::Progress(progress)),
+            };
+            let _ = w.commands.try_send(Ok(command));
         }
     }
 
@@ -404,6 +605,9 @@ impl Actor {
                 }
             }
         }
+        if self.save_progress() {
+            self.send_progress();
+        }
         self.sample(now);
     }
 
@@ -437,11 +641,21 @@ impl Actor {
                 data_address: w.data_address.clone(),
             })
             .collect();
-        let assignment = assign(
+        let mut assignment = assign(
             &members,
             self.config.partitions.len(),
             self.config.spec.state.max_parallelism,
         );
+        assignment.partition_names = self.config.partitions.clone();
+        // Resume from what is saved (reports not yet saved describe output
+        // that exists too, but a crash now would lose them: stay on the
+        // side a restart would take).
+        self.save_progress();
+        assignment.resume = self.recorded.resume_points(&self.config.partitions);
+        assignment.written = self.progress.written(&self.config.partitions);
+        if self.last_generation == 0 {
+            self.fix_generator_start();
+        }
         self.last_generation += 1;
         let number = self.last_generation;
         let spec_yaml = match self.spec_for_generation() {
@@ -493,16 +707,19 @@ impl Actor {
         }
     }
 
-    /// The spec as sent to workers: a realtime generator without a fixed
-    /// start starts now, the same instant for every worker.
-    fn spec_for_generation(&self) -> Result<String, serde_yaml::Error> {
-        let mut spec = self.config.spec.clone();
-        if let Some(g) = spec.source.generator.as_mut() {
+    /// A realtime generator without a fixed start starts now, at the first
+    /// deployment, and every later generation replays the same stream.
+    fn fix_generator_start(&mut self) {
+        if let Some(g) = self.config.spec.source.generator.as_mut() {
             if g.realtime && g.start_ms.is_none() {
                 g.start_ms = Some(now_ms());
             }
         }
-        serde_yaml::to_string(&spec)
+    }
+
+    /// The spec as sent to workers.
+    fn spec_for_generation(&self) -> Result<String, serde_yaml::Error> {
+        serde_yaml::to_string(&self.config.spec)
     }
 
     fn cancel_generation(&mut self, generation: u64, assignment: &pb::Assignment) {
@@ -554,7 +771,7 @@ impl Actor {
         match &self.job {
             Job::Stopped(_) | Job::Failed { .. } => {
                 tracing::info!(
-                    "resuming the job (from the beginning of its inputs: no checkpoints yet)"
+                    "resuming the job from its partitions' durable points (what was written is not written again)"
                 );
                 self.consecutive_failures = 0;
                 self.job = Job::Waiting;
@@ -664,6 +881,10 @@ impl Actor {
                     records: progress.map_or(0, |p| p.records),
                     watermark: progress.map_or(i64::MIN, |p| p.watermark),
                     finished: progress.is_some_and(|p| p.finished),
+                    durable: self
+                        .recorded
+                        .durable(name)
+                        .map_or_else(String::new, |d| d.position.to_string()),
                 }
             })
             .collect();

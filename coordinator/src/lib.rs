@@ -10,12 +10,16 @@
 //! - [`actor`]: the one task that owns the state; everything else is a
 //!   handle to it.
 //! - [`scheduler`]: partitions and key-group ranges over the live workers.
+//! - [`progress`]: what the output holds and where inputs resume (kept in a
+//!   file for Pulsar jobs); [`discovery`]: a Pulsar topic's partitions.
 //! - [`control`]: the workers' control streams; [`admin`]: the admin API
 //!   over gRPC and REST; [`prometheus`]: `/metrics`.
 
 pub mod actor;
 pub mod admin;
 pub mod control;
+pub mod discovery;
+pub mod progress;
 pub mod prometheus;
 pub mod scheduler;
 
@@ -38,6 +42,10 @@ pub enum CoordinatorError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Progress(#[from] progress::ProgressFileError),
+    #[error(transparent)]
+    Pulsar(#[from] weir_common::pulsar::PulsarError),
 }
 
 /// A running coordinator.
@@ -69,6 +77,28 @@ impl Coordinator {
         grpc: SocketAddr,
         http: Option<SocketAddr>,
     ) -> Result<Self, CoordinatorError> {
+        let max_parallelism = config.spec.state.max_parallelism;
+        let progress = match &config.progress_file {
+            Some(file) => match file.load(max_parallelism)? {
+                Some(p) => {
+                    tracing::info!(path = %file.path.display(), "resuming from the job's recorded positions");
+                    p
+                }
+                None => progress::JobProgress::new(max_parallelism),
+            },
+            None => progress::JobProgress::new(max_parallelism),
+        };
+        // The topic's partitions before anything else: a broker that cannot
+        // be reached, or refuses us, fails here with the cause.
+        let discovered = match &config.discovery {
+            Some(d) => {
+                let (client, names) = d.start().await?;
+                tracing::info!(topic = %d.topic, partitions = names.len(), "found the input topic");
+                config.partitions = names;
+                Some((d.clone(), client))
+            }
+            None => None,
+        };
         let (grpc_listener, grpc_addr) = bind(grpc).await?;
         let http_bound = match http {
             Some(addr) => Some(bind(addr).await?),
@@ -76,8 +106,16 @@ impl Coordinator {
         };
         config.address = grpc_addr.to_string();
         let shutdown = CancellationToken::new();
-        let (handle, actor) = actor::spawn(config, shutdown.clone());
+        let (handle, actor) = actor::spawn(config, progress, shutdown.clone());
         let mut tasks = vec![actor];
+        if let Some((discovery, client)) = discovered {
+            tasks.push(tokio::spawn(discovery::run(
+                discovery,
+                client,
+                handle.clone(),
+                shutdown.clone(),
+            )));
+        }
         let grpc_server = {
             let (handle, shutdown) = (handle.clone(), shutdown.clone());
             tokio::spawn(async move {

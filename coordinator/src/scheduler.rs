@@ -40,6 +40,7 @@ pub fn assign(members: &[Member], partitions: usize, max_parallelism: u16) -> pb
         partition_owner: (0..partitions)
             .map(|p| (p % usize::from(n.max(1))) as u32)
             .collect(),
+        ..pb::Assignment::default()
     }
 }
 

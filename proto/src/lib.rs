@@ -4,6 +4,7 @@
 //!   heartbeats, deployments).
 //! - [`shuffle`]: worker → worker record exchange.
 //! - [`admin`]: the coordinator's admin API.
+//! - [`convert`]: between wire messages and Weir's types.
 
 pub mod cluster {
     tonic::include_proto!("weir.cluster");
@@ -16,3 +17,5 @@ pub mod shuffle {
 pub mod admin {
     tonic::include_proto!("weir.admin");
 }
+
+pub mod convert;

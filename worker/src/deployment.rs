@@ -12,30 +12,43 @@
 //! window task and lets the sink write what was already emitted;
 //! [`Deployment::abort`] also gives up on unwritten output (the next
 //! generation recomputes it, and the sink never writes a row twice).
+//!
+//! A deployment that resumes what earlier generations wrote (see
+//! [`crate::resume`]) appends to its output files instead of starting them
+//! anew, and its Pulsar readers seek to their recorded positions.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use weir_common::avro::DecodePlan;
 use weir_common::generator::{GeneratorParams, PartitionGenerator};
 use weir_common::keygroup::KeyGroupRange;
+use weir_common::position::Position;
 use weir_common::rows::Table;
 use weir_common::sink::clickhouse::ClickHouseWriter;
-use weir_common::sink::jsonl::{JsonlFile, JsonlWriter};
+use weir_common::sink::jsonl::{JsonlFile, JsonlWriter, Start};
 use weir_common::sink::SinkError;
-use weir_common::spec::{JobSpec, LatePolicy, SinkKind, SourceKind, SpecError, GENERATOR_EPOCH_MS};
+use weir_common::spec::{
+    JobSpec, LatePolicy, PulsarSourceSpec, SinkKind, SourceKind, SpecError, GENERATOR_EPOCH_MS,
+};
 
 use crate::emitter::{now_ms, Emitter, EmitterConfig, Routing};
 use crate::envelope::Envelope;
 use crate::metrics::{JobMetrics, Phase};
+use crate::resume::{ResumeFilter, ResumeTable};
 use crate::shuffle::{run_shuffle_out, ShuffleError, ShuffleRegistry};
 use crate::sink::{tables_for, SinkConfig, SinkOutcome, SinkTask, SinkWriter, TableWriter};
-use crate::source::{FileReader, GeneratorReader, SourceError, SourceLimits, SourceWiring};
+use crate::source::pulsar::PulsarPartition;
+use crate::source::{
+    FileReader, GeneratorReader, PulsarReader, SourceError, SourceLimits, SourceProgress,
+    SourceWiring,
+};
 use crate::state::{StateError, StateStore};
 use crate::window::{run_window_task, WindowConfig, WindowOperator, WindowOutcome};
 
@@ -59,6 +72,8 @@ pub enum JobError {
     Shuffle(#[from] ShuffleError),
     #[error("the assignment is inconsistent: {0}")]
     Assignment(String),
+    #[error("writer schema {path}: {message}")]
+    Schema { path: String, message: String },
     #[error("job task `{0}` failed unexpectedly: {1}")]
     Task(&'static str, String),
 }
@@ -78,14 +93,37 @@ pub enum PartitionSource {
         partition: u32,
         realtime: bool,
     },
+    /// A partition (or the whole) of a Pulsar topic, by its topic name.
+    Pulsar(String),
 }
 
-/// The partitions a spec reads, in input order. A realtime generator
-/// without a start time starts now; the coordinator fixes that in the spec
-/// it sends, so that every worker agrees.
-pub fn partitions_of(spec: &JobSpec) -> Result<Vec<Partition>, SpecError> {
-    let names = spec.partition_names()?;
+/// The partitions a spec reads, in input order; `names` are the names the
+/// coordinator assigned (for Pulsar, the topic's partitions). A realtime
+/// generator without a start time starts now; the coordinator fixes that
+/// in the spec it sends, so that every worker agrees.
+pub fn partitions_of(spec: &JobSpec, names: &[String]) -> Result<Vec<Partition>, SpecError> {
+    if let Some(fixed) = spec.partition_names()? {
+        if fixed != names {
+            return Err(SpecError::Invalid {
+                origin: "the assignment".into(),
+                key: "source".into(),
+                message: format!(
+                    "names {} partitions, the job spec {}",
+                    names.len(),
+                    fixed.len()
+                ),
+            });
+        }
+    }
+    let names = names.to_vec();
     Ok(match spec.source.kind()? {
+        SourceKind::Pulsar(_) => names
+            .into_iter()
+            .map(|name| Partition {
+                source: PartitionSource::Pulsar(name.clone()),
+                name,
+            })
+            .collect(),
         SourceKind::AvroFiles(f) => f
             .paths
             .iter()
@@ -146,23 +184,19 @@ pub struct DeploymentPlan {
     pub me: usize,
     /// Slot index of the worker reading each partition, by input index.
     pub partition_owner: Vec<usize>,
+    /// Name of each partition, by input index.
+    pub partition_names: Vec<String>,
+    /// Where each partition resumes (position, partition watermark there),
+    /// by input index; `None`: from its beginning.
+    pub resume: Vec<Option<(Position, i64)>>,
+    /// What earlier generations wrote; `None` when nothing.
+    pub written: Option<Arc<ResumeTable>>,
 }
 
 impl DeploymentPlan {
-    /// The whole job on one worker.
-    pub fn single(generation: u64, spec: JobSpec, worker_id: &str) -> Result<Self, SpecError> {
-        let n = partitions_of(&spec)?.len();
-        Ok(DeploymentPlan {
-            generation,
-            slots: vec![Slot {
-                worker_id: worker_id.to_owned(),
-                data_address: String::new(),
-                key_groups: KeyGroupRange::all(spec.state.max_parallelism),
-            }],
-            spec,
-            me: 0,
-            partition_owner: vec![0; n],
-        })
+    /// Whether this generation continues the output of earlier ones.
+    pub fn resumes(&self) -> bool {
+        self.written.is_some() || self.resume.iter().any(Option::is_some)
     }
 }
 
@@ -238,6 +272,7 @@ pub struct Deployment {
     abort: CancellationToken,
     supervisor: tokio::task::JoinHandle<Result<DeploymentOutcome, JobError>>,
     outputs: Vec<String>,
+    progress: watch::Sender<Arc<SourceProgress>>,
 }
 
 /// Everything prepared before the supervisor starts.
@@ -245,11 +280,15 @@ struct Prepared {
     plan: DeploymentPlan,
     partitions: Vec<Partition>,
     files: Vec<Option<FileReader>>,
+    /// The writer schema of datums without a header (Pulsar messages);
+    /// `None`: from the topic's schema registry.
+    message_plan: Option<DecodePlan>,
     main: TableWriter,
     late_file: Option<JsonlFile>,
     dead_letter_file: JsonlFile,
     state: StateStore,
     state_dir: PathBuf,
+    progress: watch::Receiver<Arc<SourceProgress>>,
 }
 
 impl Deployment {
@@ -261,8 +300,14 @@ impl Deployment {
     ) -> Result<Self, JobError> {
         let spec = &plan.spec;
         spec.validate()?;
-        let partitions = partitions_of(spec)?;
+        let partitions = partitions_of(spec, &plan.partition_names)?;
         check_plan(&plan, partitions.len())?;
+        let message_plan = message_plan(spec)?;
+        let start = if plan.resumes() {
+            Start::Append
+        } else {
+            Start::Empty
+        };
         let mut files = Vec::with_capacity(partitions.len());
         for (input, p) in partitions.iter().enumerate() {
             files.push(match &p.source {
@@ -281,7 +326,7 @@ impl Deployment {
                     .jsonl_dir
                     .as_deref()
                     .unwrap_or(Path::new("weir-output"));
-                let w = JsonlWriter::create(dir, &tables)?;
+                let w = JsonlWriter::open(dir, &tables, start)?;
                 outputs.extend(w.paths().map(|p| p.display().to_string()));
                 TableWriter::Jsonl(w)
             }
@@ -301,12 +346,12 @@ impl Deployment {
         let late_file = match &layout.late_file {
             Some(path) => {
                 outputs.push(path.display().to_string());
-                Some(JsonlFile::create(path)?)
+                Some(JsonlFile::open(path, start)?)
             }
             None => None,
         };
         let dead_letter_file =
-            JsonlFile::create(&layout.dead_letters).map_err(JobError::DeadLetters)?;
+            JsonlFile::open(&layout.dead_letters, start).map_err(JobError::DeadLetters)?;
         for output in &outputs {
             tracing::info!(generation = plan.generation, %output, "writing");
         }
@@ -324,15 +369,18 @@ impl Deployment {
         let stop = CancellationToken::new();
         let abort = CancellationToken::new();
         let generation = plan.generation;
+        let (progress, progress_rx) = watch::channel(Arc::new(SourceProgress::default()));
         let prepared = Prepared {
             plan,
             partitions,
             files,
+            message_plan,
             main,
             late_file,
             dead_letter_file,
             state,
             state_dir: layout.state,
+            progress: progress_rx,
         };
         let supervisor = tokio::spawn(supervise(
             prepared,
@@ -348,7 +396,13 @@ impl Deployment {
             abort,
             supervisor,
             outputs,
+            progress,
         })
+    }
+
+    /// What the coordinator knows is durable, for the sources.
+    pub fn progress(&self, update: SourceProgress) {
+        self.progress.send_replace(Arc::new(update));
     }
 
     pub fn metrics(&self) -> Arc<JobMetrics> {
@@ -389,15 +443,35 @@ impl Deployment {
     }
 }
 
+/// The writer schema of Pulsar messages: the spec's `.avsc`, the contract
+/// schema, or `None` (the topic's registry, read when subscribing).
+fn message_plan(spec: &JobSpec) -> Result<Option<DecodePlan>, JobError> {
+    if matches!(spec.source.kind()?, SourceKind::Pulsar(p) if p.schema_from_registry) {
+        return Ok(None);
+    }
+    let Some(path) = &spec.schema else {
+        return Ok(Some(DecodePlan::contract()));
+    };
+    let schema_error = |message: String| JobError::Schema {
+        path: path.display().to_string(),
+        message,
+    };
+    let json = std::fs::read_to_string(path).map_err(|e| schema_error(e.to_string()))?;
+    DecodePlan::from_json(&json)
+        .map(Some)
+        .map_err(|e| schema_error(e.to_string()))
+}
+
 fn check_plan(plan: &DeploymentPlan, partitions: usize) -> Result<(), JobError> {
     let bad = |m: String| Err(JobError::Assignment(m));
     if plan.me >= plan.slots.len() {
         return bad(format!("slot {} of {}", plan.me, plan.slots.len()));
     }
-    if plan.partition_owner.len() != partitions {
+    if plan.partition_owner.len() != partitions || plan.resume.len() != partitions {
         return bad(format!(
-            "{} partition owners for {partitions} partitions",
-            plan.partition_owner.len()
+            "{} partition owners and {} resume points for {partitions} partitions",
+            plan.partition_owner.len(),
+            plan.resume.len()
         ));
     }
     if plan.partition_owner.iter().any(|&o| o >= plan.slots.len()) {
@@ -462,13 +536,21 @@ async fn run(
         plan,
         partitions,
         files,
+        message_plan,
         main,
         late_file,
         dead_letter_file,
         state,
         state_dir: _,
+        progress,
     } = prepared;
     let spec = &plan.spec;
+
+    // Pulsar first: a broker that refuses us fails the deployment at once.
+    let mut pulsar_readers = tokio::select! {
+        _ = stop.cancelled() => return Ok(DeploymentOutcome::Stopped { open_windows: 0 }),
+        r = open_pulsar(&plan, &partitions, message_plan) => r?,
+    };
 
     if let TableWriter::ClickHouse(w) = &main {
         let tables = tables_for(&spec.aggregates, spec.late.policy == LatePolicy::Output);
@@ -526,6 +608,7 @@ async fn run(
             late_policy: spec.late.policy,
             aggregates: spec.aggregates.clone(),
             input_names: partitions.iter().map(|p| p.name.clone()).collect(),
+            resume: plan.written.clone(),
         },
         state,
     );
@@ -583,7 +666,11 @@ async fn run(
             continue;
         }
         let input = input as u32;
-        let emitter = Emitter::new(
+        let resume_filter = plan
+            .written
+            .as_ref()
+            .and_then(|t| ResumeFilter::new(t.clone(), input));
+        let mut emitter = Emitter::new(
             EmitterConfig {
                 input,
                 source_name: partition.name.clone(),
@@ -594,7 +681,18 @@ async fn run(
                     .unwrap_or(usize::MAX),
             },
             routing.clone(),
-        );
+        )
+        .with_resume(resume_filter);
+        let pulsar_reader = pulsar_readers
+            .get_mut(input as usize)
+            .and_then(Option::take);
+        if pulsar_reader.is_some() {
+            // The reader seeks past the resume point instead of reading
+            // from the beginning.
+            if let Some((position, watermark)) = plan.resume[input as usize] {
+                emitter.resume_after(position, watermark);
+            }
+        }
         let wiring = SourceWiring {
             input,
             emitter,
@@ -603,9 +701,14 @@ async fn run(
             metrics: metrics.clone(),
             limits: limits.clone(),
             stop: stop.clone(),
+            progress: progress.clone(),
         };
-        match (partition.source, file) {
-            (PartitionSource::File(_), Some(reader)) => {
+        match (partition.source, file, pulsar_reader) {
+            (PartitionSource::File(_), Some(reader), _) => {
+                let task = wiring.with_reader(reader);
+                tasks.spawn(async move { Done::Source(task.run().await) });
+            }
+            (PartitionSource::Pulsar(_), _, Some(reader)) => {
                 let task = wiring.with_reader(reader);
                 tasks.spawn(async move { Done::Source(task.run().await) });
             }
@@ -616,8 +719,15 @@ async fn run(
                     realtime,
                 },
                 _,
+                _,
             ) => {
                 let generator = PartitionGenerator::new(&params, partition);
+                // Event time `start_ms` arrived at the wall-clock instant
+                // `start_ms` (a later generation catches up at once).
+                let behind = u64::try_from(now_ms().saturating_sub(params.start_ms)).unwrap_or(0);
+                let origin = origin
+                    .checked_sub(Duration::from_millis(behind))
+                    .unwrap_or(origin);
                 let pace = realtime.then_some((origin, params.start_ms));
                 let task = wiring.with_reader(GeneratorReader::new(
                     generator,
@@ -626,11 +736,14 @@ async fn run(
                 ));
                 tasks.spawn(async move { Done::Source(task.run().await) });
             }
-            (PartitionSource::File(path), None) => {
+            (PartitionSource::File(path), None, _) => {
                 return Err(JobError::Task(
                     "source",
                     format!("{} was not opened", path.display()),
                 ));
+            }
+            (PartitionSource::Pulsar(topic), _, None) => {
+                return Err(JobError::Task("source", format!("{topic} was not opened")));
             }
         }
     }
@@ -682,6 +795,60 @@ async fn run(
         }
         _ => DeploymentOutcome::Stopped { open_windows: 0 },
     })
+}
+
+/// Opens a reader for each Pulsar partition this worker reads, by input
+/// index, on one client (one connection per broker).
+async fn open_pulsar(
+    plan: &DeploymentPlan,
+    partitions: &[Partition],
+    message_plan: Option<DecodePlan>,
+) -> Result<Vec<Option<PulsarReader>>, JobError> {
+    let mut readers: Vec<Option<PulsarReader>> = partitions.iter().map(|_| None).collect();
+    let SourceKind::Pulsar(spec) = plan.spec.source.kind()? else {
+        return Ok(readers);
+    };
+    let mine: Vec<usize> = (0..partitions.len())
+        .filter(|&i| plan.partition_owner[i] == plan.me)
+        .collect();
+    if mine.is_empty() {
+        return Ok(readers);
+    }
+    let client = weir_common::pulsar::connect(&weir_common::pulsar::Connection::from(spec))
+        .await
+        .map_err(SourceError::from)?;
+    for input in mine {
+        let PartitionSource::Pulsar(topic) = &partitions[input].source else {
+            continue;
+        };
+        let reader = PulsarReader::open(
+            client.clone(),
+            pulsar_partition(plan, spec, topic),
+            message_plan.clone(),
+            plan.resume[input].map(|(p, _)| p),
+        )
+        .await?;
+        readers[input] = Some(reader);
+    }
+    Ok(readers)
+}
+
+fn pulsar_partition(
+    plan: &DeploymentPlan,
+    spec: &PulsarSourceSpec,
+    topic: &str,
+) -> PulsarPartition {
+    PulsarPartition {
+        topic: topic.to_owned(),
+        subscription: spec.subscription_for(&plan.spec.name),
+        consumer_name: format!(
+            "weir-{}-gen-{}",
+            plan.slots[plan.me].worker_id, plan.generation
+        ),
+        receiver_queue: spec.receiver_queue,
+        fallback: plan.spec.event_time.fallback,
+        until_idle: spec.until_idle.map(|d| d.std()),
+    }
 }
 
 /// Waits until ClickHouse answers, then creates (if asked) and checks the
@@ -749,7 +916,12 @@ mod tests {
                 })
                 .collect(),
             me: 0,
+            resume: vec![None; owners.len()],
+            partition_names: (0..owners.len())
+                .map(|p| format!("generator-{p}"))
+                .collect(),
             partition_owner: owners,
+            written: None,
         }
     }
 

@@ -7,17 +7,24 @@
 //! delivered, and the source task sends them afterwards. When the watermark
 //! crosses a window boundary, every pending batch is queued before the new
 //! watermark (see `weir_common::watermark` for why this makes lateness exact).
+//!
+//! Every watermark, idle and end envelope also marks how far the partition
+//! has been read, and the emitter remembers those marks until they are
+//! durable (see [`crate::resume`]): a mark is durable once every window task
+//! has processed through it and written every window its records can be in.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use weir_common::dead_letter::DeadLetter;
 use weir_common::keygroup::key_group_of;
 use weir_common::position::Position;
 use weir_common::reading::Reading;
-use weir_common::time::in_datetime_range;
+use weir_common::time::{in_datetime_range, window_end};
 use weir_common::watermark::WatermarkGenerator;
 
 use crate::envelope::{Envelope, RecordBatch};
+use crate::resume::ResumeFilter;
 
 /// Where a queued envelope goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,6 +83,16 @@ pub struct EmitterConfig {
     pub max_dead_letter_payload: usize,
 }
 
+/// A point the partition was read to, as sent in an envelope.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mark {
+    pub position: Position,
+    /// The latest window end of any record up to `position`.
+    pub max_window_end: i64,
+    /// The partition's watermark at `position`.
+    pub watermark: i64,
+}
+
 pub struct Emitter {
     config: EmitterConfig,
     routing: Routing,
@@ -89,6 +106,16 @@ pub struct Emitter {
     dead_letters: Vec<DeadLetter>,
     /// Records routed to other processes, by key group, since last taken.
     remote_by_key_group: Vec<u64>,
+    /// Position of the last record read (emitted, skipped or dead).
+    last_position: Option<Position>,
+    /// Position in the last envelope sent.
+    marked: Option<Position>,
+    /// Marks sent and not yet durable, oldest first.
+    marks: VecDeque<Mark>,
+    /// Skips records whose output is already written (after a restart).
+    resume: Option<ResumeFilter>,
+    /// Records skipped by `resume`.
+    skipped: u64,
 }
 
 impl Emitter {
@@ -107,7 +134,37 @@ impl Emitter {
             emitted: 0,
             bad: 0,
             dead_letters: Vec::new(),
+            last_position: None,
+            marked: None,
+            marks: VecDeque::new(),
+            resume: None,
+            skipped: 0,
         }
+    }
+
+    /// Skips the records `filter` says are written.
+    pub fn with_resume(mut self, filter: Option<ResumeFilter>) -> Self {
+        self.resume = filter;
+        self
+    }
+
+    /// The reader starts after `position`, where the partition's watermark
+    /// was `watermark` (it resumes there instead of reading from the start).
+    pub fn resume_after(&mut self, position: Position, watermark: i64) {
+        self.watermark.resume_from(watermark);
+        self.sent_watermark = self.sent_watermark.max(watermark);
+        self.last_position = Some(position);
+        self.marked = Some(position);
+    }
+
+    /// Position of the last record read.
+    pub fn last_position(&self) -> Option<Position> {
+        self.last_position
+    }
+
+    /// Records skipped because their output was already written.
+    pub fn skipped(&self) -> u64 {
+        self.skipped
     }
 
     pub fn source_name(&self) -> &str {
@@ -131,11 +188,15 @@ impl Emitter {
     /// Takes one decoded reading (copied once, into its batch).
     #[inline]
     pub fn reading(&mut self, r: &Reading, position: Position) {
+        self.last_position = Some(position);
         if !in_datetime_range(r.timestamp_ms, self.config.window_ms) {
             self.out_of_range(r, position);
             return;
         }
         let kg = key_group_of(r.sensor_id, self.routing.max_parallelism());
+        if self.resume.is_some() && self.already_written(r, position, kg) {
+            return;
+        }
         let dest = usize::from(self.routing.owners[usize::from(kg)]);
         if Some(dest) != self.routing.local {
             self.remote_by_key_group[usize::from(kg)] += 1;
@@ -150,6 +211,34 @@ impl Emitter {
         if crossed {
             self.flush();
         }
+    }
+
+    /// Whether the reading's output is already written (it then only moves
+    /// the watermark, as it did when it was first read).
+    #[inline(never)]
+    fn already_written(&mut self, r: &Reading, position: Position, kg: u16) -> bool {
+        let Some(filter) = &self.resume else {
+            return false;
+        };
+        if position > filter.until() {
+            self.resume = None;
+            return false;
+        }
+        let end = window_end(r.timestamp_ms, self.config.window_ms);
+        if !filter.written(kg, position, end) {
+            return false;
+        }
+        self.skipped += 1;
+        if self.watermark.observe(r.timestamp_ms) {
+            self.flush();
+        }
+        true
+    }
+
+    /// A record was read that will not reach [`reading`](Self::reading)
+    /// (it became a dead letter).
+    pub fn consumed(&mut self, position: Position) {
+        self.last_position = Some(position);
     }
 
     #[cold]
@@ -198,7 +287,8 @@ impl Emitter {
             .push((Route::To(dest), Envelope::Records(batch)));
     }
 
-    /// Queues every pending batch, then the watermark if it moved.
+    /// Queues every pending batch, then the watermark if it moved or the
+    /// partition was read further since the last envelope.
     pub fn flush(&mut self) {
         for dest in 0..self.pending.len() {
             if !self.pending[dest].is_empty() {
@@ -206,16 +296,45 @@ impl Emitter {
             }
         }
         let wm = self.watermark.mark_sent();
-        if wm > self.sent_watermark {
-            self.sent_watermark = wm;
+        let advanced = self.last_position != self.marked;
+        if wm > self.sent_watermark || advanced {
+            self.sent_watermark = self.sent_watermark.max(wm);
             self.outbox.push((
                 Route::All,
                 Envelope::Watermark {
                     input: self.config.input,
                     watermark: wm,
+                    through: self.last_position,
                 },
             ));
         }
+        if let (true, Some(position)) = (advanced, self.last_position) {
+            self.marked = Some(position);
+            let max_ts = self.watermark.max_event_time();
+            self.marks.push_back(Mark {
+                position,
+                max_window_end: if max_ts == i64::MIN {
+                    i64::MIN
+                } else {
+                    window_end(max_ts, self.config.window_ms)
+                },
+                watermark: wm,
+            });
+        }
+    }
+
+    /// The latest mark that is durable given that every window task has
+    /// processed through `processed` and written every window ending at or
+    /// before `written_watermark`; earlier marks are forgotten.
+    pub fn durable_within(&mut self, processed: Position, written_watermark: i64) -> Option<Mark> {
+        let mut durable = None;
+        while let Some(m) = self.marks.front() {
+            if m.position > processed || m.max_window_end > written_watermark {
+                break;
+            }
+            durable = self.marks.pop_front();
+        }
+        durable
     }
 
     /// Whether anything waits in a batch that has not been queued.
@@ -230,6 +349,7 @@ impl Emitter {
             Route::All,
             Envelope::Idle {
                 input: self.config.input,
+                through: self.last_position,
             },
         ));
     }
@@ -241,6 +361,7 @@ impl Emitter {
             Route::All,
             Envelope::End {
                 input: self.config.input,
+                through: self.last_position,
             },
         ));
     }
@@ -375,6 +496,77 @@ mod tests {
         assert!(remote.iter().all(|(kg, _)| *kg >= 64));
         assert_eq!(remote.iter().map(|(_, n)| n).sum::<u64>(), seen[1] as u64);
         assert_eq!(e.take_remote_counts().count(), 0);
+    }
+
+    #[test]
+    fn marks_say_how_far_the_partition_was_read_and_become_durable() {
+        let mut e = Emitter::new(config(100), Routing::single(128));
+        let t0 = 1_000_000_040_000; // 20 s into a minute
+        e.reading(&r(1, t0), Position::Offset(0));
+        e.reading(&r(1, t0 + 1_000), Position::Offset(1));
+        e.flush(); // the source waits for input
+        let through: Vec<Option<Position>> = e
+            .take_outbox()
+            .filter_map(|(_, env)| match env {
+                Envelope::Watermark { through, .. } => Some(through),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(through.last(), Some(&Some(Position::Offset(1))));
+        // Nothing new read: no new mark.
+        e.flush();
+        assert_eq!(e.take_outbox().count(), 0);
+        e.consumed(Position::Offset(2)); // a dead letter
+        e.flush();
+        let envelopes: Vec<Envelope> = e.take_outbox().map(|(_, env)| env).collect();
+        assert!(matches!(
+            envelopes.as_slice(),
+            [Envelope::Watermark {
+                through: Some(Position::Offset(2)),
+                ..
+            }]
+        ));
+        let end = 1_000_000_080_000; // the window of t0
+        assert_eq!(
+            e.durable_within(Position::Offset(5), end - 1),
+            None,
+            "window not written"
+        );
+        let m = e.durable_within(Position::Offset(1), end).expect("durable");
+        assert_eq!(m.position, Position::Offset(1));
+        assert_eq!(m.max_window_end, end);
+        assert_eq!(m.watermark, t0 + 1_000 - 5_000);
+        let m = e.durable_within(Position::Offset(9), end).expect("durable");
+        assert_eq!(m.position, Position::Offset(2));
+        assert_eq!(
+            e.durable_within(Position::Offset(9), end),
+            None,
+            "forgotten"
+        );
+    }
+
+    #[test]
+    fn written_records_are_skipped_but_move_the_watermark() {
+        use crate::resume::{ResumeFilter, ResumeTable};
+        use weir_common::keygroup::KeyGroupRange;
+        let t0 = 1_000_000_020_000; // a minute boundary
+        let mut table = ResumeTable::empty(128, 1);
+        table
+            .set(
+                KeyGroupRange::all(128),
+                t0 + 60_000,
+                &[(0, Position::Offset(1))],
+            )
+            .expect("set");
+        let filter = ResumeFilter::new(std::sync::Arc::new(table), 0);
+        let mut e = Emitter::new(config(100), Routing::single(128)).with_resume(filter);
+        e.reading(&r(1, t0 + 1_000), Position::Offset(0)); // written
+        e.reading(&r(2, t0 + 70_000), Position::Offset(1)); // window still open
+        e.reading(&r(3, t0 + 2_000), Position::Offset(2)); // after `processed`
+        e.flush();
+        assert_eq!(e.skipped(), 1);
+        assert_eq!(e.emitted(), 2);
+        assert_eq!(e.watermark(), t0 + 70_000 - 5_000);
     }
 
     #[test]

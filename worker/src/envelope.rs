@@ -39,20 +39,30 @@ impl RecordBatch {
 /// One message on a source → window channel. Records, watermarks and the
 /// end-of-input marker of one input travel on the same channel so that
 /// their order is kept.
+///
+/// Every envelope but records carries `through`: the position of the last
+/// record the source had read when it sent the envelope (`None` before the
+/// first). A window task that receives it has received every record up to
+/// there that was meant for it, which is what makes its written output
+/// traceable to input positions (see [`crate::resume`]).
 #[derive(Clone, Debug, PartialEq)]
 pub enum Envelope {
     Records(RecordBatch),
-    /// The input's watermark advanced.
+    /// The input's watermark (it may not have moved: the envelope then only
+    /// marks how far the source has read).
     Watermark {
         input: u32,
         watermark: i64,
+        through: Option<Position>,
     },
     /// The input has had no data for the idle timeout.
     Idle {
         input: u32,
+        through: Option<Position>,
     },
     /// The input is exhausted (finite sources): watermark +∞.
     End {
         input: u32,
+        through: Option<Position>,
     },
 }

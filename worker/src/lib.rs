@@ -14,6 +14,8 @@
 //! - [`sink`]: batching and retrying writes; [`dead_letters`]: keeping
 //!   undecodable input.
 //! - [`shuffle`]: records to the worker owning their key group, over gRPC.
+//! - [`resume`]: what earlier generations wrote, and how a new one resumes
+//!   without writing it again.
 //! - [`deployment`]: assembling and supervising this worker's part of one
 //!   generation of the job; [`node`]: the worker process (its server and its
 //!   control stream to the coordinator).
@@ -26,6 +28,7 @@ pub mod envelope;
 pub mod metrics;
 pub mod node;
 pub mod prometheus;
+pub mod resume;
 pub mod shuffle;
 pub mod sink;
 pub mod source;

@@ -23,14 +23,18 @@ use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tokio_util::sync::CancellationToken;
 use weir_common::error_chain::error_chain;
 use weir_common::keygroup::KeyGroupRange;
+use weir_common::position::Position;
 use weir_common::spec::JobSpec;
 use weir_proto::cluster as pb;
 use weir_proto::cluster::cluster_client::ClusterClient;
+use weir_proto::convert::position_of;
 use weir_proto::shuffle::shuffle_server::ShuffleServer;
 
 use crate::deployment::{Deployment, DeploymentOutcome, DeploymentPlan, JobError, Layout, Slot};
 use crate::metrics::JobMetrics;
+use crate::resume::ResumeTable;
 use crate::shuffle::{ShuffleRegistry, ShuffleService, MAX_MESSAGE_BYTES};
+use crate::source::SourceProgress;
 
 /// How a worker runs.
 #[derive(Clone, Debug)]
@@ -372,6 +376,15 @@ impl Session<'_> {
                 }
                 Some(Directive::Deployed)
             }
+            Command::Progress(progress) => {
+                if let Some(d) = current
+                    .as_ref()
+                    .filter(|d| d.generation == progress.generation)
+                {
+                    d.progress(source_progress(&progress, d.metrics().partitions.len()));
+                }
+                None
+            }
             Command::Cancel(cancel) => {
                 if let Some(d) = current
                     .as_ref()
@@ -422,6 +435,44 @@ impl Session<'_> {
                     self.config.id
                 ))
             })?;
+        let partition_names = match spec.partition_names()? {
+            Some(names) if assignment.partition_names.is_empty() => names,
+            _ => assignment.partition_names.clone(),
+        };
+        let inputs = partition_names.len();
+        let mut resume = vec![None; inputs];
+        for point in &assignment.resume {
+            let (Some(slot), Some(position)) = (
+                resume.get_mut(point.input as usize),
+                position_of(&point.position),
+            ) else {
+                return Err(JobError::Assignment(format!(
+                    "resume point of input {} of {inputs}",
+                    point.input
+                )));
+            };
+            *slot = Some((position, point.watermark));
+        }
+        let written = if assignment.written.is_empty() {
+            None
+        } else {
+            let mut table = ResumeTable::empty(spec.state.max_parallelism, inputs);
+            for w in &assignment.written {
+                let range = KeyGroupRange {
+                    start: u16::try_from(w.key_group_start).unwrap_or(u16::MAX),
+                    end: u16::try_from(w.key_group_end).unwrap_or(u16::MAX),
+                };
+                let processed: Vec<(u32, Position)> = w
+                    .processed
+                    .iter()
+                    .filter_map(|p| position_of(&p.position).map(|pos| (p.input, pos)))
+                    .collect();
+                table
+                    .set(range, w.watermark, &processed)
+                    .map_err(JobError::Assignment)?;
+            }
+            Some(Arc::new(table))
+        };
         let plan = DeploymentPlan {
             generation: deploy.generation,
             spec,
@@ -432,6 +483,9 @@ impl Session<'_> {
                 .iter()
                 .map(|&o| o as usize)
                 .collect(),
+            partition_names,
+            resume,
+            written,
         };
         let own = self
             .config
@@ -529,6 +583,9 @@ pub fn metrics_of(generation: u64, m: &JobMetrics) -> pb::WorkerMetrics {
                 records: p.records.load(Relaxed),
                 watermark: p.watermark.load(Relaxed),
                 finished: p.finished.load(Relaxed),
+                durable: p
+                    .durable()
+                    .map(|(pos, wm)| pb::PartitionPoint::new(input as u32, pos, wm)),
             })
             .collect(),
         shuffle_records_sent: s.shuffle_sent,
@@ -543,7 +600,47 @@ pub fn metrics_of(generation: u64, m: &JobMetrics) -> pb::WorkerMetrics {
             .iter()
             .map(|c| c.load(Relaxed))
             .collect(),
+        written: m.written().map(|w| pb::WrittenProgress {
+            watermark: w.watermark,
+            processed: w
+                .processed
+                .iter()
+                .enumerate()
+                .filter_map(|(input, p)| {
+                    p.map(|p| pb::InputPosition {
+                        input: input as u32,
+                        position: Some(p.into()),
+                    })
+                })
+                .collect(),
+        }),
+        records_already_written: m.already_written.load(Relaxed),
     }
+}
+
+/// The coordinator's progress command for this worker's sources.
+fn source_progress(p: &pb::Progress, inputs: usize) -> SourceProgress {
+    let mut out = SourceProgress {
+        bounds: vec![None; inputs],
+        recorded: vec![None; inputs],
+    };
+    for b in &p.bounds {
+        if let (Some(slot), Some(pos)) = (
+            out.bounds.get_mut(b.input as usize),
+            position_of(&b.position),
+        ) {
+            *slot = Some((pos, b.watermark));
+        }
+    }
+    for r in &p.recorded {
+        if let (Some(slot), Some(pos)) = (
+            out.recorded.get_mut(r.input as usize),
+            position_of(&r.position),
+        ) {
+            *slot = Some(pos);
+        }
+    }
+    out
 }
 
 /// This process's resident set size (Linux), for memory monitoring.

@@ -11,6 +11,10 @@
 //! server already has are dropped from the batch, so nothing is written
 //! twice. A write that cannot succeed (wrong schema, bad credentials) fails
 //! the job with the error.
+//!
+//! Progress reports from the window task ([`SinkMsg::Progress`]) are
+//! published to the metrics only once every row sent before them is
+//! written: that is what the coordinator records as durable.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +28,7 @@ use weir_common::sink::jsonl::{JsonlFile, JsonlWriter};
 use weir_common::sink::{OutputBatch, SinkError};
 
 use crate::metrics::JobMetrics;
+use crate::resume::Written;
 use crate::window::SinkMsg;
 
 /// Where the main output goes.
@@ -104,6 +109,8 @@ impl SinkTask {
     pub async fn run(mut self, mut rx: mpsc::Receiver<SinkMsg>) -> Result<SinkOutcome, SinkError> {
         let mut pending = OutputBatch::default();
         let mut oldest: Option<Instant> = None;
+        // The latest progress report, waiting for `pending` to be written.
+        let mut progress: Option<Written> = None;
         loop {
             let deadline = oldest.map(|t| t + self.config.batch_interval);
             let msg = tokio::select! {
@@ -120,6 +127,13 @@ impl SinkTask {
                         continue;
                     }
                 }
+                Some(Some(SinkMsg::Progress(p))) => {
+                    progress = Some(p);
+                    if pending.is_empty() {
+                        self.publish(&mut progress);
+                    }
+                    continue;
+                }
                 Some(Some(SinkMsg::End)) => {
                     if !self.write_all(&mut pending).await? {
                         return Ok(SinkOutcome::Aborted {
@@ -127,6 +141,7 @@ impl SinkTask {
                         });
                     }
                     self.writer.finish().await?;
+                    self.publish(&mut progress);
                     return Ok(SinkOutcome::Finished);
                 }
                 Some(None) => {
@@ -136,6 +151,7 @@ impl SinkTask {
                         });
                     }
                     self.writer.finish().await?;
+                    self.publish(&mut progress);
                     return Ok(SinkOutcome::Stopped);
                 }
                 None => {} // the oldest row has waited long enough
@@ -146,6 +162,14 @@ impl SinkTask {
                 });
             }
             oldest = None;
+            self.publish(&mut progress);
+        }
+    }
+
+    /// Everything sent before `progress` is written: make it known.
+    fn publish(&self, progress: &mut Option<Written>) {
+        if let Some(p) = progress.take() {
+            self.metrics.set_written(p);
         }
     }
 
@@ -333,7 +357,29 @@ mod tests {
         tx.send(SinkMsg::Rows(rows(3..4))).await.expect("send");
         tokio::time::sleep(Duration::from_millis(1100)).await;
         assert_eq!(lines(dir.path()), 4, "the interval flushes a partial batch");
+        let progress = |watermark| {
+            SinkMsg::Progress(Written {
+                watermark,
+                processed: vec![Some(weir_common::position::Position::Offset(
+                    watermark as u64,
+                ))],
+            })
+        };
+        tx.send(progress(1)).await.expect("send");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(
+            metrics.written().map(|w| w.watermark),
+            Some(1),
+            "nothing pending: published at once"
+        );
         tx.send(SinkMsg::Rows(rows(4..5))).await.expect("send");
+        tx.send(progress(2)).await.expect("send");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(
+            metrics.written().map(|w| w.watermark),
+            Some(1),
+            "a row before it is not written yet"
+        );
         tx.send(SinkMsg::End).await.expect("send");
         assert_eq!(
             handle.await.expect("join").expect("ok"),
@@ -341,6 +387,7 @@ mod tests {
         );
         assert_eq!(lines(dir.path()), 5);
         assert_eq!(metrics.snapshot().rows_written, 5);
+        assert_eq!(metrics.written().map(|w| w.watermark), Some(2));
     }
 
     #[tokio::test]

@@ -25,8 +25,11 @@ use weir_common::spec::{Aggregate, LatePolicy};
 use weir_common::time::{datetime_seconds, window_end};
 use weir_common::watermark::WatermarkCombiner;
 
+use weir_common::position::Position;
+
 use crate::envelope::{Envelope, RecordBatch};
 use crate::metrics::JobMetrics;
+use crate::resume::{ResumeTable, Written};
 use crate::state::{state_key, StateError, StateStore};
 
 /// Hash-map overhead per accumulator, on top of its own footprint.
@@ -44,6 +47,8 @@ pub struct WindowConfig {
     pub aggregates: Vec<Aggregate>,
     /// Name of every input (partition), by input index.
     pub input_names: Vec<String>,
+    /// What earlier generations wrote (windows they wrote stay closed).
+    pub resume: Option<Arc<ResumeTable>>,
 }
 
 /// Accumulators of one window held in memory.
@@ -74,11 +79,25 @@ pub struct WindowOperator {
     memory: usize,
     state: StateStore,
     spills: u64,
+    /// The latest window end any key group of this task had written
+    /// before this generation (`i64::MIN`: none).
+    resume_closed: i64,
+    /// The latest window end fired.
+    fired: i64,
+    /// The watermark before it became +∞ (the end of every input).
+    finite_watermark: i64,
 }
 
 impl WindowOperator {
     pub fn new(config: WindowConfig, state: StateStore) -> Self {
+        let resume_closed = config
+            .resume
+            .as_ref()
+            .map_or(i64::MIN, |t| t.max_closed(config.key_groups));
         WindowOperator {
+            resume_closed,
+            fired: i64::MIN,
+            finite_watermark: i64::MIN,
             sensors_local: config.aggregates.contains(&Aggregate::SensorsLocal),
             aggregates_1m: config.aggregates.contains(&Aggregate::SensorAggregates1m),
             combiner: WatermarkCombiner::new(config.input_names.len()),
@@ -93,6 +112,16 @@ impl WindowOperator {
     /// The operator's watermark (`i64::MAX` once every input ended).
     pub fn watermark(&self) -> i64 {
         self.combiner.current()
+    }
+
+    /// Every window ending at or before this has been emitted. After the end
+    /// of every input that is the last window fired, not +∞: input that
+    /// appears later (a new run on a longer topic) opens later windows.
+    pub fn written_watermark(&self) -> i64 {
+        match self.combiner.current() {
+            i64::MAX => self.finite_watermark.max(self.fired),
+            w => w,
+        }
     }
 
     /// Every input ended and every window was emitted.
@@ -126,6 +155,12 @@ impl WindowOperator {
                 self.late(batch.input, r, &pos.to_string(), end, wm, out);
                 continue;
             }
+            if end <= self.resume_closed {
+                if let Some(closed) = self.closed_on_resume(r.sensor_id, end) {
+                    self.late(batch.input, r, &pos.to_string(), end, closed, out);
+                    continue;
+                }
+            }
             let pane = self.panes.entry(end).or_default();
             match pane.accs.get_mut(&r.sensor_id) {
                 Some(acc) => acc.add(r),
@@ -142,6 +177,15 @@ impl WindowOperator {
             self.spill()?;
         }
         Ok(())
+    }
+
+    /// The written watermark of the reading's key group, if its window was
+    /// written by an earlier generation.
+    #[cold]
+    fn closed_on_resume(&self, sensor: i32, end: i64) -> Option<i64> {
+        let table = self.config.resume.as_ref()?;
+        let closed = table.closed(key_group_of(sensor, self.config.max_parallelism));
+        (end <= closed).then_some(closed)
     }
 
     #[cold]
@@ -210,11 +254,15 @@ impl WindowOperator {
 
     /// Closes every window whose end the watermark has reached.
     fn fire(&mut self, wm: i64, out: &mut Produced) -> Result<(), StateError> {
+        if wm != i64::MAX {
+            self.finite_watermark = wm;
+        }
         while let Some(entry) = self.panes.first_entry() {
             if *entry.key() > wm {
                 break;
             }
             let (end, pane) = entry.remove_entry();
+            self.fired = self.fired.max(end);
             self.close(end, pane, out)?;
         }
         Ok(())
@@ -281,6 +329,8 @@ impl WindowOperator {
 #[derive(Debug)]
 pub enum SinkMsg {
     Rows(OutputBatch),
+    /// What the rows sent so far add up to: written once they are.
+    Progress(Written),
     /// Every window has been emitted: flush and finish.
     End,
 }
@@ -305,6 +355,9 @@ pub async fn run_window_task(
     stop: CancellationToken,
 ) -> Result<WindowOutcome, StateError> {
     let mut produced = Produced::default();
+    // By input: the last position received (see `Envelope`).
+    let mut processed: Vec<Option<Position>> = vec![None; op.config.input_names.len()];
+    let mut reported: Option<Written> = None;
     loop {
         let envelope = tokio::select! {
             biased;
@@ -316,14 +369,37 @@ pub async fn run_window_task(
                 open_windows: op.open_windows(),
             });
         };
-        match envelope {
-            Envelope::Records(batch) => op.on_records(&batch, &mut produced)?,
-            Envelope::Watermark { input, watermark } => {
-                op.on_watermark(input, watermark, &mut produced)?
+        let mut note = |input: u32, through: Option<Position>| {
+            if let (Some(p), Some(slot)) = (through, processed.get_mut(input as usize)) {
+                *slot = Some(p);
             }
-            Envelope::Idle { input } => op.on_idle(input, &mut produced)?,
-            Envelope::End { input } => op.on_end(input, &mut produced)?,
-        }
+        };
+        let marked = match envelope {
+            Envelope::Records(batch) => {
+                note(batch.input, batch.positions.last().copied());
+                op.on_records(&batch, &mut produced)?;
+                false
+            }
+            Envelope::Watermark {
+                input,
+                watermark,
+                through,
+            } => {
+                note(input, through);
+                op.on_watermark(input, watermark, &mut produced)?;
+                true
+            }
+            Envelope::Idle { input, through } => {
+                note(input, through);
+                op.on_idle(input, &mut produced)?;
+                true
+            }
+            Envelope::End { input, through } => {
+                note(input, through);
+                op.on_end(input, &mut produced)?;
+                true
+            }
+        };
         JobMetrics::add(&metrics.late_records, std::mem::take(&mut produced.late));
         JobMetrics::add(
             &metrics.windows_closed,
@@ -346,6 +422,20 @@ pub async fn run_window_task(
                 return Ok(WindowOutcome::Stopped {
                     open_windows: op.open_windows(),
                 });
+            }
+        }
+        if marked {
+            let written = Written {
+                watermark: op.written_watermark(),
+                processed: processed.clone(),
+            };
+            if reported.as_ref() != Some(&written) {
+                if sink.send(SinkMsg::Progress(written.clone())).await.is_err() {
+                    return Ok(WindowOutcome::Stopped {
+                        open_windows: op.open_windows(),
+                    });
+                }
+                reported = Some(written);
             }
         }
         if op.is_finished() {
@@ -380,6 +470,7 @@ mod tests {
             late_policy: policy,
             aggregates: vec![Aggregate::SensorsLocal, Aggregate::SensorAggregates1m],
             input_names: (0..inputs).map(|i| format!("p{i}")).collect(),
+            resume: None,
         };
         (WindowOperator::new(config, state), dir)
     }
@@ -615,5 +706,50 @@ mod tests {
                 (&b.customer_id, &b.site_id, b.latitude, b.status)
             );
         }
+    }
+
+    #[test]
+    fn windows_written_by_an_earlier_generation_stay_closed() {
+        let (op, dir) = operator(1, 1 << 20, LatePolicy::Output);
+        drop(op);
+        let mut table = ResumeTable::empty(128, 1);
+        table
+            .set(
+                KeyGroupRange::all(128),
+                T0 + MIN,
+                &[(0, Position::Offset(10))],
+            )
+            .expect("set");
+        let config = WindowConfig {
+            window_ms: MIN,
+            key_groups: KeyGroupRange::all(128),
+            max_parallelism: 128,
+            memory_budget: 1 << 20,
+            late_policy: LatePolicy::Output,
+            aggregates: vec![Aggregate::SensorAggregates1m],
+            input_names: vec!["p0".into()],
+            resume: Some(Arc::new(table)),
+        };
+        let state = StateStore::open_fresh(&dir.path().join("state2")).expect("state");
+        let mut op = WindowOperator::new(config, state);
+        let mut out = Produced::default();
+        op.on_records(
+            &batch(
+                0,
+                vec![reading(1, T0 + 5, 1.0), reading(1, T0 + MIN + 5, 2.0)],
+            ),
+            &mut out,
+        )
+        .expect("records");
+        assert_eq!(out.late, 1, "the first minute was written before");
+        assert_eq!(out.rows.late[0].watermark_ms, T0 + MIN);
+        op.on_end(0, &mut out).expect("end");
+        assert_eq!(
+            summary(&out),
+            vec![("sensor_1".into(), secs(T0 + 2 * MIN), 1, 2.0)]
+        );
+        // After the end of input, what is written is up to the last window.
+        assert_eq!(op.watermark(), i64::MAX);
+        assert_eq!(op.written_watermark(), T0 + 2 * MIN);
     }
 }

@@ -40,9 +40,24 @@ pub struct JsonlFile {
     buf: Vec<u8>,
 }
 
+/// How an output file starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Start {
+    /// Empty: a new run.
+    Empty,
+    /// After what it holds: a run that resumes an earlier one. A line that
+    /// an interrupted write left unfinished is removed.
+    Append,
+}
+
 impl JsonlFile {
     /// Creates (or empties) the file, creating its directory.
     pub fn create(path: &Path) -> Result<Self, SinkError> {
+        Self::open(path, Start::Empty)
+    }
+
+    /// Opens the file for writing, creating it and its directory.
+    pub fn open(path: &Path, start: Start) -> Result<Self, SinkError> {
         let io_err = |source| SinkError::Io {
             path: path.to_owned(),
             source,
@@ -50,16 +65,26 @@ impl JsonlFile {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(io_err)?;
         }
-        let file = OpenOptions::new()
+        let mut file = OpenOptions::new()
             .create(true)
+            .read(true)
             .write(true)
-            .truncate(true)
+            .truncate(start == Start::Empty)
             .open(path)
             .map_err(io_err)?;
+        let len = match start {
+            Start::Empty => 0,
+            Start::Append => {
+                let len = whole_lines_len(&mut file).map_err(io_err)?;
+                file.set_len(len).map_err(io_err)?;
+                file.seek(SeekFrom::Start(len)).map_err(io_err)?;
+                len
+            }
+        };
         Ok(JsonlFile {
             path: path.to_owned(),
             file,
-            len: 0,
+            len,
             needs_rollback: false,
             buf: Vec::new(),
         })
@@ -125,6 +150,24 @@ impl JsonlFile {
     }
 }
 
+/// Length of the file up to and including its last newline.
+fn whole_lines_len(file: &mut File) -> io::Result<u64> {
+    use std::io::Read;
+    let mut end = file.seek(SeekFrom::End(0))?;
+    let mut chunk = vec![0u8; 64 << 10];
+    while end > 0 {
+        let start = end.saturating_sub(chunk.len() as u64);
+        let n = (end - start) as usize;
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(&mut chunk[..n])?;
+        if let Some(i) = chunk[..n].iter().rposition(|&b| b == b'\n') {
+            return Ok(start + i as u64 + 1);
+        }
+        end = start;
+    }
+    Ok(0)
+}
+
 /// The JSONL sink: one `<table>.jsonl` per output table in a directory.
 #[derive(Debug)]
 pub struct JsonlWriter {
@@ -134,11 +177,16 @@ pub struct JsonlWriter {
 impl JsonlWriter {
     /// Creates (empties) the files of `tables` under `dir`.
     pub fn create(dir: &Path, tables: &[Table]) -> Result<Self, SinkError> {
+        Self::open(dir, tables, Start::Empty)
+    }
+
+    /// Opens the files of `tables` under `dir`.
+    pub fn open(dir: &Path, tables: &[Table], start: Start) -> Result<Self, SinkError> {
         let files = tables
             .iter()
             .map(|t| {
                 let path = dir.join(format!("{}.jsonl", t.default_name()));
-                JsonlFile::create(&path).map(|f| (*t, f))
+                JsonlFile::open(&path, start).map(|f| (*t, f))
             })
             .collect::<Result<_, _>>()?;
         Ok(JsonlWriter { files })
@@ -201,6 +249,27 @@ mod tests {
         drop(f);
         JsonlFile::create(&path).expect("create");
         assert_eq!(std::fs::read_to_string(&path).expect("read"), "");
+    }
+
+    #[test]
+    fn appending_continues_after_the_last_whole_line() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("x.jsonl");
+        // An earlier run was killed in the middle of a line.
+        std::fs::write(&path, "{\"a\":1}\n{\"a\":2}\n{\"a\":").expect("write");
+        let mut f = JsonlFile::open(&path, Start::Append).expect("open");
+        f.append(&[Row { a: 3 }]).expect("append");
+        assert_eq!(
+            std::fs::read_to_string(&path).expect("read"),
+            "{\"a\":1}\n{\"a\":2}\n{\"a\":3}\n"
+        );
+        // A file without any whole line starts empty; a missing one is made.
+        std::fs::write(&path, "{\"a").expect("write");
+        drop(JsonlFile::open(&path, Start::Append).expect("open"));
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), "");
+        let fresh = dir.path().join("new/y.jsonl");
+        drop(JsonlFile::open(&fresh, Start::Append).expect("open"));
+        assert!(fresh.exists());
     }
 
     /// /dev/full fails every write with ENOSPC: the error says so, is

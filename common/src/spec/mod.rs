@@ -92,6 +92,9 @@ pub struct SourceSpec {
     /// Avro Object Container Files; each file is one partition, read in order.
     #[serde(default)]
     pub avro_files: Option<AvroFilesSpec>,
+    /// A Pulsar topic; each partition is one partition of the job.
+    #[serde(default)]
+    pub pulsar: Option<PulsarSourceSpec>,
     /// Upper bound on records per second per partition (unbounded when
     /// absent): for backfills that must not swamp the sink.
     #[serde(default)]
@@ -110,6 +113,7 @@ impl Default for SourceSpec {
         SourceSpec {
             generator: Some(GeneratorSpec::default()),
             avro_files: None,
+            pulsar: None,
             rate_limit: None,
             batch_size: default_batch_size(),
         }
@@ -121,17 +125,19 @@ impl Default for SourceSpec {
 pub enum SourceKind<'a> {
     Generator(&'a GeneratorSpec),
     AvroFiles(&'a AvroFilesSpec),
+    Pulsar(&'a PulsarSourceSpec),
 }
 
 impl SourceSpec {
     /// The one configured source kind (validation guarantees exactly one).
     pub fn kind(&self) -> Result<SourceKind<'_>, SpecError> {
-        match (&self.generator, &self.avro_files) {
-            (Some(g), None) => Ok(SourceKind::Generator(g)),
-            (None, Some(f)) => Ok(SourceKind::AvroFiles(f)),
+        match (&self.generator, &self.avro_files, &self.pulsar) {
+            (Some(g), None, None) => Ok(SourceKind::Generator(g)),
+            (None, Some(f), None) => Ok(SourceKind::AvroFiles(f)),
+            (None, None, Some(p)) => Ok(SourceKind::Pulsar(p)),
             _ => Err(invalid(
                 "source",
-                "set exactly one of `generator` or `avro_files`",
+                "set exactly one of `generator`, `avro_files` or `pulsar`",
             )),
         }
     }
@@ -185,6 +191,67 @@ pub struct AvroFilesSpec {
     pub paths: Vec<PathBuf>,
 }
 
+/// A Pulsar topic. Weir keeps each partition's position (a MessageId)
+/// itself, so that a restart resumes exactly where the output ends; it
+/// acknowledges the durable `subscription` cumulatively up to the positions
+/// it has recorded, which keeps the topic's backlog meaningful.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PulsarSourceSpec {
+    /// Service URL: `pulsar://host:6650`, or `pulsar+ssl://host:6651` for TLS.
+    pub url: String,
+    /// The topic, partitioned or not (a plain topic is one partition).
+    pub topic: String,
+    /// The durable subscription Weir reads and acknowledges on.
+    /// Default: `weir-<job name>`.
+    pub subscription: Option<String>,
+    /// Environment variable holding a token for `token` authentication
+    /// (unset: no authentication).
+    pub token_env: Option<String>,
+    /// PEM file of the certificate authorities that sign the broker's TLS
+    /// certificate (default: the usual public roots).
+    pub tls_ca_file: Option<PathBuf>,
+    /// Accept any TLS certificate (for test clusters only).
+    pub tls_allow_insecure: bool,
+    /// Take the writer schema from the topic's schema in Pulsar's schema
+    /// registry instead of the job's `schema`.
+    pub schema_from_registry: bool,
+    /// Treat a partition that has had no message for this long as ended:
+    /// every open window is closed and written. For backfills and tests;
+    /// absent, the job reads until it is stopped.
+    pub until_idle: Option<Duration>,
+    /// Messages the broker may send ahead of processing, per partition.
+    pub receiver_queue: u32,
+    /// How often the topic is checked for new partitions.
+    pub discovery_interval: Duration,
+}
+
+impl Default for PulsarSourceSpec {
+    fn default() -> Self {
+        PulsarSourceSpec {
+            url: "pulsar://127.0.0.1:6650".into(),
+            topic: "persistent://public/default/iot-sensor-data".into(),
+            subscription: None,
+            token_env: None,
+            tls_ca_file: None,
+            tls_allow_insecure: false,
+            schema_from_registry: false,
+            until_idle: None,
+            receiver_queue: 1000,
+            discovery_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+impl PulsarSourceSpec {
+    /// The subscription name for a job.
+    pub fn subscription_for(&self, job: &str) -> String {
+        self.subscription
+            .clone()
+            .unwrap_or_else(|| format!("weir-{job}"))
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
 pub enum KeyField {
     #[serde(rename = "sensorId")]
@@ -205,6 +272,22 @@ pub struct EventTimeSpec {
     pub out_of_orderness: Duration,
     /// A partition without data for this long stops holding the watermark back.
     pub idle_timeout: Duration,
+    /// Where the event time comes from when a datum's `timestamp` is 0 or
+    /// negative (not set by the device). Pulsar sources only.
+    pub fallback: EventTimeFallback,
+}
+
+/// Event time for readings whose own timestamp is missing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EventTimeFallback {
+    /// None: such readings are dead letters (out of range).
+    #[default]
+    None,
+    /// The message's event time, set by its producer (when it has one).
+    MessageEventTime,
+    /// The time the broker received the message.
+    PublishTime,
 }
 
 impl Default for EventTimeSpec {
@@ -213,6 +296,7 @@ impl Default for EventTimeSpec {
             field: EventTimeField::Timestamp,
             out_of_orderness: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(30),
+            fallback: EventTimeFallback::None,
         }
     }
 }
@@ -504,6 +588,14 @@ impl JobSpec {
         if let Some(schema) = &mut self.schema {
             fix(schema);
         }
+        if let Some(ca) = self
+            .source
+            .pulsar
+            .as_mut()
+            .and_then(|p| p.tls_ca_file.as_mut())
+        {
+            fix(ca);
+        }
         if let Some(p) = &mut self.late.path {
             fix(p);
         }
@@ -556,6 +648,13 @@ impl JobSpec {
                     ));
                 }
             }
+            SourceKind::Pulsar(p) => validate_pulsar(p, self.schema.is_some())?,
+        }
+        if self.event_time.fallback != EventTimeFallback::None && self.source.pulsar.is_none() {
+            return Err(invalid(
+                "event_time.fallback",
+                "only Pulsar messages carry an event or publish time; use `none` with this source",
+            ));
         }
         if let Some(rate) = self.source.rate_limit {
             if !(rate.is_finite() && rate > 0.0) {
@@ -620,14 +719,20 @@ impl JobSpec {
         Ok(())
     }
 
-    /// The names of the job's input partitions, by input index: a file's
-    /// path, or `generator-<n>`.
-    pub fn partition_names(&self) -> Result<Vec<String>, SpecError> {
+    /// The names of the job's input partitions, by input index, when the
+    /// spec fixes them: a file's path, or `generator-<n>`. A Pulsar topic's
+    /// partitions are found when the job starts (`None`).
+    pub fn partition_names(&self) -> Result<Option<Vec<String>>, SpecError> {
         Ok(match self.source.kind()? {
-            SourceKind::AvroFiles(f) => f.paths.iter().map(|p| p.display().to_string()).collect(),
-            SourceKind::Generator(g) => (0..g.partitions)
-                .map(|p| format!("generator-{p}"))
-                .collect(),
+            SourceKind::AvroFiles(f) => {
+                Some(f.paths.iter().map(|p| p.display().to_string()).collect())
+            }
+            SourceKind::Generator(g) => Some(
+                (0..g.partitions)
+                    .map(|p| format!("generator-{p}"))
+                    .collect(),
+            ),
+            SourceKind::Pulsar(_) => None,
         })
     }
 
@@ -641,6 +746,81 @@ impl JobSpec {
             None => self.state.dir.join("dead_letters.jsonl"),
         }
     }
+}
+
+fn validate_pulsar(p: &PulsarSourceSpec, has_schema: bool) -> Result<(), SpecError> {
+    let url = p.url.trim();
+    let rest = url
+        .strip_prefix("pulsar://")
+        .or_else(|| url.strip_prefix("pulsar+ssl://"));
+    match rest {
+        Some(r) if !r.is_empty() && !r.starts_with('/') => {}
+        _ => return Err(invalid(
+            "source.pulsar.url",
+            format!(
+                "`{url}` is not a pulsar:// or pulsar+ssl:// URL such as pulsar://127.0.0.1:6650"
+            ),
+        )),
+    }
+    let topic = p.topic.trim();
+    let name = topic
+        .strip_prefix("persistent://")
+        .or_else(|| topic.strip_prefix("non-persistent://"))
+        .unwrap_or(topic);
+    if name.is_empty() || name.contains(char::is_whitespace) || name.ends_with('/') {
+        return Err(invalid(
+            "source.pulsar.topic",
+            format!(
+                "`{topic}` is not a topic name such as persistent://public/default/iot-sensor-data"
+            ),
+        ));
+    }
+    if name.split('/').count() != 1 && name.split('/').count() != 3 {
+        return Err(invalid(
+            "source.pulsar.topic",
+            format!("`{topic}` must be `name` or `tenant/namespace/name`, optionally with persistent://"),
+        ));
+    }
+    if p.subscription
+        .as_deref()
+        .is_some_and(|s| s.trim().is_empty())
+    {
+        return Err(invalid("source.pulsar.subscription", "must not be empty"));
+    }
+    if p.token_env.as_deref().is_some_and(|s| s.trim().is_empty()) {
+        return Err(invalid(
+            "source.pulsar.token_env",
+            "must name an environment variable",
+        ));
+    }
+    if (p.tls_ca_file.is_some() || p.tls_allow_insecure) && !url.starts_with("pulsar+ssl://") {
+        return Err(invalid(
+            "source.pulsar.url",
+            "TLS settings need a pulsar+ssl:// URL",
+        ));
+    }
+    if p.schema_from_registry && has_schema {
+        return Err(invalid(
+            "schema",
+            "set either `schema` or `source.pulsar.schema_from_registry`, not both",
+        ));
+    }
+    if p.until_idle.is_some_and(|d| d.as_millis() == 0) {
+        return Err(invalid("source.pulsar.until_idle", "must be positive"));
+    }
+    if p.receiver_queue == 0 || p.receiver_queue > 1_000_000 {
+        return Err(invalid(
+            "source.pulsar.receiver_queue",
+            "must be between 1 and 1000000",
+        ));
+    }
+    if p.discovery_interval.as_millis() < 100 {
+        return Err(invalid(
+            "source.pulsar.discovery_interval",
+            "must be at least 100ms",
+        ));
+    }
+    Ok(())
 }
 
 fn validate_clickhouse(c: &ClickHouseSinkSpec) -> Result<(), SpecError> {
@@ -873,12 +1053,71 @@ state:
                 "twice",
             ),
             ("aggregates: []\n", "aggregates", "at least one"),
+            (
+                "source:\n  pulsar:\n    url: http://x:6650\n",
+                "source.pulsar.url",
+                "pulsar://",
+            ),
+            (
+                "source:\n  pulsar:\n    topic: \"a/b\"\n",
+                "source.pulsar.topic",
+                "tenant/namespace/name",
+            ),
+            (
+                "source:\n  pulsar:\n    tls_allow_insecure: true\n",
+                "source.pulsar.url",
+                "pulsar+ssl://",
+            ),
+            (
+                "schema: x.avsc\nsource:\n  pulsar:\n    schema_from_registry: true\n",
+                "schema",
+                "not both",
+            ),
+            (
+                "source:\n  pulsar:\n    until_idle: 0s\n",
+                "source.pulsar.until_idle",
+                "positive",
+            ),
+            (
+                "event_time:\n  fallback: publish-time\n",
+                "event_time.fallback",
+                "only Pulsar",
+            ),
+            (
+                "event_time:\n  fallback: sometimes\n",
+                "event_time.fallback",
+                "publish-time",
+            ),
         ];
         for (yaml, want_key, want_msg) in cases {
             let (key, msg) = err(yaml);
             assert_eq!(&key, want_key, "for {yaml:?}: {msg}");
             assert!(msg.contains(want_msg), "for {yaml:?}: {msg}");
         }
+    }
+
+    #[test]
+    fn pulsar_source_parses_with_defaults() {
+        let spec = JobSpec::from_yaml(
+            "source:\n  pulsar:\n    url: pulsar+ssl://broker:6651\n    topic: iot\n    token_env: PULSAR_TOKEN\n    until_idle: 5s\nevent_time:\n  fallback: message-event-time\n",
+            "t",
+        )
+        .expect("valid");
+        let Ok(SourceKind::Pulsar(p)) = spec.source.kind() else {
+            panic!("pulsar source")
+        };
+        assert_eq!(p.url, "pulsar+ssl://broker:6651");
+        assert_eq!(p.until_idle, Some(Duration::from_secs(5)));
+        assert_eq!(p.receiver_queue, 1000);
+        assert_eq!(
+            p.subscription_for(&spec.name),
+            "weir-iot-sensor-aggregation"
+        );
+        assert_eq!(
+            spec.event_time.fallback,
+            EventTimeFallback::MessageEventTime
+        );
+        assert_eq!(spec.partition_names().expect("kind"), None);
     }
 
     #[test]

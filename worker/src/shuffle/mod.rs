@@ -25,6 +25,7 @@ use weir_common::avro::primitive::{write_long, Input};
 use weir_common::error_chain::error_chain;
 use weir_common::position::Position;
 use weir_common::reading::Reading;
+use weir_proto::convert::position_of;
 use weir_proto::shuffle as pb;
 use weir_proto::shuffle::shuffle_client::ShuffleClient;
 
@@ -90,12 +91,23 @@ pub fn to_proto(envelope: &Envelope) -> pb::Envelope {
                 format: wire::FORMAT,
             })
         }
-        Envelope::Watermark { input, watermark } => Body::Watermark(pb::Watermark {
+        Envelope::Watermark {
+            input,
+            watermark,
+            through,
+        } => Body::Watermark(pb::Watermark {
             input: *input,
             watermark: *watermark,
+            through: through.map(Into::into),
         }),
-        Envelope::Idle { input } => Body::Idle(*input),
-        Envelope::End { input } => Body::End(*input),
+        Envelope::Idle { input, through } => Body::Idle(pb::Mark {
+            input: *input,
+            through: through.map(Into::into),
+        }),
+        Envelope::End { input, through } => Body::End(pb::Mark {
+            input: *input,
+            through: through.map(Into::into),
+        }),
     };
     pb::Envelope { body: Some(body) }
 }
@@ -147,9 +159,16 @@ pub fn from_proto(envelope: pb::Envelope) -> Result<Envelope, FrameError> {
         Some(Body::Watermark(w)) => Envelope::Watermark {
             input: w.input,
             watermark: w.watermark,
+            through: position_of(&w.through),
         },
-        Some(Body::Idle(input)) => Envelope::Idle { input },
-        Some(Body::End(input)) => Envelope::End { input },
+        Some(Body::Idle(m)) => Envelope::Idle {
+            input: m.input,
+            through: position_of(&m.through),
+        },
+        Some(Body::End(m)) => Envelope::End {
+            input: m.input,
+            through: position_of(&m.through),
+        },
         None => return Err(FrameError("envelope without a body".into())),
     })
 }
@@ -457,9 +476,25 @@ mod tests {
             Envelope::Watermark {
                 input: 2,
                 watermark: -77,
+                through: Some(Position::Offset(3)),
             },
-            Envelope::Idle { input: 1 },
-            Envelope::End { input: 0 },
+            Envelope::Watermark {
+                input: 2,
+                watermark: 5,
+                through: None,
+            },
+            Envelope::Idle {
+                input: 1,
+                through: Some(Position::Pulsar {
+                    ledger: 1,
+                    entry: 2,
+                    batch: 3,
+                }),
+            },
+            Envelope::End {
+                input: 0,
+                through: None,
+            },
         ] {
             let back = from_proto(to_proto(&envelope)).expect("decodes");
             assert_eq!(back, envelope);

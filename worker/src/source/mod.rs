@@ -5,20 +5,25 @@
 //! [`SourceTask`] around it is the same for every kind. It delivers the
 //! emitter's envelopes in order (waiting on full channels, which is how a
 //! slow sink slows the sources down), flushes before it waits for input,
-//! enforces the rate limit, reports idleness, and stops when told to.
+//! enforces the rate limit, reports idleness, and stops when told to. It
+//! also finds the partition's durable point when the coordinator reports
+//! what is written, and lets the reader acknowledge what the coordinator has
+//! recorded (see [`crate::resume`]).
 
 pub mod file;
 pub mod generator;
+pub mod pulsar;
 
 use std::future::Future;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use weir_common::dead_letter::DeadLetter;
+use weir_common::position::Position;
 
 use crate::emitter::{Emitter, Route};
 use crate::envelope::Envelope;
@@ -26,6 +31,7 @@ use crate::metrics::JobMetrics;
 
 pub use file::FileReader;
 pub use generator::GeneratorReader;
+pub use pulsar::PulsarReader;
 
 /// Why a source cannot run.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +44,20 @@ pub enum SourceError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Pulsar(#[from] weir_common::pulsar::PulsarError),
+    #[error("Pulsar topic {topic}: {message}")]
+    Topic { topic: String, message: String },
+}
+
+/// What the coordinator knows about durability, for the sources, by input.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SourceProgress {
+    /// Every window task has processed the input through this position and
+    /// written every window ending at or before this watermark.
+    pub bounds: Vec<Option<(Position, i64)>>,
+    /// The durable point the coordinator has recorded.
+    pub recorded: Vec<Option<Position>>,
 }
 
 /// What one [`PartitionReader::pull`] achieved.
@@ -59,6 +79,19 @@ pub trait PartitionReader: Send {
         &mut self,
         out: &mut Emitter,
     ) -> impl Future<Output = Result<Pulled, SourceError>> + Send;
+
+    /// Whether the input system keeps a position of its own that should
+    /// follow what Weir has made durable (a Pulsar subscription). The source
+    /// task then waits at the end of the input until its last position is
+    /// recorded, and acknowledges it.
+    fn acknowledges(&self) -> bool {
+        false
+    }
+
+    /// Tells the input system that everything up to `position` is durable.
+    fn acknowledge(&mut self, _position: Position) -> impl Future<Output = ()> + Send {
+        std::future::ready(())
+    }
 }
 
 /// How a source task ended.
@@ -89,6 +122,7 @@ pub struct SourceWiring {
     pub metrics: Arc<JobMetrics>,
     pub limits: SourceLimits,
     pub stop: CancellationToken,
+    pub progress: watch::Receiver<Arc<SourceProgress>>,
 }
 
 impl SourceWiring {
@@ -102,6 +136,8 @@ impl SourceWiring {
             metrics: self.metrics,
             limits: self.limits,
             stop: self.stop,
+            progress: self.progress,
+            acknowledged: None,
         }
     }
 }
@@ -117,6 +153,9 @@ pub struct SourceTask<R> {
     pub limits: SourceLimits,
     /// Cancelled to stop reading (the rest of the job drains normally).
     pub stop: CancellationToken,
+    pub progress: watch::Receiver<Arc<SourceProgress>>,
+    /// The last position acknowledged to the input system.
+    pub acknowledged: Option<Position>,
 }
 
 impl<R: PartitionReader> SourceTask<R> {
@@ -128,8 +167,11 @@ impl<R: PartitionReader> SourceTask<R> {
         let started = Instant::now();
         let mut last_data = started;
         let mut idle = false;
-        let mut counted = (0u64, 0u64);
+        let mut counted = (0u64, 0u64, 0u64);
         loop {
+            if self.progress.has_changed().unwrap_or(false) {
+                self.on_progress().await;
+            }
             let before = self.emitter.emitted();
             let pulled = tokio::select! {
                 biased;
@@ -150,6 +192,9 @@ impl<R: PartitionReader> SourceTask<R> {
                         Some(true) => {
                             if let Some(p) = self.metrics.partitions.get(self.input as usize) {
                                 p.finished.store(true, Relaxed);
+                            }
+                            if self.reader.acknowledges() && !self.until_acknowledged(&stop).await {
+                                return Ok(SourceOutcome::Stopped);
                             }
                             SourceOutcome::Finished
                         }
@@ -193,11 +238,52 @@ impl<R: PartitionReader> SourceTask<R> {
         }
     }
 
+    /// Finds the durable point within the coordinator's bounds, and
+    /// acknowledges what it recorded.
+    async fn on_progress(&mut self) {
+        let update = self.progress.borrow_and_update().clone();
+        let input = self.input as usize;
+        if let Some(&Some((processed, watermark))) = update.bounds.get(input) {
+            if let Some(mark) = self.emitter.durable_within(processed, watermark) {
+                if let Some(p) = self.metrics.partitions.get(input) {
+                    p.set_durable(mark);
+                }
+            }
+        }
+        if let Some(&Some(recorded)) = update.recorded.get(input) {
+            if self.acknowledged < Some(recorded) {
+                self.reader.acknowledge(recorded).await;
+                self.acknowledged = Some(recorded);
+            }
+        }
+    }
+
+    /// After the end of the input: waits until the last position read is
+    /// recorded as durable and acknowledged; `false` if stopped first.
+    async fn until_acknowledged(&mut self, stop: &CancellationToken) -> bool {
+        let Some(last) = self.emitter.last_position() else {
+            return true;
+        };
+        while self.acknowledged < Some(last) {
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => return false,
+                changed = self.progress.changed() => {
+                    if changed.is_err() {
+                        return true; // the deployment is going away
+                    }
+                    self.on_progress().await;
+                }
+            }
+        }
+        true
+    }
+
     /// [`deliver`](Self::deliver), unless a stop request comes first (`None`).
     async fn deliver_or_stop(
         &mut self,
         stop: &CancellationToken,
-        counted: &mut (u64, u64),
+        counted: &mut (u64, u64, u64),
     ) -> Option<bool> {
         tokio::select! {
             biased;
@@ -207,11 +293,11 @@ impl<R: PartitionReader> SourceTask<R> {
     }
 
     /// Sends queued envelopes and dead letters; `false` if a receiver is gone.
-    async fn deliver(&mut self, counted: &mut (u64, u64)) -> bool {
+    async fn deliver(&mut self, counted: &mut (u64, u64, u64)) -> bool {
         let m = &self.metrics;
         JobMetrics::add(&m.records_in, self.emitter.emitted() - counted.0);
         JobMetrics::add(&m.bad_records, self.emitter.bad() - counted.1);
-        *counted = (self.emitter.emitted(), self.emitter.bad());
+        (counted.0, counted.1) = (self.emitter.emitted(), self.emitter.bad());
         for (kg, n) in self.emitter.take_remote_counts() {
             if let Some(c) = m.remote_by_key_group.get(kg) {
                 c.fetch_add(n, Relaxed);
@@ -222,6 +308,8 @@ impl<R: PartitionReader> SourceTask<R> {
             p.records.store(self.emitter.emitted(), Relaxed);
             p.watermark.store(self.emitter.watermark(), Relaxed);
         }
+        JobMetrics::add(&m.already_written, self.emitter.skipped() - counted.2);
+        counted.2 = self.emitter.skipped();
         for letter in self.emitter.take_dead_letters().collect::<Vec<_>>() {
             if self.dead_letters.send(letter).await.is_err() {
                 return false;
