@@ -68,6 +68,9 @@ pub struct JobFlags {
     /// closing and writing every open window (for backfills and tests).
     #[arg(long, value_name = "DURATION")]
     pub until_idle: Option<Duration>,
+    /// Environment variable holding a Pulsar authentication token.
+    #[arg(long, value_name = "VAR")]
+    pub token_env: Option<String>,
 }
 
 impl JobFlags {
@@ -91,12 +94,19 @@ impl JobFlags {
                 .get_or_insert_with(PulsarSourceSpec::default)
                 .url = url.clone();
         }
-        if self.topic.is_some() || self.subscription.is_some() || self.until_idle.is_some() {
+        if self.topic.is_some()
+            || self.subscription.is_some()
+            || self.until_idle.is_some()
+            || self.token_env.is_some()
+        {
             let Some(p) = spec.source.pulsar.as_mut() else {
                 bail!(
-                    "--topic, --subscription and --until-idle need a Pulsar source (--pulsar URL)"
+                    "--topic, --subscription, --until-idle and --token-env need a Pulsar source (--pulsar URL)"
                 );
             };
+            if let Some(v) = &self.token_env {
+                p.token_env = Some(v.clone());
+            }
             if let Some(t) = &self.topic {
                 p.topic = t.clone();
             }
@@ -190,6 +200,7 @@ mod tests {
             pulsar: Some("pulsar://127.0.0.1:6650".into()),
             topic: Some("readings".into()),
             until_idle: Some(Duration::from_secs(3)),
+            token_env: Some("PULSAR_TOKEN".into()),
             ..JobFlags::default()
         };
         let spec = flags.resolve().expect("valid");
@@ -198,6 +209,7 @@ mod tests {
         };
         assert_eq!(p.topic, "readings");
         assert_eq!(p.until_idle, Some(Duration::from_secs(3)));
+        assert_eq!(p.token_env.as_deref(), Some("PULSAR_TOKEN"));
         let bad = JobFlags {
             pulsar: Some("http://x".into()),
             ..JobFlags::default()

@@ -72,15 +72,17 @@ pub async fn connect(c: &Connection) -> Result<Pulsar<TokioExecutor>, PulsarErro
             retry_delay: Duration::from_millis(500),
             max_retries: Some(20),
         });
+    let mut token = None;
     if let Some(var) = &c.token_env {
-        let token = std::env::var(var)
+        let t = std::env::var(var)
             .ok()
             .filter(|t| !t.trim().is_empty())
             .ok_or_else(|| PulsarError::TokenMissing(var.clone()))?;
         builder = builder.with_auth(pulsar::Authentication {
             name: "token".into(),
-            data: token.trim().as_bytes().to_vec(),
+            data: t.trim().as_bytes().to_vec(),
         });
+        token = Some(t.trim().to_owned());
     }
     if let Some(path) = &c.tls_ca_file {
         builder = builder
@@ -95,10 +97,84 @@ pub async fn connect(c: &Connection) -> Result<Pulsar<TokioExecutor>, PulsarErro
             .with_allow_insecure_connection(true)
             .with_tls_hostname_verification_enabled(false);
     }
-    builder.build().await.map_err(|e| PulsarError::Connect {
-        url: c.url.clone(),
-        message: error_chain(&e),
+    match builder.build().await {
+        Ok(client) => Ok(client),
+        Err(e) => {
+            let mut message = error_chain(&e);
+            if let Some(reason) = refusal(&c.url, token.as_deref()).await {
+                message = format!("{reason} ({message})");
+            }
+            Err(PulsarError::Connect {
+                url: c.url.clone(),
+                message,
+            })
+        }
+    }
+}
+
+/// Why the broker refuses a connection, asked directly.
+///
+/// The client library reports a refused handshake (a wrong token, an
+/// unsupported protocol) only as "fatal error when connecting", so after a
+/// failure Weir repeats the handshake itself on a plain connection to name
+/// the broker's reason. `None` when there is no such answer (TLS, the
+/// broker unreachable, or it accepted this time).
+async fn refusal(url: &str, token: Option<&str>) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_util::codec::{Decoder, Encoder};
+
+    const WAIT: Duration = Duration::from_secs(5);
+    let addr = url.trim().strip_prefix("pulsar://")?.trim_end_matches('/');
+    let mut stream = tokio::time::timeout(WAIT, tokio::net::TcpStream::connect(addr))
+        .await
+        .ok()?
+        .ok()?;
+    let connect = pulsar::proto::BaseCommand {
+        r#type: pulsar::proto::base_command::Type::Connect as i32,
+        connect: Some(pulsar::proto::CommandConnect {
+            client_version: format!("weir {}", env!("CARGO_PKG_VERSION")),
+            auth_method_name: token.map(|_| "token".to_owned()),
+            auth_data: token.map(|t| t.as_bytes().to_vec()),
+            protocol_version: Some(12),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mut codec = pulsar::message::Codec;
+    let mut buf = bytes::BytesMut::new();
+    codec
+        .encode(
+            pulsar::message::Message {
+                command: connect,
+                payload: None,
+            },
+            &mut buf,
+        )
+        .ok()?;
+    tokio::time::timeout(WAIT, stream.write_all(&buf))
+        .await
+        .ok()?
+        .ok()?;
+    buf.clear();
+    let reply = tokio::time::timeout(WAIT, async {
+        loop {
+            if let Some(m) = codec.decode(&mut buf).ok()? {
+                return Some(m);
+            }
+            if stream.read_buf(&mut buf).await.ok()? == 0 {
+                return None;
+            }
+        }
     })
+    .await
+    .ok()??;
+    let error = reply.command.error?;
+    let kind = pulsar::proto::ServerError::try_from(error.error)
+        .map_or_else(|_| error.error.to_string(), |k| format!("{k:?}"));
+    Some(format!(
+        "the broker refused the connection: {kind}: {}",
+        error.message
+    ))
 }
 
 /// `iot` → `persistent://public/default/iot`; `t/n/iot` →

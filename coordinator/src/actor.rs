@@ -705,6 +705,10 @@ impl Actor {
             tracing::warn!(worker = %id, "worker lost: cannot send it the deployment");
             self.remove(&id);
         }
+        // The new generation's sources learn at once what is already
+        // recorded: one that resumes with nothing left to read must still
+        // see its resume point acknowledged to finish.
+        self.send_progress();
     }
 
     /// A realtime generator without a fixed start starts now, at the first

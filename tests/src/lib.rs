@@ -129,12 +129,14 @@ pub fn args(parts: &[&str]) -> Vec<String> {
     parts.iter().map(|s| s.to_string()).collect()
 }
 
-/// A number from the summary `weir local` prints (`  late readings  1,234`).
+/// A number from the summary `weir local` prints (`  late readings  1,234`,
+/// `  records read  5,000  (1,000/s)`).
 pub fn summary_number(stdout: &str, label: &str) -> u64 {
     stdout
         .lines()
         .find(|l| l.trim_start().starts_with(label))
-        .and_then(|l| l.split_whitespace().last())
+        .and_then(|l| l.trim_start().strip_prefix(label))
+        .and_then(|rest| rest.split_whitespace().next())
         .map(|n| n.replace(',', ""))
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no `{label}` in the summary:\n{stdout}"))

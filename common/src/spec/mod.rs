@@ -755,12 +755,14 @@ fn validate_pulsar(p: &PulsarSourceSpec, has_schema: bool) -> Result<(), SpecErr
         .or_else(|| url.strip_prefix("pulsar+ssl://"));
     match rest {
         Some(r) if !r.is_empty() && !r.starts_with('/') => {}
-        _ => return Err(invalid(
-            "source.pulsar.url",
-            format!(
+        _ => {
+            return Err(invalid(
+                "source.pulsar.url",
+                format!(
                 "`{url}` is not a pulsar:// or pulsar+ssl:// URL such as pulsar://127.0.0.1:6650"
             ),
-        )),
+            ))
+        }
     }
     let topic = p.topic.trim();
     let name = topic

@@ -177,7 +177,6 @@ impl PulsarReader {
             return;
         }
         self.last = Some(position);
-        self.last_message = Instant::now();
         let data = &message.payload.data;
         match self.plan.decode(data, &mut self.scratch) {
             Ok(()) => {
@@ -233,6 +232,8 @@ impl PartitionReader for PulsarReader {
             Ok(item) => item,
             Err(_) => return Ok(self.nothing_arrived()),
         };
+        // One clock read per pull, not per message.
+        self.last_message = Instant::now();
         if !self.take(first, out) {
             return Ok(Pulled::WaitUntil(self.retry_at));
         }
