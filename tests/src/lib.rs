@@ -124,6 +124,11 @@ pub fn read_partitions(files: &[PathBuf]) -> Vec<(String, Vec<expected::Reading>
         .collect()
 }
 
+/// The whole of the output file `name` in `dir` (a JSONL table, say).
+pub fn jsonl(dir: &Path, name: &str) -> String {
+    std::fs::read_to_string(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
 /// Builds `args` from string slices.
 pub fn args(parts: &[&str]) -> Vec<String> {
     parts.iter().map(|s| s.to_string()).collect()

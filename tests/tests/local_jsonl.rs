@@ -1,18 +1,13 @@
 //! `weir local` end to end with JSON-lines output: every row compared with
 //! the independent computation of the contract.
 
-use std::path::Path;
 use std::time::Duration;
 
 use weir_tests::expected::{assert_rows_match, compute, rows_from_json_lines};
-use weir_tests::{args, generate, input_args, read_partitions, summary_number, weir};
+use weir_tests::{args, generate, input_args, jsonl, read_partitions, summary_number, weir};
 
 const MINUTE: i64 = 60_000;
 const OOO: i64 = 5_000;
-
-fn jsonl(dir: &Path, name: &str) -> String {
-    std::fs::read_to_string(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
-}
 
 #[test]
 fn three_file_partitions_match_the_contract() {

@@ -14,7 +14,9 @@ use weir_tests::clickhouse::ClickHouse;
 use weir_tests::expected::{assert_rows_match, compute, rows_from_json_lines, Expected};
 use weir_tests::process::Proc;
 use weir_tests::pulsar_broker::{BrokerConfig, TestBroker};
-use weir_tests::{args, generate, read_partitions, summary_number, wait_for, weir, weir_bin};
+use weir_tests::{
+    args, generate, jsonl, read_partitions, summary_number, wait_for, weir, weir_bin,
+};
 
 const MINUTE: i64 = 60_000;
 const OOO: i64 = 5_000;
@@ -110,10 +112,6 @@ fn local_to_jsonl(dir: &Path, url: &str, topic: &str, out: &Path, extra: &[&str]
     a.push(dir.join("data").display().to_string());
     a.extend(args(extra));
     a
-}
-
-fn jsonl(out: &Path, name: &str) -> String {
-    std::fs::read_to_string(out.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
 /// Both contract tables in `out` hold exactly the expected rows, each once.
