@@ -176,6 +176,9 @@ fn print_summary(ending: &Ending, s: &JobStatus, elapsed: Duration, outputs: &[S
     println!("  windows closed   {:>14}", group(s.windows_closed));
     println!("  rows written     {:>14}", group(s.rows_written));
     println!("  sink retries     {:>14}", group(s.sink_retries));
+    if s.sink_lookups > 0 {
+        println!("  sink lookups     {:>14}", group(s.sink_lookups));
+    }
     println!("  state spills     {:>14}", group(s.state_spills));
     println!("  dead letters     {:>14}", group(s.dead_letters));
     println!(

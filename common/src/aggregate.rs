@@ -13,7 +13,7 @@
 
 use std::cmp::Ordering;
 
-use crate::reading::{device_type_name, Reading};
+use crate::reading::{device_type_name, Reading, ShortStr};
 use crate::rows::{SensorAggregatesRow, SensorsLocalRow};
 use crate::time::datetime_seconds;
 
@@ -54,8 +54,8 @@ impl Stat {
 pub struct Earliest {
     pub timestamp_ms: i64,
     pub sensor_type: i32,
-    pub customer_id: Option<String>,
-    pub site_id: Option<String>,
+    pub customer_id: Option<ShortStr>,
+    pub site_id: Option<ShortStr>,
     pub latitude: f64,
     pub longitude: f64,
     pub altitude: f64,
@@ -66,8 +66,8 @@ impl Earliest {
         Earliest {
             timestamp_ms: r.timestamp_ms,
             sensor_type: r.sensor_type,
-            customer_id: r.customer_id.as_ref().map(|s| s.as_str().to_owned()),
-            site_id: r.site_id.as_ref().map(|s| s.as_str().to_owned()),
+            customer_id: r.customer_id.clone(),
+            site_id: r.site_id.clone(),
             latitude: r.latitude,
             longitude: r.longitude,
             altitude: r.altitude,
@@ -77,8 +77,8 @@ impl Earliest {
     fn key(&self) -> EarliestKey<'_> {
         EarliestKey {
             timestamp_ms: self.timestamp_ms,
-            customer_id: self.customer_id.as_deref(),
-            site_id: self.site_id.as_deref(),
+            customer_id: self.customer_id.as_ref().map(ShortStr::as_str),
+            site_id: self.site_id.as_ref().map(ShortStr::as_str),
             sensor_type: self.sensor_type,
             latitude: self.latitude,
             longitude: self.longitude,
@@ -252,15 +252,15 @@ impl Accumulator {
         self.consider_latest(o.latest_ms, o.latest_status);
     }
 
-    /// Rough heap + inline footprint, for the state memory budget.
-    pub fn footprint(&self) -> usize {
-        std::mem::size_of::<Self>()
-            + self
-                .earliest
-                .customer_id
-                .as_ref()
-                .map_or(0, String::capacity)
-            + self.earliest.site_id.as_ref().map_or(0, String::capacity)
+    /// Heap bytes of identifiers too long to be kept inline, for the state
+    /// memory budget; everything else of an accumulator is inline.
+    pub fn heap_bytes(&self) -> usize {
+        let e = &self.earliest;
+        [&e.customer_id, &e.site_id]
+            .into_iter()
+            .flatten()
+            .map(ShortStr::heap_bytes)
+            .sum()
     }
 
     fn avg(&self, sum: f64) -> f64 {
@@ -272,15 +272,12 @@ impl Accumulator {
         let e = &self.earliest;
         SensorsLocalRow {
             device_id: Reading::device_id(sensor_id),
-            device_type: device_type_name(e.sensor_type).to_owned(),
+            device_type: ShortStr::new(device_type_name(e.sensor_type)),
             customer_id: e
                 .customer_id
                 .clone()
-                .unwrap_or_else(|| "customer_0001".to_owned()),
-            site_id: e
-                .site_id
-                .clone()
-                .unwrap_or_else(|| format!("site_{:04}", sensor_id % 1000)),
+                .unwrap_or_else(|| ShortStr::new("customer_0001")),
+            site_id: e.site_id.clone().unwrap_or_else(|| site_of(sensor_id)),
             latitude: e.latitude,
             longitude: e.longitude,
             altitude: e.altitude,
@@ -358,6 +355,29 @@ impl Accumulator {
     }
 }
 
+/// The contract's site of a reading without one: `"site_"` and the sensor
+/// id modulo 1000 as `{:04}` formats it, without touching the heap.
+fn site_of(sensor_id: i32) -> ShortStr {
+    let n = sensor_id % 1000; // in -999..=999
+    let mut buf = [0u8; 10];
+    buf[..5].copy_from_slice(b"site_");
+    let mut len = 5;
+    // Four characters, the sign included.
+    let width = if n < 0 {
+        buf[len] = b'-';
+        len += 1;
+        3
+    } else {
+        4
+    };
+    let m = n.unsigned_abs();
+    for place in (0..width).rev() {
+        buf[len] = b'0' + (m / 10u32.pow(place) % 10) as u8;
+        len += 1;
+    }
+    ShortStr::new(std::str::from_utf8(&buf[..len]).unwrap_or_default())
+}
+
 /// Counters are sums of signed Avro fields; a negative sum (only possible
 /// with nonsensical input) is stored as 0 in the unsigned columns.
 fn clamp_u64(v: i64) -> u64 {
@@ -369,7 +389,10 @@ fn clamp_u64(v: i64) -> u64 {
 pub mod codec {
     use super::*;
 
+    /// The full form.
     const VERSION: u8 = 1;
+    /// The form of an accumulator of one reading.
+    const SINGLE: u8 = 2;
     const NONE: u32 = u32::MAX;
 
     /// Why stored state could not be read back.
@@ -385,53 +408,159 @@ pub mod codec {
         Trailing(usize),
     }
 
+    /// Bytes before the identifiers: version, count, 26 floating-point
+    /// fields, 7 counters, timestamp and sensor type.
+    const HEAD: usize = 1 + 8 + 26 * 8 + 6 * 8 + 8 + 4;
+
+    /// Appends the encoding of `acc`. The fixed part is assembled in a
+    /// stack buffer (constant offsets, no per-field calls) and appended
+    /// once: spills encode every accumulator they write. An accumulator of
+    /// a single reading — most of what is spilled when devices far
+    /// outnumber the memory budget — is written in its own, shorter form
+    /// (every minimum, maximum and sum is the reading's value).
     pub fn encode(acc: &Accumulator, out: &mut Vec<u8>) {
-        out.push(VERSION);
-        out.extend_from_slice(&acc.count.to_le_bytes());
-        for st in [
-            &acc.temperature,
-            &acc.humidity,
-            &acc.pressure,
-            &acc.battery,
-            &acc.co2,
-            &acc.noise,
-            &acc.light,
-            &acc.signal,
-        ] {
-            for v in [st.sum, st.min, st.max] {
-                out.extend_from_slice(&v.to_le_bytes());
-            }
+        if is_single(acc) {
+            encode_single(acc, out);
+        } else {
+            encode_full(acc, out);
         }
-        for v in [acc.memory_sum, acc.cpu_sum] {
-            out.extend_from_slice(&v.to_le_bytes());
+    }
+
+    /// Whether `acc` holds exactly one reading's values (compared by bits,
+    /// so that NaN and -0.0 survive the shorter form unchanged).
+    fn is_single(acc: &Accumulator) -> bool {
+        let same = |st: &Stat| {
+            st.sum.to_bits() == st.min.to_bits() && st.sum.to_bits() == st.max.to_bits()
+        };
+        acc.count == 1
+            && acc.latest_ms == acc.earliest.timestamp_ms
+            && [
+                &acc.temperature,
+                &acc.humidity,
+                &acc.pressure,
+                &acc.battery,
+                &acc.co2,
+                &acc.noise,
+                &acc.light,
+                &acc.signal,
+            ]
+            .into_iter()
+            .all(same)
+    }
+
+    /// Bytes of the single-reading form before the identifiers: version,
+    /// 10 values, 6 counters, timestamp and sensor type.
+    const SINGLE_HEAD: usize = 1 + 10 * 8 + 6 * 8 + 8 + 4;
+
+    fn encode_single(acc: &Accumulator, out: &mut Vec<u8>) {
+        let e = &acc.earliest;
+        let values = [
+            acc.temperature.sum,
+            acc.humidity.sum,
+            acc.pressure.sum,
+            acc.battery.sum,
+            acc.co2.sum,
+            acc.noise.sum,
+            acc.light.sum,
+            acc.signal.sum,
+            acc.memory_sum,
+            acc.cpu_sum,
+        ];
+        let mut head = [0u8; SINGLE_HEAD];
+        head[0] = SINGLE;
+        for (i, v) in values.iter().enumerate() {
+            head[1 + i * 8..][..8].copy_from_slice(&v.to_le_bytes());
         }
-        out.extend_from_slice(&acc.motion_count.to_le_bytes());
-        for v in [
+        for (i, v) in counters(acc).iter().enumerate() {
+            head[81 + i * 8..][..8].copy_from_slice(&v.to_le_bytes());
+        }
+        head[129..137].copy_from_slice(&e.timestamp_ms.to_le_bytes());
+        head[137..141].copy_from_slice(&e.sensor_type.to_le_bytes());
+        out.extend_from_slice(&head);
+        encode_place(e, out);
+        out.extend_from_slice(&acc.latest_status.to_le_bytes());
+    }
+
+    fn counters(acc: &Accumulator) -> [i64; 6] {
+        [
+            acc.motion_count as i64,
             acc.error_sum,
             acc.packets_sent_sum,
             acc.packets_received_sum,
             acc.bytes_sent_sum,
             acc.bytes_received_sum,
-        ] {
-            out.extend_from_slice(&v.to_le_bytes());
+        ]
+    }
+
+    /// Position and identifiers of the earliest reading.
+    fn encode_place(e: &Earliest, out: &mut Vec<u8>) {
+        let mut place = [0u8; 28];
+        for (i, v) in [e.latitude, e.longitude, e.altitude].iter().enumerate() {
+            place[i * 8..][..8].copy_from_slice(&v.to_le_bytes());
         }
+        let (customer, site) = (
+            e.customer_id.as_ref().map(ShortStr::as_str),
+            e.site_id.as_ref().map(ShortStr::as_str),
+        );
+        place[24..28].copy_from_slice(&string_len(customer).to_le_bytes());
+        out.extend_from_slice(&place);
+        out.extend_from_slice(customer.unwrap_or_default().as_bytes());
+        out.extend_from_slice(&string_len(site).to_le_bytes());
+        out.extend_from_slice(site.unwrap_or_default().as_bytes());
+    }
+
+    fn encode_full(acc: &Accumulator, out: &mut Vec<u8>) {
         let e = &acc.earliest;
-        out.extend_from_slice(&e.timestamp_ms.to_le_bytes());
-        out.extend_from_slice(&e.sensor_type.to_le_bytes());
-        for v in [e.latitude, e.longitude, e.altitude] {
-            out.extend_from_slice(&v.to_le_bytes());
+        let floats = [
+            acc.temperature.sum,
+            acc.temperature.min,
+            acc.temperature.max,
+            acc.humidity.sum,
+            acc.humidity.min,
+            acc.humidity.max,
+            acc.pressure.sum,
+            acc.pressure.min,
+            acc.pressure.max,
+            acc.battery.sum,
+            acc.battery.min,
+            acc.battery.max,
+            acc.co2.sum,
+            acc.co2.min,
+            acc.co2.max,
+            acc.noise.sum,
+            acc.noise.min,
+            acc.noise.max,
+            acc.light.sum,
+            acc.light.min,
+            acc.light.max,
+            acc.signal.sum,
+            acc.signal.min,
+            acc.signal.max,
+            acc.memory_sum,
+            acc.cpu_sum,
+        ];
+        let counters = counters(acc);
+        let mut head = [0u8; HEAD];
+        head[0] = VERSION;
+        head[1..9].copy_from_slice(&acc.count.to_le_bytes());
+        for (i, v) in floats.iter().enumerate() {
+            head[9 + i * 8..][..8].copy_from_slice(&v.to_le_bytes());
         }
-        for s in [&e.customer_id, &e.site_id] {
-            match s {
-                None => out.extend_from_slice(&NONE.to_le_bytes()),
-                Some(s) => {
-                    out.extend_from_slice(&(s.len() as u32).to_le_bytes());
-                    out.extend_from_slice(s.as_bytes());
-                }
-            }
+        for (i, v) in counters.iter().enumerate() {
+            head[217 + i * 8..][..8].copy_from_slice(&v.to_le_bytes());
         }
+        head[265..273].copy_from_slice(&e.timestamp_ms.to_le_bytes());
+        head[273..277].copy_from_slice(&e.sensor_type.to_le_bytes());
+        out.extend_from_slice(&head);
+        encode_place(e, out);
         out.extend_from_slice(&acc.latest_ms.to_le_bytes());
         out.extend_from_slice(&acc.latest_status.to_le_bytes());
+    }
+
+    /// The length field of an optional identifier. Identifiers come from
+    /// Avro strings the decoder accepted, far below 4 GiB.
+    fn string_len(s: Option<&str>) -> u32 {
+        s.map_or(NONE, |s| u32::try_from(s.len()).unwrap_or(NONE - 1))
     }
 
     struct Cursor<'a>(&'a [u8]);
@@ -472,24 +601,89 @@ pub mod codec {
                 max: self.f64()?,
             })
         }
-        fn opt_string(&mut self) -> Result<Option<String>, CorruptState> {
+        fn opt_string(&mut self) -> Result<Option<ShortStr>, CorruptState> {
             let len = self.u32()?;
             if len == NONE {
                 return Ok(None);
             }
             let bytes = self.take(len as usize)?;
-            String::from_utf8(bytes.to_vec())
-                .map(Some)
+            std::str::from_utf8(bytes)
+                .map(|s| Some(ShortStr::new(s)))
                 .map_err(|_| CorruptState::Utf8)
         }
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Accumulator, CorruptState> {
         let mut c = Cursor(bytes);
-        let [version] = c.array::<1>()?;
-        if version != VERSION {
-            return Err(CorruptState::Version(version));
+        match c.array::<1>()? {
+            [VERSION] => decode_full(c),
+            [SINGLE] => decode_single(c),
+            [other] => Err(CorruptState::Version(other)),
         }
+    }
+
+    fn decode_single(mut c: Cursor<'_>) -> Result<Accumulator, CorruptState> {
+        let mut stat = || {
+            c.f64().map(|v| Stat {
+                sum: v,
+                min: v,
+                max: v,
+            })
+        };
+        let (temperature, humidity, pressure, battery) = (stat()?, stat()?, stat()?, stat()?);
+        let (co2, noise, light, signal) = (stat()?, stat()?, stat()?, stat()?);
+        let memory_sum = c.f64()?;
+        let cpu_sum = c.f64()?;
+        let motion_count = c.u64()?;
+        let error_sum = c.i64()?;
+        let packets_sent_sum = c.i64()?;
+        let packets_received_sum = c.i64()?;
+        let bytes_sent_sum = c.i64()?;
+        let bytes_received_sum = c.i64()?;
+        let timestamp_ms = c.i64()?;
+        let sensor_type = c.i32()?;
+        let latitude = c.f64()?;
+        let longitude = c.f64()?;
+        let altitude = c.f64()?;
+        let customer_id = c.opt_string()?;
+        let site_id = c.opt_string()?;
+        let latest_status = c.i32()?;
+        if !c.0.is_empty() {
+            return Err(CorruptState::Trailing(c.0.len()));
+        }
+        Ok(Accumulator {
+            count: 1,
+            temperature,
+            humidity,
+            pressure,
+            battery,
+            co2,
+            noise,
+            light,
+            signal,
+            memory_sum,
+            cpu_sum,
+            motion_count,
+            error_sum,
+            packets_sent_sum,
+            packets_received_sum,
+            bytes_sent_sum,
+            bytes_received_sum,
+            earliest: Earliest {
+                timestamp_ms,
+                sensor_type,
+                customer_id,
+                site_id,
+                latitude,
+                longitude,
+                altitude,
+            },
+            latest_ms: timestamp_ms,
+            latest_status,
+        })
+    }
+
+    fn decode_full(mut c: Cursor<'_>) -> Result<Accumulator, CorruptState> {
         let count = c.u64()?;
         let temperature = c.stat()?;
         let humidity = c.stat()?;
@@ -554,6 +748,33 @@ pub mod codec {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn default_sites_are_formatted_as_the_contract_says() {
+        for id in [
+            0,
+            5,
+            42,
+            999,
+            1000,
+            1234,
+            987_654,
+            i32::MAX,
+            -1,
+            -5,
+            -42,
+            -999,
+            -1000,
+            -1234,
+            i32::MIN,
+        ] {
+            assert_eq!(
+                super::site_of(id).as_str(),
+                format!("site_{:04}", id % 1000),
+                "{id}"
+            );
+        }
+    }
+
     use super::*;
     use crate::reading::ShortStr;
 
@@ -727,5 +948,42 @@ mod tests {
         assert_eq!(codec::decode(&extra), Err(codec::CorruptState::Trailing(1)));
         buf[0] = 9;
         assert_eq!(codec::decode(&buf), Err(codec::CorruptState::Version(9)));
+    }
+
+    /// Accumulators of one reading take the shorter form and come back bit
+    /// for bit (NaN and -0.0 included); anything else takes the full form.
+    #[test]
+    fn single_readings_round_trip_in_the_short_form() {
+        let encode = |acc: &Accumulator| {
+            let mut buf = Vec::new();
+            codec::encode(acc, &mut buf);
+            buf
+        };
+        let mut odd = reading(7, f64::NAN);
+        odd.humidity = -0.0;
+        odd.pressure = f64::NEG_INFINITY;
+        odd.customer_id = Some("a customer id longer than thirty bytes".into());
+        odd.site_id = None;
+        odd.motion_detected = true;
+        odd.error_count = -4;
+        odd.status = -1;
+        for r in [reading(1, 21.5), odd] {
+            let one = Accumulator::new(&r);
+            let buf = encode(&one);
+            let back = codec::decode(&buf).expect("decodes");
+            assert_eq!(encode(&back), buf, "bit for bit");
+            assert_eq!(back.count, 1);
+            assert_eq!(back.latest_ms, r.timestamp_ms);
+            let two = fold(&[r.clone(), r.clone()]);
+            let full = encode(&two);
+            assert!(
+                buf.len() + 100 < full.len(),
+                "{} vs {}",
+                buf.len(),
+                full.len()
+            );
+            assert_eq!(encode(&codec::decode(&full).expect("decodes")), full);
+            assert!(codec::decode(&buf[..buf.len() - 1]).is_err());
+        }
     }
 }

@@ -35,6 +35,14 @@ impl ShortStr {
         }
     }
 
+    /// Bytes it holds on the heap (with the allocator's overhead).
+    pub fn heap_bytes(&self) -> usize {
+        match self {
+            ShortStr::Inline { .. } => 0,
+            ShortStr::Heap(s) => s.len() + 16,
+        }
+    }
+
     pub fn as_str(&self) -> &str {
         match self {
             ShortStr::Inline { len, buf } => {
@@ -66,6 +74,27 @@ impl Ord for ShortStr {
 impl fmt::Debug for ShortStr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+impl PartialEq<str> for ShortStr {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+impl PartialEq<&str> for ShortStr {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+impl From<&str> for ShortStr {
+    fn from(s: &str) -> Self {
+        ShortStr::new(s)
+    }
+}
+/// Written as a plain string (JSON, and ClickHouse's `String`).
+impl serde::Serialize for ShortStr {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
     }
 }
 impl fmt::Display for ShortStr {
@@ -109,8 +138,19 @@ pub struct Reading {
 
 impl Reading {
     /// The contract's `device_id`: `"sensor_" + sensorId`, no padding.
-    pub fn device_id(sensor_id: i32) -> String {
-        format!("sensor_{sensor_id}")
+    /// `"sensor_" + sensorId`, without touching the heap.
+    pub fn device_id(sensor_id: i32) -> ShortStr {
+        const PREFIX: &[u8] = b"sensor_";
+        let mut digits = itoa::Buffer::new();
+        let digits = digits.format(sensor_id).as_bytes();
+        // At most 7 + 11 bytes: always inline.
+        let mut buf = [0u8; INLINE_CAPACITY];
+        buf[..PREFIX.len()].copy_from_slice(PREFIX);
+        buf[PREFIX.len()..PREFIX.len() + digits.len()].copy_from_slice(digits);
+        ShortStr::Inline {
+            len: (PREFIX.len() + digits.len()) as u8,
+            buf,
+        }
     }
 
     /// The reading as a JSON object with the schema's field names, for the

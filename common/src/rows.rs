@@ -1,17 +1,20 @@
 //! Output rows, field for field the columns of the ClickHouse tables (see
 //! `ddl.sql`). The same structs are written as JSON lines by the JSONL sink,
 //! so both sinks produce the same columns; `DateTime` columns are epoch
-//! seconds in both.
+//! seconds in both. Identifiers are [`ShortStr`]s: a closing window makes
+//! millions of rows, and none of them touches the heap.
 
 use serde::Serialize;
+
+use crate::reading::ShortStr;
 
 /// One row of `sensors_local`: window averages and sums per device.
 #[derive(Clone, Debug, PartialEq, Serialize, clickhouse::Row)]
 pub struct SensorsLocalRow {
-    pub device_id: String,
-    pub device_type: String,
-    pub customer_id: String,
-    pub site_id: String,
+    pub device_id: ShortStr,
+    pub device_type: ShortStr,
+    pub customer_id: ShortStr,
+    pub site_id: ShortStr,
     pub latitude: f64,
     pub longitude: f64,
     pub altitude: f64,
@@ -39,7 +42,7 @@ pub struct SensorsLocalRow {
 /// One row of `sensor_aggregates_1m`: count and min/avg/max per measurement.
 #[derive(Clone, Debug, PartialEq, Serialize, clickhouse::Row)]
 pub struct SensorAggregatesRow {
-    pub device_id: String,
+    pub device_id: ShortStr,
     pub window_start: u32,
     pub window_end: u32,
     pub readings: u64,
@@ -76,7 +79,7 @@ pub struct SensorAggregatesRow {
 /// A reading that arrived after its window had closed.
 #[derive(Clone, Debug, PartialEq, Serialize, clickhouse::Row)]
 pub struct LateReadingRow {
-    pub device_id: String,
+    pub device_id: ShortStr,
     /// Event time, epoch seconds (the exact value is in `timestamp_ms`).
     pub event_time: u32,
     pub timestamp_ms: i64,

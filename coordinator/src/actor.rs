@@ -121,7 +121,8 @@ pub(crate) enum Msg {
     Event {
         id: String,
         conn: u64,
-        event: pb::worker_event::Event,
+        /// Boxed: metrics make it the largest message by far.
+        event: Box<pb::worker_event::Event>,
     },
     Disconnected {
         id: String,
@@ -298,7 +299,7 @@ impl Actor {
                 conn,
                 commands,
             } => self.connected(register, conn, commands),
-            Msg::Event { id, conn, event } => self.event(&id, conn, event),
+            Msg::Event { id, conn, event } => self.event(&id, conn, *event),
             Msg::Disconnected { id, conn } => {
                 if self.workers.get(&id).is_some_and(|w| w.conn == conn) {
                     tracing::warn!(worker = %id, "worker lost: its control stream closed");
@@ -919,6 +920,7 @@ impl Actor {
             workers: generation.map_or(0, |g| g.assignment.workers.len() as u32),
             shuffle_records: sum(|m| m.shuffle_records_sent),
             sink_retries: sum(|m| m.sink_retries),
+            sink_lookups: sum(|m| m.sink_lookups),
             state_spills: sum(|m| m.state_spills),
             dead_letters: sum(|m| m.dead_letters),
             open_windows: sum(|m| m.open_windows),

@@ -75,7 +75,7 @@ impl pb::cluster_server::Cluster for ControlService {
                     let msg = Msg::Event {
                         id: id.clone(),
                         conn,
-                        event,
+                        event: Box::new(event),
                     };
                     if !handle.send(msg).await {
                         return;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use weir_tests::clickhouse::ClickHouse;
 use weir_tests::expected::compute;
-use weir_tests::{args, generate, input_args, read_partitions, wait_for, weir};
+use weir_tests::{args, generate, input_args, read_partitions, summary_number, wait_for, weir};
 
 const MINUTE: i64 = 60_000;
 const OOO: i64 = 5_000;
@@ -91,6 +91,15 @@ fn contract_tables_match_for_partitions_and_late_data() {
     assert!(expected.sensors_local.len() > 500);
     ch.check_contract_tables("t_partitions", &expected);
     assert_eq!(ch.count("t_partitions.late_readings"), 0);
+    // Into empty tables, the sink asks once per table for the newest window
+    // written, and looks up nothing else.
+    let rows = expected.sensors_local.len() as u64;
+    assert_eq!(
+        summary_number(&job.stdout(), "sink lookups"),
+        2,
+        "{}",
+        job.stdout()
+    );
 
     // The same job again into the same tables (merges are stopped): every
     // row is already there, and none is written twice.
@@ -104,6 +113,13 @@ fn contract_tables_match_for_partitions_and_late_data() {
         again.stderr().contains("already in the table"),
         "{}",
         again.stderr()
+    );
+    // Every window is at most the newest written: every insert is looked
+    // up (in batches of at most 1,000 rows per table).
+    let lookups = summary_number(&again.stdout(), "sink lookups");
+    assert!(
+        lookups >= 2 + 2 * rows / 1000,
+        "{lookups} lookups for {rows} rows"
     );
     ch.check_contract_tables("t_partitions", &expected);
     assert_eq!(

@@ -54,6 +54,8 @@ use crate::window::{run_window_task, WindowConfig, WindowOperator, WindowOutcome
 
 /// Capacity of each channel, in messages (a message is at most one batch).
 const CHANNEL_CAPACITY: usize = 8;
+/// Rows per append to a JSON-lines file.
+const JSONL_APPEND_ROWS: usize = 4_096;
 
 /// Why a deployment could not run or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -576,13 +578,16 @@ async fn run(
     let (sink_tx, sink_rx) = mpsc::channel(CHANNEL_CAPACITY);
     let sink_config = match spec.sink.kind()? {
         SinkKind::ClickHouse(c) => SinkConfig {
-            batch_rows: c.batch_rows,
+            flush_rows: c.batch_rows,
+            insert_rows: c.batch_rows,
             batch_interval: c.batch_interval.std(),
             retry_initial: c.retry_initial.std(),
             retry_max: c.retry_max.std(),
         },
+        // Appends are cheap: whatever arrives is written at once.
         SinkKind::Jsonl(_) => SinkConfig {
-            batch_rows: 1,
+            flush_rows: 1,
+            insert_rows: JSONL_APPEND_ROWS,
             batch_interval: Duration::from_secs(1),
             retry_initial: Duration::from_millis(200),
             retry_max: Duration::from_secs(30),

@@ -79,6 +79,9 @@ pub struct JobMetrics {
     pub rows_written: AtomicU64,
     /// Failed sink writes that were retried.
     pub sink_retries: AtomicU64,
+    /// Lookups for rows already written (ClickHouse): the newest window of
+    /// a table once per deployment, then the keys of inserts that need it.
+    pub sink_lookups: AtomicU64,
     /// Times the window state was spilled to RocksDB for lack of memory.
     pub state_spills: AtomicU64,
     /// Accumulators currently held in memory.
@@ -116,6 +119,7 @@ pub struct MetricsSnapshot {
     pub open_windows: u64,
     pub rows_written: u64,
     pub sink_retries: u64,
+    pub sink_lookups: u64,
     pub state_spills: u64,
     pub open_accumulators: u64,
     pub watermark: i64,
@@ -134,6 +138,7 @@ impl JobMetrics {
             open_windows: AtomicU64::new(0),
             rows_written: AtomicU64::new(0),
             sink_retries: AtomicU64::new(0),
+            sink_lookups: AtomicU64::new(0),
             state_spills: AtomicU64::new(0),
             open_accumulators: AtomicU64::new(0),
             watermark: AtomicI64::new(i64::MIN),
@@ -170,6 +175,7 @@ impl JobMetrics {
             open_windows: self.open_windows.load(Relaxed),
             rows_written: self.rows_written.load(Relaxed),
             sink_retries: self.sink_retries.load(Relaxed),
+            sink_lookups: self.sink_lookups.load(Relaxed),
             state_spills: self.state_spills.load(Relaxed),
             open_accumulators: self.open_accumulators.load(Relaxed),
             watermark: self.watermark.load(Relaxed),

@@ -570,6 +570,7 @@ pub fn metrics_of(generation: u64, m: &JobMetrics) -> pb::WorkerMetrics {
         windows_closed: s.windows_closed,
         rows_written: s.rows_written,
         sink_retries: s.sink_retries,
+        sink_lookups: s.sink_lookups,
         dead_letters: s.dead_letters,
         watermark: s.watermark,
         partitions: m

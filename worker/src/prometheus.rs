@@ -69,6 +69,12 @@ pub fn render(out: &mut String, worker: &str, generation: u64, m: &JobMetrics) {
         s.sink_retries.to_string(),
     );
     metric(
+        "weir_sink_lookups_total",
+        "counter",
+        "Lookups the sink made for rows already written (ClickHouse).",
+        s.sink_lookups.to_string(),
+    );
+    metric(
         "weir_state_spills_total",
         "counter",
         "Spills of window state to RocksDB.",

@@ -1,30 +1,43 @@
-//! Window state in RocksDB.
+//! Window state beyond the memory budget, in RocksDB.
 //!
-//! Keys are `key_group (u16) | window_end (i64) | sensor_id (i32)`, all
-//! big-endian with the sign bit flipped so that byte order is numeric order:
-//! a key-group range is one contiguous key range (what a rescale cuts out of
-//! a snapshot), and one window of one key group is a prefix.
+//! When the window operator's accumulators outgrow its memory budget it
+//! spills them: each open window's partial accumulators are sorted by key and
+//! written as one SST file, which is ingested (moved, not copied) into the
+//! window's own column family (`w<end>`, created at its first spill). When
+//! the window closes, its column family is read once, in key order, merging
+//! the partials of each device, and then dropped with all its files.
 //!
-//! Values are encoded [`Accumulator`]s, written as *merge operands*: the
-//! window operator spills partial accumulators without reading what is
-//! already stored, and RocksDB's merge operator (accumulator `merge`, which
-//! is associative) combines them on read or compaction. No per-record reads.
+//! Window state lives a minute or two and is read exactly once. Writing spills
+//! as ready-made sorted files skips everything a general write path pays for
+//! (write batches, memtables, flushes, merge operators); a column family per
+//! window means nothing is ever compacted (compaction would rewrite data that
+//! is about to be thrown away) and dropping it deletes its files at once,
+//! leaving no tombstones behind.
 //!
-//! The write-ahead log is off: this state is only as durable as the
-//! operator's snapshots make it, never more.
+//! Keys are `key_group (u16) | sensor_id (i32) | spill (u32)`, big-endian with
+//! the sensor's sign bit flipped so that byte order is numeric order: a
+//! key-group range is one contiguous key range within every window (what a
+//! rescale cuts out of a snapshot), a window is read in (key group, sensor)
+//! order by one forward scan, and the partials of one device are adjacent.
+//! Values are encoded [`Accumulator`]s; merging is associative and
+//! commutative, so the order partials are merged in does not matter.
+//!
+//! Nothing is compressed: the state is too short-lived to be worth the CPU.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use rocksdb::{
-    BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBCompressionType, MergeOperands, Options,
-    WriteBatch, WriteOptions, DB,
+    BlockBasedOptions, Cache, DBCompressionType, IngestExternalFileOptions, Options, ReadOptions,
+    SstFileWriter, DB,
 };
 use weir_common::aggregate::{codec, Accumulator};
 use weir_common::keygroup::KeyGroupRange;
 
-const KEY_LEN: usize = 14;
+/// Key group and sensor: what names one device's state in a window.
+const DEVICE_KEY_LEN: usize = 6;
+const KEY_LEN: usize = DEVICE_KEY_LEN + 4;
 
-/// Why the state store failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error("state store at {path}: {source}")]
@@ -39,6 +52,8 @@ pub enum StateError {
         #[source]
         source: std::io::Error,
     },
+    #[error("state store at {path}: window {end} has no column family")]
+    NoWindow { path: PathBuf, end: i64 },
     #[error("state store at {path}: corrupt value under key {key:02x?}: {source}")]
     Corrupt {
         path: PathBuf,
@@ -48,104 +63,76 @@ pub enum StateError {
     },
 }
 
-/// Builds the state key of (key group, window end, sensor).
+/// Builds the key of (key group, sensor) within a window: where a scan for
+/// that device starts.
 #[inline]
-pub fn state_key(key_group: u16, window_end: i64, sensor_id: i32) -> [u8; KEY_LEN] {
-    let mut k = [0u8; KEY_LEN];
+pub fn device_key(key_group: u16, sensor_id: i32) -> [u8; DEVICE_KEY_LEN] {
+    let mut k = [0u8; DEVICE_KEY_LEN];
     k[..2].copy_from_slice(&key_group.to_be_bytes());
-    k[2..10].copy_from_slice(&((window_end as u64) ^ (1 << 63)).to_be_bytes());
-    k[10..].copy_from_slice(&((sensor_id as u32) ^ (1 << 31)).to_be_bytes());
+    k[2..].copy_from_slice(&((sensor_id as u32) ^ (1 << 31)).to_be_bytes());
     k
 }
 
-/// The parts of a state key.
-pub fn parse_key(k: &[u8]) -> Option<(u16, i64, i32)> {
-    if k.len() != KEY_LEN {
-        return None;
-    }
-    let kg = u16::from_be_bytes([k[0], k[1]]);
-    let mut end = [0u8; 8];
-    end.copy_from_slice(&k[2..10]);
-    let mut id = [0u8; 4];
-    id.copy_from_slice(&k[10..]);
+/// The key of one spill's partial accumulator of a device.
+#[inline]
+fn partial_key(key_group: u16, sensor_id: i32, spill: u32) -> [u8; KEY_LEN] {
+    let mut k = [0u8; KEY_LEN];
+    k[..DEVICE_KEY_LEN].copy_from_slice(&device_key(key_group, sensor_id));
+    k[DEVICE_KEY_LEN..].copy_from_slice(&spill.to_be_bytes());
+    k
+}
+
+/// The device of a partial's key.
+pub fn parse_key(k: &[u8]) -> Option<(u16, i32)> {
+    let k: &[u8; KEY_LEN] = k.try_into().ok()?;
     Some((
-        kg,
-        (u64::from_be_bytes(end) ^ (1 << 63)) as i64,
-        (u32::from_be_bytes(id) ^ (1 << 31)) as i32,
+        u16::from_be_bytes([k[0], k[1]]),
+        (u32::from_be_bytes([k[2], k[3], k[4], k[5]]) ^ (1 << 31)) as i32,
     ))
 }
 
-/// The merge operator: folds operands into the existing accumulator. A
-/// value that does not decode makes the merge fail, which RocksDB reports
-/// as corruption on the read that needed it (never silently dropped).
-fn merge_accumulators(
-    _key: &[u8],
-    existing: Option<&[u8]>,
-    operands: &MergeOperands,
-) -> Option<Vec<u8>> {
-    let mut acc: Option<Accumulator> = match existing {
-        Some(bytes) => Some(codec::decode(bytes).ok()?),
-        None => None,
-    };
-    for op in operands {
-        let next = codec::decode(op).ok()?;
-        match &mut acc {
-            Some(a) => a.merge(&next),
-            None => acc = Some(next),
-        }
-    }
-    let mut out = Vec::with_capacity(300);
-    codec::encode(&acc?, &mut out);
-    Some(out)
+fn cf_name(window_end: i64) -> String {
+    format!("w{window_end}")
 }
 
 /// The RocksDB instance of one window task.
 pub struct StateStore {
     db: DB,
     path: PathBuf,
-    write_opts: WriteOptions,
+    /// Options of every window's column family (and of the files spilled
+    /// into them).
+    window_opts: Options,
+    /// Windows that have a column family.
+    windows: BTreeSet<i64>,
+    /// Spills so far: numbers the spill files and the partials' keys.
+    spills: u32,
 }
 
 impl StateStore {
     /// Opens a fresh store at `path`, removing whatever an earlier run left
     /// there (state is restored from checkpoints, never from leftovers).
     pub fn open_fresh(path: &Path) -> Result<Self, StateError> {
+        let dir_err = |source| StateError::Dir {
+            path: path.to_owned(),
+            source,
+        };
         if path.exists() {
-            std::fs::remove_dir_all(path).map_err(|source| StateError::Dir {
-                path: path.to_owned(),
-                source,
-            })?;
+            std::fs::remove_dir_all(path).map_err(dir_err)?;
         }
-        std::fs::create_dir_all(path).map_err(|source| StateError::Dir {
+        std::fs::create_dir_all(path).map_err(dir_err)?;
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.set_max_background_jobs(1);
+        let db = DB::open(&opts, path).map_err(|source| StateError::RocksDb {
             path: path.to_owned(),
             source,
         })?;
-        let mut opts = Options::default();
-        opts.create_if_missing(true);
-        opts.create_missing_column_families(true);
-        // Small, bounded memory: the accumulators' hot set lives in the
-        // operator's own cache, RocksDB holds the cold rest.
-        opts.set_write_buffer_size(8 << 20);
-        opts.set_max_write_buffer_number(2);
-        opts.set_max_background_jobs(2);
-        opts.set_compression_type(DBCompressionType::Lz4);
-        opts.set_merge_operator_associative("weir-accumulator", merge_accumulators);
-        let mut table = BlockBasedOptions::default();
-        table.set_block_cache(&Cache::new_lru_cache(8 << 20));
-        opts.set_block_based_table_factory(&table);
-        let cf = ColumnFamilyDescriptor::new(rocksdb::DEFAULT_COLUMN_FAMILY_NAME, opts.clone());
-        let db = DB::open_cf_descriptors(&opts, path, vec![cf]).map_err(|source| {
-            StateError::RocksDb {
-                path: path.to_owned(),
-                source,
-            }
-        })?;
-        let mut write_opts = WriteOptions::default();
-        write_opts.disable_wal(true);
         Ok(StateStore {
             db,
             path: path.to_owned(),
-            write_opts,
+            window_opts: window_options(),
+            windows: BTreeSet::new(),
+            spills: 0,
         })
     }
 
@@ -160,77 +147,184 @@ impl StateStore {
         }
     }
 
-    /// Writes partial accumulators as merge operands, in one batch.
-    pub fn merge_all<'a>(
-        &self,
-        items: impl IntoIterator<Item = ([u8; KEY_LEN], &'a Accumulator)>,
+    /// Writes partial accumulators of window `end`, which must come in
+    /// ascending (key group, sensor) order, one per device, as one spill.
+    /// Returns how many were written.
+    pub fn spill<'a>(
+        &mut self,
+        end: i64,
+        partials: impl IntoIterator<Item = (u16, i32, &'a Accumulator)>,
     ) -> Result<usize, StateError> {
-        let mut batch = WriteBatch::default();
-        let mut buf = Vec::with_capacity(300);
+        // Unique within a window as long as a window sees fewer than 2^32
+        // spills; each spill is a memory budget's worth of state.
+        let spill = self.spills;
+        self.spills = self.spills.wrapping_add(1);
+        let file = self.path.join(format!("spill-{spill}.sst"));
+        let n = match self.write_file(&file, spill, partials) {
+            Ok(0) => {
+                let _ = std::fs::remove_file(&file);
+                return Ok(0);
+            }
+            Ok(n) => n,
+            Err(e) => {
+                let _ = std::fs::remove_file(&file);
+                return Err(e);
+            }
+        };
+        let name = cf_name(end);
+        if !self.windows.contains(&end) {
+            self.db
+                .create_cf(&name, &self.window_opts)
+                .map_err(|e| self.rocks(e))?;
+            self.windows.insert(end);
+        }
+        let Some(cf) = self.db.cf_handle(&name) else {
+            return Err(StateError::NoWindow {
+                path: self.path.clone(),
+                end,
+            });
+        };
+        let mut ingest = IngestExternalFileOptions::default();
+        ingest.set_move_files(true);
+        let result = self
+            .db
+            .ingest_external_file_cf_opts(cf, &ingest, vec![&file])
+            .map_err(|e| self.rocks(e));
+        if result.is_err() {
+            let _ = std::fs::remove_file(&file);
+        }
+        result.map(|()| n)
+    }
+
+    fn write_file<'a>(
+        &self,
+        file: &Path,
+        spill: u32,
+        partials: impl IntoIterator<Item = (u16, i32, &'a Accumulator)>,
+    ) -> Result<usize, StateError> {
+        let mut writer = SstFileWriter::create(&self.window_opts);
+        writer.open(file).map_err(|e| self.rocks(e))?;
+        let mut buf = Vec::with_capacity(400);
         let mut n = 0;
-        for (key, acc) in items {
+        for (key_group, sensor, acc) in partials {
             buf.clear();
             codec::encode(acc, &mut buf);
-            batch.merge(key, &buf);
+            writer
+                .put(partial_key(key_group, sensor, spill), &buf)
+                .map_err(|e| self.rocks(e))?;
             n += 1;
         }
         if n > 0 {
-            self.db
-                .write_opt(batch, &self.write_opts)
-                .map_err(|e| self.rocks(e))?;
+            writer.finish().map_err(|e| self.rocks(e))?;
         }
         Ok(n)
     }
 
-    /// Reads and deletes every accumulator of window `end` in `range`,
-    /// calling `f(sensor_id, accumulator)` for each, in key order.
-    pub fn take_window(
+    /// Whether window `end` has state here.
+    pub fn has_window(&self, end: i64) -> bool {
+        self.windows.contains(&end)
+    }
+
+    /// Reads the accumulators of up to `max` devices of window `end` in
+    /// `range`, in key order (key group, then sensor), each with its
+    /// partials merged, starting after device `after` (from the beginning
+    /// if `None`), calling `f(key_group, sensor, accumulator)` for each.
+    /// Returns the last device read when it stopped at `max` (more may
+    /// follow: pass it as `after`), `None` when the window is read. Holds no
+    /// iterator between calls, so a window of any size is read in bounded
+    /// memory.
+    pub fn read_window(
         &self,
         range: KeyGroupRange,
         end: i64,
-        mut f: impl FnMut(i32, Accumulator),
-    ) -> Result<(), StateError> {
-        let mut deletes = WriteBatch::default();
-        for kg in range.iter() {
-            let from = state_key(kg, end, i32::MIN);
-            let to = state_key(kg, end.saturating_add(1), i32::MIN);
-            let mut read_opts = rocksdb::ReadOptions::default();
-            read_opts.set_iterate_upper_bound(to.to_vec());
-            let iter = self.db.iterator_opt(
-                rocksdb::IteratorMode::From(&from, rocksdb::Direction::Forward),
-                read_opts,
-            );
-            let mut any = false;
-            for item in iter {
-                let (key, value) = item.map_err(|e| self.rocks(e))?;
-                let Some((_, _, sensor)) = parse_key(&key) else {
-                    continue;
-                };
-                let acc = codec::decode(&value).map_err(|source| StateError::Corrupt {
-                    path: self.path.clone(),
-                    key: key.to_vec(),
-                    source,
-                })?;
-                f(sensor, acc);
-                any = true;
+        after: Option<(u16, i32)>,
+        max: usize,
+        mut f: impl FnMut(u16, i32, Accumulator),
+    ) -> Result<Option<(u16, i32)>, StateError> {
+        let Some(cf) = self.db.cf_handle(&cf_name(end)) else {
+            return Ok(None);
+        };
+        let from = match after {
+            None => device_key(range.start, i32::MIN),
+            Some((kg, sensor)) => match sensor.checked_add(1) {
+                Some(next) => device_key(kg, next),
+                None => match kg.checked_add(1) {
+                    Some(next) => device_key(next, i32::MIN),
+                    None => return Ok(None),
+                },
+            },
+        };
+        let mut read_opts = ReadOptions::default();
+        read_opts.set_iterate_upper_bound(device_key(range.end, i32::MIN).to_vec());
+        // Each value is read once, when its window closes, then dropped.
+        read_opts.fill_cache(false);
+        let mut it = self.db.raw_iterator_cf_opt(cf, read_opts);
+        it.seek(from);
+        let mut n = 0;
+        let mut current: Option<(u16, i32, Accumulator)> = None;
+        while let (Some(key), Some(value)) = (it.key(), it.value()) {
+            let corrupt = |source| StateError::Corrupt {
+                path: self.path.clone(),
+                key: key.to_vec(),
+                source,
+            };
+            let Some((kg, sensor)) = parse_key(key) else {
+                return Err(corrupt(codec::CorruptState::Truncated));
+            };
+            let partial = codec::decode(value).map_err(corrupt)?;
+            match &mut current {
+                Some((ckg, cs, acc)) if (*ckg, *cs) == (kg, sensor) => acc.merge(&partial),
+                _ => {
+                    if let Some((ckg, cs, acc)) = current.take() {
+                        f(ckg, cs, acc);
+                        n += 1;
+                        if n >= max {
+                            // `partial` starts the next device: read again
+                            // from there next time.
+                            return Ok(Some((ckg, cs)));
+                        }
+                    }
+                    current = Some((kg, sensor, partial));
+                }
             }
-            if any {
-                deletes.delete_range(from, to);
-            }
+            it.next();
         }
-        self.db
-            .write_opt(deletes, &self.write_opts)
-            .map_err(|e| self.rocks(e))
+        it.status().map_err(|e| self.rocks(e))?;
+        if let Some((kg, sensor, acc)) = current {
+            f(kg, sensor, acc);
+        }
+        Ok(None)
     }
 
-    /// Number of keys in the store (RocksDB's estimate), for tests and stats.
-    pub fn estimate_keys(&self) -> u64 {
-        self.db
-            .property_int_value("rocksdb.estimate-num-keys")
-            .ok()
-            .flatten()
-            .unwrap_or(0)
+    /// Deletes window `end` with all its files.
+    pub fn drop_window(&mut self, end: i64) -> Result<(), StateError> {
+        if self.windows.remove(&end) {
+            self.db.drop_cf(&cf_name(end)).map_err(|e| self.rocks(e))?;
+        }
+        Ok(())
     }
+
+    /// Windows with state here, oldest first.
+    pub fn windows(&self) -> impl Iterator<Item = i64> + '_ {
+        self.windows.iter().copied()
+    }
+}
+
+/// Options of a window's column family and of its spill files: no
+/// compression, no compaction (a window's files are read once and dropped
+/// with it), and no write stalls for the number of files a large window
+/// gathers. The block cache holds index blocks; data blocks are read once.
+fn window_options() -> Options {
+    let mut opts = Options::default();
+    opts.set_compression_type(DBCompressionType::None);
+    opts.set_disable_auto_compactions(true);
+    opts.set_level_zero_slowdown_writes_trigger(-1);
+    opts.set_level_zero_stop_writes_trigger(i32::MAX);
+    let mut table = BlockBasedOptions::default();
+    table.set_block_cache(&Cache::new_lru_cache(8 << 20));
+    table.set_block_size(32 << 10);
+    opts.set_block_based_table_factory(&table);
+    opts
 }
 
 #[cfg(test)]
@@ -241,24 +335,27 @@ mod tests {
     #[test]
     fn keys_sort_numerically_and_round_trip() {
         let samples = [
-            (0u16, -120_000i64, -5i32),
-            (0, -120_000, 7),
-            (0, 0, i32::MIN),
-            (0, 60_000, -1),
-            (0, 60_000, 0),
-            (1, i64::MIN, 0),
-            (127, i64::MAX, i32::MAX),
+            (0u16, i32::MIN, 0u32),
+            (0, -5, 3),
+            (0, -5, 4),
+            (0, 0, 0),
+            (0, 7, u32::MAX),
+            (1, i32::MIN, 0),
+            (1, 0, 1),
+            (127, i32::MAX, 2),
         ];
         let keys: Vec<[u8; KEY_LEN]> = samples
             .iter()
-            .map(|&(a, b, c)| state_key(a, b, c))
+            .map(|&(a, b, c)| partial_key(a, b, c))
             .collect();
         let mut sorted = keys.clone();
         sorted.sort();
         assert_eq!(keys, sorted);
-        for (&s, k) in samples.iter().zip(&keys) {
-            assert_eq!(parse_key(k), Some(s));
+        for (&(kg, sensor, _), k) in samples.iter().zip(&keys) {
+            assert_eq!(parse_key(k), Some((kg, sensor)));
+            assert!(k.starts_with(&device_key(kg, sensor)));
         }
+        assert_eq!(parse_key(&[0, 1, 2]), None);
     }
 
     fn acc(temp: f64, ts: i64) -> Accumulator {
@@ -269,50 +366,119 @@ mod tests {
         })
     }
 
-    #[test]
-    fn merges_spilled_partials_and_takes_windows() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = StateStore::open_fresh(&dir.path().join("state")).expect("opens");
-        let (a1, a2, b) = (acc(10.0, 5), acc(20.0, 1), acc(7.0, 3));
-        store
-            .merge_all([
-                (state_key(3, 60_000, 1), &a1),
-                (state_key(3, 120_000, 1), &b),
-            ])
-            .expect("merge");
-        store
-            .merge_all([(state_key(3, 60_000, 1), &a2)])
-            .expect("merge");
-        store
-            .merge_all([(state_key(9, 60_000, 2), &b)])
-            .expect("merge");
+    /// Reads window `end` of `range` in chunks of `chunk` devices.
+    fn read(
+        store: &StateStore,
+        range: KeyGroupRange,
+        end: i64,
+        chunk: usize,
+    ) -> Vec<(u16, i32, Accumulator)> {
         let mut got = Vec::new();
+        let mut after = None;
+        loop {
+            let before = got.len();
+            after = store
+                .read_window(range, end, after, chunk, |kg, id, a| got.push((kg, id, a)))
+                .expect("read");
+            assert!(got.len() - before <= chunk);
+            if after.is_none() {
+                break;
+            }
+        }
+        got
+    }
+
+    #[test]
+    fn merges_spilled_partials_and_drops_windows() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = StateStore::open_fresh(&dir.path().join("state")).expect("opens");
+        let (a1, a2, b) = (acc(10.0, 5), acc(20.0, 1), acc(7.0, 3));
+        store.spill(60_000, [(3, 1, &a1)]).expect("spill");
+        store.spill(120_000, [(3, 1, &b)]).expect("spill");
         store
-            .take_window(KeyGroupRange { start: 0, end: 8 }, 60_000, |id, a| {
-                got.push((id, a))
-            })
-            .expect("take");
+            .spill(60_000, [(3, 1, &a2), (9, 2, &b)])
+            .expect("spill");
+        assert_eq!(store.windows().collect::<Vec<_>>(), vec![60_000, 120_000]);
+        let got = read(&store, KeyGroupRange { start: 0, end: 8 }, 60_000, 10);
         assert_eq!(got.len(), 1, "key group 9 is outside the range");
-        let (id, merged) = &got[0];
-        assert_eq!(*id, 1);
+        let (kg, id, merged) = &got[0];
+        assert_eq!((*kg, *id), (3, 1));
         assert_eq!(merged.count, 2);
         assert_eq!(merged.temperature.sum, 30.0);
         assert_eq!(merged.earliest.timestamp_ms, 1);
-        // Taken windows are gone; others stay.
-        let mut again = Vec::new();
-        store
-            .take_window(KeyGroupRange { start: 0, end: 16 }, 60_000, |id, _| {
-                again.push(id)
-            })
-            .expect("take");
-        assert_eq!(again, vec![2]);
-        let mut later = Vec::new();
-        store
-            .take_window(KeyGroupRange::all(128), 120_000, |id, a| {
-                later.push((id, a.count))
-            })
-            .expect("take");
+        // Dropped windows are gone with their files; others stay.
+        store.drop_window(60_000).expect("drop");
+        assert!(!store.has_window(60_000));
+        assert!(read(&store, KeyGroupRange::all(128), 60_000, 10).is_empty());
+        let later: Vec<(i32, u64)> = read(&store, KeyGroupRange::all(128), 120_000, 10)
+            .into_iter()
+            .map(|(_, id, a)| (id, a.count))
+            .collect();
         assert_eq!(later, vec![(1, 1)]);
+        store.drop_window(120_000).expect("drop");
+        assert_eq!(store.windows().count(), 0);
+        let sst = std::fs::read_dir(dir.path().join("state"))
+            .expect("dir")
+            .filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "sst"))
+            })
+            .count();
+        assert_eq!(sst, 0, "dropped windows leave no files");
+    }
+
+    /// Chunked reads return every device of the window once, in key order,
+    /// with all its partials merged, whatever the chunk size, and nothing of
+    /// other windows or key groups.
+    #[test]
+    fn windows_are_read_in_chunks_in_key_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = StateStore::open_fresh(&dir.path().join("state")).expect("opens");
+        let a = acc(1.0, 1);
+        let sensors = [i32::MIN, -7, 0, 5, 6, i32::MAX];
+        for spill in 0..3 {
+            let mut partials = Vec::new();
+            for kg in [0u16, 2, 3, 127] {
+                // Every third device misses the middle spill.
+                for (i, &s) in sensors.iter().enumerate() {
+                    if spill != 1 || i % 3 != 0 {
+                        partials.push((kg, s, &a));
+                    }
+                }
+            }
+            store.spill(60_000, partials).expect("spill");
+            store.spill(120_000, [(2, 1, &a)]).expect("spill");
+        }
+        let mut want: Vec<(u16, i32, u64)> = Vec::new();
+        for kg in [2u16, 3] {
+            for (i, &s) in sensors.iter().enumerate() {
+                want.push((kg, s, if i % 3 == 0 { 2 } else { 3 }));
+            }
+        }
+        for chunk in [1, 2, 5, 6, 7, 100] {
+            let got: Vec<(u16, i32, u64)> =
+                read(&store, KeyGroupRange { start: 1, end: 4 }, 60_000, chunk)
+                    .into_iter()
+                    .map(|(kg, s, a)| (kg, s, a.count))
+                    .collect();
+            assert_eq!(got, want, "chunks of {chunk}");
+        }
+    }
+
+    /// Partials must come in key order; a spill that breaks it fails with
+    /// RocksDB's words and leaves no file behind.
+    #[test]
+    fn unordered_spills_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = StateStore::open_fresh(&dir.path().join("state")).expect("opens");
+        let a = acc(1.0, 1);
+        let err = store
+            .spill(60_000, [(3, 5, &a), (3, 1, &a)])
+            .expect_err("out of order");
+        assert!(err.to_string().contains("state store at"), "{err}");
+        assert!(!dir.path().join("state/spill-0.sst").exists());
+        assert_eq!(store.spill(60_000, []).expect("empty"), 0);
+        assert!(!store.has_window(60_000));
     }
 
     #[test]
@@ -320,17 +486,12 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("state");
         {
-            let store = StateStore::open_fresh(&path).expect("opens");
-            store
-                .merge_all([(state_key(0, 60_000, 1), &acc(1.0, 1))])
-                .expect("merge");
+            let mut store = StateStore::open_fresh(&path).expect("opens");
+            store.spill(60_000, [(0, 1, &acc(1.0, 1))]).expect("spill");
         }
         let store = StateStore::open_fresh(&path).expect("reopens");
-        let mut got = 0;
-        store
-            .take_window(KeyGroupRange::all(128), 60_000, |_, _| got += 1)
-            .expect("take");
-        assert_eq!(got, 0);
+        assert!(!store.has_window(60_000));
+        assert!(read(&store, KeyGroupRange::all(128), 60_000, 10).is_empty());
     }
 
     #[test]

@@ -6,10 +6,16 @@
 //! per window end, until their total footprint exceeds the memory budget:
 //! then all of them are written to RocksDB as merge operands and memory
 //! starts over (see [`crate::state`]). When the watermark reaches a window's
-//! end, the window's accumulators are gathered from memory and — if it was
-//! ever spilled — RocksDB, turned into rows, and the window's state deleted.
+//! end, the window starts closing: its accumulators are merged from memory
+//! and — if it was ever spilled — RocksDB in key order (key group, then
+//! device), turned into rows and handed to the sink in messages of at most
+//! [`EMIT_ROWS`] results, and the window's state is deleted. The task sends
+//! each message (waiting for the sink if it must) before it asks for the
+//! next, so closing a window of millions of devices never holds more than a
+//! message of rows and a chunk read from RocksDB besides the accumulators.
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
@@ -30,10 +36,11 @@ use weir_common::position::Position;
 use crate::envelope::{Envelope, RecordBatch};
 use crate::metrics::JobMetrics;
 use crate::resume::{ResumeTable, Written};
-use crate::state::{state_key, StateError, StateStore};
+use crate::state::{StateError, StateStore};
 
-/// Hash-map overhead per accumulator, on top of its own footprint.
-const ENTRY_OVERHEAD: usize = 16;
+/// Most (device, window) results per message to the sink: each becomes a
+/// row in each output table.
+pub const EMIT_ROWS: usize = 2048;
 
 /// What the operator is configured to do.
 #[derive(Clone, Debug)]
@@ -51,13 +58,135 @@ pub struct WindowConfig {
     pub resume: Option<Arc<ResumeTable>>,
 }
 
-/// Accumulators of one window held in memory.
+/// Accumulators per page of a pane.
+const PAGE: usize = 1024;
+
+/// Accumulators of one window held in memory: pages of fixed size, found
+/// through a small index (sensor → slot). A hash map holding accumulators
+/// themselves would, when it grows, allocate room for twice as many 370-byte
+/// entries as it holds; pages waste at most one page, and the index's slots
+/// are 8 bytes.
 #[derive(Default)]
 struct Pane {
-    accs: FxHashMap<i32, Accumulator>,
-    bytes: usize,
+    index: FxHashMap<i32, u32>,
+    pages: Vec<Vec<(i32, Accumulator)>>,
+    /// Heap bytes of the accumulators' strings.
+    heap: usize,
     /// Part of this window's state is in RocksDB.
     spilled: bool,
+}
+
+impl Pane {
+    fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// What the pane occupies: whole pages and the index's allocated slots
+    /// (with hashbrown's control byte and load factor), not only the used
+    /// ones, since that is what the process holds.
+    fn bytes(&self) -> usize {
+        const INDEX_SLOT: usize = (std::mem::size_of::<(i32, u32)>() + 1) * 8 / 7;
+        self.pages.len() * PAGE * std::mem::size_of::<(i32, Accumulator)>()
+            + self.index.capacity() * INDEX_SLOT
+            + self.heap
+    }
+
+    #[inline]
+    fn add(&mut self, r: &Reading) {
+        if let Some(&slot) = self.index.get(&r.sensor_id) {
+            let slot = slot as usize;
+            if let Some((_, acc)) = self
+                .pages
+                .get_mut(slot / PAGE)
+                .and_then(|p| p.get_mut(slot % PAGE))
+            {
+                acc.add(r);
+            }
+            return;
+        }
+        let acc = Accumulator::new(r);
+        self.heap += acc.heap_bytes();
+        let slot = self.index.len();
+        if self.pages.last().is_none_or(|p| p.len() == PAGE) {
+            self.pages.push(Vec::with_capacity(PAGE));
+        }
+        if let Some(page) = self.pages.last_mut() {
+            page.push((r.sensor_id, acc));
+        }
+        // Slots stay below 2^32: a window holds at most 2^32 sensor ids.
+        self.index.insert(r.sensor_id, slot as u32);
+    }
+
+    fn get(&self, slot: u32) -> Option<&Accumulator> {
+        let slot = slot as usize;
+        self.pages
+            .get(slot / PAGE)
+            .and_then(|p| p.get(slot % PAGE))
+            .map(|(_, acc)| acc)
+    }
+
+    /// Every slot with its emission key, in key order (key group, sensor):
+    /// the order of the state store, in which windows are emitted.
+    fn sorted(&self, max_parallelism: u16) -> Vec<(u64, u32)> {
+        let mut order: Vec<(u64, u32)> = self
+            .pages
+            .iter()
+            .flatten()
+            .zip(0u32..)
+            .map(|((sensor, _), slot)| {
+                (
+                    emission_key(key_group_of(*sensor, max_parallelism), *sensor),
+                    slot,
+                )
+            })
+            .collect();
+        order.sort_unstable_by_key(|&(key, _)| key);
+        order
+    }
+}
+
+/// Orders (key group, sensor) as the state store's keys do.
+#[inline]
+fn emission_key(key_group: u16, sensor: i32) -> u64 {
+    (u64::from(key_group) << 32) | u64::from((sensor as u32) ^ (1 << 31))
+}
+
+#[inline]
+fn key_group_of_key(key: u64) -> u16 {
+    (key >> 32) as u16
+}
+
+#[inline]
+fn sensor_of(key: u64) -> i32 {
+    ((key as u32) ^ (1 << 31)) as i32
+}
+
+/// A window the watermark has passed, on its way out.
+struct Closing {
+    end: i64,
+    /// Its in-memory accumulators...
+    pane: Pane,
+    /// ...by emission key and slot, in emission order.
+    order: Vec<(u64, u32)>,
+    next: usize,
+    /// Its part in RocksDB, if it was ever spilled.
+    stored: Option<Stored>,
+}
+
+/// Reading a spilled window back, a chunk at a time.
+#[derive(Default)]
+struct Stored {
+    /// Read and not yet emitted, in key order.
+    buffer: VecDeque<(u64, Accumulator)>,
+    read: ReadState,
+}
+
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+enum ReadState {
+    #[default]
+    Start,
+    After(u16, i32),
+    Done,
 }
 
 /// What handling one message produced.
@@ -76,7 +205,8 @@ pub struct WindowOperator {
     aggregates_1m: bool,
     combiner: WatermarkCombiner,
     panes: BTreeMap<i64, Pane>,
-    memory: usize,
+    /// Windows the watermark has passed, oldest first, being emitted.
+    closing: VecDeque<Closing>,
     state: StateStore,
     spills: u64,
     /// The latest window end any key group of this task had written
@@ -103,7 +233,7 @@ impl WindowOperator {
             combiner: WatermarkCombiner::new(config.input_names.len()),
             config,
             panes: BTreeMap::new(),
-            memory: 0,
+            closing: VecDeque::new(),
             state,
             spills: 0,
         }
@@ -126,15 +256,27 @@ impl WindowOperator {
 
     /// Every input ended and every window was emitted.
     pub fn is_finished(&self) -> bool {
-        self.combiner.current() == i64::MAX && self.panes.is_empty()
+        self.combiner.current() == i64::MAX && self.panes.is_empty() && self.closing.is_empty()
     }
 
+    /// Windows not emitted completely yet.
     pub fn open_windows(&self) -> usize {
-        self.panes.len()
+        self.panes.len() + self.closing.len()
     }
 
     pub fn accumulators_in_memory(&self) -> usize {
-        self.panes.values().map(|p| p.accs.len()).sum()
+        let open: usize = self.panes.values().map(Pane::len).sum();
+        open + self
+            .closing
+            .iter()
+            .map(|c| c.order.len() - c.next)
+            .sum::<usize>()
+    }
+
+    /// Bytes of accumulators held in memory (open windows; closing ones
+    /// are emitted before the next input is taken).
+    fn memory(&self) -> usize {
+        self.panes.values().map(Pane::bytes).sum()
     }
 
     pub fn spills(&self) -> u64 {
@@ -161,19 +303,9 @@ impl WindowOperator {
                     continue;
                 }
             }
-            let pane = self.panes.entry(end).or_default();
-            match pane.accs.get_mut(&r.sensor_id) {
-                Some(acc) => acc.add(r),
-                None => {
-                    let acc = Accumulator::new(r);
-                    let size = acc.footprint() + ENTRY_OVERHEAD;
-                    pane.bytes += size;
-                    self.memory += size;
-                    pane.accs.insert(r.sensor_id, acc);
-                }
-            }
+            self.panes.entry(end).or_default().add(r);
         }
-        if self.memory > self.config.memory_budget {
+        if self.memory() > self.config.memory_budget {
             self.spill()?;
         }
         Ok(())
@@ -226,100 +358,162 @@ impl WindowOperator {
         });
     }
 
-    pub fn on_watermark(
-        &mut self,
-        input: u32,
-        wm: i64,
-        out: &mut Produced,
-    ) -> Result<(), StateError> {
-        match self.combiner.on_watermark(input as usize, wm) {
-            Some(w) => self.fire(w, out),
-            None => Ok(()),
+    /// An input's watermark; windows it closes are emitted by
+    /// [`WindowOperator::emit`].
+    pub fn on_watermark(&mut self, input: u32, wm: i64) {
+        if let Some(w) = self.combiner.on_watermark(input as usize, wm) {
+            self.fire(w);
         }
     }
 
-    pub fn on_idle(&mut self, input: u32, out: &mut Produced) -> Result<(), StateError> {
-        match self.combiner.on_idle(input as usize) {
-            Some(w) => self.fire(w, out),
-            None => Ok(()),
+    pub fn on_idle(&mut self, input: u32) {
+        if let Some(w) = self.combiner.on_idle(input as usize) {
+            self.fire(w);
         }
     }
 
-    pub fn on_end(&mut self, input: u32, out: &mut Produced) -> Result<(), StateError> {
-        match self.combiner.on_end(input as usize) {
-            Some(w) => self.fire(w, out),
-            None => Ok(()),
+    pub fn on_end(&mut self, input: u32) {
+        if let Some(w) = self.combiner.on_end(input as usize) {
+            self.fire(w);
         }
     }
 
-    /// Closes every window whose end the watermark has reached.
-    fn fire(&mut self, wm: i64, out: &mut Produced) -> Result<(), StateError> {
+    /// Starts closing every window whose end the watermark has reached;
+    /// [`WindowOperator::emit`] then hands out their rows.
+    fn fire(&mut self, wm: i64) {
         if wm != i64::MAX {
             self.finite_watermark = wm;
         }
+        let mp = self.config.max_parallelism;
         while let Some(entry) = self.panes.first_entry() {
             if *entry.key() > wm {
                 break;
             }
-            let (end, pane) = entry.remove_entry();
+            let (end, mut pane) = entry.remove_entry();
             self.fired = self.fired.max(end);
-            self.close(end, pane, out)?;
+            let order = pane.sorted(mp);
+            // Emission goes by slot: the index is no longer needed.
+            pane.index = FxHashMap::default();
+            let stored = pane.spilled.then(Stored::default);
+            self.closing.push_back(Closing {
+                end,
+                pane,
+                order,
+                next: 0,
+                stored,
+            });
         }
-        Ok(())
     }
 
-    fn close(&mut self, end: i64, pane: Pane, out: &mut Produced) -> Result<(), StateError> {
-        self.memory -= pane.bytes;
-        let mut results: Vec<(i32, Accumulator)> = Vec::with_capacity(pane.accs.len());
-        if pane.spilled {
-            let mut in_memory = pane.accs;
-            self.state
-                .take_window(self.config.key_groups, end, |sensor, mut acc| {
-                    if let Some(recent) = in_memory.remove(&sensor) {
-                        acc.merge(&recent);
+    /// Whether closed windows have rows left to emit.
+    pub fn has_output(&self) -> bool {
+        !self.closing.is_empty()
+    }
+
+    /// Emits the rows of up to `max` (device, window) results of closing
+    /// windows into `out`, oldest window first, each window in key order;
+    /// deletes a window's state once it is emitted. Whatever is read from
+    /// RocksDB at once is at most `max` accumulators.
+    pub fn emit(&mut self, max: usize, out: &mut Produced) -> Result<(), StateError> {
+        let max = max.max(1);
+        let range = self.config.key_groups;
+        let mut emitted = 0;
+        while emitted < max {
+            let Some(c) = self.closing.front_mut() else {
+                break;
+            };
+            if let Some(st) = &mut c.stored {
+                if st.buffer.is_empty() && st.read != ReadState::Done {
+                    let after = match st.read {
+                        ReadState::After(kg, sensor) => Some((kg, sensor)),
+                        ReadState::Start | ReadState::Done => None,
+                    };
+                    let buffer = &mut st.buffer;
+                    let next =
+                        self.state
+                            .read_window(range, c.end, after, max, |kg, sensor, acc| {
+                                buffer.push_back((emission_key(kg, sensor), acc));
+                            })?;
+                    st.read = match next {
+                        Some((kg, sensor)) => ReadState::After(kg, sensor),
+                        None => ReadState::Done,
+                    };
+                }
+            }
+            let in_memory = c.order.get(c.next).map(|&(key, _)| key);
+            let stored = c
+                .stored
+                .as_ref()
+                .and_then(|st| st.buffer.front().map(|(k, _)| *k));
+            let (sensor, acc) = match (in_memory, stored) {
+                (None, None) => {
+                    let end = c.end;
+                    self.closing.pop_front();
+                    self.state.drop_window(end)?;
+                    continue;
+                }
+                (Some(m), s) if s.is_none_or(|s| m < s) => {
+                    let slot = c.order[c.next].1;
+                    c.next += 1;
+                    match c.pane.get(slot) {
+                        Some(acc) => (sensor_of(m), Cow::Borrowed(acc)),
+                        None => continue, // unreachable: `order` lists the pane's slots
                     }
-                    results.push((sensor, acc));
-                })?;
-            results.extend(in_memory);
-        } else {
-            results.extend(pane.accs);
-        }
-        // Deterministic output order: by device.
-        results.sort_unstable_by_key(|(sensor, _)| *sensor);
-        let start = end - self.config.window_ms;
-        for (sensor, acc) in &results {
+                }
+                (m, _) => {
+                    let Some((s, mut acc)) = c.stored.as_mut().and_then(|st| st.buffer.pop_front())
+                    else {
+                        continue;
+                    };
+                    if m == Some(s) {
+                        let slot = c.order[c.next].1;
+                        c.next += 1;
+                        if let Some(recent) = c.pane.get(slot) {
+                            acc.merge(recent);
+                        }
+                    }
+                    (sensor_of(s), Cow::Owned(acc))
+                }
+            };
+            let end = c.end;
+            let start = end - self.config.window_ms;
             if self.sensors_local {
                 out.rows
                     .sensors_local
-                    .push(acc.sensors_local_row(*sensor, end));
+                    .push(acc.sensors_local_row(sensor, end));
             }
             if self.aggregates_1m {
                 out.rows
                     .aggregates
-                    .push(acc.aggregates_row(*sensor, start, end));
+                    .push(acc.aggregates_row(sensor, start, end));
             }
+            out.windows += 1;
+            emitted += 1;
         }
-        out.windows += results.len() as u64;
         Ok(())
     }
 
-    /// Moves every in-memory accumulator into RocksDB (as merge operands).
+    /// Moves every in-memory accumulator into RocksDB (one sorted file per
+    /// window) and frees the memory they held.
     pub fn spill(&mut self) -> Result<(), StateError> {
         let mp = self.config.max_parallelism;
         for (&end, pane) in self.panes.iter_mut() {
-            if pane.accs.is_empty() {
+            if pane.len() == 0 {
                 continue;
             }
-            self.state.merge_all(
-                pane.accs
-                    .iter()
-                    .map(|(&sensor, acc)| (state_key(key_group_of(sensor, mp), end, sensor), acc)),
+            let order = pane.sorted(mp);
+            self.state.spill(
+                end,
+                order.iter().filter_map(|&(key, slot)| {
+                    pane.get(slot)
+                        .map(|acc| (key_group_of_key(key), sensor_of(key), acc))
+                }),
             )?;
-            pane.accs.clear();
-            pane.bytes = 0;
-            pane.spilled = true;
+            *pane = Pane {
+                spilled: true,
+                ..Pane::default()
+            };
         }
-        self.memory = 0;
         self.spills += 1;
         Ok(())
     }
@@ -386,25 +580,42 @@ pub async fn run_window_task(
                 through,
             } => {
                 note(input, through);
-                op.on_watermark(input, watermark, &mut produced)?;
+                op.on_watermark(input, watermark);
                 true
             }
             Envelope::Idle { input, through } => {
                 note(input, through);
-                op.on_idle(input, &mut produced)?;
+                op.on_idle(input);
                 true
             }
             Envelope::End { input, through } => {
                 note(input, through);
-                op.on_end(input, &mut produced)?;
+                op.on_end(input);
                 true
             }
         };
+        // Rows of closed windows go to the sink even when stopping: a stop
+        // writes what was emitted. Closing windows are emitted whole before
+        // the next envelope, in messages of bounded size.
+        loop {
+            op.emit(EMIT_ROWS, &mut produced)?;
+            JobMetrics::add(
+                &metrics.windows_closed,
+                std::mem::take(&mut produced.windows),
+            );
+            if !produced.rows.is_empty() {
+                let rows = std::mem::take(&mut produced.rows);
+                if sink.send(SinkMsg::Rows(rows)).await.is_err() {
+                    return Ok(WindowOutcome::Stopped {
+                        open_windows: op.open_windows(),
+                    });
+                }
+            }
+            if !op.has_output() {
+                break;
+            }
+        }
         JobMetrics::add(&metrics.late_records, std::mem::take(&mut produced.late));
-        JobMetrics::add(
-            &metrics.windows_closed,
-            std::mem::take(&mut produced.windows),
-        );
         metrics.watermark.store(op.watermark(), Relaxed);
         metrics.state_spills.store(op.spills(), Relaxed);
         metrics
@@ -413,17 +624,6 @@ pub async fn run_window_task(
         metrics
             .open_windows
             .store(op.open_windows() as u64, Relaxed);
-        if !produced.rows.is_empty() {
-            let rows = std::mem::take(&mut produced.rows);
-            // Rows of closed windows go to the sink even when stopping: a
-            // stop writes what was emitted.
-            let sent = sink.send(SinkMsg::Rows(rows)).await.is_ok();
-            if !sent {
-                return Ok(WindowOutcome::Stopped {
-                    open_windows: op.open_windows(),
-                });
-            }
-        }
         if marked {
             let written = Written {
                 watermark: op.written_watermark(),
@@ -486,6 +686,15 @@ mod tests {
         }
     }
 
+    /// Emits every row of the windows that closed, in small messages.
+    fn drain(op: &mut WindowOperator, out: &mut Produced) {
+        while op.has_output() {
+            let before = out.windows;
+            op.emit(7, out).expect("emit");
+            assert!(out.windows - before <= 7);
+        }
+    }
+
     fn batch(input: u32, readings: Vec<Reading>) -> RecordBatch {
         let positions = (0..readings.len() as u64).map(Position::Offset).collect();
         RecordBatch {
@@ -503,7 +712,7 @@ mod tests {
             .iter()
             .map(|r| {
                 (
-                    r.device_id.clone(),
+                    r.device_id.to_string(),
                     r.window_end,
                     r.readings,
                     r.temperature_avg,
@@ -532,12 +741,14 @@ mod tests {
             &mut out,
         )
         .expect("records");
-        op.on_watermark(0, T0 + MIN - 1, &mut out).expect("wm");
+        op.on_watermark(0, T0 + MIN - 1);
+        drain(&mut op, &mut out);
         assert!(
             summary(&out).is_empty(),
             "watermark before the end closes nothing"
         );
-        op.on_watermark(0, T0 + MIN, &mut out).expect("wm");
+        op.on_watermark(0, T0 + MIN);
+        drain(&mut op, &mut out);
         assert_eq!(
             summary(&out),
             vec![("sensor_1".into(), secs(T0 + MIN), 2, 2.0)]
@@ -545,7 +756,8 @@ mod tests {
         assert_eq!(out.rows.sensors_local.len(), 1);
         assert_eq!(out.rows.sensors_local[0].time, secs(T0 + MIN));
         assert_eq!(out.rows.aggregates[0].window_start, secs(T0));
-        op.on_end(0, &mut out).expect("end");
+        op.on_end(0);
+        drain(&mut op, &mut out);
         assert_eq!(
             summary(&out)[1],
             ("sensor_1".into(), secs(T0 + 2 * MIN), 1, 10.0)
@@ -560,7 +772,8 @@ mod tests {
         // Reading at T0+30s, then the watermark passes the first window.
         op.on_records(&batch(0, vec![reading(7, T0 + 30_000, 1.0)]), &mut out)
             .expect("r");
-        op.on_watermark(0, T0 + MIN + 1_000, &mut out).expect("wm");
+        op.on_watermark(0, T0 + MIN + 1_000);
+        drain(&mut op, &mut out);
         assert_eq!(out.windows, 1);
         // A reading for the second window, 4 s behind the newest: on time.
         // A reading for the first (closed) window: late.
@@ -584,7 +797,8 @@ mod tests {
         assert_eq!(late.watermark_ms, T0 + MIN + 1_000);
         assert_eq!((late.source.as_str(), late.position.as_str()), ("p0", "1"));
         assert!(late.reading.contains("\"temperature\":99.0"));
-        op.on_end(0, &mut out).expect("end");
+        op.on_end(0);
+        drain(&mut op, &mut out);
         // The late reading is in no window.
         assert_eq!(
             summary(&out),
@@ -599,7 +813,8 @@ mod tests {
     fn late_policy_log_counts_without_rows() {
         let (mut op, _dir) = operator(1, 1 << 20, LatePolicy::Log);
         let mut out = Produced::default();
-        op.on_watermark(0, T0 + 2 * MIN, &mut out).expect("wm");
+        op.on_watermark(0, T0 + 2 * MIN);
+        drain(&mut op, &mut out);
         op.on_records(&batch(0, vec![reading(1, T0, 1.0)]), &mut out)
             .expect("r");
         assert_eq!(out.late, 1);
@@ -612,11 +827,14 @@ mod tests {
         let mut out = Produced::default();
         op.on_records(&batch(0, vec![reading(1, T0 + 1_000, 1.0)]), &mut out)
             .expect("r");
-        op.on_watermark(0, T0 + 3 * MIN, &mut out).expect("wm");
+        op.on_watermark(0, T0 + 3 * MIN);
+        drain(&mut op, &mut out);
         assert_eq!(out.windows, 0, "input 1 has no watermark yet");
-        op.on_watermark(1, T0 + 30_000, &mut out).expect("wm");
+        op.on_watermark(1, T0 + 30_000);
+        drain(&mut op, &mut out);
         assert_eq!(out.windows, 0, "input 1 is still inside the first window");
-        op.on_idle(1, &mut out).expect("idle");
+        op.on_idle(1);
+        drain(&mut op, &mut out);
         assert_eq!(
             out.windows, 1,
             "an idle input no longer holds the watermark"
@@ -636,9 +854,11 @@ mod tests {
             .map(|i| reading(i, T0 + i64::from(i) * MIN, 1.0))
             .collect();
         op.on_records(&batch(0, rs), &mut out).expect("r");
-        op.on_end(0, &mut out).expect("end");
+        op.on_end(0);
+        drain(&mut op, &mut out);
         assert_eq!(out.windows, 0, "input 1 has not ended");
-        op.on_end(1, &mut out).expect("end");
+        op.on_end(1);
+        drain(&mut op, &mut out);
         assert_eq!(out.windows, 10);
         assert!(op.is_finished());
         let ends: Vec<u32> = out.rows.aggregates.iter().map(|r| r.window_end).collect();
@@ -675,11 +895,13 @@ mod tests {
                 if rs.len() == 500 {
                     op.on_records(&batch(0, std::mem::take(&mut rs)), &mut out)
                         .expect("r");
-                    op.on_watermark(0, max_ts - 5_000, &mut out).expect("wm");
+                    op.on_watermark(0, max_ts - 5_000);
+                    drain(&mut op, &mut out);
                 }
             }
             op.on_records(&batch(0, rs), &mut out).expect("r");
-            op.on_end(0, &mut out).expect("end");
+            op.on_end(0);
+            drain(&mut op, &mut out);
             (out.rows, op.spills())
         };
         let (big, big_spills) = run(64 << 20);
@@ -743,7 +965,8 @@ mod tests {
         .expect("records");
         assert_eq!(out.late, 1, "the first minute was written before");
         assert_eq!(out.rows.late[0].watermark_ms, T0 + MIN);
-        op.on_end(0, &mut out).expect("end");
+        op.on_end(0);
+        drain(&mut op, &mut out);
         assert_eq!(
             summary(&out),
             vec![("sensor_1".into(), secs(T0 + 2 * MIN), 1, 2.0)]

@@ -18,7 +18,7 @@
 //! generation or a restarted job that recomputes windows already written —
 //! and 18.16 has no `insert_deduplication_token`. Every output row has a
 //! natural key (device and window, or source and position of a late
-//! reading), so before each insert [`ClickHouseWriter::forget_existing`]
+//! reading), so before each insert [`ClickHouseWriter::existing`]
 //! asks the server which rows of the batch are already there (a primary-key
 //! lookup) and drops them.
 
@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{OutputBatch, SinkError};
+use super::{SinkError, TableRows};
 use crate::error_chain::error_chain;
 use crate::rows::Table;
 use crate::spec::{ClickHouseSinkSpec, TableNames};
@@ -221,30 +221,30 @@ impl ClickHouseWriter {
         Ok(())
     }
 
-    /// One attempt to insert the batch, table by table. Rows of tables that
-    /// were written are removed from `batch`; on error the rest remain.
-    pub async fn write(&self, batch: &mut OutputBatch) -> Result<(), SinkError> {
-        if !batch.sensors_local.is_empty() {
-            self.insert(Table::SensorsLocal, &batch.sensors_local)
-                .await?;
-            batch.sensors_local.clear();
+    /// One attempt to insert `rows` except those at the indexes in `skip`
+    /// (ascending; rows the table already has).
+    pub async fn insert(&self, rows: TableRows<'_>, skip: &[usize]) -> Result<(), SinkError> {
+        match rows {
+            TableRows::SensorsLocal(r) => self.insert_rows(Table::SensorsLocal, r, skip).await,
+            TableRows::SensorAggregates(r) => {
+                self.insert_rows(Table::SensorAggregates, r, skip).await
+            }
+            TableRows::LateReadings(r) => self.insert_rows(Table::LateReadings, r, skip).await,
         }
-        if !batch.aggregates.is_empty() {
-            self.insert(Table::SensorAggregates, &batch.aggregates)
-                .await?;
-            batch.aggregates.clear();
-        }
-        if !batch.late.is_empty() {
-            self.insert(Table::LateReadings, &batch.late).await?;
-            batch.late.clear();
-        }
-        Ok(())
     }
 
-    async fn insert<T>(&self, table: Table, rows: &[T]) -> Result<(), SinkError>
+    async fn insert_rows<T>(
+        &self,
+        table: Table,
+        rows: &[T],
+        skip: &[usize],
+    ) -> Result<(), SinkError>
     where
         T: clickhouse::RowOwned + clickhouse::RowWrite,
     {
+        if rows.len() == skip.len() {
+            return Ok(());
+        }
         let what = format!("an insert into {}", self.table_name(table));
         // No timeouts: see the module documentation.
         let mut insert = self
@@ -252,7 +252,11 @@ impl ClickHouseWriter {
             .insert::<T>(self.tables.get(table))
             .await
             .map_err(|e| self.classify(&what, e))?;
-        for row in rows {
+        let mut skip = skip.iter().copied().peekable();
+        for (i, row) in rows.iter().enumerate() {
+            if skip.next_if_eq(&i).is_some() {
+                continue;
+            }
             insert
                 .write(row)
                 .await
@@ -261,79 +265,112 @@ impl ClickHouseWriter {
         insert.end().await.map_err(|e| self.classify(&what, e))
     }
 
-    /// Removes from `batch` the rows that ClickHouse already has, by their
-    /// natural keys. Run before every insert: after a failed insert whose
-    /// fate is unknown, and after a restart or a new generation that
-    /// recomputes windows an earlier one wrote, it makes the insert write
-    /// each row exactly once. Returns how many rows were removed.
-    pub async fn forget_existing(&self, batch: &mut OutputBatch) -> Result<usize, SinkError> {
-        let before = batch.len();
-        if !batch.sensors_local.is_empty() {
-            let keys: Vec<(String, String)> = batch
-                .sensors_local
-                .iter()
-                .map(|r| (quote(&r.device_id), r.time.to_string()))
-                .collect();
-            let found = self
-                .existing(Table::SensorsLocal, "device_id", "time", &keys)
-                .await?;
-            batch
-                .sensors_local
-                .retain(|r| !found.contains(&(r.device_id.clone(), r.time.to_string())));
-        }
-        if !batch.aggregates.is_empty() {
-            let keys: Vec<(String, String)> = batch
-                .aggregates
-                .iter()
-                .map(|r| (quote(&r.device_id), r.window_start.to_string()))
-                .collect();
-            let found = self
-                .existing(Table::SensorAggregates, "device_id", "window_start", &keys)
-                .await?;
-            batch
-                .aggregates
-                .retain(|r| !found.contains(&(r.device_id.clone(), r.window_start.to_string())));
-        }
-        if !batch.late.is_empty() {
-            let keys: Vec<(String, String)> = batch
-                .late
-                .iter()
-                .map(|r| (quote(&r.source), quote(&r.position)))
-                .collect();
-            let found = self
-                .existing(Table::LateReadings, "source", "position", &keys)
-                .await?;
-            batch
-                .late
-                .retain(|r| !found.contains(&(r.source.clone(), r.position.clone())));
-        }
-        Ok(before - batch.len())
+    /// The newest window the table holds a row of: its `time`
+    /// (`sensors_local`) or `window_start` (`sensor_aggregates_1m`), as
+    /// epoch seconds; `None` if it has none (and for the late-readings
+    /// table, whose rows are not ordered by window). One scan of that
+    /// column, asked once per deployment: rows of newer windows cannot be
+    /// in the table yet, so they need no lookup.
+    pub async fn newest_window(&self, table: Table) -> Result<Option<u32>, SinkError> {
+        let column = match table {
+            Table::SensorsLocal => "time",
+            Table::SensorAggregates => "window_start",
+            Table::LateReadings => return Ok(None),
+        };
+        let sql = format!(
+            "SELECT toUInt32(max({column})) FROM {}",
+            self.tables.get(table)
+        );
+        let newest: u32 = self
+            .timed(
+                "a query for the newest window written",
+                self.client.query(&sql).fetch_one(),
+            )
+            .await?;
+        // `max` of an empty table is the epoch.
+        Ok((newest > 0).then_some(newest))
     }
 
-    /// Which of `keys` (SQL literals of two key columns) the table has, as
-    /// plain strings. A tuple `IN` uses the table's primary key; the keys go
-    /// in chunks to stay far below the server's `max_query_size`.
-    async fn existing(
+    /// The indexes (ascending) of the rows the table already has, by their
+    /// natural keys. Asked before every insert: after a failed insert whose
+    /// fate is unknown, and after a restart or a new generation that
+    /// recomputes windows an earlier one wrote, it makes the insert write
+    /// each row exactly once.
+    pub async fn existing(&self, rows: TableRows<'_>) -> Result<Vec<usize>, SinkError> {
+        match rows {
+            TableRows::SensorsLocal(r) => {
+                self.existing_keys(Table::SensorsLocal, "device_id", "time", r, |r| {
+                    (r.device_id.as_str(), KeyPart::Seconds(r.time))
+                })
+                .await
+            }
+            TableRows::SensorAggregates(r) => {
+                self.existing_keys(
+                    Table::SensorAggregates,
+                    "device_id",
+                    "window_start",
+                    r,
+                    |r| (r.device_id.as_str(), KeyPart::Seconds(r.window_start)),
+                )
+                .await
+            }
+            TableRows::LateReadings(r) => {
+                self.existing_keys(Table::LateReadings, "source", "position", r, |r| {
+                    (r.source.as_str(), KeyPart::Text(r.position.as_str()))
+                })
+                .await
+            }
+        }
+    }
+
+    /// Looks up the natural keys `(first, second)` of `rows`. The keys go in
+    /// as few queries as fit below the server's `max_query_size`; each query
+    /// also bounds both key columns by the keys' range, so that ClickHouse
+    /// reads only the parts and granules that can hold them (the tuple `IN`
+    /// alone is not used for index analysis by every server version).
+    async fn existing_keys<'r, T>(
         &self,
         table: Table,
         first: &str,
         second: &str,
-        keys: &[(String, String)],
-    ) -> Result<HashSet<(String, String)>, SinkError> {
+        rows: &'r [T],
+        key: impl Fn(&'r T) -> (&'r str, KeyPart<'r>),
+    ) -> Result<Vec<usize>, SinkError> {
         // DateTime keys are read back as numbers, as they are written.
         let second_expr = match table {
             Table::LateReadings => second.to_owned(),
             _ => format!("toUInt32({second})"),
         };
-        let mut found = HashSet::new();
-        for chunk in keys.chunks(1000) {
-            let list: Vec<String> = chunk.iter().map(|(a, b)| format!("({a}, {b})")).collect();
-            let sql = format!(
-                "SELECT toString({first}) AS a, toString({second_expr}) AS b FROM {} \
-                 WHERE ({first}, {second}) IN ({})",
+        let mut found: HashSet<(String, String)> = HashSet::new();
+        let mut start = 0;
+        while start < rows.len() {
+            let mut list = String::new();
+            let (mut lo, mut hi) = (key(&rows[start]), key(&rows[start]));
+            let mut end = start;
+            while end < rows.len() && list.len() < LOOKUP_QUERY_BYTES {
+                let k = key(&rows[end]);
+                if end > start {
+                    list.push_str(", ");
+                }
+                push_key(&mut list, &k);
+                lo = (lo.0.min(k.0), lo.1.min(k.1));
+                hi = (hi.0.max(k.0), hi.1.max(k.1));
+                end += 1;
+            }
+            let mut sql = format!(
+                "SELECT toString({first}) AS a, toString({second_expr}) AS b FROM {} WHERE {first} >= ",
                 self.tables.get(table),
-                list.join(", ")
             );
+            push_literal(&mut sql, lo.0);
+            sql.push_str(&format!(" AND {first} <= "));
+            push_literal(&mut sql, hi.0);
+            sql.push_str(&format!(" AND {second} >= "));
+            lo.1.push_sql(&mut sql);
+            sql.push_str(&format!(" AND {second} <= "));
+            hi.1.push_sql(&mut sql);
+            sql.push_str(&format!(" AND ({first}, {second}) IN ("));
+            sql.push_str(&list);
+            sql.push(')');
             // Raw: the literals may contain `?`, which is not a placeholder here.
             let rows: Vec<KeyRow> = self
                 .timed(
@@ -342,14 +379,68 @@ impl ClickHouseWriter {
                 )
                 .await?;
             found.extend(rows.into_iter().map(|r| (r.a, r.b)));
+            start = end;
         }
-        Ok(found)
+        if found.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut probe = (String::new(), String::new());
+        Ok(rows
+            .iter()
+            .enumerate()
+            .filter(|(_, row)| {
+                let (a, b) = key(row);
+                probe.0.clear();
+                probe.0.push_str(a);
+                probe.1.clear();
+                b.push_text(&mut probe.1);
+                found.contains(&probe)
+            })
+            .map(|(i, _)| i)
+            .collect())
     }
 }
 
-/// A ClickHouse string literal.
-fn quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
+/// Bytes of key literals per lookup query: far below ClickHouse's default
+/// `max_query_size` (256 KiB), whatever the batch size.
+const LOOKUP_QUERY_BYTES: usize = 128 << 10;
+
+/// The second part of a natural key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum KeyPart<'a> {
+    /// A `DateTime`, as epoch seconds.
+    Seconds(u32),
+    Text(&'a str),
+}
+
+impl KeyPart<'_> {
+    fn push_sql(&self, out: &mut String) {
+        match self {
+            KeyPart::Seconds(s) => out.push_str(&s.to_string()),
+            KeyPart::Text(t) => push_literal(out, t),
+        }
+    }
+
+    /// As `toString` reads it back.
+    fn push_text(&self, out: &mut String) {
+        match self {
+            KeyPart::Seconds(s) => out.push_str(&s.to_string()),
+            KeyPart::Text(t) => out.push_str(t),
+        }
+    }
+}
+
+fn push_key(out: &mut String, (a, b): &(&str, KeyPart<'_>)) {
+    out.push('(');
+    push_literal(out, a);
+    out.push_str(", ");
+    b.push_sql(out);
+    out.push(')');
+}
+
+/// Appends a ClickHouse string literal.
+fn push_literal(out: &mut String, s: &str) {
+    out.reserve(s.len() + 2);
     out.push('\'');
     for c in s.chars() {
         match c {
@@ -359,7 +450,6 @@ fn quote(s: &str) -> String {
         }
     }
     out.push('\'');
-    out
 }
 
 /// Whether a `version()` string such as `18.16.1` is older than `(major, minor)`.
@@ -468,6 +558,11 @@ mod tests {
 
     #[test]
     fn literals_are_quoted() {
+        let quote = |s: &str| {
+            let mut out = String::new();
+            push_literal(&mut out, s);
+            out
+        };
         assert_eq!(quote("sensor_1"), "'sensor_1'");
         assert_eq!(quote("a'b\\c?"), "'a\\'b\\\\c?'");
     }

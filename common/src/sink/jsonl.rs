@@ -1,17 +1,20 @@
 //! Append-only JSON-lines files that stay whole when a write fails.
 //!
-//! Each append writes a whole batch with one `write_all`. If that fails (a
-//! full disk, most often) the file is cut back to its length before the
-//! batch, so the file never holds half a line and a retry of the batch
-//! writes it exactly once.
+//! Each append writes a whole batch at once (through an [`Appender`], which
+//! keeps large outputs out of the page cache). If that fails (a full disk,
+//! most often) the file is cut back to its length before the batch, so the
+//! file never holds half a line and a retry of the batch writes it exactly
+//! once.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Seek, SeekFrom, Write};
+use std::io::{self, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::{OutputBatch, SinkError};
+use super::append::Appender;
+use super::json::JsonLine;
+use super::{SinkError, TableRows};
 use crate::rows::Table;
 
 /// Whether an I/O error may go away by itself (space freed, quota raised,
@@ -32,9 +35,9 @@ pub fn io_error_is_transient(e: &io::Error) -> bool {
 #[derive(Debug)]
 pub struct JsonlFile {
     path: PathBuf,
-    file: File,
-    /// Length of the file up to the last whole batch.
-    len: u64,
+    /// Writes at the end of the file; its length is up to the last whole
+    /// batch.
+    out: Appender,
     /// A failed append could not be rolled back yet.
     needs_rollback: bool,
     buf: Vec<u8>,
@@ -77,14 +80,12 @@ impl JsonlFile {
             Start::Append => {
                 let len = whole_lines_len(&mut file).map_err(io_err)?;
                 file.set_len(len).map_err(io_err)?;
-                file.seek(SeekFrom::Start(len)).map_err(io_err)?;
                 len
             }
         };
         Ok(JsonlFile {
             path: path.to_owned(),
-            file,
-            len,
+            out: Appender::new(file, path, len).map_err(io_err)?,
             needs_rollback: false,
             buf: Vec::new(),
         })
@@ -94,7 +95,19 @@ impl JsonlFile {
         &self.path
     }
 
-    /// Appends one line per row, all or nothing.
+    /// Appends one line per output row, all or nothing.
+    pub fn append_rows<T: JsonLine>(&mut self, rows: &[T]) -> Result<(), SinkError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        self.buf.clear();
+        for row in rows {
+            row.write_json_line(&mut self.buf);
+        }
+        self.append_raw()
+    }
+
+    /// Appends one line per value (through serde), all or nothing.
     pub fn append<T: Serialize>(&mut self, rows: &[T]) -> Result<(), SinkError> {
         if rows.is_empty() {
             return Ok(());
@@ -114,12 +127,9 @@ impl JsonlFile {
     fn append_raw(&mut self) -> Result<(), SinkError> {
         let result = self
             .rollback_if_needed()
-            .and_then(|()| self.file.write_all(&self.buf));
+            .and_then(|()| self.out.append(&self.buf));
         match result {
-            Ok(()) => {
-                self.len += self.buf.len() as u64;
-                Ok(())
-            }
+            Ok(()) => Ok(()),
             Err(source) => {
                 self.needs_rollback = true;
                 // Best effort now; retried before the next append otherwise.
@@ -134,8 +144,7 @@ impl JsonlFile {
 
     fn rollback_if_needed(&mut self) -> io::Result<()> {
         if self.needs_rollback {
-            self.file.set_len(self.len)?;
-            self.file.seek(SeekFrom::Start(self.len))?;
+            self.out.truncate()?;
             self.needs_rollback = false;
         }
         Ok(())
@@ -143,7 +152,7 @@ impl JsonlFile {
 
     /// Forces written lines to disk.
     pub fn sync(&mut self) -> Result<(), SinkError> {
-        self.file.sync_data().map_err(|source| SinkError::Io {
+        self.out.sync().map_err(|source| SinkError::Io {
             path: self.path.clone(),
             source,
         })
@@ -192,27 +201,20 @@ impl JsonlWriter {
         Ok(JsonlWriter { files })
     }
 
-    /// Writes a batch, table by table; rows of a table that was written are
-    /// removed from the batch, so a retry after an error continues where
-    /// this attempt stopped.
-    pub fn write(&mut self, batch: &mut OutputBatch) -> Result<(), SinkError> {
-        for (table, file) in &mut self.files {
-            match table {
-                Table::SensorsLocal => {
-                    file.append(&batch.sensors_local)?;
-                    batch.sensors_local.clear();
-                }
-                Table::SensorAggregates => {
-                    file.append(&batch.aggregates)?;
-                    batch.aggregates.clear();
-                }
-                Table::LateReadings => {
-                    file.append(&batch.late)?;
-                    batch.late.clear();
-                }
-            }
+    /// Appends rows to their table's file, all or nothing.
+    pub fn write(&mut self, rows: TableRows<'_>) -> Result<(), SinkError> {
+        let table = rows.table();
+        let Some((_, file)) = self.files.iter_mut().find(|(t, _)| *t == table) else {
+            return Err(SinkError::Schema {
+                table: table.default_name().to_owned(),
+                problem: "the JSON-lines sink has no file for this table".into(),
+            });
+        };
+        match rows {
+            TableRows::SensorsLocal(r) => file.append_rows(r),
+            TableRows::SensorAggregates(r) => file.append_rows(r),
+            TableRows::LateReadings(r) => file.append_rows(r),
         }
-        Ok(())
     }
 
     pub fn sync(&mut self) -> Result<(), SinkError> {
@@ -281,8 +283,7 @@ mod tests {
         };
         let mut f = JsonlFile {
             path: PathBuf::from("/dev/full"),
-            file,
-            len: 0,
+            out: Appender::buffered(file, 0),
             needs_rollback: false,
             buf: Vec::new(),
         };

@@ -7,15 +7,17 @@
 //! rolls a failed append back, and the ClickHouse writer can find out which
 //! rows of a batch already reached the server before retrying.
 
+pub mod append;
 pub mod clickhouse;
 pub mod ddl;
+pub mod json;
 pub mod jsonl;
 
 use std::path::PathBuf;
 
 use crate::rows::{LateReadingRow, SensorAggregatesRow, SensorsLocalRow, Table};
 
-/// Rows waiting to be written, per table.
+/// Rows a window task hands to its sink, per table.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct OutputBatch {
     pub sensors_local: Vec<SensorsLocalRow>,
@@ -40,33 +42,53 @@ impl OutputBatch {
         }
     }
 
-    /// Splits off up to `n` rows (tables in write order) into a new batch.
-    pub fn take_front(&mut self, n: usize) -> OutputBatch {
-        fn take<T>(v: &mut Vec<T>, n: &mut usize) -> Vec<T> {
-            let k = (*n).min(v.len());
-            *n -= k;
-            let rest = v.split_off(k);
-            std::mem::replace(v, rest)
-        }
-        let mut n = n;
-        OutputBatch {
-            sensors_local: take(&mut self.sensors_local, &mut n),
-            aggregates: take(&mut self.aggregates, &mut n),
-            late: take(&mut self.late, &mut n),
-        }
-    }
-
-    /// Appends all rows of `other`.
-    pub fn append(&mut self, mut other: OutputBatch) {
-        self.sensors_local.append(&mut other.sensors_local);
-        self.aggregates.append(&mut other.aggregates);
-        self.late.append(&mut other.late);
-    }
-
     pub fn clear(&mut self) {
         self.sensors_local.clear();
         self.aggregates.clear();
         self.late.clear();
+    }
+}
+
+/// Rows of one table, borrowed from wherever they wait: what one insert or
+/// one append writes. Writers take slices so that a sink can write the front
+/// of its pending rows without moving the rest.
+#[derive(Clone, Copy, Debug)]
+pub enum TableRows<'a> {
+    SensorsLocal(&'a [SensorsLocalRow]),
+    SensorAggregates(&'a [SensorAggregatesRow]),
+    LateReadings(&'a [LateReadingRow]),
+}
+
+impl TableRows<'_> {
+    pub fn table(&self) -> Table {
+        match self {
+            TableRows::SensorsLocal(_) => Table::SensorsLocal,
+            TableRows::SensorAggregates(_) => Table::SensorAggregates,
+            TableRows::LateReadings(_) => Table::LateReadings,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            TableRows::SensorsLocal(r) => r.len(),
+            TableRows::SensorAggregates(r) => r.len(),
+            TableRows::LateReadings(r) => r.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The newest window among the rows, as epoch seconds (the key column
+    /// [`clickhouse::ClickHouseWriter::newest_window`] reads); `None` for
+    /// late readings, which are not ordered by window.
+    pub fn newest_window(&self) -> Option<u32> {
+        match self {
+            TableRows::SensorsLocal(r) => r.iter().map(|r| r.time).max(),
+            TableRows::SensorAggregates(r) => r.iter().map(|r| r.window_start).max(),
+            TableRows::LateReadings(_) => None,
+        }
     }
 }
 
@@ -115,30 +137,5 @@ impl SinkError {
             SinkError::Protocol(_) => "protocol",
             SinkError::Io { .. } => "io",
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::aggregate::Accumulator;
-    use crate::reading::Reading;
-
-    #[test]
-    fn take_front_splits_in_table_order() {
-        let acc = Accumulator::new(&Reading::default());
-        let mut b = OutputBatch {
-            sensors_local: (0..3).map(|i| acc.sensors_local_row(i, 60_000)).collect(),
-            aggregates: (0..3).map(|i| acc.aggregates_row(i, 0, 60_000)).collect(),
-            late: Vec::new(),
-        };
-        let front = b.take_front(4);
-        assert_eq!((front.sensors_local.len(), front.aggregates.len()), (3, 1));
-        assert_eq!(front.aggregates[0].device_id, "sensor_0");
-        assert_eq!((b.sensors_local.len(), b.aggregates.len()), (0, 2));
-        assert_eq!(b.aggregates[0].device_id, "sensor_1");
-        let rest = b.take_front(10);
-        assert_eq!(rest.len(), 2);
-        assert!(b.is_empty());
     }
 }

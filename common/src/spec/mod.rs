@@ -518,7 +518,10 @@ impl Default for StateSpec {
     fn default() -> Self {
         StateSpec {
             dir: PathBuf::from("weir-data"),
-            memory_budget: ByteSize(64 << 20),
+            // A minute of state is about 390 bytes per device: this keeps
+            // the windows of half a million devices in memory. Beyond it,
+            // state goes to RocksDB at some cost (docs/performance.md).
+            memory_budget: ByteSize(256 << 20),
             max_parallelism: 128,
         }
     }

@@ -16,6 +16,8 @@
 //! published to the metrics only once every row sent before them is
 //! written: that is what the coordinator records as durable.
 
+mod pending;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,11 +27,12 @@ use tokio_util::sync::CancellationToken;
 use weir_common::rows::Table;
 use weir_common::sink::clickhouse::ClickHouseWriter;
 use weir_common::sink::jsonl::{JsonlFile, JsonlWriter};
-use weir_common::sink::{OutputBatch, SinkError};
+use weir_common::sink::{SinkError, TableRows};
 
 use crate::metrics::JobMetrics;
 use crate::resume::Written;
 use crate::window::SinkMsg;
+pub use pending::Pending;
 
 /// Where the main output goes.
 pub enum TableWriter {
@@ -45,24 +48,53 @@ pub struct SinkWriter {
 }
 
 impl SinkWriter {
-    async fn write(&mut self, batch: &mut OutputBatch) -> Result<(), SinkError> {
-        if let Some(file) = &mut self.late_file {
-            file.append(&batch.late)?;
-            batch.late.clear();
+    /// Writes `rows` except those at the indexes in `skip`, all or nothing.
+    async fn write(&mut self, rows: TableRows<'_>, skip: &[usize]) -> Result<(), SinkError> {
+        if let (Some(file), TableRows::LateReadings(late)) = (&mut self.late_file, rows) {
+            return file.append_rows(late);
         }
         match &mut self.main {
-            TableWriter::Jsonl(w) => w.write(batch),
-            TableWriter::ClickHouse(c) => c.write(batch).await,
+            TableWriter::Jsonl(w) => w.write(rows),
+            TableWriter::ClickHouse(c) => c.insert(rows, skip).await,
         }
     }
 
-    /// Drops rows the destination already has (ClickHouse only; the JSONL
-    /// writer rolls back failed appends instead).
-    async fn forget_existing(&mut self, batch: &mut OutputBatch) -> Result<usize, SinkError> {
-        match &self.main {
-            TableWriter::ClickHouse(c) => c.forget_existing(batch).await,
-            TableWriter::Jsonl(_) => Ok(0),
+    /// Whether rows of `table` must be looked up before they are written
+    /// (ClickHouse; the JSONL writer rolls back failed appends instead).
+    fn looks_up(&self, table: Table) -> bool {
+        let to_late_file = table == Table::LateReadings && self.late_file.is_some();
+        matches!(self.main, TableWriter::ClickHouse(_)) && !to_late_file
+    }
+
+    /// The indexes of the rows the destination already has. `newest` is
+    /// what is known of the newest window in the row's table (asked here
+    /// the first time): rows of newer windows are not looked up.
+    async fn existing(
+        &self,
+        rows: TableRows<'_>,
+        newest: &mut Option<Option<u32>>,
+        metrics: &JobMetrics,
+    ) -> Result<Vec<usize>, SinkError> {
+        let TableWriter::ClickHouse(c) = &self.main else {
+            return Ok(Vec::new());
+        };
+        if let Some(ours) = rows.newest_window() {
+            let theirs = match *newest {
+                Some(known) => known,
+                None => {
+                    JobMetrics::add(&metrics.sink_lookups, 1);
+                    let found = c.newest_window(rows.table()).await?;
+                    tracing::debug!(table = ?rows.table(), newest = ?found, "newest window written");
+                    *newest = Some(found);
+                    found
+                }
+            };
+            if theirs.is_none_or(|theirs| ours > theirs) {
+                return Ok(Vec::new());
+            }
         }
+        JobMetrics::add(&metrics.sink_lookups, 1);
+        c.existing(rows).await
     }
 
     async fn finish(&mut self) -> Result<(), SinkError> {
@@ -79,8 +111,12 @@ impl SinkWriter {
 /// Batching and retry settings.
 #[derive(Clone, Debug)]
 pub struct SinkConfig {
-    pub batch_rows: usize,
+    /// Write as soon as this many rows wait...
+    pub flush_rows: usize,
+    /// ...or the oldest waiting row has waited this long.
     pub batch_interval: Duration,
+    /// At most this many rows per insert (or append) into one table.
+    pub insert_rows: usize,
     pub retry_initial: Duration,
     pub retry_max: Duration,
 }
@@ -97,6 +133,15 @@ pub enum SinkOutcome {
     Aborted { unwritten: usize },
 }
 
+/// How much of what waits a write should take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Flush {
+    /// Only full inserts: the rest waits for more rows or the interval.
+    Full,
+    /// Everything.
+    All,
+}
+
 pub struct SinkTask {
     pub writer: SinkWriter,
     pub config: SinkConfig,
@@ -105,9 +150,20 @@ pub struct SinkTask {
     pub abort: CancellationToken,
 }
 
+/// The newest window each table may hold rows of (by [`Table`] index):
+/// unknown until asked, then what the table had when this deployment
+/// started, raised by every insert whose fate is unknown. Windows are
+/// emitted oldest first, so once the rows pass it no lookup is needed.
+///
+/// Rows written meanwhile by another process for the same windows (a
+/// deployment that was replaced but is still writing) are not seen; only
+/// fencing (the exactly-once issue) rules those out.
+type Newest = [Option<Option<u32>>; 3];
+
 impl SinkTask {
     pub async fn run(mut self, mut rx: mpsc::Receiver<SinkMsg>) -> Result<SinkOutcome, SinkError> {
-        let mut pending = OutputBatch::default();
+        let mut pending = Pending::default();
+        let mut newest: Newest = [None; 3];
         let mut oldest: Option<Instant> = None;
         // The latest progress report, waiting for `pending` to be written.
         let mut progress: Option<Written> = None;
@@ -117,15 +173,16 @@ impl SinkTask {
                 msg = rx.recv() => Some(msg),
                 _ = sleep_until_opt(deadline) => None,
             };
-            match msg {
+            let flush = match msg {
                 Some(Some(SinkMsg::Rows(rows))) => {
                     if pending.is_empty() {
                         oldest = Some(Instant::now());
                     }
-                    pending.append(rows);
-                    if pending.len() < self.config.batch_rows {
+                    pending.push(rows);
+                    if pending.len() < self.config.flush_rows {
                         continue;
                     }
+                    Flush::Full
                 }
                 Some(Some(SinkMsg::Progress(p))) => {
                     progress = Some(p);
@@ -134,35 +191,33 @@ impl SinkTask {
                     }
                     continue;
                 }
-                Some(Some(SinkMsg::End)) => {
-                    if !self.write_all(&mut pending).await? {
+                Some(end) => {
+                    if !self
+                        .write_pending(&mut pending, &mut newest, Flush::All)
+                        .await?
+                    {
                         return Ok(SinkOutcome::Aborted {
                             unwritten: pending.len(),
                         });
                     }
                     self.writer.finish().await?;
                     self.publish(&mut progress);
-                    return Ok(SinkOutcome::Finished);
+                    return Ok(match end {
+                        Some(_) => SinkOutcome::Finished,
+                        None => SinkOutcome::Stopped,
+                    });
                 }
-                Some(None) => {
-                    if !self.write_all(&mut pending).await? {
-                        return Ok(SinkOutcome::Aborted {
-                            unwritten: pending.len(),
-                        });
-                    }
-                    self.writer.finish().await?;
-                    self.publish(&mut progress);
-                    return Ok(SinkOutcome::Stopped);
-                }
-                None => {} // the oldest row has waited long enough
-            }
-            if !self.write_all(&mut pending).await? {
+                None => Flush::All, // the oldest row has waited long enough
+            };
+            if !self.write_pending(&mut pending, &mut newest, flush).await? {
                 return Ok(SinkOutcome::Aborted {
                     unwritten: pending.len(),
                 });
             }
-            oldest = None;
-            self.publish(&mut progress);
+            if pending.is_empty() {
+                oldest = None;
+                self.publish(&mut progress);
+            }
         }
     }
 
@@ -173,30 +228,53 @@ impl SinkTask {
         }
     }
 
-    /// Writes `pending` completely, in inserts of at most `batch_rows`
-    /// rows, retrying transient failures. `Ok(false)` if aborted first.
-    async fn write_all(&mut self, pending: &mut OutputBatch) -> Result<bool, SinkError> {
-        while !pending.is_empty() {
-            let mut chunk = pending.take_front(self.config.batch_rows);
-            if !self.write_chunk(&mut chunk).await? {
-                chunk.append(std::mem::take(pending));
-                *pending = chunk;
-                return Ok(false);
+    /// Writes what waits, table by table in inserts of at most
+    /// `insert_rows` rows, retrying transient failures. With
+    /// [`Flush::Full`] a table's last partial insert waits for more rows
+    /// unless it has `flush_rows` itself. `Ok(false)` if aborted first.
+    async fn write_pending(
+        &mut self,
+        pending: &mut Pending,
+        newest: &mut Newest,
+        flush: Flush,
+    ) -> Result<bool, SinkError> {
+        let max = self.config.insert_rows.max(1);
+        for table in Table::ALL {
+            loop {
+                let waiting = pending.rows_of(table);
+                let partial = waiting < max && waiting < self.config.flush_rows;
+                if waiting == 0 || (flush == Flush::Full && partial) {
+                    break;
+                }
+                let rows = pending.front(table, max);
+                let n = rows.len();
+                if !self.write_rows(rows, &mut newest[table as usize]).await? {
+                    return Ok(false);
+                }
+                pending.consume(table, n);
             }
         }
         Ok(true)
     }
 
-    /// Writes one insert's worth of rows until it is written. After a failed
-    /// attempt, whose rows may have reached the server anyway, the rows the
-    /// server already has are dropped before the next attempt.
-    async fn write_chunk(&mut self, chunk: &mut OutputBatch) -> Result<bool, SinkError> {
+    /// Writes one insert's worth of rows until it is written. Before each
+    /// attempt into ClickHouse — the first, since an earlier generation or
+    /// run may have written these rows, and every retry, since a failed
+    /// attempt may have reached the server anyway — the rows the server
+    /// already has are looked up and left out (unless they are of windows
+    /// newer than any the table holds: see [`Newest`]).
+    async fn write_rows(
+        &mut self,
+        rows: TableRows<'_>,
+        newest: &mut Option<Option<u32>>,
+    ) -> Result<bool, SinkError> {
         let mut delay = self.config.retry_initial;
         let mut failures = 0u32;
-        // Always look first: the rows may have been written by a failed
-        // attempt, an earlier generation or an earlier run.
-        let mut check_first = true;
-        while !chunk.is_empty() {
+        let looks_up = self.writer.looks_up(rows.table());
+        let mut check_first = looks_up;
+        // Indexes of rows the table already has (ascending).
+        let mut existing: Vec<usize> = Vec::new();
+        loop {
             // An aborted deployment must not wait for a hung request: the
             // attempt is dropped (its rows are rechecked by whoever retries).
             let abort = self.abort.clone();
@@ -204,33 +282,48 @@ impl SinkTask {
                 let checked = tokio::select! {
                     biased;
                     _ = abort.cancelled() => return Ok(false),
-                    r = self.writer.forget_existing(chunk) => r,
+                    r = self.writer.existing(rows, newest, &self.metrics) => r,
                 };
-                checked.map(|n| {
-                    if n > 0 {
+                checked.map(|found| {
+                    // Rows found by an earlier look were counted then.
+                    let new = found.len().saturating_sub(existing.len());
+                    if new > 0 {
                         tracing::info!(
-                            rows = n,
+                            rows = new,
                             "rows already in the table; not writing them again"
                         );
-                        JobMetrics::add(&self.metrics.rows_written, n as u64);
+                        JobMetrics::add(&self.metrics.rows_written, new as u64);
                     }
+                    existing = found;
                     check_first = false;
+                    false
                 })
             } else {
-                let before = chunk.len();
                 let result = tokio::select! {
                     biased;
                     _ = abort.cancelled() => return Ok(false),
-                    r = self.writer.write(chunk) => r,
+                    r = self.writer.write(rows, &existing) => r,
                 };
-                JobMetrics::add(&self.metrics.rows_written, (before - chunk.len()) as u64);
-                if result.is_err() {
-                    check_first = true;
+                match &result {
+                    Ok(()) => {
+                        let n = rows.len() - existing.len();
+                        JobMetrics::add(&self.metrics.rows_written, n as u64);
+                    }
+                    // Some of the rows may be in the table now. (Still
+                    // unknown, the newest window is asked before the next
+                    // attempt anyway.)
+                    Err(_) => {
+                        if let (Some(known), Some(ours)) = (newest.as_mut(), rows.newest_window()) {
+                            *known = Some(known.map_or(ours, |k| k.max(ours)));
+                        }
+                    }
                 }
-                result
+                check_first = looks_up;
+                result.map(|()| true)
             };
             let err = match attempt {
-                Ok(()) => continue,
+                Ok(true) => break,
+                Ok(false) => continue,
                 Err(e) if e.is_retryable() => e,
                 Err(e) => return Err(e),
             };
@@ -242,7 +335,7 @@ impl SinkTask {
                     error = %err,
                     kind = err.kind(),
                     failures,
-                    unwritten_rows = chunk.len(),
+                    unwritten_rows = rows.len() - existing.len(),
                     retry_in = ?delay,
                     "sink write failed; retrying (input is held back meanwhile)"
                 );
@@ -297,10 +390,11 @@ pub fn tables_for(aggregates: &[weir_common::spec::Aggregate], late_to_main: boo
 mod tests {
     use super::*;
     use weir_common::rows::LateReadingRow;
+    use weir_common::sink::OutputBatch;
 
     fn late_row(i: usize) -> LateReadingRow {
         LateReadingRow {
-            device_id: format!("sensor_{i}"),
+            device_id: weir_common::reading::Reading::device_id(i as i32),
             event_time: 0,
             timestamp_ms: 0,
             window_end: 60,
@@ -320,7 +414,8 @@ mod tests {
                 late_file: None,
             },
             config: SinkConfig {
-                batch_rows,
+                flush_rows: batch_rows,
+                insert_rows: batch_rows,
                 batch_interval: interval,
                 retry_initial: Duration::from_millis(10),
                 retry_max: Duration::from_millis(100),

@@ -1,0 +1,225 @@
+//! Appending to a file without filling the page cache.
+//!
+//! Output files grow by gigabytes when a job has millions of devices, and
+//! nothing reads them back while the job runs. Written through the page
+//! cache, every new 4 KiB page must be allocated (and, on a virtual machine,
+//! often faulted in from the host): on the benchmark VM that cost 2 to 3.5 s
+//! of system time per GB, more than everything else the job does. Written
+//! with `O_DIRECT`, the same bytes cost about 0.2 s per GB.
+//!
+//! `O_DIRECT` writes must start, end and sit in memory on block boundaries.
+//! An [`Appender`] therefore writes every whole block of an append straight
+//! to the device and the last, partial block through the page cache, and
+//! keeps that partial block's bytes: the next append rewrites the block
+//! whole, directly. The file always holds exactly the bytes appended, a
+//! reader sees them all, and a file system that refuses `O_DIRECT` (tmpfs)
+//! gets plain writes.
+
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+/// Alignment of direct writes: the largest logical block size in use.
+const BLOCK: usize = 4096;
+
+/// Appends bytes at the end of a file (see the module documentation).
+#[derive(Debug)]
+pub struct Appender {
+    file: File,
+    /// The same file opened with `O_DIRECT`, while the file system takes it.
+    direct: Option<File>,
+    len: u64,
+    /// The file's bytes from the start of its last partial block.
+    tail: Vec<u8>,
+    /// Room for one aligned write (over-allocated by a block to align it).
+    staging: Vec<u8>,
+}
+
+impl Appender {
+    /// Appends to `file` (open for reading and writing, at `path`) after its
+    /// first `len` bytes; whatever follows them is overwritten.
+    pub fn new(file: File, path: &Path, len: u64) -> io::Result<Self> {
+        let mut tail = vec![0u8; (len % BLOCK as u64) as usize];
+        if !tail.is_empty() {
+            let mut f = &file;
+            f.seek(SeekFrom::Start(len - tail.len() as u64))?;
+            f.read_exact(&mut tail)?;
+        }
+        Ok(Appender {
+            direct: open_direct(path),
+            file,
+            len,
+            tail,
+            staging: Vec::new(),
+        })
+    }
+
+    /// A plain appender, as on a file system without `O_DIRECT`.
+    pub fn buffered(file: File, len: u64) -> Self {
+        Appender {
+            file,
+            direct: None,
+            len,
+            tail: Vec::new(),
+            staging: Vec::new(),
+        }
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Whether whole blocks go straight to the device.
+    pub fn is_direct(&self) -> bool {
+        self.direct.is_some()
+    }
+
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// Appends `data`. On error the file may hold part of it beyond
+    /// [`Appender::len`], which is unchanged: cut the file back to it
+    /// ([`Appender::truncate`]) before appending again.
+    pub fn append(&mut self, data: &[u8]) -> io::Result<()> {
+        let Some(direct) = &self.direct else {
+            self.file.write_all_at(data, self.len)?;
+            self.len += data.len() as u64;
+            return Ok(());
+        };
+        let block_start = self.len - self.tail.len() as u64;
+        let whole = (self.tail.len() + data.len()) / BLOCK * BLOCK;
+        if whole == 0 {
+            self.file.write_all_at(data, self.len)?;
+            self.tail.extend_from_slice(data);
+            self.len += data.len() as u64;
+            return Ok(());
+        }
+        let from_data = whole - self.tail.len();
+        let staged = aligned(&mut self.staging, whole);
+        staged[..self.tail.len()].copy_from_slice(&self.tail);
+        staged[self.tail.len()..].copy_from_slice(&data[..from_data]);
+        match direct.write_all_at(staged, block_start) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                // Not on this file system after all: plain writes from now.
+                tracing::debug!(error = %e, "O_DIRECT refused; writing through the page cache");
+                self.direct = None;
+                self.tail.clear();
+                return self.append(data);
+            }
+            Err(e) => return Err(e),
+        }
+        let rest = &data[from_data..];
+        self.file.write_all_at(rest, block_start + whole as u64)?;
+        self.tail.clear();
+        self.tail.extend_from_slice(rest);
+        self.len += data.len() as u64;
+        Ok(())
+    }
+
+    /// Cuts the file back to [`Appender::len`] (after a failed append).
+    pub fn truncate(&mut self) -> io::Result<()> {
+        self.file.set_len(self.len)
+    }
+
+    /// Forces what was appended to disk.
+    pub fn sync(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn open_direct(path: &Path) -> Option<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)
+        .ok()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn open_direct(_path: &Path) -> Option<File> {
+    None
+}
+
+/// `n` bytes of `buf` that start on a block boundary.
+fn aligned(buf: &mut Vec<u8>, n: usize) -> &mut [u8] {
+    if buf.len() < n + BLOCK {
+        *buf = vec![0u8; n + BLOCK];
+    }
+    let misalignment = buf.as_ptr().addr() % BLOCK;
+    let start = (BLOCK - misalignment) % BLOCK;
+    &mut buf[start..start + n]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(path: &Path) -> File {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(path)
+            .expect("open")
+    }
+
+    /// Appends of every size, across block boundaries, leave exactly the
+    /// bytes appended, directly or not, and a reopened file continues after
+    /// its partial block.
+    #[test]
+    fn the_file_holds_exactly_what_was_appended() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sizes = [1usize, 4095, 1, 4096, 10_000, 0, 3, 8192, 70_000, 5];
+        for direct in [true, false] {
+            let path = dir.path().join(format!("out-{direct}"));
+            let mut want = Vec::new();
+            let mut a = if direct {
+                Appender::new(open(&path), &path, 0).expect("appender")
+            } else {
+                Appender::buffered(open(&path), 0)
+            };
+            for (i, &n) in sizes.iter().enumerate() {
+                let data: Vec<u8> = (0..n).map(|j| (i * 31 + j) as u8).collect();
+                a.append(&data).expect("append");
+                want.extend_from_slice(&data);
+                assert_eq!(
+                    std::fs::read(&path).expect("read"),
+                    want,
+                    "after append {i}"
+                );
+                assert_eq!(a.len(), want.len() as u64);
+            }
+            drop(a);
+            let mut a = Appender::new(open(&path), &path, want.len() as u64).expect("reopen");
+            a.append(b"more").expect("append");
+            want.extend_from_slice(b"more");
+            assert_eq!(std::fs::read(&path).expect("read"), want);
+        }
+    }
+
+    #[test]
+    fn truncate_cuts_back_to_what_was_appended() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("out");
+        let mut a = Appender::new(open(&path), &path, 0).expect("appender");
+        a.append(&[7u8; 5000]).expect("append");
+        a.file()
+            .write_all_at(b"partial garbage", 5000)
+            .expect("write");
+        a.truncate().expect("truncate");
+        a.append(b"x").expect("append");
+        let got = std::fs::read(&path).expect("read");
+        assert_eq!(got.len(), 5001);
+        assert_eq!(got[5000], b'x');
+    }
+}
