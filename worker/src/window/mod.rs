@@ -1,28 +1,23 @@
 //! The window operator: per-device tumbling windows over event time.
 //!
 //! [`WindowOperator`] is synchronous and owns its state, so every rule of
-//! the contract can be tested without a runtime; [`run_window_task`] is the
-//! actor around it. Accumulators of open windows live in memory, one pane
-//! per window end, until their total footprint exceeds the memory budget:
-//! then all of them are written to RocksDB as merge operands and memory
-//! starts over (see [`crate::state`]). When the watermark reaches a window's
-//! end, the window starts closing: its accumulators are merged from memory
-//! and — if it was ever spilled — RocksDB in key order (key group, then
-//! device), turned into rows and handed to the sink in messages of at most
-//! [`EMIT_ROWS`] results, and the window's state is deleted. The task sends
-//! each message (waiting for the sink if it must) before it asks for the
-//! next, so closing a window of millions of devices never holds more than a
-//! message of rows and a chunk read from RocksDB besides the accumulators.
+//! the contract can be tested without a runtime; [`run_window_task`]
+//! (`task.rs`) is the actor around it. Accumulators of open windows live in
+//! memory, one pane (`pane.rs`) per window end, until their footprint
+//! exceeds the memory budget: then every pane is spilled to RocksDB as one
+//! sorted file and memory starts over (see [`crate::state`]). When the
+//! watermark reaches a window's end, the window starts closing
+//! (`closing.rs`): its accumulators are merged from memory and — if it was
+//! ever spilled — RocksDB in key order (key group, then device), turned into
+//! rows and handed to the sink in messages of at most [`EMIT_ROWS`] results,
+//! and the window's state is dropped. The task sends each message (waiting
+//! for the sink if it must) before it asks for the next, so closing a window
+//! of millions of devices never holds more than a message of rows and a
+//! chunk read from RocksDB besides the accumulators.
 
-use std::borrow::Cow;
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-use rustc_hash::FxHashMap;
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
-use weir_common::aggregate::Accumulator;
 use weir_common::keygroup::{key_group_of, KeyGroupRange};
 use weir_common::reading::Reading;
 use weir_common::rows::LateReadingRow;
@@ -31,11 +26,16 @@ use weir_common::spec::{Aggregate, LatePolicy};
 use weir_common::time::{datetime_seconds, window_end};
 use weir_common::watermark::WatermarkCombiner;
 
-use weir_common::position::Position;
+mod closing;
+mod pane;
+mod task;
 
-use crate::envelope::{Envelope, RecordBatch};
-use crate::metrics::JobMetrics;
-use crate::resume::{ResumeTable, Written};
+use closing::Closing;
+use pane::{key_group_of_key, sensor_of, Pane};
+pub use task::{run_window_task, SinkMsg, WindowOutcome};
+
+use crate::envelope::RecordBatch;
+use crate::resume::ResumeTable;
 use crate::state::{StateError, StateStore};
 
 /// Most (device, window) results per message to the sink: each becomes a
@@ -56,137 +56,6 @@ pub struct WindowConfig {
     pub input_names: Vec<String>,
     /// What earlier generations wrote (windows they wrote stay closed).
     pub resume: Option<Arc<ResumeTable>>,
-}
-
-/// Accumulators per page of a pane.
-const PAGE: usize = 1024;
-
-/// Accumulators of one window held in memory: pages of fixed size, found
-/// through a small index (sensor → slot). A hash map holding accumulators
-/// themselves would, when it grows, allocate room for twice as many 370-byte
-/// entries as it holds; pages waste at most one page, and the index's slots
-/// are 8 bytes.
-#[derive(Default)]
-struct Pane {
-    index: FxHashMap<i32, u32>,
-    pages: Vec<Vec<(i32, Accumulator)>>,
-    /// Heap bytes of the accumulators' strings.
-    heap: usize,
-    /// Part of this window's state is in RocksDB.
-    spilled: bool,
-}
-
-impl Pane {
-    fn len(&self) -> usize {
-        self.index.len()
-    }
-
-    /// What the pane occupies: whole pages and the index's allocated slots
-    /// (with hashbrown's control byte and load factor), not only the used
-    /// ones, since that is what the process holds.
-    fn bytes(&self) -> usize {
-        const INDEX_SLOT: usize = (std::mem::size_of::<(i32, u32)>() + 1) * 8 / 7;
-        self.pages.len() * PAGE * std::mem::size_of::<(i32, Accumulator)>()
-            + self.index.capacity() * INDEX_SLOT
-            + self.heap
-    }
-
-    #[inline]
-    fn add(&mut self, r: &Reading) {
-        if let Some(&slot) = self.index.get(&r.sensor_id) {
-            let slot = slot as usize;
-            if let Some((_, acc)) = self
-                .pages
-                .get_mut(slot / PAGE)
-                .and_then(|p| p.get_mut(slot % PAGE))
-            {
-                acc.add(r);
-            }
-            return;
-        }
-        let acc = Accumulator::new(r);
-        self.heap += acc.heap_bytes();
-        let slot = self.index.len();
-        if self.pages.last().is_none_or(|p| p.len() == PAGE) {
-            self.pages.push(Vec::with_capacity(PAGE));
-        }
-        if let Some(page) = self.pages.last_mut() {
-            page.push((r.sensor_id, acc));
-        }
-        // Slots stay below 2^32: a window holds at most 2^32 sensor ids.
-        self.index.insert(r.sensor_id, slot as u32);
-    }
-
-    fn get(&self, slot: u32) -> Option<&Accumulator> {
-        let slot = slot as usize;
-        self.pages
-            .get(slot / PAGE)
-            .and_then(|p| p.get(slot % PAGE))
-            .map(|(_, acc)| acc)
-    }
-
-    /// Every slot with its emission key, in key order (key group, sensor):
-    /// the order of the state store, in which windows are emitted.
-    fn sorted(&self, max_parallelism: u16) -> Vec<(u64, u32)> {
-        let mut order: Vec<(u64, u32)> = self
-            .pages
-            .iter()
-            .flatten()
-            .zip(0u32..)
-            .map(|((sensor, _), slot)| {
-                (
-                    emission_key(key_group_of(*sensor, max_parallelism), *sensor),
-                    slot,
-                )
-            })
-            .collect();
-        order.sort_unstable_by_key(|&(key, _)| key);
-        order
-    }
-}
-
-/// Orders (key group, sensor) as the state store's keys do.
-#[inline]
-fn emission_key(key_group: u16, sensor: i32) -> u64 {
-    (u64::from(key_group) << 32) | u64::from((sensor as u32) ^ (1 << 31))
-}
-
-#[inline]
-fn key_group_of_key(key: u64) -> u16 {
-    (key >> 32) as u16
-}
-
-#[inline]
-fn sensor_of(key: u64) -> i32 {
-    ((key as u32) ^ (1 << 31)) as i32
-}
-
-/// A window the watermark has passed, on its way out.
-struct Closing {
-    end: i64,
-    /// Its in-memory accumulators...
-    pane: Pane,
-    /// ...by emission key and slot, in emission order.
-    order: Vec<(u64, u32)>,
-    next: usize,
-    /// Its part in RocksDB, if it was ever spilled.
-    stored: Option<Stored>,
-}
-
-/// Reading a spilled window back, a chunk at a time.
-#[derive(Default)]
-struct Stored {
-    /// Read and not yet emitted, in key order.
-    buffer: VecDeque<(u64, Accumulator)>,
-    read: ReadState,
-}
-
-#[derive(Clone, Copy, Default, PartialEq, Eq)]
-enum ReadState {
-    #[default]
-    Start,
-    After(u16, i32),
-    Done,
 }
 
 /// What handling one message produced.
@@ -269,7 +138,7 @@ impl WindowOperator {
         open + self
             .closing
             .iter()
-            .map(|c| c.order.len() - c.next)
+            .map(Closing::remaining_in_memory)
             .sum::<usize>()
     }
 
@@ -389,19 +258,9 @@ impl WindowOperator {
             if *entry.key() > wm {
                 break;
             }
-            let (end, mut pane) = entry.remove_entry();
+            let (end, pane) = entry.remove_entry();
             self.fired = self.fired.max(end);
-            let order = pane.sorted(mp);
-            // Emission goes by slot: the index is no longer needed.
-            pane.index = FxHashMap::default();
-            let stored = pane.spilled.then(Stored::default);
-            self.closing.push_back(Closing {
-                end,
-                pane,
-                order,
-                next: 0,
-                stored,
-            });
+            self.closing.push_back(Closing::new(end, pane, mp));
         }
     }
 
@@ -417,78 +276,29 @@ impl WindowOperator {
     pub fn emit(&mut self, max: usize, out: &mut Produced) -> Result<(), StateError> {
         let max = max.max(1);
         let range = self.config.key_groups;
+        let (sensors_local, aggregates_1m) = (self.sensors_local, self.aggregates_1m);
         let mut emitted = 0;
         while emitted < max {
             let Some(c) = self.closing.front_mut() else {
                 break;
             };
-            if let Some(st) = &mut c.stored {
-                if st.buffer.is_empty() && st.read != ReadState::Done {
-                    let after = match st.read {
-                        ReadState::After(kg, sensor) => Some((kg, sensor)),
-                        ReadState::Start | ReadState::Done => None,
-                    };
-                    let buffer = &mut st.buffer;
-                    let next =
-                        self.state
-                            .read_window(range, c.end, after, max, |kg, sensor, acc| {
-                                buffer.push_back((emission_key(kg, sensor), acc));
-                            })?;
-                    st.read = match next {
-                        Some((kg, sensor)) => ReadState::After(kg, sensor),
-                        None => ReadState::Done,
-                    };
-                }
-            }
-            let in_memory = c.order.get(c.next).map(|&(key, _)| key);
-            let stored = c
-                .stored
-                .as_ref()
-                .and_then(|st| st.buffer.front().map(|(k, _)| *k));
-            let (sensor, acc) = match (in_memory, stored) {
-                (None, None) => {
-                    let end = c.end;
-                    self.closing.pop_front();
-                    self.state.drop_window(end)?;
-                    continue;
-                }
-                (Some(m), s) if s.is_none_or(|s| m < s) => {
-                    let slot = c.order[c.next].1;
-                    c.next += 1;
-                    match c.pane.get(slot) {
-                        Some(acc) => (sensor_of(m), Cow::Borrowed(acc)),
-                        None => continue, // unreachable: `order` lists the pane's slots
-                    }
-                }
-                (m, _) => {
-                    let Some((s, mut acc)) = c.stored.as_mut().and_then(|st| st.buffer.pop_front())
-                    else {
-                        continue;
-                    };
-                    if m == Some(s) {
-                        let slot = c.order[c.next].1;
-                        c.next += 1;
-                        if let Some(recent) = c.pane.get(slot) {
-                            acc.merge(recent);
-                        }
-                    }
-                    (sensor_of(s), Cow::Owned(acc))
-                }
-            };
             let end = c.end;
             let start = end - self.config.window_ms;
-            if self.sensors_local {
-                out.rows
-                    .sensors_local
-                    .push(acc.sensors_local_row(sensor, end));
+            let rows = &mut out.rows;
+            let n = c.emit(&self.state, range, max - emitted, |sensor, acc| {
+                if sensors_local {
+                    rows.sensors_local.push(acc.sensors_local_row(sensor, end));
+                }
+                if aggregates_1m {
+                    rows.aggregates.push(acc.aggregates_row(sensor, start, end));
+                }
+            })?;
+            emitted += n;
+            out.windows += n as u64;
+            if emitted < max {
+                self.closing.pop_front();
+                self.state.drop_window(end)?;
             }
-            if self.aggregates_1m {
-                out.rows
-                    .aggregates
-                    .push(acc.aggregates_row(sensor, start, end));
-            }
-            out.windows += 1;
-            emitted += 1;
         }
         Ok(())
     }
@@ -509,140 +319,10 @@ impl WindowOperator {
                         .map(|acc| (key_group_of_key(key), sensor_of(key), acc))
                 }),
             )?;
-            *pane = Pane {
-                spilled: true,
-                ..Pane::default()
-            };
+            *pane = Pane::spilled();
         }
         self.spills += 1;
         Ok(())
-    }
-}
-
-/// Messages from a window task to its sink.
-#[derive(Debug)]
-pub enum SinkMsg {
-    Rows(OutputBatch),
-    /// What the rows sent so far add up to: written once they are.
-    Progress(Written),
-    /// Every window has been emitted: flush and finish.
-    End,
-}
-
-/// How a window task ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WindowOutcome {
-    /// All inputs ended and every window was emitted.
-    Finished,
-    /// Its inputs went away first (the job was stopped); open windows were
-    /// not emitted.
-    Stopped { open_windows: usize },
-}
-
-/// The window task: feeds envelopes to the operator and rows to the sink,
-/// until every input ended or `stop` is cancelled.
-pub async fn run_window_task(
-    mut op: WindowOperator,
-    mut inputs: mpsc::Receiver<Envelope>,
-    sink: mpsc::Sender<SinkMsg>,
-    metrics: Arc<JobMetrics>,
-    stop: CancellationToken,
-) -> Result<WindowOutcome, StateError> {
-    let mut produced = Produced::default();
-    // By input: the last position received (see `Envelope`).
-    let mut processed: Vec<Option<Position>> = vec![None; op.config.input_names.len()];
-    let mut reported: Option<Written> = None;
-    loop {
-        let envelope = tokio::select! {
-            biased;
-            _ = stop.cancelled() => None,
-            e = inputs.recv() => e,
-        };
-        let Some(envelope) = envelope else {
-            return Ok(WindowOutcome::Stopped {
-                open_windows: op.open_windows(),
-            });
-        };
-        let mut note = |input: u32, through: Option<Position>| {
-            if let (Some(p), Some(slot)) = (through, processed.get_mut(input as usize)) {
-                *slot = Some(p);
-            }
-        };
-        let marked = match envelope {
-            Envelope::Records(batch) => {
-                note(batch.input, batch.positions.last().copied());
-                op.on_records(&batch, &mut produced)?;
-                false
-            }
-            Envelope::Watermark {
-                input,
-                watermark,
-                through,
-            } => {
-                note(input, through);
-                op.on_watermark(input, watermark);
-                true
-            }
-            Envelope::Idle { input, through } => {
-                note(input, through);
-                op.on_idle(input);
-                true
-            }
-            Envelope::End { input, through } => {
-                note(input, through);
-                op.on_end(input);
-                true
-            }
-        };
-        // Rows of closed windows go to the sink even when stopping: a stop
-        // writes what was emitted. Closing windows are emitted whole before
-        // the next envelope, in messages of bounded size.
-        loop {
-            op.emit(EMIT_ROWS, &mut produced)?;
-            JobMetrics::add(
-                &metrics.windows_closed,
-                std::mem::take(&mut produced.windows),
-            );
-            if !produced.rows.is_empty() {
-                let rows = std::mem::take(&mut produced.rows);
-                if sink.send(SinkMsg::Rows(rows)).await.is_err() {
-                    return Ok(WindowOutcome::Stopped {
-                        open_windows: op.open_windows(),
-                    });
-                }
-            }
-            if !op.has_output() {
-                break;
-            }
-        }
-        JobMetrics::add(&metrics.late_records, std::mem::take(&mut produced.late));
-        metrics.watermark.store(op.watermark(), Relaxed);
-        metrics.state_spills.store(op.spills(), Relaxed);
-        metrics
-            .open_accumulators
-            .store(op.accumulators_in_memory() as u64, Relaxed);
-        metrics
-            .open_windows
-            .store(op.open_windows() as u64, Relaxed);
-        if marked {
-            let written = Written {
-                watermark: op.written_watermark(),
-                processed: processed.clone(),
-            };
-            if reported.as_ref() != Some(&written) {
-                if sink.send(SinkMsg::Progress(written.clone())).await.is_err() {
-                    return Ok(WindowOutcome::Stopped {
-                        open_windows: op.open_windows(),
-                    });
-                }
-                reported = Some(written);
-            }
-        }
-        if op.is_finished() {
-            // If the sink is gone the job is failing anyway; its error wins.
-            let _ = sink.send(SinkMsg::End).await;
-            return Ok(WindowOutcome::Finished);
-        }
     }
 }
 

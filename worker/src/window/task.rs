@@ -1,0 +1,142 @@
+//! The window task: the actor around the [`WindowOperator`].
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use weir_common::position::Position;
+use weir_common::sink::OutputBatch;
+
+use super::{Produced, WindowOperator, EMIT_ROWS};
+use crate::envelope::Envelope;
+use crate::metrics::JobMetrics;
+use crate::resume::Written;
+use crate::state::StateError;
+
+/// Messages from a window task to its sink.
+#[derive(Debug)]
+pub enum SinkMsg {
+    Rows(OutputBatch),
+    /// What the rows sent so far add up to: written once they are.
+    Progress(Written),
+    /// Every window has been emitted: flush and finish.
+    End,
+}
+
+/// How a window task ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowOutcome {
+    /// All inputs ended and every window was emitted.
+    Finished,
+    /// Its inputs went away first (the job was stopped); open windows were
+    /// not emitted.
+    Stopped { open_windows: usize },
+}
+
+/// The window task: feeds envelopes to the operator and rows to the sink,
+/// until every input ended or `stop` is cancelled.
+pub async fn run_window_task(
+    mut op: WindowOperator,
+    mut inputs: mpsc::Receiver<Envelope>,
+    sink: mpsc::Sender<SinkMsg>,
+    metrics: Arc<JobMetrics>,
+    stop: CancellationToken,
+) -> Result<WindowOutcome, StateError> {
+    let mut produced = Produced::default();
+    // By input: the last position received (see `Envelope`).
+    let mut processed: Vec<Option<Position>> = vec![None; op.config.input_names.len()];
+    let mut reported: Option<Written> = None;
+    loop {
+        let envelope = tokio::select! {
+            biased;
+            _ = stop.cancelled() => None,
+            e = inputs.recv() => e,
+        };
+        let Some(envelope) = envelope else {
+            return Ok(WindowOutcome::Stopped {
+                open_windows: op.open_windows(),
+            });
+        };
+        let mut note = |input: u32, through: Option<Position>| {
+            if let (Some(p), Some(slot)) = (through, processed.get_mut(input as usize)) {
+                *slot = Some(p);
+            }
+        };
+        let marked = match envelope {
+            Envelope::Records(batch) => {
+                note(batch.input, batch.positions.last().copied());
+                op.on_records(&batch, &mut produced)?;
+                false
+            }
+            Envelope::Watermark {
+                input,
+                watermark,
+                through,
+            } => {
+                note(input, through);
+                op.on_watermark(input, watermark);
+                true
+            }
+            Envelope::Idle { input, through } => {
+                note(input, through);
+                op.on_idle(input);
+                true
+            }
+            Envelope::End { input, through } => {
+                note(input, through);
+                op.on_end(input);
+                true
+            }
+        };
+        // Rows of closed windows go to the sink even when stopping: a stop
+        // writes what was emitted. Closing windows are emitted whole before
+        // the next envelope, in messages of bounded size.
+        loop {
+            op.emit(EMIT_ROWS, &mut produced)?;
+            JobMetrics::add(
+                &metrics.windows_closed,
+                std::mem::take(&mut produced.windows),
+            );
+            if !produced.rows.is_empty() {
+                let rows = std::mem::take(&mut produced.rows);
+                if sink.send(SinkMsg::Rows(rows)).await.is_err() {
+                    return Ok(WindowOutcome::Stopped {
+                        open_windows: op.open_windows(),
+                    });
+                }
+            }
+            if !op.has_output() {
+                break;
+            }
+        }
+        JobMetrics::add(&metrics.late_records, std::mem::take(&mut produced.late));
+        metrics.watermark.store(op.watermark(), Relaxed);
+        metrics.state_spills.store(op.spills(), Relaxed);
+        metrics
+            .open_accumulators
+            .store(op.accumulators_in_memory() as u64, Relaxed);
+        metrics
+            .open_windows
+            .store(op.open_windows() as u64, Relaxed);
+        if marked {
+            let written = Written {
+                watermark: op.written_watermark(),
+                processed: processed.clone(),
+            };
+            if reported.as_ref() != Some(&written) {
+                if sink.send(SinkMsg::Progress(written.clone())).await.is_err() {
+                    return Ok(WindowOutcome::Stopped {
+                        open_windows: op.open_windows(),
+                    });
+                }
+                reported = Some(written);
+            }
+        }
+        if op.is_finished() {
+            // If the sink is gone the job is failing anyway; its error wins.
+            let _ = sink.send(SinkMsg::End).await;
+            return Ok(WindowOutcome::Finished);
+        }
+    }
+}
