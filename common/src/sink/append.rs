@@ -14,6 +14,11 @@
 //! whole, directly. The file always holds exactly the bytes appended, a
 //! reader sees them all, and a file system that refuses `O_DIRECT` (tmpfs)
 //! gets plain writes.
+//!
+//! Callers write an append straight into the appender's buffer
+//! ([`Appender::begin`], then [`Appender::commit`]), placed so that the kept
+//! partial block sits right before it on a block boundary: the bytes are
+//! never copied again on their way to the device.
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
@@ -32,8 +37,10 @@ pub struct Appender {
     len: u64,
     /// The file's bytes from the start of its last partial block.
     tail: Vec<u8>,
-    /// Room for one aligned write (over-allocated by a block to align it).
-    staging: Vec<u8>,
+    /// The next append, after `head` bytes: alignment padding, then a copy
+    /// of `tail`.
+    buf: Vec<u8>,
+    head: usize,
 }
 
 impl Appender {
@@ -51,7 +58,8 @@ impl Appender {
             file,
             len,
             tail,
-            staging: Vec::new(),
+            buf: Vec::new(),
+            head: 0,
         })
     }
 
@@ -62,7 +70,8 @@ impl Appender {
             direct: None,
             len,
             tail: Vec::new(),
-            staging: Vec::new(),
+            buf: Vec::new(),
+            head: 0,
         }
     }
 
@@ -83,43 +92,71 @@ impl Appender {
         &self.file
     }
 
-    /// Appends `data`. On error the file may hold part of it beyond
-    /// [`Appender::len`], which is unchanged: cut the file back to it
-    /// ([`Appender::truncate`]) before appending again.
+    /// Appends `data` (see [`Appender::commit`]).
     pub fn append(&mut self, data: &[u8]) -> io::Result<()> {
+        self.begin().extend_from_slice(data);
+        self.commit()
+    }
+
+    /// The buffer to push the next append's bytes onto. Whatever it holds
+    /// already belongs to the appender: push only.
+    pub fn begin(&mut self) -> &mut Vec<u8> {
+        self.buf.clear();
+        if self.direct.is_some() {
+            // Room so that the kept partial block starts on a boundary.
+            let pad = (BLOCK - self.buf.as_ptr().addr() % BLOCK) % BLOCK;
+            self.buf.resize(pad, 0);
+            self.buf.extend_from_slice(&self.tail);
+        }
+        self.head = self.buf.len();
+        &mut self.buf
+    }
+
+    /// Appends what was pushed since [`Appender::begin`]. On error the file
+    /// may hold part of it beyond [`Appender::len`], which is unchanged:
+    /// cut the file back to it ([`Appender::truncate`]) before appending
+    /// again.
+    pub fn commit(&mut self) -> io::Result<()> {
+        let added = self.buf.len() - self.head;
         let Some(direct) = &self.direct else {
-            self.file.write_all_at(data, self.len)?;
-            self.len += data.len() as u64;
+            self.file.write_all_at(&self.buf[self.head..], self.len)?;
+            self.len += added as u64;
             return Ok(());
         };
+        // From the kept partial block on.
+        let mut start = self.head - self.tail.len();
+        if !self.buf[start..].as_ptr().addr().is_multiple_of(BLOCK) {
+            // The buffer grew, and moved, while it was filled: shift it onto
+            // a boundary once (reserving first, so that it moves no more).
+            self.buf.reserve(BLOCK);
+            let shift = (BLOCK - self.buf[start..].as_ptr().addr() % BLOCK) % BLOCK;
+            let end = self.buf.len();
+            self.buf.resize(end + shift, 0);
+            self.buf.copy_within(start..end, start + shift);
+            start += shift;
+            self.head += shift;
+        }
         let block_start = self.len - self.tail.len() as u64;
-        let whole = (self.tail.len() + data.len()) / BLOCK * BLOCK;
-        if whole == 0 {
-            self.file.write_all_at(data, self.len)?;
-            self.tail.extend_from_slice(data);
-            self.len += data.len() as u64;
-            return Ok(());
-        }
-        let from_data = whole - self.tail.len();
-        let staged = aligned(&mut self.staging, whole);
-        staged[..self.tail.len()].copy_from_slice(&self.tail);
-        staged[self.tail.len()..].copy_from_slice(&data[..from_data]);
-        match direct.write_all_at(staged, block_start) {
-            Ok(()) => {}
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                // Not on this file system after all: plain writes from now.
-                tracing::debug!(error = %e, "O_DIRECT refused; writing through the page cache");
-                self.direct = None;
-                self.tail.clear();
-                return self.append(data);
+        let whole = (self.buf.len() - start) / BLOCK * BLOCK;
+        if whole > 0 {
+            match direct.write_all_at(&self.buf[start..start + whole], block_start) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    // Not on this file system after all: plain writes from now.
+                    tracing::debug!(error = %e, "O_DIRECT refused; writing through the page cache");
+                    self.direct = None;
+                    self.tail.clear();
+                    return self.commit();
+                }
+                Err(e) => return Err(e),
             }
-            Err(e) => return Err(e),
         }
-        let rest = &data[from_data..];
-        self.file.write_all_at(rest, block_start + whole as u64)?;
+        let rest_at = (start + whole).max(self.head);
+        self.file
+            .write_all_at(&self.buf[rest_at..], block_start + (rest_at - start) as u64)?;
         self.tail.clear();
-        self.tail.extend_from_slice(rest);
-        self.len += data.len() as u64;
+        self.tail.extend_from_slice(&self.buf[start + whole..]);
+        self.len += added as u64;
         Ok(())
     }
 
@@ -149,16 +186,6 @@ fn open_direct(_path: &Path) -> Option<File> {
     None
 }
 
-/// `n` bytes of `buf` that start on a block boundary.
-fn aligned(buf: &mut Vec<u8>, n: usize) -> &mut [u8] {
-    if buf.len() < n + BLOCK {
-        *buf = vec![0u8; n + BLOCK];
-    }
-    let misalignment = buf.as_ptr().addr() % BLOCK;
-    let start = (BLOCK - misalignment) % BLOCK;
-    &mut buf[start..start + n]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,13 +200,15 @@ mod tests {
             .expect("open")
     }
 
-    /// Appends of every size, across block boundaries, leave exactly the
-    /// bytes appended, directly or not, and a reopened file continues after
-    /// its partial block.
+    /// Appends of every size, across block boundaries (and growing the
+    /// buffer while it is filled), leave exactly the bytes appended, directly
+    /// or not, and a reopened file continues after its partial block.
     #[test]
     fn the_file_holds_exactly_what_was_appended() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let sizes = [1usize, 4095, 1, 4096, 10_000, 0, 3, 8192, 70_000, 5];
+        let sizes = [
+            1usize, 4095, 1, 4096, 10_000, 0, 3, 8192, 70_000, 5, 300_000, 7,
+        ];
         for direct in [true, false] {
             let path = dir.path().join(format!("out-{direct}"));
             let mut want = Vec::new();

@@ -40,7 +40,6 @@ pub struct JsonlFile {
     out: Appender,
     /// A failed append could not be rolled back yet.
     needs_rollback: bool,
-    buf: Vec<u8>,
 }
 
 /// How an output file starts.
@@ -87,7 +86,6 @@ impl JsonlFile {
             path: path.to_owned(),
             out: Appender::new(file, path, len).map_err(io_err)?,
             needs_rollback: false,
-            buf: Vec::new(),
         })
     }
 
@@ -100,11 +98,12 @@ impl JsonlFile {
         if rows.is_empty() {
             return Ok(());
         }
-        self.buf.clear();
+        self.rollback_if_needed().map_err(|e| self.io_error(e))?;
+        let buf = self.out.begin();
         for row in rows {
-            row.write_json_line(&mut self.buf);
+            row.write_json_line(buf);
         }
-        self.append_raw()
+        self.commit()
     }
 
     /// Appends one line per value (through serde), all or nothing.
@@ -112,33 +111,32 @@ impl JsonlFile {
         if rows.is_empty() {
             return Ok(());
         }
-        self.buf.clear();
+        self.rollback_if_needed().map_err(|e| self.io_error(e))?;
+        let buf = self.out.begin();
         for row in rows {
             // Serializing plain row structs into a Vec cannot fail.
-            serde_json::to_writer(&mut self.buf, row).map_err(|e| SinkError::Io {
+            serde_json::to_writer(&mut *buf, row).map_err(|e| SinkError::Io {
                 path: self.path.clone(),
                 source: io::Error::other(e),
             })?;
-            self.buf.push(b'\n');
+            buf.push(b'\n');
         }
-        self.append_raw()
+        self.commit()
     }
 
-    fn append_raw(&mut self) -> Result<(), SinkError> {
-        let result = self
-            .rollback_if_needed()
-            .and_then(|()| self.out.append(&self.buf));
-        match result {
-            Ok(()) => Ok(()),
-            Err(source) => {
-                self.needs_rollback = true;
-                // Best effort now; retried before the next append otherwise.
-                let _ = self.rollback_if_needed();
-                Err(SinkError::Io {
-                    path: self.path.clone(),
-                    source,
-                })
-            }
+    fn commit(&mut self) -> Result<(), SinkError> {
+        self.out.commit().map_err(|source| {
+            self.needs_rollback = true;
+            // Best effort now; retried before the next append otherwise.
+            let _ = self.rollback_if_needed();
+            self.io_error(source)
+        })
+    }
+
+    fn io_error(&self, source: io::Error) -> SinkError {
+        SinkError::Io {
+            path: self.path.clone(),
+            source,
         }
     }
 
@@ -285,7 +283,6 @@ mod tests {
             path: PathBuf::from("/dev/full"),
             out: Appender::buffered(file, 0),
             needs_rollback: false,
-            buf: Vec::new(),
         };
         let err = f.append(&[Row { a: 1 }]).unwrap_err();
         assert!(err.is_retryable(), "{err}");

@@ -7,6 +7,7 @@ use weir_common::aggregate::Accumulator;
 use weir_common::keygroup::KeyGroupRange;
 
 use super::pane::{emission_key, sensor_of, Pane};
+use super::PREFETCH_AHEAD;
 use crate::state::{StateError, StateStore};
 
 /// A window the watermark has passed, on its way out.
@@ -71,6 +72,10 @@ impl Closing {
     ) -> Result<usize, StateError> {
         let mut emitted = 0;
         while emitted < max {
+            // Key order is random order in memory: load ahead.
+            if let Some(&(_, ahead)) = self.order.get(self.next + PREFETCH_AHEAD) {
+                self.pane.prefetch(ahead);
+            }
             if let Some(st) = &mut self.stored {
                 if st.buffer.is_empty() && st.read != ReadState::Done {
                     let after = match st.read {

@@ -27,7 +27,9 @@ use weir_common::time::{datetime_seconds, window_end};
 use weir_common::watermark::WatermarkCombiner;
 
 mod closing;
+mod index;
 mod pane;
+mod prefetch;
 mod task;
 
 use closing::Closing;
@@ -41,6 +43,10 @@ use crate::state::{StateError, StateStore};
 /// Most (device, window) results per message to the sink: each becomes a
 /// row in each output table.
 pub const EMIT_ROWS: usize = 2048;
+
+/// How many accumulators ahead a walk in key order (spill, emission) starts
+/// loading one: key order is random order in memory.
+const PREFETCH_AHEAD: usize = 8;
 
 /// What the operator is configured to do.
 #[derive(Clone, Debug)]
@@ -85,6 +91,11 @@ pub struct WindowOperator {
     fired: i64,
     /// The watermark before it became +∞ (the end of every input).
     finite_watermark: i64,
+    /// Scratch space of `on_records` (kept to reuse its allocation):
+    /// (window end, index in the batch) of the readings in time.
+    by_window: Vec<(i64, u32)>,
+    /// Scratch: the indexes of one window's readings.
+    which: Vec<u32>,
 }
 
 impl WindowOperator {
@@ -105,6 +116,8 @@ impl WindowOperator {
             closing: VecDeque::new(),
             state,
             spills: 0,
+            by_window: Vec::new(),
+            which: Vec::new(),
         }
     }
 
@@ -160,7 +173,12 @@ impl WindowOperator {
     ) -> Result<(), StateError> {
         let wm = self.combiner.current();
         self.combiner.on_record(batch.input as usize);
-        for (r, pos) in batch.readings.iter().zip(&batch.positions) {
+        // Which window each reading goes to (or that it is late) depends
+        // only on the watermark as the batch arrived: sort the readings out
+        // first, then add them window by window, in batch order.
+        let mut by_window = std::mem::take(&mut self.by_window);
+        by_window.clear();
+        for (i, (r, pos)) in batch.readings.iter().zip(&batch.positions).enumerate() {
             let end = window_end(r.timestamp_ms, self.config.window_ms);
             if end <= wm {
                 self.late(batch.input, r, &pos.to_string(), end, wm, out);
@@ -172,8 +190,23 @@ impl WindowOperator {
                     continue;
                 }
             }
-            self.panes.entry(end).or_default().add(r);
+            // A batch holds far fewer than 2^32 readings.
+            by_window.push((end, i as u32));
         }
+        // The pairs are distinct: a window's readings stay in batch order.
+        by_window.sort_unstable();
+        let mut which = std::mem::take(&mut self.which);
+        for run in by_window.chunk_by(|a, b| a.0 == b.0) {
+            which.clear();
+            which.extend(run.iter().map(|&(_, i)| i));
+            let end = run[0].0;
+            self.panes
+                .entry(end)
+                .or_default()
+                .add_all(&batch.readings, &which);
+        }
+        self.by_window = by_window;
+        self.which = which;
         if self.memory() > self.config.memory_budget {
             self.spill()?;
         }
@@ -314,7 +347,11 @@ impl WindowOperator {
             let order = pane.sorted(mp);
             self.state.spill(
                 end,
-                order.iter().filter_map(|&(key, slot)| {
+                order.iter().enumerate().filter_map(|(k, &(key, slot))| {
+                    // Key order is random in memory: load ahead.
+                    if let Some(&(_, ahead)) = order.get(k + PREFETCH_AHEAD) {
+                        pane.prefetch(ahead);
+                    }
                     pane.get(slot)
                         .map(|acc| (key_group_of_key(key), sensor_of(key), acc))
                 }),
