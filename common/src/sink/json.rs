@@ -18,12 +18,26 @@ pub trait JsonLine {
 
 /// A value of a row's field.
 pub trait JsonValue {
-    fn write_json(&self, out: &mut Vec<u8>);
+    /// Writes the value; `last` is the float written last in this line.
+    fn write_json(&self, out: &mut Vec<u8>, last: &mut LastFloat);
+}
+
+/// The float written last in a line, as text. A window of one reading has
+/// the same minimum, average and maximum of every measurement, next to each
+/// other in `sensor_aggregates_1m`: with millions of devices most windows
+/// are like that, and formatting each value once saves a third of the
+/// floats formatted.
+#[derive(Default)]
+pub struct LastFloat {
+    bits: Option<u64>,
+    /// Its text (the shortest round-trip form is at most 24 bytes).
+    text: [u8; 32],
+    len: usize,
 }
 
 impl JsonValue for str {
     #[inline]
-    fn write_json(&self, out: &mut Vec<u8>) {
+    fn write_json(&self, out: &mut Vec<u8>, _: &mut LastFloat) {
         let plain = self.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\');
         if plain {
             out.push(b'"');
@@ -38,26 +52,38 @@ impl JsonValue for str {
 
 impl JsonValue for String {
     #[inline]
-    fn write_json(&self, out: &mut Vec<u8>) {
-        self.as_str().write_json(out)
+    fn write_json(&self, out: &mut Vec<u8>, last: &mut LastFloat) {
+        self.as_str().write_json(out, last)
     }
 }
 
 impl JsonValue for ShortStr {
     #[inline]
-    fn write_json(&self, out: &mut Vec<u8>) {
-        self.as_str().write_json(out)
+    fn write_json(&self, out: &mut Vec<u8>, last: &mut LastFloat) {
+        self.as_str().write_json(out, last)
     }
 }
 
 impl JsonValue for f64 {
     #[inline]
-    fn write_json(&self, out: &mut Vec<u8>) {
-        if self.is_finite() {
-            out.extend_from_slice(zmij::Buffer::new().format_finite(*self).as_bytes());
-        } else {
+    fn write_json(&self, out: &mut Vec<u8>, last: &mut LastFloat) {
+        if !self.is_finite() {
             out.extend_from_slice(b"null");
+            return;
         }
+        if last.bits != Some(self.to_bits()) {
+            let mut buffer = zmij::Buffer::new();
+            let text = buffer.format_finite(*self).as_bytes();
+            let Some(slot) = last.text.get_mut(..text.len()) else {
+                last.bits = None;
+                out.extend_from_slice(text);
+                return;
+            };
+            slot.copy_from_slice(text);
+            last.len = text.len();
+            last.bits = Some(self.to_bits());
+        }
+        out.extend_from_slice(&last.text[..last.len]);
     }
 }
 
@@ -65,7 +91,7 @@ macro_rules! integers {
     ($($t:ty),*) => {$(
         impl JsonValue for $t {
             #[inline]
-            fn write_json(&self, out: &mut Vec<u8>) {
+            fn write_json(&self, out: &mut Vec<u8>, _: &mut LastFloat) {
                 out.extend_from_slice(itoa::Buffer::new().format(*self).as_bytes());
             }
         }
@@ -80,11 +106,12 @@ macro_rules! json_line {
         impl JsonLine for $row {
             fn write_json_line(&self, out: &mut Vec<u8>) {
                 let $row { $first, $($field),* } = self;
+                let mut last = LastFloat::default();
                 out.extend_from_slice(concat!("{\"", stringify!($first), "\":").as_bytes());
-                $first.write_json(out);
+                $first.write_json(out, &mut last);
                 $(
                     out.extend_from_slice(concat!(",\"", stringify!($field), "\":").as_bytes());
-                    $field.write_json(out);
+                    $field.write_json(out, &mut last);
                 )*
                 out.extend_from_slice(b"}\n");
             }
@@ -204,6 +231,7 @@ mod tests {
             )),
             ..Reading::default()
         }];
+        readings.push(readings[0].clone());
         readings.push(Reading {
             sensor_id: i32::MIN,
             temperature: f64::NAN,
@@ -212,9 +240,12 @@ mod tests {
             error_count: i32::MIN,
             ..Reading::default()
         });
-        for r in &readings {
+        for (i, r) in readings.iter().enumerate() {
+            // One reading (minimum = average = maximum) and two.
             let mut acc = Accumulator::new(r);
-            acc.add(r);
+            if i % 2 == 0 {
+                acc.add(r);
+            }
             let local = acc.sensors_local_row(r.sensor_id, 1_760_054_460_000);
             assert_eq!(line(&local), serde_line(&local));
             let agg = acc.aggregates_row(r.sensor_id, 1_760_054_400_000, 1_760_054_460_000);

@@ -318,6 +318,12 @@ impl WindowOperator {
             let end = c.end;
             let start = end - self.config.window_ms;
             let rows = &mut out.rows;
+            if sensors_local {
+                rows.sensors_local.reserve(max - emitted);
+            }
+            if aggregates_1m {
+                rows.aggregates.reserve(max - emitted);
+            }
             let n = c.emit(&self.state, range, max - emitted, |sensor, acc| {
                 if sensors_local {
                     rows.sensors_local.push(acc.sensors_local_row(sensor, end));
