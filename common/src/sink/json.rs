@@ -30,8 +30,8 @@ pub trait JsonValue {
 #[derive(Default)]
 pub struct LastFloat {
     bits: Option<u64>,
-    /// Its text (the shortest round-trip form is at most 24 bytes).
-    text: [u8; 32],
+    /// Where its text is in the line being written.
+    at: usize,
     len: usize,
 }
 
@@ -71,19 +71,15 @@ impl JsonValue for f64 {
             out.extend_from_slice(b"null");
             return;
         }
-        if last.bits != Some(self.to_bits()) {
-            let mut buffer = zmij::Buffer::new();
-            let text = buffer.format_finite(*self).as_bytes();
-            let Some(slot) = last.text.get_mut(..text.len()) else {
-                last.bits = None;
-                out.extend_from_slice(text);
-                return;
-            };
-            slot.copy_from_slice(text);
-            last.len = text.len();
+        let at = out.len();
+        if last.bits == Some(self.to_bits()) {
+            out.extend_from_within(last.at..last.at + last.len);
+        } else {
+            out.extend_from_slice(zmij::Buffer::new().format_finite(*self).as_bytes());
             last.bits = Some(self.to_bits());
         }
-        out.extend_from_slice(&last.text[..last.len]);
+        last.at = at;
+        last.len = out.len() - at;
     }
 }
 
