@@ -74,12 +74,9 @@ fn init_logging() {
 /// allocated them; each batch then costs an mmap, page faults on every page
 /// and an munmap — a quarter of the process's CPU time in the benchmark. A
 /// fixed threshold keeps them in the heap, and a high trim threshold keeps
-/// freed heap for the next batch instead of handing it back.
-///
-/// One arena for all threads: rows and batches are allocated on one thread
-/// and freed on another, and with an arena per thread every arena kept its
-/// own high-water mark (a job with 64 MiB of window state peaked at 270 MB;
-/// with one arena, 157 MB, and less CPU time).
+/// freed heap for the next batch instead of handing it back. (Window state
+/// is allocated in pages above the threshold, so it is mapped and unmapped
+/// whole and never lingers in a thread's arena: see `worker::window`.)
 fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets allocator parameters; it is called before
@@ -87,7 +84,6 @@ fn tune_allocator() {
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 16 << 20);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
-        libc::mallopt(libc::M_ARENA_MAX, 1);
     }
 }
 

@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use weir_common::aggregate::Accumulator;
 use weir_common::keygroup::KeyGroupRange;
 
-use super::pane::{emission_key, sensor_of, Pane};
+use super::pane::{emission_key, sensor_of, PagePool, Pane};
 use super::PREFETCH_AHEAD;
 use crate::state::{StateError, StateStore};
 
@@ -52,6 +52,11 @@ impl Closing {
             next: 0,
             stored,
         }
+    }
+
+    /// Hands the pages of its accumulators back to `pool`.
+    pub(super) fn release(self, pool: &mut PagePool) {
+        self.pane.release(pool);
     }
 
     /// Accumulators in memory not emitted yet.

@@ -31,7 +31,7 @@ impl SlotIndex {
 
     /// Fibonacci hashing: consecutive sensor ids (the usual fleet) spread
     /// evenly over the table.
-    #[inline]
+    #[inline(always)]
     fn bucket(&self, sensor: i32) -> usize {
         let h = u64::from(sensor as u32).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         // The table's length is a power of two (or zero: then any index is
@@ -39,15 +39,12 @@ impl SlotIndex {
         (h >> 32) as usize & self.table.len().wrapping_sub(1)
     }
 
-    #[inline]
+    #[inline(always)]
     pub(super) fn get(&self, sensor: i32) -> Option<u32> {
-        if self.table.is_empty() {
-            return None;
-        }
-        let mask = self.table.len() - 1;
+        let mask = self.table.len().wrapping_sub(1);
         let mut i = self.bucket(sensor);
-        loop {
-            let (key, slot) = self.table[i];
+        // An empty table has no bucket: `get` finds nothing.
+        while let Some(&(key, slot)) = self.table.get(i) {
             if slot == 0 {
                 return None;
             }
@@ -56,6 +53,7 @@ impl SlotIndex {
             }
             i = (i + 1) & mask;
         }
+        None
     }
 
     /// Starts loading the bucket where `sensor`'s lookup begins.

@@ -33,7 +33,7 @@ mod prefetch;
 mod task;
 
 use closing::Closing;
-use pane::{key_group_of_key, sensor_of, Pane};
+use pane::{key_group_of_key, sensor_of, PagePool, Pane};
 pub use task::{run_window_task, SinkMsg, WindowOutcome};
 
 use crate::envelope::RecordBatch;
@@ -91,15 +91,16 @@ pub struct WindowOperator {
     fired: i64,
     /// The watermark before it became +∞ (the end of every input).
     finite_watermark: i64,
+    /// Emptied pages of accumulators, for new panes.
+    pool: PagePool,
     /// Scratch space of `on_records` (kept to reuse its allocation):
     /// (window end, index in the batch) of the readings in time.
     by_window: Vec<(i64, u32)>,
-    /// Scratch: the indexes of one window's readings.
-    which: Vec<u32>,
 }
 
 impl WindowOperator {
     pub fn new(config: WindowConfig, state: StateStore) -> Self {
+        let memory_budget = config.memory_budget;
         let resume_closed = config
             .resume
             .as_ref()
@@ -117,7 +118,7 @@ impl WindowOperator {
             state,
             spills: 0,
             by_window: Vec::new(),
-            which: Vec::new(),
+            pool: PagePool::new(memory_budget),
         }
     }
 
@@ -193,20 +194,18 @@ impl WindowOperator {
             // A batch holds far fewer than 2^32 readings.
             by_window.push((end, i as u32));
         }
-        // The pairs are distinct: a window's readings stay in batch order.
-        by_window.sort_unstable();
-        let mut which = std::mem::take(&mut self.which);
+        // Most batches fall in one window; otherwise sort (the pairs are
+        // distinct, so a window's readings stay in batch order).
+        if by_window.first().map(|f| f.0) != by_window.last().map(|l| l.0) {
+            by_window.sort_unstable();
+        }
         for run in by_window.chunk_by(|a, b| a.0 == b.0) {
-            which.clear();
-            which.extend(run.iter().map(|&(_, i)| i));
-            let end = run[0].0;
             self.panes
-                .entry(end)
+                .entry(run[0].0)
                 .or_default()
-                .add_all(&batch.readings, &which);
+                .add_all(&batch.readings, run, &mut self.pool);
         }
         self.by_window = by_window;
-        self.which = which;
         if self.memory() > self.config.memory_budget {
             self.spill()?;
         }
@@ -335,7 +334,9 @@ impl WindowOperator {
             emitted += n;
             out.windows += n as u64;
             if emitted < max {
-                self.closing.pop_front();
+                if let Some(done) = self.closing.pop_front() {
+                    done.release(&mut self.pool);
+                }
                 self.state.drop_window(end)?;
             }
         }
@@ -362,7 +363,7 @@ impl WindowOperator {
                         .map(|acc| (key_group_of_key(key), sensor_of(key), acc))
                 }),
             )?;
-            *pane = Pane::spilled();
+            std::mem::replace(pane, Pane::spilled()).release(&mut self.pool);
         }
         self.spills += 1;
         Ok(())

@@ -7,22 +7,65 @@ use weir_common::reading::Reading;
 use super::index::SlotIndex;
 use super::prefetch::prefetch;
 
-/// Accumulators per page of a pane.
-const PAGE: usize = 1024;
+/// Accumulators per page of a pane: about 25 MB, above the size from which
+/// glibc maps allocations directly (`weir` sets it to 16 MiB at start).
+/// A page becomes resident as it fills, emptied pages are reused through a
+/// [`PagePool`], and a page the pool does not keep goes back to the kernel
+/// at once. Pages from the heap (1,024 accumulators) instead stayed with the
+/// malloc arena of whichever worker thread the window task happened to run
+/// on: with 5,000,000 devices those arenas' high-water marks added up to
+/// 470 MB of RSS for a 256 MiB budget.
+const PAGE: usize = 1 << 16;
+
+type Page = Vec<(i32, Accumulator)>;
+
+/// Emptied pages, which new panes fill before any new page is mapped: a
+/// spill or a closed window hands its pages back, so memory is faulted in
+/// once and reused, not mapped afresh for every pane. Holds at most enough
+/// pages for the memory budget; more are unmapped.
+pub(super) struct PagePool {
+    pages: Vec<Page>,
+    max: usize,
+}
+
+impl PagePool {
+    pub(super) fn new(memory_budget: usize) -> Self {
+        let page_bytes = PAGE * std::mem::size_of::<(i32, Accumulator)>();
+        PagePool {
+            pages: Vec::new(),
+            max: memory_budget / page_bytes + 1,
+        }
+    }
+
+    fn take(&mut self) -> Page {
+        self.pages.pop().unwrap_or_else(|| Vec::with_capacity(PAGE))
+    }
+
+    fn give(&mut self, mut page: Page) {
+        if self.pages.len() < self.max {
+            page.clear();
+            self.pages.push(page);
+        }
+    }
+}
 
 /// How many readings ahead [`Pane::add_all`] starts loading an index
 /// bucket; it starts loading the accumulator half as far ahead.
 const AHEAD: usize = 16;
 
+/// Below this many accumulators (about 6 MB) a pane stays in the CPU's
+/// caches, and loading ahead would only cost instructions.
+const PREFETCH_FROM: usize = 16_384;
+
 /// Accumulators of one window held in memory: pages of fixed size, found
 /// through a small index (sensor → slot). A hash map holding accumulators
-/// themselves would, when it grows, allocate room for twice as many 370-byte
-/// entries as it holds; pages waste at most one page, and the index's slots
-/// are 8 bytes.
+/// themselves would, when it grows, allocate and touch room for twice as
+/// many 390-byte entries as it holds; pages are touched only as they fill,
+/// and the index's slots are 8 bytes.
 #[derive(Default)]
 pub(super) struct Pane {
     pub(super) index: SlotIndex,
-    pages: Vec<Vec<(i32, Accumulator)>>,
+    pages: Vec<Page>,
     /// Heap bytes of the accumulators' strings.
     heap: usize,
     /// Part of this window's state is in RocksDB.
@@ -42,37 +85,44 @@ impl Pane {
         self.index.len()
     }
 
-    /// What the pane occupies: whole pages and the index's table, not
-    /// only the used slots, since that is what the process holds.
+    /// What the pane occupies: its used slots (a page's untouched rest is
+    /// not resident), the index's table and the identifiers on the heap.
     pub(super) fn bytes(&self) -> usize {
-        self.pages.len() * PAGE * std::mem::size_of::<(i32, Accumulator)>()
+        self.index.len() * std::mem::size_of::<(i32, Accumulator)>()
             + self.index.bytes()
             + self.heap
     }
 
-    /// Adds `readings[i]` for every `i` in `which`, in that order. The
-    /// index bucket of a reading [`AHEAD`] places on, and the accumulator of
-    /// one half as far, are loaded while the current one is added: with
-    /// more devices than the CPU caches hold, that is the difference
-    /// between waiting for memory twice per reading and hardly at all.
-    pub(super) fn add_all(&mut self, readings: &[Reading], which: &[u32]) {
-        let sensor = |k: usize| {
-            which
-                .get(k)
-                .and_then(|&i| readings.get(i as usize))
-                .map(|r| r.sensor_id)
-        };
-        for (k, &i) in which.iter().enumerate() {
-            if let Some(s) = sensor(k + AHEAD) {
-                self.index.prefetch(s);
-            }
-            if let Some(slot) = sensor(k + AHEAD / 2).and_then(|s| self.index.get(s)) {
-                if let Some(acc) = self.get(slot) {
-                    prefetch(acc);
+    /// Adds `readings[i]` for every `(_, i)` in `which`, in that order. In
+    /// a pane larger than the caches, the index bucket of a reading
+    /// [`AHEAD`] places on, and the accumulator of one half as far, are
+    /// loaded while the current one is added: with more devices than the
+    /// CPU caches hold, that is the difference between waiting for memory
+    /// twice per reading and hardly at all.
+    pub(super) fn add_all(
+        &mut self,
+        readings: &[Reading],
+        which: &[(i64, u32)],
+        pool: &mut PagePool,
+    ) {
+        if self.len() < PREFETCH_FROM {
+            for &(_, i) in which {
+                if let Some(r) = readings.get(i as usize) {
+                    self.add(r, pool);
                 }
             }
-            if let Some(r) = readings.get(i as usize) {
-                self.add(r);
+            return;
+        }
+        let reading = |k: usize| which.get(k).and_then(|&(_, i)| readings.get(i as usize));
+        for k in 0..which.len() {
+            if let Some(r) = reading(k + AHEAD) {
+                self.index.prefetch(r.sensor_id);
+            }
+            if let Some(slot) = reading(k + AHEAD / 2).and_then(|r| self.index.get(r.sensor_id)) {
+                self.prefetch(slot);
+            }
+            if let Some(r) = reading(k) {
+                self.add(r, pool);
             }
         }
     }
@@ -85,30 +135,44 @@ impl Pane {
         }
     }
 
-    #[inline]
-    pub(super) fn add(&mut self, r: &Reading) {
-        if let Some(slot) = self.index.get(r.sensor_id) {
-            let slot = slot as usize;
-            if let Some((_, acc)) = self
-                .pages
-                .get_mut(slot / PAGE)
-                .and_then(|p| p.get_mut(slot % PAGE))
-            {
-                acc.add(r);
+    #[inline(always)]
+    pub(super) fn add(&mut self, r: &Reading, pool: &mut PagePool) {
+        match self.index.get(r.sensor_id) {
+            Some(slot) => {
+                let slot = slot as usize;
+                if let Some((_, acc)) = self
+                    .pages
+                    .get_mut(slot / PAGE)
+                    .and_then(|p| p.get_mut(slot % PAGE))
+                {
+                    acc.add(r);
+                }
             }
-            return;
+            None => self.add_new(r, pool),
         }
+    }
+
+    /// A device's first reading in this window.
+    #[inline(never)]
+    fn add_new(&mut self, r: &Reading, pool: &mut PagePool) {
         let acc = Accumulator::new(r);
         self.heap += acc.heap_bytes();
         let slot = self.index.len();
         if self.pages.last().is_none_or(|p| p.len() == PAGE) {
-            self.pages.push(Vec::with_capacity(PAGE));
+            self.pages.push(pool.take());
         }
         if let Some(page) = self.pages.last_mut() {
             page.push((r.sensor_id, acc));
         }
         // Slots stay below 2^32: a window holds at most 2^32 sensor ids.
         self.index.insert(r.sensor_id, slot as u32);
+    }
+
+    /// Hands the pane's pages back to `pool`, emptied.
+    pub(super) fn release(self, pool: &mut PagePool) {
+        for page in self.pages {
+            pool.give(page);
+        }
     }
 
     pub(super) fn get(&self, slot: u32) -> Option<&Accumulator> {
@@ -153,4 +217,16 @@ pub(super) fn key_group_of_key(key: u64) -> u16 {
 #[inline]
 pub(super) fn sensor_of(key: u64) -> i32 {
     ((key as u32) ^ (1 << 31)) as i32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Pages must stay above glibc's mmap threshold as `weir` sets it
+    /// (`cli/src/main.rs`), or freed panes would linger in malloc arenas.
+    #[test]
+    fn pages_are_mapped_not_taken_from_the_heap() {
+        assert!(PAGE * std::mem::size_of::<(i32, Accumulator)>() > 16 << 20);
+    }
 }
