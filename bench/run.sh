@@ -22,7 +22,7 @@ DEVICES="${DEVICES:-500}"
 RATE="${RATE:-30000}"
 SEED="${SEED:-7}"
 PARTITIONS="${PARTITIONS:-1}"
-MEMORY_BUDGET="${MEMORY_BUDGET:-64MiB}"
+MEMORY_BUDGET="${MEMORY_BUDGET:-256MiB}"
 
 cargo build --locked --release --workspace --bin weir
 WEIR="$CARGO_TARGET_DIR/release/weir"
