@@ -615,20 +615,21 @@ pub mod codec {
 
     pub fn decode(bytes: &[u8]) -> Result<Accumulator, CorruptState> {
         let mut c = Cursor(bytes);
-        match c.array::<1>()? {
-            [VERSION] => decode_full(c),
-            [SINGLE] => decode_single(c),
-            [other] => Err(CorruptState::Version(other)),
-        }
-    }
-
-    fn decode_single(mut c: Cursor<'_>) -> Result<Accumulator, CorruptState> {
-        let mut stat = || {
-            c.f64().map(|v| Stat {
+        // The short form of one reading has no count and no latest
+        // timestamp, and one value for a minimum, sum and maximum.
+        let single = match c.array::<1>()? {
+            [VERSION] => false,
+            [SINGLE] => true,
+            [other] => return Err(CorruptState::Version(other)),
+        };
+        let count = if single { 1 } else { c.u64()? };
+        let mut stat = || match single {
+            true => c.f64().map(|v| Stat {
                 sum: v,
                 min: v,
                 max: v,
-            })
+            }),
+            false => c.stat(),
         };
         let (temperature, humidity, pressure, battery) = (stat()?, stat()?, stat()?, stat()?);
         let (co2, noise, light, signal) = (stat()?, stat()?, stat()?, stat()?);
@@ -647,68 +648,7 @@ pub mod codec {
         let altitude = c.f64()?;
         let customer_id = c.opt_string()?;
         let site_id = c.opt_string()?;
-        let latest_status = c.i32()?;
-        if !c.0.is_empty() {
-            return Err(CorruptState::Trailing(c.0.len()));
-        }
-        Ok(Accumulator {
-            count: 1,
-            temperature,
-            humidity,
-            pressure,
-            battery,
-            co2,
-            noise,
-            light,
-            signal,
-            memory_sum,
-            cpu_sum,
-            motion_count,
-            error_sum,
-            packets_sent_sum,
-            packets_received_sum,
-            bytes_sent_sum,
-            bytes_received_sum,
-            earliest: Earliest {
-                timestamp_ms,
-                sensor_type,
-                customer_id,
-                site_id,
-                latitude,
-                longitude,
-                altitude,
-            },
-            latest_ms: timestamp_ms,
-            latest_status,
-        })
-    }
-
-    fn decode_full(mut c: Cursor<'_>) -> Result<Accumulator, CorruptState> {
-        let count = c.u64()?;
-        let temperature = c.stat()?;
-        let humidity = c.stat()?;
-        let pressure = c.stat()?;
-        let battery = c.stat()?;
-        let co2 = c.stat()?;
-        let noise = c.stat()?;
-        let light = c.stat()?;
-        let signal = c.stat()?;
-        let memory_sum = c.f64()?;
-        let cpu_sum = c.f64()?;
-        let motion_count = c.u64()?;
-        let error_sum = c.i64()?;
-        let packets_sent_sum = c.i64()?;
-        let packets_received_sum = c.i64()?;
-        let bytes_sent_sum = c.i64()?;
-        let bytes_received_sum = c.i64()?;
-        let timestamp_ms = c.i64()?;
-        let sensor_type = c.i32()?;
-        let latitude = c.f64()?;
-        let longitude = c.f64()?;
-        let altitude = c.f64()?;
-        let customer_id = c.opt_string()?;
-        let site_id = c.opt_string()?;
-        let latest_ms = c.i64()?;
+        let latest_ms = if single { timestamp_ms } else { c.i64()? };
         let latest_status = c.i32()?;
         if !c.0.is_empty() {
             return Err(CorruptState::Trailing(c.0.len()));

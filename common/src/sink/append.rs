@@ -217,6 +217,7 @@ mod tests {
             } else {
                 Appender::buffered(open(&path), 0)
             };
+            assert_eq!(a.is_direct(), direct && cfg!(target_os = "linux"));
             for (i, &n) in sizes.iter().enumerate() {
                 let data: Vec<u8> = (0..n).map(|j| (i * 31 + j) as u8).collect();
                 a.append(&data).expect("append");
@@ -234,6 +235,21 @@ mod tests {
             want.extend_from_slice(b"more");
             assert_eq!(std::fs::read(&path).expect("read"), want);
         }
+    }
+
+    /// On tmpfs (which takes `O_DIRECT` only since Linux 6.6) the result
+    /// is the same, whichever way the appender writes.
+    #[test]
+    fn appends_on_tmpfs_hold_what_was_appended() {
+        let Ok(dir) = tempfile::tempdir_in("/dev/shm") else {
+            return; // no tmpfs here
+        };
+        let path = dir.path().join("out");
+        let mut a = Appender::new(open(&path), &path, 0).expect("appender");
+        a.append(&[1u8; 5000]).expect("append");
+        a.append(b"23").expect("append");
+        let got = std::fs::read(&path).expect("read");
+        assert_eq!((got.len(), &got[4999..]), (5002, &b"\x0123"[..]));
     }
 
     #[test]
