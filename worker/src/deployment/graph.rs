@@ -1,0 +1,338 @@
+//! Wiring and supervising a deployment's tasks: sources, shuffle, window,
+//! sink and dead letters, connected by bounded channels. A failing task
+//! stops the others; its error is the deployment's.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use weir_common::generator::PartitionGenerator;
+use weir_common::sink::SinkError;
+use weir_common::spec::{LatePolicy, SinkKind};
+
+use crate::emitter::{now_ms, Emitter, EmitterConfig, Routing};
+use crate::envelope::Envelope;
+use crate::metrics::{JobMetrics, Phase};
+use crate::resume::ResumeFilter;
+use crate::shuffle::{run_shuffle_out, ShuffleError, ShuffleRegistry};
+use crate::sink::{tables_for, SinkConfig, SinkOutcome, SinkTask, SinkWriter, TableWriter};
+use crate::source::{GeneratorReader, SourceError, SourceLimits, SourceWiring};
+use crate::state::StateError;
+use crate::window::{run_window_task, WindowConfig, WindowOperator, WindowOutcome};
+
+use super::connect::{open_pulsar, wait_for_clickhouse};
+use super::plan::PartitionSource;
+use super::{DeploymentOutcome, JobError, Prepared};
+
+/// Capacity of each channel, in messages (a message is at most one batch).
+const CHANNEL_CAPACITY: usize = 8;
+/// Rows per append to a JSON-lines file.
+const JSONL_APPEND_ROWS: usize = 4_096;
+
+/// Result of one task, for the supervisor.
+enum Done {
+    Source(Result<crate::source::SourceOutcome, SourceError>),
+    Window(Result<WindowOutcome, StateError>),
+    Sink(Result<SinkOutcome, SinkError>),
+    DeadLetters(Result<u64, SinkError>),
+    Shuffle(Result<(), ShuffleError>),
+}
+
+pub(super) async fn supervise(
+    prepared: Prepared,
+    metrics: Arc<JobMetrics>,
+    registry: Arc<ShuffleRegistry>,
+    stop: CancellationToken,
+    abort: CancellationToken,
+) -> Result<DeploymentOutcome, JobError> {
+    let generation = prepared.plan.generation;
+
+    let state_dir = prepared.state_dir.clone();
+    let result = run(prepared, metrics.clone(), registry.clone(), stop, abort).await;
+    registry.unregister(generation);
+    metrics.set_phase(Phase::Done);
+    // Every task has ended, so RocksDB is closed. The state cannot be used
+    // again (recovery comes from checkpoints), so it does not stay on disk.
+    if let Err(e) = std::fs::remove_dir_all(&state_dir) {
+        tracing::debug!(dir = %state_dir.display(), error = %e, "cannot remove the state directory");
+    }
+    result
+}
+
+async fn run(
+    prepared: Prepared,
+    metrics: Arc<JobMetrics>,
+    registry: Arc<ShuffleRegistry>,
+    stop: CancellationToken,
+    abort: CancellationToken,
+) -> Result<DeploymentOutcome, JobError> {
+    let Prepared {
+        plan,
+        partitions,
+        files,
+        message_plan,
+        main,
+        late_file,
+        dead_letter_file,
+        state,
+        state_dir: _,
+        progress,
+    } = prepared;
+    let spec = &plan.spec;
+
+    // Pulsar first: a broker that refuses us fails the deployment at once.
+    let mut pulsar_readers = tokio::select! {
+        _ = stop.cancelled() => return Ok(DeploymentOutcome::Stopped { open_windows: 0 }),
+        r = open_pulsar(&plan, &partitions, message_plan) => r?,
+    };
+
+    if let TableWriter::ClickHouse(w) = &main {
+        let tables = tables_for(&spec.aggregates, spec.late.policy == LatePolicy::Output);
+        let create = matches!(spec.sink.kind()?, SinkKind::ClickHouse(c) if c.create_tables);
+        tokio::select! {
+            _ = stop.cancelled() => return Ok(DeploymentOutcome::Stopped { open_windows: 0 }),
+            r = wait_for_clickhouse(w, &tables, create, spec) => r?,
+        }
+    }
+    metrics.set_phase(Phase::Running);
+
+    let mut tasks = JoinSet::new();
+    let (dead_tx, dead_rx) = mpsc::channel(1024);
+    {
+        let (file, metrics, abort) = (dead_letter_file, metrics.clone(), abort.clone());
+        tasks.spawn(async move {
+            Done::DeadLetters(
+                crate::dead_letters::run_dead_letters(dead_rx, file, metrics, abort).await,
+            )
+        });
+    }
+
+    let (sink_tx, sink_rx) = mpsc::channel(CHANNEL_CAPACITY);
+    let sink_config = match spec.sink.kind()? {
+        SinkKind::ClickHouse(c) => SinkConfig {
+            flush_rows: c.batch_rows,
+            insert_rows: c.batch_rows,
+            batch_interval: c.batch_interval.std(),
+            retry_initial: c.retry_initial.std(),
+            retry_max: c.retry_max.std(),
+        },
+        // Appends are cheap: whatever arrives is written at once.
+        SinkKind::Jsonl(_) => SinkConfig {
+            flush_rows: 1,
+            insert_rows: JSONL_APPEND_ROWS,
+            batch_interval: Duration::from_secs(1),
+            retry_initial: Duration::from_millis(200),
+            retry_max: Duration::from_secs(30),
+        },
+    };
+    let sink = SinkTask {
+        writer: SinkWriter { main, late_file },
+        config: sink_config,
+        metrics: metrics.clone(),
+        abort: abort.clone(),
+    };
+    tasks.spawn(async move { Done::Sink(sink.run(sink_rx).await) });
+
+    let window_ms = spec.window.size_ms();
+    let max_parallelism = spec.state.max_parallelism;
+    let (win_tx, win_rx) = mpsc::channel::<Envelope>(CHANNEL_CAPACITY);
+    let op = WindowOperator::new(
+        WindowConfig {
+            window_ms,
+            key_groups: plan.slots[plan.me].key_groups,
+            max_parallelism,
+            memory_budget: usize::try_from(spec.state.memory_budget.0).unwrap_or(usize::MAX),
+            late_policy: spec.late.policy,
+            aggregates: spec.aggregates.clone(),
+            input_names: partitions.iter().map(|p| p.name.clone()).collect(),
+            resume: plan.written.clone(),
+        },
+        state,
+    );
+    {
+        // The window task stops on `stop` (not only `abort`): after a stop
+        // request nothing more is windowed, what was emitted is written.
+        let (metrics, stop) = (metrics.clone(), stop.clone());
+        tasks.spawn(async move {
+            Done::Window(run_window_task(op, win_rx, sink_tx, metrics, stop).await)
+        });
+    }
+    registry.register(plan.generation, win_tx.clone(), metrics.clone());
+
+    // Destinations by slot: the local window task, or a stream to the peer.
+    let me = &plan.slots[plan.me];
+    let has_sources = plan.partition_owner.contains(&plan.me);
+    let mut destinations = Vec::with_capacity(plan.slots.len());
+    for (i, slot) in plan.slots.iter().enumerate() {
+        if i == plan.me {
+            destinations.push(win_tx.clone());
+        } else {
+            let (tx, rx) = mpsc::channel::<Envelope>(CHANNEL_CAPACITY);
+            destinations.push(tx);
+            if has_sources {
+                let (peer, worker, abort) = (
+                    slot.data_address.clone(),
+                    me.worker_id.clone(),
+                    abort.clone(),
+                );
+                let generation = plan.generation;
+                tasks.spawn(async move {
+                    Done::Shuffle(run_shuffle_out(peer, generation, worker, rx, abort).await)
+                });
+            }
+        }
+    }
+    drop(win_tx);
+    let owners: Vec<u16> = (0..max_parallelism)
+        .map(|kg| {
+            plan.slots
+                .iter()
+                .position(|s| s.key_groups.contains(kg))
+                .unwrap_or(plan.me) as u16
+        })
+        .collect();
+    let routing = Routing::new(owners, plan.slots.len(), Some(plan.me));
+
+    let limits = SourceLimits {
+        rate_limit: spec.source.rate_limit,
+        idle_timeout: spec.event_time.idle_timeout.std(),
+    };
+    let origin = Instant::now();
+    for (input, (partition, file)) in partitions.into_iter().zip(files).enumerate() {
+        if plan.partition_owner[input] != plan.me {
+            continue;
+        }
+        let input = input as u32;
+        let resume_filter = plan
+            .written
+            .as_ref()
+            .and_then(|t| ResumeFilter::new(t.clone(), input));
+        let mut emitter = Emitter::new(
+            EmitterConfig {
+                input,
+                source_name: partition.name.clone(),
+                batch_size: spec.source.batch_size,
+                out_of_orderness_ms: spec.event_time.out_of_orderness.as_millis() as i64,
+                window_ms,
+                max_dead_letter_payload: usize::try_from(spec.dead_letter.max_payload.0)
+                    .unwrap_or(usize::MAX),
+            },
+            routing.clone(),
+        )
+        .with_resume(resume_filter);
+        let pulsar_reader = pulsar_readers
+            .get_mut(input as usize)
+            .and_then(Option::take);
+        if pulsar_reader.is_some() {
+            // The reader seeks past the resume point instead of reading
+            // from the beginning.
+            if let Some((position, watermark)) = plan.resume[input as usize] {
+                emitter.resume_after(position, watermark);
+            }
+        }
+        let wiring = SourceWiring {
+            input,
+            emitter,
+            destinations: destinations.clone(),
+            dead_letters: dead_tx.clone(),
+            metrics: metrics.clone(),
+            limits: limits.clone(),
+            stop: stop.clone(),
+            progress: progress.clone(),
+        };
+        match (partition.source, file, pulsar_reader) {
+            (PartitionSource::File(_), Some(reader), _) => {
+                let task = wiring.with_reader(reader);
+                tasks.spawn(async move { Done::Source(task.run().await) });
+            }
+            (PartitionSource::Pulsar(_), _, Some(reader)) => {
+                let task = wiring.with_reader(reader);
+                tasks.spawn(async move { Done::Source(task.run().await) });
+            }
+            (
+                PartitionSource::Generator {
+                    params,
+                    partition,
+                    realtime,
+                },
+                _,
+                _,
+            ) => {
+                let generator = PartitionGenerator::new(&params, partition);
+                // Event time `start_ms` arrived at the wall-clock instant
+                // `start_ms` (a later generation catches up at once).
+                let behind = u64::try_from(now_ms().saturating_sub(params.start_ms)).unwrap_or(0);
+                let origin = origin
+                    .checked_sub(Duration::from_millis(behind))
+                    .unwrap_or(origin);
+                let pace = realtime.then_some((origin, params.start_ms));
+                let task = wiring.with_reader(GeneratorReader::new(
+                    generator,
+                    pace,
+                    spec.source.batch_size,
+                ));
+                tasks.spawn(async move { Done::Source(task.run().await) });
+            }
+            (PartitionSource::File(path), None, _) => {
+                return Err(JobError::Task(
+                    "source",
+                    format!("{} was not opened", path.display()),
+                ));
+            }
+            (PartitionSource::Pulsar(topic), _, None) => {
+                return Err(JobError::Task("source", format!("{topic} was not opened")));
+            }
+        }
+    }
+    drop(destinations);
+    drop(dead_tx);
+
+    let mut first_error: Option<JobError> = None;
+    let mut window_outcome = None;
+    let mut sink_outcome = None;
+    while let Some(joined) = tasks.join_next().await {
+        let error = match joined {
+            Ok(Done::Source(Ok(_))) | Ok(Done::Shuffle(Ok(()))) | Ok(Done::DeadLetters(Ok(_))) => {
+                None
+            }
+            Ok(Done::Source(Err(e))) => Some(JobError::Source(e)),
+            Ok(Done::Shuffle(Err(e))) => Some(JobError::Shuffle(e)),
+            Ok(Done::Window(Ok(o))) => {
+                window_outcome = Some(o);
+                None
+            }
+            Ok(Done::Window(Err(e))) => Some(JobError::State(e)),
+            Ok(Done::Sink(Ok(o))) => {
+                sink_outcome = Some(o);
+                None
+            }
+            Ok(Done::Sink(Err(e))) => Some(JobError::Sink(e)),
+            Ok(Done::DeadLetters(Err(e))) => Some(JobError::DeadLetters(e)),
+            Err(e) => Some(JobError::Task("job task", e.to_string())),
+        };
+        if let Some(e) = error {
+            if first_error.is_none() && !abort.is_cancelled() {
+                tracing::error!(error = %e, generation = plan.generation, "job task failed; stopping the deployment");
+            }
+            stop.cancel();
+            abort.cancel();
+            first_error.get_or_insert(e);
+        }
+    }
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    Ok(match (window_outcome, sink_outcome) {
+        (_, Some(SinkOutcome::Aborted { unwritten })) => DeploymentOutcome::Aborted {
+            unwritten_rows: unwritten,
+        },
+        (Some(WindowOutcome::Finished), Some(SinkOutcome::Finished)) => DeploymentOutcome::Finished,
+        (Some(WindowOutcome::Stopped { open_windows }), _) => {
+            DeploymentOutcome::Stopped { open_windows }
+        }
+        _ => DeploymentOutcome::Stopped { open_windows: 0 },
+    })
+}

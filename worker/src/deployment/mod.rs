@@ -1,0 +1,281 @@
+//! A deployment: this worker's part of one generation of the job.
+//!
+//! The coordinator assigns every input partition to one worker (which runs
+//! its source task) and every key group to one worker (whose window task owns
+//! it). [`Deployment::start`] checks what can be checked up front (its input
+//! files, output and state directories), then a supervisor task waits for
+//! the sink to be ready (ClickHouse may be down at start: it waits and
+//! retries) and starts the dead-letter, sink, window, shuffle and source
+//! tasks. A failing task stops all others and its error is the deployment's.
+//!
+//! Two ways to end early: [`Deployment::stop`] stops the sources and the
+//! window task and lets the sink write what was already emitted;
+//! [`Deployment::abort`] also gives up on unwritten output (the next
+//! generation recomputes it, and the sink never writes a row twice).
+//!
+//! A deployment that resumes what earlier generations wrote (see
+//! [`crate::resume`]) appends to its output files instead of starting them
+//! anew, and its Pulsar readers seek to their recorded positions.
+//!
+//! `plan.rs` says what runs here (partitions, slots, files), `connect.rs`
+//! reaches Pulsar and ClickHouse before the tasks start, `graph.rs` wires
+//! the tasks and supervises them.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use weir_common::avro::DecodePlan;
+use weir_common::sink::clickhouse::ClickHouseWriter;
+use weir_common::sink::jsonl::{JsonlFile, JsonlWriter, Start};
+use weir_common::sink::SinkError;
+use weir_common::spec::{JobSpec, LatePolicy, SinkKind, SourceKind, SpecError};
+
+use crate::metrics::JobMetrics;
+use crate::shuffle::{ShuffleError, ShuffleRegistry};
+use crate::sink::{tables_for, TableWriter};
+use crate::source::{FileReader, SourceError, SourceProgress};
+use crate::state::{StateError, StateStore};
+
+mod connect;
+mod graph;
+mod plan;
+
+pub use plan::{partitions_of, DeploymentPlan, Layout, Partition, PartitionSource, Slot};
+
+use graph::supervise;
+use plan::check_plan;
+
+/// Why a deployment could not run or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error("sink: {0}")]
+    Sink(#[from] SinkError),
+    #[error("dead-letter output: {0}")]
+    DeadLetters(#[source] SinkError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Shuffle(#[from] ShuffleError),
+    #[error("the assignment is inconsistent: {0}")]
+    Assignment(String),
+    #[error("writer schema {path}: {message}")]
+    Schema { path: String, message: String },
+    #[error("job task `{0}` failed unexpectedly: {1}")]
+    Task(&'static str, String),
+}
+
+/// How a deployment ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeploymentOutcome {
+    /// Every input was read and every window of this worker written.
+    Finished,
+    /// Stopped on request; what was emitted was written; these were open.
+    Stopped { open_windows: usize },
+    /// Aborted; this many emitted rows were not written.
+    Aborted { unwritten_rows: usize },
+}
+
+/// A running deployment.
+pub struct Deployment {
+    pub generation: u64,
+    metrics: Arc<JobMetrics>,
+    stop: CancellationToken,
+    abort: CancellationToken,
+    supervisor: tokio::task::JoinHandle<Result<DeploymentOutcome, JobError>>,
+    outputs: Vec<String>,
+    progress: watch::Sender<Arc<SourceProgress>>,
+}
+
+/// Everything prepared before the supervisor starts.
+struct Prepared {
+    plan: DeploymentPlan,
+    partitions: Vec<Partition>,
+    files: Vec<Option<FileReader>>,
+    /// The writer schema of datums without a header (Pulsar messages);
+    /// `None`: from the topic's schema registry.
+    message_plan: Option<DecodePlan>,
+    main: TableWriter,
+    late_file: Option<JsonlFile>,
+    dead_letter_file: JsonlFile,
+    state: StateStore,
+    state_dir: PathBuf,
+    progress: watch::Receiver<Arc<SourceProgress>>,
+}
+
+impl Deployment {
+    /// Checks the plan, opens this worker's inputs and outputs, and starts.
+    pub async fn start(
+        plan: DeploymentPlan,
+        layout: Layout,
+        registry: Arc<ShuffleRegistry>,
+    ) -> Result<Self, JobError> {
+        let spec = &plan.spec;
+        spec.validate()?;
+        let partitions = partitions_of(spec, &plan.partition_names)?;
+        check_plan(&plan, partitions.len())?;
+        let message_plan = message_plan(spec)?;
+        let start = if plan.resumes() {
+            Start::Append
+        } else {
+            Start::Empty
+        };
+        let mut files = Vec::with_capacity(partitions.len());
+        for (input, p) in partitions.iter().enumerate() {
+            files.push(match &p.source {
+                PartitionSource::File(path) if plan.partition_owner[input] == plan.me => {
+                    Some(FileReader::open(path).await?)
+                }
+                _ => None,
+            });
+        }
+        let late_to_main = spec.late.policy == LatePolicy::Output;
+        let tables = tables_for(&spec.aggregates, late_to_main);
+        let mut outputs = Vec::new();
+        let main = match spec.sink.kind()? {
+            SinkKind::Jsonl(_) => {
+                let dir = layout
+                    .jsonl_dir
+                    .as_deref()
+                    .unwrap_or(Path::new("weir-output"));
+                let w = JsonlWriter::open(dir, &tables, start)?;
+                outputs.extend(w.paths().map(|p| p.display().to_string()));
+                TableWriter::Jsonl(w)
+            }
+            SinkKind::ClickHouse(c) => {
+                let password = std::env::var(&c.password_env)
+                    .ok()
+                    .filter(|p| !p.is_empty());
+                let w = ClickHouseWriter::new(c, password);
+                outputs.extend(
+                    tables
+                        .iter()
+                        .map(|t| format!("{} at {}", w.table_name(*t), w.url())),
+                );
+                TableWriter::ClickHouse(Box::new(w))
+            }
+        };
+        let late_file = match &layout.late_file {
+            Some(path) => {
+                outputs.push(path.display().to_string());
+                Some(JsonlFile::open(path, start)?)
+            }
+            None => None,
+        };
+        let dead_letter_file =
+            JsonlFile::open(&layout.dead_letters, start).map_err(JobError::DeadLetters)?;
+        for output in &outputs {
+            tracing::info!(generation = plan.generation, %output, "writing");
+        }
+        let state = StateStore::open_fresh(&layout.state)?;
+
+        let metrics = Arc::new(JobMetrics::new(
+            partitions.len(),
+            spec.state.max_parallelism,
+        ));
+        for (input, owner) in plan.partition_owner.iter().enumerate() {
+            metrics.partitions[input]
+                .local
+                .store(*owner == plan.me, Relaxed);
+        }
+        let stop = CancellationToken::new();
+        let abort = CancellationToken::new();
+        let generation = plan.generation;
+        let (progress, progress_rx) = watch::channel(Arc::new(SourceProgress::default()));
+        let prepared = Prepared {
+            plan,
+            partitions,
+            files,
+            message_plan,
+            main,
+            late_file,
+            dead_letter_file,
+            state,
+            state_dir: layout.state,
+            progress: progress_rx,
+        };
+        let supervisor = tokio::spawn(supervise(
+            prepared,
+            metrics.clone(),
+            registry,
+            stop.clone(),
+            abort.clone(),
+        ));
+        Ok(Deployment {
+            generation,
+            metrics,
+            stop,
+            abort,
+            supervisor,
+            outputs,
+            progress,
+        })
+    }
+
+    /// What the coordinator knows is durable, for the sources.
+    pub fn progress(&self, update: SourceProgress) {
+        self.progress.send_replace(Arc::new(update));
+    }
+
+    pub fn metrics(&self) -> Arc<JobMetrics> {
+        self.metrics.clone()
+    }
+
+    /// Where results are written, for the user.
+    pub fn outputs(&self) -> &[String] {
+        &self.outputs
+    }
+
+    /// Stops reading and windowing; what was emitted is still written.
+    pub fn stop(&self) {
+        self.metrics.start_draining();
+        self.stop.cancel();
+    }
+
+    /// Gives up at once, even on output not yet written.
+    pub fn abort(&self) {
+        self.stop();
+        self.abort.cancel();
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.supervisor.is_finished()
+    }
+
+    pub async fn wait(mut self) -> Result<DeploymentOutcome, JobError> {
+        self.join().await
+    }
+
+    /// Waits for the end (usable in `select!` through `&mut`).
+    pub async fn join(&mut self) -> Result<DeploymentOutcome, JobError> {
+        match (&mut self.supervisor).await {
+            Ok(result) => result,
+            Err(e) => Err(JobError::Task("supervisor", e.to_string())),
+        }
+    }
+}
+
+/// The writer schema of Pulsar messages: the spec's `.avsc`, the contract
+/// schema, or `None` (the topic's registry, read when subscribing).
+fn message_plan(spec: &JobSpec) -> Result<Option<DecodePlan>, JobError> {
+    if matches!(spec.source.kind()?, SourceKind::Pulsar(p) if p.schema_from_registry) {
+        return Ok(None);
+    }
+    let Some(path) = &spec.schema else {
+        return Ok(Some(DecodePlan::contract()));
+    };
+    let schema_error = |message: String| JobError::Schema {
+        path: path.display().to_string(),
+        message,
+    };
+    let json = std::fs::read_to_string(path).map_err(|e| schema_error(e.to_string()))?;
+    DecodePlan::from_json(&json)
+        .map(Some)
+        .map_err(|e| schema_error(e.to_string()))
+}

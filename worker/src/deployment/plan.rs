@@ -1,0 +1,298 @@
+//! What a deployment runs: the partitions of the job, this worker's slot in
+//! the assignment, and where its files go.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use weir_common::generator::GeneratorParams;
+use weir_common::keygroup::KeyGroupRange;
+use weir_common::position::Position;
+use weir_common::spec::{JobSpec, LatePolicy, SourceKind, SpecError, GENERATOR_EPOCH_MS};
+
+use crate::emitter::now_ms;
+use crate::resume::ResumeTable;
+
+use super::JobError;
+
+/// One partition of the job's input; its index in the job is its input index.
+#[derive(Clone, Debug)]
+pub struct Partition {
+    pub name: String,
+    pub source: PartitionSource,
+}
+
+#[derive(Clone, Debug)]
+pub enum PartitionSource {
+    File(PathBuf),
+    Generator {
+        params: GeneratorParams,
+        partition: u32,
+        realtime: bool,
+    },
+    /// A partition (or the whole) of a Pulsar topic, by its topic name.
+    Pulsar(String),
+}
+
+/// The partitions a spec reads, in input order; `names` are the names the
+/// coordinator assigned (for Pulsar, the topic's partitions). A realtime
+/// generator without a start time starts now; the coordinator fixes that
+/// in the spec it sends, so that every worker agrees.
+pub fn partitions_of(spec: &JobSpec, names: &[String]) -> Result<Vec<Partition>, SpecError> {
+    if let Some(fixed) = spec.partition_names()? {
+        if fixed != names {
+            return Err(SpecError::Invalid {
+                origin: "the assignment".into(),
+                key: "source".into(),
+                message: format!(
+                    "names {} partitions, the job spec {}",
+                    names.len(),
+                    fixed.len()
+                ),
+            });
+        }
+    }
+    let names = names.to_vec();
+    Ok(match spec.source.kind()? {
+        SourceKind::Pulsar(_) => names
+            .into_iter()
+            .map(|name| Partition {
+                source: PartitionSource::Pulsar(name.clone()),
+                name,
+            })
+            .collect(),
+        SourceKind::AvroFiles(f) => f
+            .paths
+            .iter()
+            .zip(names)
+            .map(|(p, name)| Partition {
+                name,
+                source: PartitionSource::File(p.clone()),
+            })
+            .collect(),
+        SourceKind::Generator(g) => {
+            let start_ms = g.start_ms.unwrap_or(if g.realtime {
+                now_ms()
+            } else {
+                GENERATOR_EPOCH_MS
+            });
+            let params = GeneratorParams {
+                devices: g.devices,
+                rate: g.rate,
+                disorder_ms: g.disorder.as_millis(),
+                seed: g.seed,
+                records: g.records,
+                start_ms,
+                partitions: g.partitions,
+            };
+            names
+                .into_iter()
+                .enumerate()
+                .map(|(p, name)| Partition {
+                    name,
+                    source: PartitionSource::Generator {
+                        params: params.clone(),
+                        partition: p as u32,
+                        realtime: g.realtime,
+                    },
+                })
+                .collect()
+        }
+    })
+}
+
+/// A worker's window slot in an assignment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Slot {
+    pub worker_id: String,
+    /// Where its shuffle service listens (host:port).
+    pub data_address: String,
+    pub key_groups: KeyGroupRange,
+}
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct DeploymentPlan {
+    pub generation: u64,
+    pub spec: JobSpec,
+    /// Every worker of the generation, in slot order.
+    pub slots: Vec<Slot>,
+    /// This worker's slot.
+    pub me: usize,
+    /// Slot index of the worker reading each partition, by input index.
+    pub partition_owner: Vec<usize>,
+    /// Name of each partition, by input index.
+    pub partition_names: Vec<String>,
+    /// Where each partition resumes (position, partition watermark there),
+    /// by input index; `None`: from its beginning.
+    pub resume: Vec<Option<(Position, i64)>>,
+    /// What earlier generations wrote; `None` when nothing.
+    pub written: Option<Arc<ResumeTable>>,
+}
+
+impl DeploymentPlan {
+    /// Whether this generation continues the output of earlier ones.
+    pub fn resumes(&self) -> bool {
+        self.written.is_some() || self.resume.iter().any(Option::is_some)
+    }
+}
+
+/// Where this worker's files go.
+#[derive(Clone, Debug)]
+pub struct Layout {
+    /// JSONL output directory (JSONL sink only).
+    pub jsonl_dir: Option<PathBuf>,
+    pub dead_letters: PathBuf,
+    pub late_file: Option<PathBuf>,
+    /// RocksDB directory of this deployment.
+    pub state: PathBuf,
+}
+
+impl Layout {
+    /// Where files go on a worker. Several workers may share directories
+    /// (one machine, one volume), so a cluster worker puts its files in a
+    /// subdirectory named after it; a single-process job (`weir local`)
+    /// writes directly where the spec says. Every generation gets its own
+    /// state directory, since the previous one may still be closing.
+    pub fn of(spec: &JobSpec, worker_id: Option<&str>, generation: u64) -> Self {
+        let own = |p: &Path| match worker_id {
+            Some(id) => p.join(id),
+            None => p.to_owned(),
+        };
+        let own_file = |p: &Path| match (worker_id, p.parent(), p.file_name()) {
+            (Some(id), Some(dir), Some(name)) => dir.join(id).join(name),
+            _ => p.to_owned(),
+        };
+        let jsonl_dir = spec.sink.jsonl.as_ref().map(|j| own(&j.dir));
+        let dead_letters = match (&spec.dead_letter.path, &jsonl_dir) {
+            (Some(p), _) => own_file(p),
+            (None, Some(dir)) => dir.join("dead_letters.jsonl"),
+            (None, None) => own(&spec.state.dir).join("dead_letters.jsonl"),
+        };
+        let late_file = match (spec.late.policy, &spec.late.path) {
+            (LatePolicy::File, Some(p)) => Some(own_file(p)),
+            _ => None,
+        };
+        let state = match worker_id {
+            Some(id) => spec
+                .state
+                .dir
+                .join(id)
+                .join(format!("state-gen-{generation}")),
+            None => spec.state.dir.join("state"),
+        };
+        Layout {
+            jsonl_dir,
+            dead_letters,
+            late_file,
+            state,
+        }
+    }
+}
+
+pub(super) fn check_plan(plan: &DeploymentPlan, partitions: usize) -> Result<(), JobError> {
+    let bad = |m: String| Err(JobError::Assignment(m));
+    if plan.me >= plan.slots.len() {
+        return bad(format!("slot {} of {}", plan.me, plan.slots.len()));
+    }
+    if plan.partition_owner.len() != partitions || plan.resume.len() != partitions {
+        return bad(format!(
+            "{} partition owners and {} resume points for {partitions} partitions",
+            plan.partition_owner.len(),
+            plan.resume.len()
+        ));
+    }
+    if plan.partition_owner.iter().any(|&o| o >= plan.slots.len()) {
+        return bad("a partition is assigned to a worker that is not in the assignment".into());
+    }
+    let max = plan.spec.state.max_parallelism;
+    let mut next = 0;
+    for slot in &plan.slots {
+        if slot.key_groups.start != next || slot.key_groups.end < slot.key_groups.start {
+            return bad(format!(
+                "key groups {} do not follow {next}",
+                slot.key_groups
+            ));
+        }
+        next = slot.key_groups.end;
+    }
+    if next != max {
+        return bad(format!(
+            "key groups end at {next}, not at max_parallelism {max}"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(owners: Vec<usize>, ranges: &[(u16, u16)]) -> DeploymentPlan {
+        let mut spec = JobSpec::default();
+        spec.source
+            .generator
+            .as_mut()
+            .expect("generator")
+            .partitions = owners.len() as u32;
+        DeploymentPlan {
+            generation: 1,
+            spec,
+            slots: ranges
+                .iter()
+                .enumerate()
+                .map(|(i, &(start, end))| Slot {
+                    worker_id: format!("w{i}"),
+                    data_address: String::new(),
+                    key_groups: KeyGroupRange { start, end },
+                })
+                .collect(),
+            me: 0,
+            resume: vec![None; owners.len()],
+            partition_names: (0..owners.len())
+                .map(|p| format!("generator-{p}"))
+                .collect(),
+            partition_owner: owners,
+            written: None,
+        }
+    }
+
+    #[test]
+    fn inconsistent_assignments_are_rejected() {
+        assert!(check_plan(&plan(vec![0, 1], &[(0, 64), (64, 128)]), 2).is_ok());
+        assert!(
+            check_plan(&plan(vec![0, 2], &[(0, 64), (64, 128)]), 2).is_err(),
+            "unknown owner"
+        );
+        assert!(
+            check_plan(&plan(vec![0, 1], &[(0, 60), (64, 128)]), 2).is_err(),
+            "gap"
+        );
+        assert!(
+            check_plan(&plan(vec![0, 1], &[(0, 64), (64, 100)]), 2).is_err(),
+            "short"
+        );
+        assert!(
+            check_plan(&plan(vec![0], &[(0, 128)]), 2).is_err(),
+            "owners"
+        );
+    }
+
+    #[test]
+    fn cluster_workers_get_their_own_files() {
+        let mut spec = JobSpec::default();
+        spec.sink.jsonl = Some(weir_common::spec::JsonlSinkSpec { dir: "/out".into() });
+        let local = Layout::of(&spec, None, 3);
+        assert_eq!(local.jsonl_dir, Some(PathBuf::from("/out")));
+        assert_eq!(local.dead_letters, PathBuf::from("/out/dead_letters.jsonl"));
+        assert_eq!(local.state, PathBuf::from("weir-data/state"));
+        let w = Layout::of(&spec, Some("w-1"), 3);
+        assert_eq!(w.jsonl_dir, Some(PathBuf::from("/out/w-1")));
+        assert_eq!(w.dead_letters, PathBuf::from("/out/w-1/dead_letters.jsonl"));
+        assert_eq!(w.state, PathBuf::from("weir-data/w-1/state-gen-3"));
+        spec.dead_letter.path = Some("/dl/bad.jsonl".into());
+        assert_eq!(
+            Layout::of(&spec, Some("w-1"), 1).dead_letters,
+            PathBuf::from("/dl/w-1/bad.jsonl")
+        );
+    }
+}
