@@ -1,0 +1,248 @@
+//! The job's lifecycle: deploying generations over the live workers,
+//! their failures and end, and stop and resume.
+
+use super::*;
+
+impl Actor {
+    pub(super) fn partitions_found(&mut self, names: Vec<String>) {
+        if names == self.config.partitions {
+            return;
+        }
+        if names.len() < self.config.partitions.len()
+            || names[..self.config.partitions.len()] != self.config.partitions[..]
+        {
+            tracing::warn!(
+                before = self.config.partitions.len(),
+                now = names.len(),
+                "the input's partitions changed other than by new ones being added; keeping the old ones"
+            );
+            return;
+        }
+        tracing::info!(
+            before = self.config.partitions.len(),
+            now = names.len(),
+            "new input partitions; redeploying to read them"
+        );
+        self.config.partitions = names;
+        if matches!(self.job, Job::Running(_)) {
+            self.deploy_or_wait();
+        }
+    }
+    pub(super) fn generation_mut(&mut self) -> Option<&mut Generation> {
+        match &mut self.job {
+            Job::Waiting => None,
+            Job::Running(g) | Job::Finished(g) | Job::Stopped(g) => Some(g),
+            Job::Failed { generation, .. } => Some(generation),
+        }
+    }
+    pub(super) fn maybe_finished(&mut self) {
+        let Job::Running(g) = &self.job else { return };
+        let all = g.assignment.workers.iter().all(|slot| {
+            self.workers
+                .get(&slot.worker_id)
+                .is_some_and(|w| w.state == pb::DeploymentState::Finished)
+        });
+        if all {
+            tracing::info!(
+                generation = g.number,
+                "job finished: every input read, every window written"
+            );
+            let g = g.clone();
+            self.job = Job::Finished(g);
+            self.consecutive_failures = 0;
+        }
+    }
+    pub(super) fn generation_failed(&mut self, worker: &str, error: String) {
+        let Job::Running(g) = &self.job else { return };
+        if g.started.elapsed() > Duration::from_secs(60) {
+            self.consecutive_failures = 0;
+        }
+        self.consecutive_failures += 1;
+        tracing::error!(generation = g.number, %worker, %error, failures = self.consecutive_failures, "generation failed");
+        if self.consecutive_failures >= self.config.max_failed_generations {
+            let generation = g.clone();
+            self.cancel_generation(generation.number, &generation.assignment);
+            self.job = Job::Failed {
+                generation,
+                error: format!("worker {worker}: {error}"),
+            };
+            return;
+        }
+        let backoff = Duration::from_millis(500) * 2u32.pow(self.consecutive_failures.min(6));
+        self.redeploy_at = Some(Instant::now() + backoff);
+    }
+    /// Deploys a new generation over the live workers, or waits for enough.
+    /// `min_workers` only holds back the first deployment; after that the
+    /// job runs on whatever workers are live (at least one).
+    pub(super) fn deploy_or_wait(&mut self) {
+        let needed = if self.last_generation == 0 {
+            self.config.min_workers.max(1)
+        } else {
+            1
+        };
+        if self.workers.len() < needed {
+            if let Job::Running(g) = &self.job {
+                let g = g.clone();
+                self.cancel_generation(g.number, &g.assignment);
+                tracing::warn!(
+                    live = self.workers.len(),
+                    needed,
+                    "too few workers; waiting"
+                );
+            }
+            self.job = Job::Waiting;
+            return;
+        }
+        let members: Vec<Member> = self
+            .workers
+            .iter()
+            .map(|(id, w)| Member {
+                id: id.clone(),
+                data_address: w.data_address.clone(),
+            })
+            .collect();
+        let mut assignment = assign(
+            &members,
+            self.config.partitions.len(),
+            self.config.spec.state.max_parallelism,
+        );
+        assignment.partition_names = self.config.partitions.clone();
+        // Resume from what is saved (reports not yet saved describe output
+        // that exists too, but a crash now would lose them: stay on the
+        // side a restart would take).
+        self.save_progress();
+        assignment.resume = self.recorded.resume_points(&self.config.partitions);
+        assignment.written = self.progress.written(&self.config.partitions);
+        if self.last_generation == 0 {
+            self.fix_generator_start();
+        }
+        self.last_generation += 1;
+        let number = self.last_generation;
+        let spec_yaml = match self.spec_for_generation() {
+            Ok(y) => y,
+            Err(e) => {
+                self.job = Job::Failed {
+                    generation: Generation {
+                        number,
+                        assignment,
+                        started: Instant::now(),
+                        final_metrics: BTreeMap::new(),
+                    },
+                    error: format!("cannot serialize the job spec: {e}"),
+                };
+                return;
+            }
+        };
+        tracing::info!(
+            generation = number,
+            workers = assignment.workers.len(),
+            partitions = assignment.partition_owner.len(),
+            "deploying"
+        );
+        let deploy = pb::Deploy {
+            generation: number,
+            spec_yaml,
+            assignment: Some(assignment.clone()),
+        };
+        let mut unreachable = Vec::new();
+        for (id, w) in self.workers.iter_mut() {
+            w.state = pb::DeploymentState::Unspecified;
+            w.metrics = None;
+            let command = pb::CoordinatorCommand {
+                command: Some(pb::coordinator_command::Command::Deploy(deploy.clone())),
+            };
+            if w.commands.try_send(Ok(command)).is_err() {
+                unreachable.push(id.clone());
+            }
+        }
+        self.job = Job::Running(Generation {
+            number,
+            assignment,
+            started: Instant::now(),
+            final_metrics: BTreeMap::new(),
+        });
+        for id in unreachable {
+            tracing::warn!(worker = %id, "worker lost: cannot send it the deployment");
+            self.remove(&id);
+        }
+        // The new generation's sources learn at once what is already
+        // recorded: one that resumes with nothing left to read must still
+        // see its resume point acknowledged to finish.
+        self.send_progress();
+    }
+    /// A realtime generator without a fixed start starts now, at the first
+    /// deployment, and every later generation replays the same stream.
+    pub(super) fn fix_generator_start(&mut self) {
+        if let Some(g) = self.config.spec.source.generator.as_mut() {
+            if g.realtime && g.start_ms.is_none() {
+                g.start_ms = Some(now_ms());
+            }
+        }
+    }
+    /// The spec as sent to workers.
+    pub(super) fn spec_for_generation(&self) -> Result<String, serde_yaml::Error> {
+        serde_yaml::to_string(&self.config.spec)
+    }
+    pub(super) fn cancel_generation(&mut self, generation: u64, assignment: &pb::Assignment) {
+        for slot in &assignment.workers {
+            if let Some(w) = self.workers.get(&slot.worker_id) {
+                let command = pb::CoordinatorCommand {
+                    command: Some(pb::coordinator_command::Command::Cancel(pb::Cancel {
+                        generation,
+                    })),
+                };
+                let _ = w.commands.try_send(Ok(command));
+            }
+        }
+    }
+    pub(super) fn stop(&mut self) -> Result<api::JobStatus, AdminError> {
+        match &self.job {
+            Job::Running(g) => {
+                let g = g.clone();
+                tracing::info!(generation = g.number, "stopping the job");
+                self.cancel_generation(g.number, &g.assignment);
+                self.job = Job::Stopped(g);
+            }
+            Job::Waiting => {
+                self.job = Job::Stopped(Generation {
+                    number: self.last_generation,
+                    assignment: pb::Assignment::default(),
+                    started: Instant::now(),
+                    final_metrics: BTreeMap::new(),
+                })
+            }
+            Job::Stopped(_) => {}
+            Job::Finished(_) => {
+                return Err(AdminError::Conflict(
+                    "the job has finished; there is nothing to stop".into(),
+                ))
+            }
+            Job::Failed { .. } => {
+                return Err(AdminError::Conflict(
+                    "the job has failed; there is nothing to stop".into(),
+                ))
+            }
+        }
+        self.redeploy_at = None;
+        Ok(self.job_status())
+    }
+    pub(super) fn resume(&mut self) -> Result<api::JobStatus, AdminError> {
+        match &self.job {
+            Job::Stopped(_) | Job::Failed { .. } => {
+                tracing::info!(
+                    "resuming the job from its partitions' durable points (what was written is not written again)"
+                );
+                self.consecutive_failures = 0;
+                self.job = Job::Waiting;
+                self.deploy_or_wait();
+                Ok(self.job_status())
+            }
+            Job::Running(_) | Job::Waiting => Err(AdminError::Conflict(
+                "the job is running; stop it before resuming".into(),
+            )),
+            Job::Finished(_) => Err(AdminError::Conflict(
+                "the job has finished; there is nothing to resume".into(),
+            )),
+        }
+    }
+}

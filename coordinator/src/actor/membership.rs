@@ -1,0 +1,77 @@
+//! Membership: workers registering, their events, and the ones lost to a
+//! closed stream or a missed heartbeat.
+
+use super::*;
+
+impl Actor {
+    pub(super) fn connected(&mut self, register: pb::Register, conn: u64, commands: Commands) {
+        let registered = pb::CoordinatorCommand {
+            command: Some(pb::coordinator_command::Command::Registered(
+                pb::Registered {
+                    heartbeat_interval_ms: self.config.heartbeat_interval.as_millis() as u32,
+                },
+            )),
+        };
+        if commands.try_send(Ok(registered)).is_err() {
+            return;
+        }
+        tracing::info!(worker = %register.worker_id, address = %register.data_address, version = %register.version, "worker registered");
+        self.workers.insert(
+            register.worker_id,
+            Worker {
+                data_address: register.data_address,
+                conn,
+                commands,
+                last_seen: Instant::now(),
+                metrics: None,
+                state: pb::DeploymentState::Unspecified,
+            },
+        );
+        self.membership_changed = Some(Instant::now());
+    }
+    pub(super) fn remove(&mut self, id: &str) {
+        if self.workers.remove(id).is_some() {
+            self.membership_changed = Some(Instant::now());
+        }
+    }
+    pub(super) fn event(&mut self, id: &str, conn: u64, event: pb::worker_event::Event) {
+        let current = self.job.generation().map(|g| g.number);
+        let Some(worker) = self.workers.get_mut(id).filter(|w| w.conn == conn) else {
+            return;
+        };
+        worker.last_seen = Instant::now();
+        match event {
+            pb::worker_event::Event::Register(_) => {}
+            pb::worker_event::Event::Heartbeat(h) => {
+                if let Some(m) = h.metrics.filter(|m| Some(m.generation) == current) {
+                    self.note_progress(id, &m);
+                    if let Some(w) = self.workers.get_mut(id) {
+                        w.metrics = Some(m);
+                    }
+                }
+            }
+            pb::worker_event::Event::Report(r) => {
+                if Some(r.generation) != current {
+                    return;
+                }
+                let state = pb::DeploymentState::try_from(r.state)
+                    .unwrap_or(pb::DeploymentState::Unspecified);
+                worker.state = state;
+                if let Some(m) = &r.metrics {
+                    worker.metrics = Some(m.clone());
+                    self.note_progress(id, m);
+                }
+                if let (Some(m), true) = (r.metrics, state != pb::DeploymentState::Running) {
+                    if let Some(g) = self.generation_mut() {
+                        g.final_metrics.insert(id.to_owned(), m);
+                    }
+                }
+                match state {
+                    pb::DeploymentState::Finished => self.maybe_finished(),
+                    pb::DeploymentState::Failed => self.generation_failed(id, r.error),
+                    _ => {}
+                }
+            }
+        }
+    }
+}

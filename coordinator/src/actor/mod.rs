@@ -1,0 +1,379 @@
+//! The coordinator's state, owned by one actor.
+//!
+//! Every change — a worker registering, a heartbeat, a report, an admin
+//! request, a tick of the clock — is a message to this task, which owns the
+//! membership and the job's lifecycle; the gRPC and REST handlers only
+//! validate and forward ([`CoordinatorHandle`]).
+//!
+//! The job's lifecycle is a typed state ([`Job`]): `Waiting` for workers,
+//! `Running` a generation, `Finished`, `Stopped` or `Failed`. A membership
+//! change while waiting or running (a worker lost by heartbeat timeout or a
+//! closed stream, or a new one registering) deploys a new generation over the
+//! live workers once membership has settled. Until checkpoints exist, a new
+//! generation rebuilds open windows by reading input again from each
+//! partition's durable point, skipping what earlier generations wrote (see
+//! [`crate::progress`]); the sink also never writes a row twice, so the
+//! output stays exactly the contract's.
+//!
+//! The actor's work is split by concern, each an `impl Actor` block:
+//! `membership.rs` (workers and their events), `lifecycle.rs` (generations,
+//! stop, resume), `progress.rs` (what is written, where inputs resume) and
+//! `status.rs` (what the admin API shows).
+
+mod lifecycle;
+mod membership;
+mod progress;
+mod status;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tonic::Status;
+use weir_common::keygroup::KeyGroupRange;
+use weir_common::position::Position;
+use weir_common::spec::JobSpec;
+use weir_proto::admin as api;
+use weir_proto::cluster as pb;
+use weir_proto::convert::position_of;
+
+use crate::progress::{Durable, JobProgress, ProgressFile};
+use crate::scheduler::{assign, Member};
+
+/// How the coordinator runs the job.
+#[derive(Clone, Debug)]
+pub struct CoordinatorConfig {
+    /// The job (validated; paths absolute).
+    pub spec: JobSpec,
+    /// Names of the input partitions, by input index.
+    pub partitions: Vec<String>,
+    pub heartbeat_interval: Duration,
+    /// A worker silent this long is lost.
+    pub heartbeat_timeout: Duration,
+    /// Workers needed before the first deployment.
+    pub min_workers: usize,
+    /// Quiet time after a membership change before deploying.
+    pub settle: Duration,
+    /// Consecutive generations that may fail before the job is `Failed`.
+    pub max_failed_generations: u32,
+    /// The coordinator's gRPC address, for status displays.
+    pub address: String,
+    /// Where the job's progress is kept between runs (Pulsar jobs).
+    pub progress_file: Option<ProgressFile>,
+    /// How to find the topic's partitions again (Pulsar jobs).
+    pub discovery: Option<crate::discovery::Discovery>,
+}
+
+impl CoordinatorConfig {
+    /// A coordinator for `spec` reading `partitions`, with default timings.
+    pub fn new(spec: JobSpec, partitions: Vec<String>) -> Self {
+        CoordinatorConfig {
+            spec,
+            partitions,
+            heartbeat_interval: Duration::from_secs(2),
+            heartbeat_timeout: Duration::from_secs(10),
+            min_workers: 1,
+            settle: Duration::from_secs(1),
+            max_failed_generations: 5,
+            address: String::new(),
+            progress_file: None,
+            discovery: None,
+        }
+    }
+
+    /// Where a Pulsar job's progress file goes by default: in its state
+    /// directory, named after the job.
+    pub fn default_progress_path(spec: &JobSpec) -> PathBuf {
+        let name: String = spec
+            .name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        spec.state.dir.join(format!("{name}.positions.json"))
+    }
+}
+
+/// Why an admin request was refused.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum AdminError {
+    #[error("{0}")]
+    Conflict(String),
+    #[error("the coordinator is shutting down")]
+    Unavailable,
+}
+
+impl From<AdminError> for Status {
+    fn from(e: AdminError) -> Status {
+        match e {
+            AdminError::Conflict(m) => Status::failed_precondition(m),
+            AdminError::Unavailable => Status::unavailable(e.to_string()),
+        }
+    }
+}
+
+type Commands = mpsc::Sender<Result<pb::CoordinatorCommand, Status>>;
+
+pub(crate) enum Msg {
+    Connected {
+        register: pb::Register,
+        conn: u64,
+        commands: Commands,
+    },
+    Event {
+        id: String,
+        conn: u64,
+        /// Boxed: metrics make it the largest message by far.
+        event: Box<pb::worker_event::Event>,
+    },
+    Disconnected {
+        id: String,
+        conn: u64,
+    },
+    Cluster(oneshot::Sender<api::ClusterStatus>),
+    Job(oneshot::Sender<api::JobStatus>),
+    Stop(oneshot::Sender<Result<api::JobStatus, AdminError>>),
+    Resume(oneshot::Sender<Result<api::JobStatus, AdminError>>),
+    /// The input's partitions, as found now.
+    Partitions(Vec<String>),
+}
+
+/// A cheap handle to the coordinator actor.
+#[derive(Clone)]
+pub struct CoordinatorHandle {
+    tx: mpsc::Sender<Msg>,
+}
+
+impl CoordinatorHandle {
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Msg) -> Result<T, AdminError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(make(tx))
+            .await
+            .map_err(|_| AdminError::Unavailable)?;
+        rx.await.map_err(|_| AdminError::Unavailable)
+    }
+
+    pub async fn cluster(&self) -> Result<api::ClusterStatus, AdminError> {
+        self.ask(Msg::Cluster).await
+    }
+
+    pub async fn job(&self) -> Result<api::JobStatus, AdminError> {
+        self.ask(Msg::Job).await
+    }
+
+    pub async fn stop(&self) -> Result<api::JobStatus, AdminError> {
+        self.ask(Msg::Stop).await?
+    }
+
+    pub async fn resume(&self) -> Result<api::JobStatus, AdminError> {
+        self.ask(Msg::Resume).await?
+    }
+
+    pub(crate) async fn send(&self, msg: Msg) -> bool {
+        self.tx.send(msg).await.is_ok()
+    }
+}
+
+/// A registered worker.
+struct Worker {
+    data_address: String,
+    conn: u64,
+    commands: Commands,
+    last_seen: Instant,
+    /// Latest metrics of the current generation.
+    metrics: Option<pb::WorkerMetrics>,
+    /// State of its deployment of the current generation.
+    state: pb::DeploymentState,
+}
+
+/// The job's lifecycle.
+enum Job {
+    /// No deployment (not enough workers yet).
+    Waiting,
+    Running(Generation),
+    Finished(Generation),
+    Stopped(Generation),
+    Failed {
+        generation: Generation,
+        error: String,
+    },
+}
+
+/// One deployed generation.
+#[derive(Clone)]
+struct Generation {
+    number: u64,
+    assignment: pb::Assignment,
+    started: Instant,
+    /// Final metrics of workers whose deployment ended.
+    final_metrics: BTreeMap<String, pb::WorkerMetrics>,
+}
+
+impl Job {
+    fn name(&self) -> &'static str {
+        match self {
+            Job::Waiting => "waiting",
+            Job::Running(_) => "running",
+            Job::Finished(_) => "finished",
+            Job::Stopped(_) => "stopped",
+            Job::Failed { .. } => "failed",
+        }
+    }
+
+    fn generation(&self) -> Option<&Generation> {
+        match self {
+            Job::Waiting => None,
+            Job::Running(g) | Job::Finished(g) | Job::Stopped(g) => Some(g),
+            Job::Failed { generation, .. } => Some(generation),
+        }
+    }
+}
+
+pub(crate) struct Actor {
+    config: CoordinatorConfig,
+    workers: BTreeMap<String, Worker>,
+    job: Job,
+    last_generation: u64,
+    /// A membership change waiting to be acted on.
+    membership_changed: Option<Instant>,
+    consecutive_failures: u32,
+    redeploy_at: Option<Instant>,
+    started: Instant,
+    /// (time, records in, rows written) samples for rates.
+    samples: Vec<(Instant, u64, u64)>,
+    /// What the output holds and where inputs resume.
+    progress: JobProgress,
+    /// `progress` changed since it was last saved and sent to sources.
+    progress_dirty: bool,
+    /// The durable points as last saved (or known, without a file): what
+    /// sources may acknowledge.
+    recorded: JobProgress,
+}
+
+/// Starts the actor with the job's recorded progress; it ends when
+/// `shutdown` is cancelled.
+pub fn spawn(
+    config: CoordinatorConfig,
+    progress: JobProgress,
+    shutdown: CancellationToken,
+) -> (CoordinatorHandle, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel(256);
+    let actor = Actor {
+        config,
+        workers: BTreeMap::new(),
+        job: Job::Waiting,
+        last_generation: 0,
+        membership_changed: None,
+        consecutive_failures: 0,
+        redeploy_at: None,
+        started: Instant::now(),
+        samples: Vec::new(),
+        recorded: progress.clone(),
+        progress,
+        progress_dirty: false,
+    };
+    let task = tokio::spawn(actor.run(rx, shutdown));
+    (CoordinatorHandle { tx }, task)
+}
+
+impl Actor {
+    async fn run(mut self, mut rx: mpsc::Receiver<Msg>, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                msg = rx.recv() => match msg {
+                    Some(msg) => self.handle(msg),
+                    None => break,
+                },
+                _ = tick.tick() => self.tick(),
+            }
+        }
+        self.save_progress();
+    }
+
+    /// Every 100 ms: lost workers, deployments whose time has come,
+    /// progress to save and pass on, throughput samples.
+    fn tick(&mut self) {
+        let now = Instant::now();
+        let timeout = self.config.heartbeat_timeout;
+        let lost: Vec<String> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| now.duration_since(w.last_seen) > timeout)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in lost {
+            tracing::warn!(worker = %id, ?timeout, "worker lost: no heartbeat");
+            self.remove(&id);
+        }
+        let deployable = matches!(self.job, Job::Waiting | Job::Running(_));
+        if let Some(changed) = self.membership_changed {
+            if deployable && now.duration_since(changed) >= self.config.settle {
+                self.membership_changed = None;
+                self.deploy_or_wait();
+            } else if !deployable {
+                self.membership_changed = None;
+            }
+        }
+        if let Some(at) = self.redeploy_at {
+            if now >= at {
+                self.redeploy_at = None;
+                if matches!(self.job, Job::Running(_)) {
+                    self.deploy_or_wait();
+                }
+            }
+        }
+        if self.save_progress() {
+            self.send_progress();
+        }
+        self.sample(now);
+    }
+
+    fn handle(&mut self, msg: Msg) {
+        match msg {
+            Msg::Connected {
+                register,
+                conn,
+                commands,
+            } => self.connected(register, conn, commands),
+            Msg::Event { id, conn, event } => self.event(&id, conn, *event),
+            Msg::Disconnected { id, conn } => {
+                if self.workers.get(&id).is_some_and(|w| w.conn == conn) {
+                    tracing::warn!(worker = %id, "worker lost: its control stream closed");
+                    self.remove(&id);
+                }
+            }
+            Msg::Cluster(reply) => {
+                let _ = reply.send(self.cluster_status());
+            }
+            Msg::Job(reply) => {
+                let _ = reply.send(self.job_status());
+            }
+            Msg::Stop(reply) => {
+                let _ = reply.send(self.stop());
+            }
+            Msg::Resume(reply) => {
+                let _ = reply.send(self.resume());
+            }
+            Msg::Partitions(names) => self.partitions_found(names),
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
