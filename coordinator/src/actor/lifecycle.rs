@@ -28,13 +28,16 @@ impl Actor {
             self.deploy_or_wait();
         }
     }
+
     pub(super) fn generation_mut(&mut self) -> Option<&mut Generation> {
         match &mut self.job {
             Job::Waiting => None,
             Job::Running(g) | Job::Finished(g) | Job::Stopped(g) => Some(g),
+            Job::Restarting { failed, .. } => Some(failed),
             Job::Failed { generation, .. } => Some(generation),
         }
     }
+
     pub(super) fn maybe_finished(&mut self) {
         let Job::Running(g) = &self.job else { return };
         let all = g.assignment.workers.iter().all(|slot| {
@@ -52,6 +55,7 @@ impl Actor {
             self.consecutive_failures = 0;
         }
     }
+
     pub(super) fn generation_failed(&mut self, worker: &str, error: String) {
         let Job::Running(g) = &self.job else { return };
         if g.started.elapsed() > Duration::from_secs(60) {
@@ -69,8 +73,12 @@ impl Actor {
             return;
         }
         let backoff = Duration::from_millis(500) * 2u32.pow(self.consecutive_failures.min(6));
-        self.redeploy_at = Some(Instant::now() + backoff);
+        self.job = Job::Restarting {
+            failed: g.clone(),
+            at: Instant::now() + backoff,
+        };
     }
+
     /// Deploys a new generation over the live workers, or waits for enough.
     /// `min_workers` only holds back the first deployment; after that the
     /// job runs on whatever workers are live (at least one).
@@ -81,7 +89,7 @@ impl Actor {
             1
         };
         if self.workers.len() < needed {
-            if let Job::Running(g) = &self.job {
+            if let Job::Running(g) | Job::Restarting { failed: g, .. } = &self.job {
                 let g = g.clone();
                 self.cancel_generation(g.number, &g.assignment);
                 tracing::warn!(
@@ -170,6 +178,7 @@ impl Actor {
         // see its resume point acknowledged to finish.
         self.send_progress();
     }
+
     /// A realtime generator without a fixed start starts now, at the first
     /// deployment, and every later generation replays the same stream.
     pub(super) fn fix_generator_start(&mut self) {
@@ -179,10 +188,12 @@ impl Actor {
             }
         }
     }
+
     /// The spec as sent to workers.
     pub(super) fn spec_for_generation(&self) -> Result<String, serde_yaml::Error> {
         serde_yaml::to_string(&self.config.spec)
     }
+
     pub(super) fn cancel_generation(&mut self, generation: u64, assignment: &pb::Assignment) {
         for slot in &assignment.workers {
             if let Some(w) = self.workers.get(&slot.worker_id) {
@@ -195,9 +206,10 @@ impl Actor {
             }
         }
     }
+
     pub(super) fn stop(&mut self) -> Result<api::JobStatus, AdminError> {
         match &self.job {
-            Job::Running(g) => {
+            Job::Running(g) | Job::Restarting { failed: g, .. } => {
                 let g = g.clone();
                 tracing::info!(generation = g.number, "stopping the job");
                 self.cancel_generation(g.number, &g.assignment);
@@ -223,9 +235,9 @@ impl Actor {
                 ))
             }
         }
-        self.redeploy_at = None;
         Ok(self.job_status())
     }
+
     pub(super) fn resume(&mut self) -> Result<api::JobStatus, AdminError> {
         match &self.job {
             Job::Stopped(_) | Job::Failed { .. } => {
@@ -237,12 +249,115 @@ impl Actor {
                 self.deploy_or_wait();
                 Ok(self.job_status())
             }
-            Job::Running(_) | Job::Waiting => Err(AdminError::Conflict(
+            Job::Running(_) | Job::Restarting { .. } | Job::Waiting => Err(AdminError::Conflict(
                 "the job is running; stop it before resuming".into(),
             )),
             Job::Finished(_) => Err(AdminError::Conflict(
                 "the job has finished; there is nothing to resume".into(),
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An actor with workers registered, and what each is sent.
+    fn actor(
+        workers: &[&str],
+    ) -> (
+        Actor,
+        Vec<mpsc::Receiver<Result<pb::CoordinatorCommand, Status>>>,
+    ) {
+        let spec = JobSpec::default();
+        let max = spec.state.max_parallelism;
+        let mut actor = Actor::new(
+            CoordinatorConfig::new(spec, vec!["generator-0".into()]),
+            JobProgress::new(max),
+        );
+        let mut inboxes = Vec::new();
+        for (conn, id) in workers.iter().enumerate() {
+            let (tx, rx) = mpsc::channel(64);
+            actor.connected(
+                pb::Register {
+                    worker_id: (*id).into(),
+                    data_address: format!("127.0.0.1:{}", 1000 + conn),
+                    ..Default::default()
+                },
+                conn as u64,
+                tx,
+            );
+            inboxes.push(rx);
+        }
+        (actor, inboxes)
+    }
+
+    fn cancels(inbox: &mut mpsc::Receiver<Result<pb::CoordinatorCommand, Status>>) -> Vec<u64> {
+        let mut out = Vec::new();
+        while let Ok(Ok(c)) = inbox.try_recv() {
+            if let Some(pb::coordinator_command::Command::Cancel(c)) = c.command {
+                out.push(c.generation);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_failed_generation_restarts_after_a_backoff_and_counts_once() {
+        let (mut a, mut inboxes) = actor(&["w1", "w2"]);
+        a.deploy_or_wait();
+        assert!(matches!(&a.job, Job::Running(g) if g.number == 1));
+        a.generation_failed("w1", "disk full".into());
+        let Job::Restarting { failed, at } = &a.job else {
+            panic!("restarting, not {}", a.job.name());
+        };
+        assert_eq!(failed.number, 1);
+        assert!(*at > Instant::now());
+        assert_eq!(a.job.name(), "restarting");
+        // The other worker of the same generation fails too: one failure.
+        a.generation_failed("w2", "peer gone".into());
+        assert_eq!(a.consecutive_failures, 1);
+        // Stopping while restarting cancels the failed generation.
+        a.stop().expect("stops");
+        assert!(matches!(&a.job, Job::Stopped(g) if g.number == 1));
+        assert_eq!(cancels(&mut inboxes[0]), vec![1]);
+        // Resuming deploys generation 2.
+        a.resume().expect("resumes");
+        assert!(matches!(&a.job, Job::Running(g) if g.number == 2));
+    }
+
+    #[test]
+    fn failures_in_a_row_fail_the_job() {
+        let (mut a, _inboxes) = actor(&["w1"]);
+        for n in 1..=a.config.max_failed_generations {
+            a.deploy_or_wait();
+            assert!(matches!(&a.job, Job::Running(g) if u32::try_from(g.number) == Ok(n)));
+            a.generation_failed("w1", format!("failure {n}"));
+        }
+        let Job::Failed { error, .. } = &a.job else {
+            panic!("failed, not {}", a.job.name());
+        };
+        assert!(error.contains("failure 5"), "{error}");
+        assert!(a.stop().is_err(), "nothing to stop");
+    }
+
+    #[test]
+    fn membership_changes_redeploy_once_settled() {
+        let (mut a, _inboxes) = actor(&["w1"]);
+        a.deploy_or_wait();
+        a.membership = Membership::Settled;
+        a.remove("w1");
+        assert!(matches!(a.membership, Membership::Changing { .. }));
+        // Not settled yet: nothing happens.
+        a.tick();
+        assert!(matches!(&a.job, Job::Running(g) if g.number == 1));
+        // Settled: no worker left, the job waits.
+        a.membership = Membership::Changing {
+            last: Instant::now() - a.config.settle,
+        };
+        a.tick();
+        assert!(matches!(a.job, Job::Waiting));
+        assert_eq!(a.membership, Membership::Settled);
     }
 }

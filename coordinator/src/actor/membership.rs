@@ -27,13 +27,19 @@ impl Actor {
                 state: pb::DeploymentState::Unspecified,
             },
         );
-        self.membership_changed = Some(Instant::now());
+        self.membership = Membership::Changing {
+            last: Instant::now(),
+        };
     }
+
     pub(super) fn remove(&mut self, id: &str) {
         if self.workers.remove(id).is_some() {
-            self.membership_changed = Some(Instant::now());
+            self.membership = Membership::Changing {
+                last: Instant::now(),
+            };
         }
     }
+
     pub(super) fn event(&mut self, id: &str, conn: u64, event: pb::worker_event::Event) {
         let current = self.job.generation().map(|g| g.number);
         let Some(worker) = self.workers.get_mut(id).filter(|w| w.conn == conn) else {

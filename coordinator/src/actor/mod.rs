@@ -6,10 +6,11 @@
 //! validate and forward ([`CoordinatorHandle`]).
 //!
 //! The job's lifecycle is a typed state ([`Job`]): `Waiting` for workers,
-//! `Running` a generation, `Finished`, `Stopped` or `Failed`. A membership
-//! change while waiting or running (a worker lost by heartbeat timeout or a
-//! closed stream, or a new one registering) deploys a new generation over the
-//! live workers once membership has settled. Until checkpoints exist, a new
+//! `Running` a generation, `Restarting` after a failed one (a backoff),
+//! `Finished`, `Stopped` or `Failed`. A membership change while waiting,
+//! running or restarting (a worker lost by heartbeat timeout or a closed
+//! stream, or a new one registering) deploys a new generation over the live
+//! workers once membership has settled ([`Membership`]). Until checkpoints exist, a new
 //! generation rebuilds open windows by reading input again from each
 //! partition's durable point, skipping what earlier generations wrote (see
 //! [`crate::progress`]); the sink also never writes a row twice, so the
@@ -200,6 +201,12 @@ enum Job {
     /// No deployment (not enough workers yet).
     Waiting,
     Running(Generation),
+    /// A generation failed; the next is deployed at `at`, after a backoff
+    /// (or sooner, if membership changes meanwhile).
+    Restarting {
+        failed: Generation,
+        at: Instant,
+    },
     Finished(Generation),
     Stopped(Generation),
     Failed {
@@ -223,6 +230,7 @@ impl Job {
         match self {
             Job::Waiting => "waiting",
             Job::Running(_) => "running",
+            Job::Restarting { .. } => "restarting",
             Job::Finished(_) => "finished",
             Job::Stopped(_) => "stopped",
             Job::Failed { .. } => "failed",
@@ -233,9 +241,29 @@ impl Job {
         match self {
             Job::Waiting => None,
             Job::Running(g) | Job::Finished(g) | Job::Stopped(g) => Some(g),
+            Job::Restarting { failed, .. } => Some(failed),
             Job::Failed { generation, .. } => Some(generation),
         }
     }
+
+    /// Whether a membership change leads to a new generation.
+    fn deploys_on_change(&self) -> bool {
+        matches!(
+            self,
+            Job::Waiting | Job::Running(_) | Job::Restarting { .. }
+        )
+    }
+}
+
+/// Whether workers came or went since the last deployment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Membership {
+    Settled,
+    /// Changed, last at this instant: a new generation is deployed once it
+    /// has been quiet for `settle`.
+    Changing {
+        last: Instant,
+    },
 }
 
 pub(crate) struct Actor {
@@ -243,10 +271,8 @@ pub(crate) struct Actor {
     workers: BTreeMap<String, Worker>,
     job: Job,
     last_generation: u64,
-    /// A membership change waiting to be acted on.
-    membership_changed: Option<Instant>,
+    membership: Membership,
     consecutive_failures: u32,
-    redeploy_at: Option<Instant>,
     started: Instant,
     /// (time, records in, rows written) samples for rates.
     samples: Vec<(Instant, u64, u64)>,
@@ -267,25 +293,28 @@ pub fn spawn(
     shutdown: CancellationToken,
 ) -> (CoordinatorHandle, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(256);
-    let actor = Actor {
-        config,
-        workers: BTreeMap::new(),
-        job: Job::Waiting,
-        last_generation: 0,
-        membership_changed: None,
-        consecutive_failures: 0,
-        redeploy_at: None,
-        started: Instant::now(),
-        samples: Vec::new(),
-        recorded: progress.clone(),
-        progress,
-        progress_dirty: false,
-    };
+    let actor = Actor::new(config, progress);
     let task = tokio::spawn(actor.run(rx, shutdown));
     (CoordinatorHandle { tx }, task)
 }
 
 impl Actor {
+    fn new(config: CoordinatorConfig, progress: JobProgress) -> Self {
+        Actor {
+            config,
+            workers: BTreeMap::new(),
+            job: Job::Waiting,
+            last_generation: 0,
+            membership: Membership::Settled,
+            consecutive_failures: 0,
+            started: Instant::now(),
+            samples: Vec::new(),
+            recorded: progress.clone(),
+            progress,
+            progress_dirty: false,
+        }
+    }
+
     async fn run(mut self, mut rx: mpsc::Receiver<Msg>, shutdown: CancellationToken) {
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -317,21 +346,17 @@ impl Actor {
             tracing::warn!(worker = %id, ?timeout, "worker lost: no heartbeat");
             self.remove(&id);
         }
-        let deployable = matches!(self.job, Job::Waiting | Job::Running(_));
-        if let Some(changed) = self.membership_changed {
-            if deployable && now.duration_since(changed) >= self.config.settle {
-                self.membership_changed = None;
+        if let Membership::Changing { last } = self.membership {
+            if !self.job.deploys_on_change() {
+                self.membership = Membership::Settled;
+            } else if now.duration_since(last) >= self.config.settle {
+                self.membership = Membership::Settled;
                 self.deploy_or_wait();
-            } else if !deployable {
-                self.membership_changed = None;
             }
         }
-        if let Some(at) = self.redeploy_at {
+        if let Job::Restarting { at, .. } = self.job {
             if now >= at {
-                self.redeploy_at = None;
-                if matches!(self.job, Job::Running(_)) {
-                    self.deploy_or_wait();
-                }
+                self.deploy_or_wait();
             }
         }
         if self.save_progress() {

@@ -54,6 +54,7 @@ impl Actor {
         }
         self.progress_dirty |= changed;
     }
+
     /// Saves changed progress and tells the sources about it.
     pub(super) fn save_progress(&mut self) -> bool {
         if !self.progress_dirty {
@@ -70,8 +71,10 @@ impl Actor {
         self.progress_dirty = false;
         true
     }
+
     pub(super) fn send_progress(&self) {
-        let Job::Running(g) = &self.job else {
+        // A failed generation's other workers still run until replaced.
+        let (Job::Running(g) | Job::Restarting { failed: g, .. }) = &self.job else {
             return;
         };
         let names = &g.assignment.partition_names;

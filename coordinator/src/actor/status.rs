@@ -17,6 +17,7 @@ impl Actor {
             self.samples.remove(0);
         }
     }
+
     /// Metrics of the current generation, one per worker of it.
     pub(super) fn current_metrics(&self) -> Vec<(&str, &pb::WorkerMetrics)> {
         let Some(g) = self.job.generation() else {
@@ -34,6 +35,7 @@ impl Actor {
             })
             .collect()
     }
+
     pub(super) fn totals(&self) -> (u64, u64) {
         self.current_metrics()
             .iter()
@@ -41,6 +43,7 @@ impl Actor {
                 (r + m.records_in, w + m.rows_written)
             })
     }
+
     pub(super) fn job_status(&self) -> api::JobStatus {
         let metrics = self.current_metrics();
         let sum = |f: fn(&pb::WorkerMetrics) -> u64| metrics.iter().map(|(_, m)| f(m)).sum::<u64>();
@@ -136,6 +139,7 @@ impl Actor {
             phase: phase.to_owned(),
         }
     }
+
     pub(super) fn cluster_status(&self) -> api::ClusterStatus {
         let now = Instant::now();
         let generation = self.job.generation();
