@@ -4,9 +4,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use clap::Args;
 use weir_common::spec::{JobSpec, SourceKind};
+use weir_common::tasks::TaskGroup;
 use weir_coordinator::discovery::Discovery;
 use weir_coordinator::progress::ProgressFile;
 use weir_coordinator::{Coordinator, CoordinatorConfig};
@@ -104,11 +105,19 @@ pub fn run_coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
         args.settle.std(),
     )?;
     runtime()?.block_on(async move {
-        let coordinator = Coordinator::start(config, args.listen, Some(args.http)).await?;
-        wait_for_signal().await?;
+        let root = TaskGroup::root();
+        let coordinator = Coordinator::start(config, args.listen, Some(args.http), &root).await?;
+        let failure = tokio::select! {
+            r = wait_for_signal() => { r?; None }
+            reason = coordinator.stopped() => reason,
+        };
         tracing::info!("shutting down");
         coordinator.shutdown().await;
-        Ok(())
+        root.shutdown().await;
+        match failure {
+            Some(reason) => bail!("the coordinator stopped: {reason}"),
+            None => Ok(()),
+        }
     })
 }
 
@@ -123,12 +132,20 @@ pub fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
         own_subdirectories: true,
     };
     runtime()?.block_on(async move {
-        let node = WorkerNode::start(config).await?;
+        let root = TaskGroup::root();
+        let node = WorkerNode::start(config, &root).await?;
         tracing::info!(address = %node.local_addr, "worker listening");
-        wait_for_signal().await?;
+        let failure = tokio::select! {
+            r = wait_for_signal() => { r?; None }
+            reason = node.stopped() => reason,
+        };
         tracing::info!("shutting down");
         node.shutdown().await;
-        Ok(())
+        root.shutdown().await;
+        match failure {
+            Some(reason) => bail!("the worker stopped: {reason}"),
+            None => Ok(()),
+        }
     })
 }
 

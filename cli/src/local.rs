@@ -5,10 +5,11 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::{anyhow, bail, Context};
 use clap::Args;
 use tokio::time::{interval, Instant, MissedTickBehavior};
 use weir_common::spec::{JobSpec, LatePolicy, SinkKind};
+use weir_common::tasks::TaskGroup;
 use weir_coordinator::{Coordinator, CoordinatorHandle};
 use weir_proto::admin::JobStatus;
 use weir_worker::node::{WorkerConfig, WorkerNode};
@@ -45,20 +46,31 @@ pub fn run(args: LocalArgs) -> anyhow::Result<()> {
     config.heartbeat_interval = Duration::from_millis(250);
     let loopback: SocketAddr = ([127, 0, 0, 1], 0).into();
     runtime()?.block_on(async move {
-        let coordinator = Coordinator::start(config, loopback, args.http).await?;
-        let worker = WorkerNode::start(WorkerConfig {
-            id: "local".into(),
-            coordinator: coordinator.grpc_addr.to_string(),
-            listen: loopback,
-            advertise: None,
-            data_dir: None,
-            own_subdirectories: false,
-        })
+        // One process, one cancellation tree: the coordinator and the worker
+        // are children of the root, and either failing ends the run.
+        let root = TaskGroup::root();
+        let coordinator = Coordinator::start(config, loopback, args.http, &root).await?;
+        let worker = WorkerNode::start(
+            WorkerConfig {
+                id: "local".into(),
+                coordinator: coordinator.grpc_addr.to_string(),
+                listen: loopback,
+                advertise: None,
+                data_dir: None,
+                own_subdirectories: false,
+            },
+            &root,
+        )
         .await?;
         let handle = coordinator.handle();
-        let result = watch(&handle, args.quiet).await;
+        let result = tokio::select! {
+            r = watch(&handle, args.quiet) => r,
+            reason = coordinator.stopped() => Err(anyhow!("the coordinator stopped: {}", reason.unwrap_or_default())),
+            reason = worker.stopped() => Err(anyhow!("the worker stopped: {}", reason.unwrap_or_default())),
+        };
         worker.shutdown().await;
         coordinator.shutdown().await;
+        root.shutdown().await;
         let (ending, status, elapsed) = result?;
         if status.state == "failed" {
             bail!("{}", status.error);

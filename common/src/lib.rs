@@ -16,6 +16,7 @@
 //!   [`dead_letter`]: how undecodable input is kept.
 //! - [`pulsar`]: Pulsar clients built from the job spec (authentication,
 //!   TLS, retries) and topic partition discovery.
+//! - [`tasks`]: one cancellation tree per process; critical tasks stop it.
 //!
 //! The worker crate puts these into actors (sources, window operator with
 //! RocksDB state, sink); the coordinator crate decides who runs what.
@@ -33,5 +34,6 @@ pub mod reading;
 pub mod rows;
 pub mod sink;
 pub mod spec;
+pub mod tasks;
 pub mod time;
 pub mod watermark;

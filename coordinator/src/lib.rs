@@ -27,7 +27,7 @@ use std::net::SocketAddr;
 
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
-use tokio_util::sync::CancellationToken;
+use weir_common::tasks::TaskGroup;
 use weir_proto::admin::admin_server::AdminServer;
 use weir_proto::cluster::cluster_server::ClusterServer;
 
@@ -55,8 +55,8 @@ pub struct Coordinator {
     /// Where the REST API and `/metrics` are served, if anywhere.
     pub http_addr: Option<SocketAddr>,
     handle: CoordinatorHandle,
-    shutdown: CancellationToken,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The coordinator's tasks: actor, servers, partition discovery.
+    tasks: TaskGroup,
 }
 
 async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), CoordinatorError> {
@@ -71,11 +71,14 @@ async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), Coordinator
 
 impl Coordinator {
     /// Binds `grpc` (workers, gRPC admin) and `http` (REST, metrics) and
-    /// starts serving.
+    /// starts serving, as a child of `parent`: the coordinator stops with
+    /// it, or on its own when one of its tasks fails
+    /// ([`Coordinator::stopped`]).
     pub async fn start(
         mut config: CoordinatorConfig,
         grpc: SocketAddr,
         http: Option<SocketAddr>,
+        parent: &TaskGroup,
     ) -> Result<Self, CoordinatorError> {
         let max_parallelism = config.spec.state.max_parallelism;
         let progress = match &config.progress_file {
@@ -105,21 +108,23 @@ impl Coordinator {
             None => None,
         };
         config.address = grpc_addr.to_string();
-        let shutdown = CancellationToken::new();
+        let tasks = parent.child();
+        let shutdown = tasks.token().clone();
         let (handle, actor) = actor::spawn(config, progress, shutdown.clone());
-        let mut tasks = vec![actor];
+        tasks.spawn_critical("the coordinator actor", async move {
+            actor.await.map_err(|e| e.to_string())
+        });
         if let Some((discovery, client)) = discovered {
-            tasks.push(tokio::spawn(discovery::run(
-                discovery,
-                client,
-                handle.clone(),
-                shutdown.clone(),
-            )));
+            let run = discovery::run(discovery, client, handle.clone(), shutdown.clone());
+            tasks.spawn_critical("partition discovery", async move {
+                run.await;
+                Ok::<(), std::convert::Infallible>(())
+            });
         }
-        let grpc_server = {
+        {
             let (handle, shutdown) = (handle.clone(), shutdown.clone());
-            tokio::spawn(async move {
-                let result = tonic::transport::Server::builder()
+            tasks.spawn_critical("the coordinator's gRPC server", async move {
+                tonic::transport::Server::builder()
                     .tcp_nodelay(true)
                     .add_service(ClusterServer::new(control::ControlService::new(
                         handle.clone(),
@@ -129,24 +134,17 @@ impl Coordinator {
                         TcpListenerStream::new(grpc_listener),
                         shutdown.cancelled(),
                     )
-                    .await;
-                if let Err(e) = result {
-                    tracing::error!(error = %e, "coordinator gRPC server failed");
-                }
-            })
-        };
-        tasks.push(grpc_server);
+                    .await
+            });
+        }
         let http_addr = match http_bound {
             Some((listener, addr)) => {
                 let (router, shutdown) = (admin::router(handle.clone()), shutdown.clone());
-                tasks.push(tokio::spawn(async move {
-                    let result = axum::serve(listener, router)
+                tasks.spawn_critical("the coordinator's HTTP server", async move {
+                    axum::serve(listener, router)
                         .with_graceful_shutdown(shutdown.cancelled_owned())
-                        .await;
-                    if let Err(e) = result {
-                        tracing::error!(error = %e, "coordinator HTTP server failed");
-                    }
-                }));
+                        .await
+                });
                 Some(addr)
             }
             None => None,
@@ -156,7 +154,6 @@ impl Coordinator {
             grpc_addr,
             http_addr,
             handle,
-            shutdown,
             tasks,
         })
     }
@@ -165,10 +162,13 @@ impl Coordinator {
         self.handle.clone()
     }
 
+    /// Resolves when the coordinator stops: `Some(reason)` when one of its
+    /// tasks failed.
+    pub async fn stopped(&self) -> Option<String> {
+        self.tasks.stopped().await
+    }
+
     pub async fn shutdown(self) {
-        self.shutdown.cancel();
-        for t in self.tasks {
-            let _ = t.await;
-        }
+        self.tasks.shutdown().await;
     }
 }

@@ -25,6 +25,7 @@ use weir_common::error_chain::error_chain;
 use weir_common::keygroup::KeyGroupRange;
 use weir_common::position::Position;
 use weir_common::spec::JobSpec;
+use weir_common::tasks::TaskGroup;
 use weir_proto::cluster as pb;
 use weir_proto::cluster::cluster_client::ClusterClient;
 use weir_proto::convert::position_of;
@@ -76,12 +77,15 @@ struct Shared {
 /// A running worker.
 pub struct WorkerNode {
     pub local_addr: SocketAddr,
-    shutdown: CancellationToken,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The node's tasks: its server and its control loop.
+    tasks: TaskGroup,
 }
 
 impl WorkerNode {
-    pub async fn start(config: WorkerConfig) -> Result<Self, WorkerError> {
+    /// Starts serving and connecting to the coordinator, as a child of
+    /// `parent`: the node stops with it, or on its own when one of its tasks
+    /// fails ([`WorkerNode::stopped`]).
+    pub async fn start(config: WorkerConfig, parent: &TaskGroup) -> Result<Self, WorkerError> {
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -98,7 +102,8 @@ impl WorkerNode {
         let coordinator = normalize_address(&config.coordinator)?;
         let registry = Arc::new(ShuffleRegistry::default());
         let shared = Arc::new(Shared::default());
-        let shutdown = CancellationToken::new();
+        let tasks = parent.child();
+        let shutdown = tasks.token().clone();
 
         let http = axum::Router::new()
             .route("/healthz", get(|| async { "ok\n" }))
@@ -110,10 +115,10 @@ impl WorkerNode {
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         );
-        let server = {
+        {
             let shutdown = shutdown.clone();
-            tokio::spawn(async move {
-                let result = tonic::transport::Server::builder()
+            tasks.spawn_critical("the worker's server", async move {
+                tonic::transport::Server::builder()
                     .accept_http1(true)
                     .tcp_nodelay(true)
                     .initial_stream_window_size(Some(4 << 20))
@@ -123,40 +128,30 @@ impl WorkerNode {
                         TcpListenerStream::new(listener),
                         shutdown.cancelled(),
                     )
-                    .await;
-                if let Err(e) = result {
-                    tracing::error!(error = %e, "worker server failed");
-                }
-            })
-        };
+                    .await
+            });
+        }
         let advertise = config
             .advertise
             .clone()
             .unwrap_or_else(|| local_addr.to_string());
-        let control = {
-            let (shutdown, shared) = (shutdown.clone(), shared.clone());
-            tokio::spawn(control_loop(
-                config,
-                coordinator,
-                advertise,
-                registry,
-                shared,
-                shutdown,
-            ))
-        };
-        Ok(WorkerNode {
-            local_addr,
-            shutdown,
-            tasks: vec![server, control],
-        })
+        let control = control_loop(config, coordinator, advertise, registry, shared, shutdown);
+        tasks.spawn_critical("the control loop", async move {
+            control.await;
+            Ok::<(), std::convert::Infallible>(())
+        });
+        Ok(WorkerNode { local_addr, tasks })
+    }
+
+    /// Resolves when the node stops: `Some(reason)` when one of its tasks
+    /// failed.
+    pub async fn stopped(&self) -> Option<String> {
+        self.tasks.stopped().await
     }
 
     /// Aborts the running deployment and stops serving.
     pub async fn shutdown(self) {
-        self.shutdown.cancel();
-        for t in self.tasks {
-            let _ = t.await;
-        }
+        self.tasks.shutdown().await;
     }
 }
 
