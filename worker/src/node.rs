@@ -274,6 +274,8 @@ impl Session<'_> {
 
         let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
         let mut current: Option<Deployment> = None;
+        // The progress last sent (sent again only when it changes).
+        let mut progress: Option<pb::ProgressReport> = None;
         // When a draining deployment is given up.
         let mut abort_at: Option<tokio::time::Instant> = None;
         let result = loop {
@@ -290,6 +292,11 @@ impl Session<'_> {
                     Err(status) => break Err(format!("control stream failed: {}", status.message())),
                 },
                 _ = heartbeat.tick() => {
+                    if let Some(d) = &current {
+                        if !send_progress(&events, d, &mut progress).await {
+                            break Err("the control stream closed".to_string());
+                        }
+                    }
                     let metrics = current.as_ref().map(|d| metrics_of(d.generation, &d.metrics()));
                     let event = pb::worker_event::Event::Heartbeat(pb::Heartbeat { metrics });
                     if events.send(pb::WorkerEvent { event: Some(event) }).await.is_err() {
@@ -299,6 +306,9 @@ impl Session<'_> {
                 outcome = join_current(&mut current) => {
                     abort_at = None;
                     let Some(d) = current.take() else { continue };
+                    // What it made durable first: the coordinator records
+                    // it before it learns the deployment ended.
+                    send_progress(&events, &d, &mut progress).await;
                     self.report_end(&d, outcome, &events).await;
                 }
                 _ = sleep_until_opt(abort_at) => {
@@ -579,9 +589,6 @@ pub fn metrics_of(generation: u64, m: &JobMetrics) -> pb::WorkerMetrics {
                 records: p.records.load(Relaxed),
                 watermark: p.watermark.load(Relaxed),
                 finished: p.finished.load(Relaxed),
-                durable: p
-                    .durable()
-                    .map(|(pos, wm)| pb::PartitionPoint::new(input as u32, pos, wm)),
             })
             .collect(),
         shuffle_records_sent: s.shuffle_sent,
@@ -596,6 +603,14 @@ pub fn metrics_of(generation: u64, m: &JobMetrics) -> pb::WorkerMetrics {
             .iter()
             .map(|c| c.load(Relaxed))
             .collect(),
+        records_already_written: m.already_written.load(Relaxed),
+    }
+}
+
+/// What a deployment has made durable, for the coordinator.
+pub fn progress_of(generation: u64, m: &JobMetrics) -> pb::ProgressReport {
+    pb::ProgressReport {
+        generation,
         written: m.written().map(|w| pb::WrittenProgress {
             watermark: w.watermark,
             processed: w
@@ -610,8 +625,36 @@ pub fn metrics_of(generation: u64, m: &JobMetrics) -> pb::WorkerMetrics {
                 })
                 .collect(),
         }),
-        records_already_written: m.already_written.load(Relaxed),
+        durable: m
+            .partitions
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.local.load(Relaxed))
+            .filter_map(|(input, p)| {
+                p.durable()
+                    .map(|(pos, wm)| pb::PartitionPoint::new(input as u32, pos, wm))
+            })
+            .collect(),
     }
+}
+
+/// Sends the deployment's progress if it changed since `last`.
+async fn send_progress(
+    events: &mpsc::Sender<pb::WorkerEvent>,
+    d: &Deployment,
+    last: &mut Option<pb::ProgressReport>,
+) -> bool {
+    let now = progress_of(d.generation, &d.metrics());
+    if last.as_ref() == Some(&now) {
+        return true;
+    }
+    let event = pb::worker_event::Event::Progress(now.clone());
+    let sent = events
+        .send(pb::WorkerEvent { event: Some(event) })
+        .await
+        .is_ok();
+    *last = Some(now);
+    sent
 }
 
 /// The coordinator's progress command for this worker's sources.

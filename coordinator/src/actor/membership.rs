@@ -50,10 +50,12 @@ impl Actor {
             pb::worker_event::Event::Register(_) => {}
             pb::worker_event::Event::Heartbeat(h) => {
                 if let Some(m) = h.metrics.filter(|m| Some(m.generation) == current) {
-                    self.note_progress(id, &m);
-                    if let Some(w) = self.workers.get_mut(id) {
-                        w.metrics = Some(m);
-                    }
+                    worker.metrics = Some(m);
+                }
+            }
+            pb::worker_event::Event::Progress(p) => {
+                if Some(p.generation) == current {
+                    self.note_progress(id, &p);
                 }
             }
             pb::worker_event::Event::Report(r) => {
@@ -65,7 +67,6 @@ impl Actor {
                 worker.state = state;
                 if let Some(m) = &r.metrics {
                     worker.metrics = Some(m.clone());
-                    self.note_progress(id, m);
                 }
                 if let (Some(m), true) = (r.metrics, state != pb::DeploymentState::Running) {
                     if let Some(g) = self.generation_mut() {

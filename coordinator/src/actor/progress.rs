@@ -6,7 +6,7 @@ use super::*;
 impl Actor {
     /// Records what a worker of the current generation reports as written
     /// and durable.
-    pub(super) fn note_progress(&mut self, id: &str, m: &pb::WorkerMetrics) {
+    pub(super) fn note_progress(&mut self, id: &str, m: &pb::ProgressReport) {
         let Some(g) = self.job.generation() else {
             return;
         };
@@ -33,11 +33,14 @@ impl Actor {
             };
             changed |= self.progress.merge_written(range, w.watermark, processed);
         }
-        for p in &m.partitions {
-            let owner = g.assignment.partition_owner.get(p.input as usize).copied();
-            let (Some(name), Some(point), true) = (
-                names.get(p.input as usize),
-                p.durable.as_ref(),
+        for point in &m.durable {
+            let owner = g
+                .assignment
+                .partition_owner
+                .get(point.input as usize)
+                .copied();
+            let (Some(name), true) = (
+                names.get(point.input as usize),
                 owner == Some(slot_index as u32),
             ) else {
                 continue;
