@@ -31,7 +31,9 @@ use weir_proto::cluster::cluster_client::ClusterClient;
 use weir_proto::convert::position_of;
 use weir_proto::shuffle::shuffle_server::ShuffleServer;
 
-use crate::deployment::{Deployment, DeploymentOutcome, DeploymentPlan, JobError, Layout, Slot};
+use crate::deployment::{
+    Deployment, DeploymentMsg, DeploymentOutcome, DeploymentPlan, JobError, Layout, Slot,
+};
 use crate::metrics::JobMetrics;
 use crate::resume::ResumeTable;
 use crate::shuffle::{ShuffleRegistry, ShuffleService, MAX_MESSAGE_BYTES};
@@ -315,7 +317,7 @@ impl Session<'_> {
                     abort_at = None;
                     if let Some(d) = &current {
                         tracing::warn!(generation = d.generation, limit = ?DRAIN_LIMIT, "draining took too long; aborting");
-                        d.abort();
+                        d.send(DeploymentMsg::Abort).await;
                     }
                 }
             }
@@ -325,7 +327,7 @@ impl Session<'_> {
                 generation = d.generation,
                 "lost the coordinator; aborting the deployment"
             );
-            d.abort();
+            d.send(DeploymentMsg::Abort).await;
             let _ = d.wait().await;
         }
         result
@@ -350,7 +352,7 @@ impl Session<'_> {
                         new = deploy.generation,
                         "replacing the deployment"
                     );
-                    old.abort();
+                    old.send(DeploymentMsg::Abort).await;
                     let _ = old.wait().await;
                 }
                 let generation = deploy.generation;
@@ -386,7 +388,8 @@ impl Session<'_> {
                     .as_ref()
                     .filter(|d| d.generation == progress.generation)
                 {
-                    d.progress(source_progress(&progress, d.metrics().partitions.len()));
+                    let update = source_progress(&progress, d.metrics().partitions.len());
+                    d.send(DeploymentMsg::Progress(update)).await;
                 }
                 None
             }
@@ -401,7 +404,7 @@ impl Session<'_> {
                         generation = d.generation,
                         "cancelled by the coordinator; writing what was emitted"
                     );
-                    d.stop();
+                    d.send(DeploymentMsg::Stop).await;
                     return Some(Directive::AbortAt(
                         tokio::time::Instant::now() + DRAIN_LIMIT,
                     ));

@@ -8,10 +8,12 @@
 //! retries) and starts the dead-letter, sink, window, shuffle and source
 //! tasks. A failing task stops all others and its error is the deployment's.
 //!
-//! Two ways to end early: [`Deployment::stop`] stops the sources and the
-//! window task and lets the sink write what was already emitted;
-//! [`Deployment::abort`] also gives up on unwritten output (the next
-//! generation recomputes it, and the sink never writes a row twice).
+//! A deployment is an actor: its handle ([`Deployment`]) sends typed
+//! messages ([`DeploymentMsg`]) to a bounded mailbox. Two ways to end early:
+//! [`DeploymentMsg::Stop`] stops the sources and the window task and lets
+//! the sink write what was already emitted; [`DeploymentMsg::Abort`] also
+//! gives up on unwritten output (the next generation recomputes it, and the
+//! sink never writes a row twice).
 //!
 //! A deployment that resumes what earlier generations wrote (see
 //! [`crate::resume`]) appends to its output files instead of starting them
@@ -25,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use weir_common::avro::DecodePlan;
 use weir_common::sink::clickhouse::ClickHouseWriter;
@@ -82,15 +84,25 @@ pub enum DeploymentOutcome {
     Aborted { unwritten_rows: usize },
 }
 
-/// A running deployment.
+/// What a deployment can be told, through its mailbox.
+#[derive(Debug)]
+pub enum DeploymentMsg {
+    /// Stop reading and windowing; what was emitted is still written.
+    Stop,
+    /// Give up at once, even on output not yet written.
+    Abort,
+    /// What the coordinator knows is durable, for the sources.
+    Progress(SourceProgress),
+}
+
+/// The handle of a running deployment: a bounded mailbox to its actor.
+/// Dropping it aborts the deployment.
 pub struct Deployment {
     pub generation: u64,
     metrics: Arc<JobMetrics>,
-    stop: CancellationToken,
-    abort: CancellationToken,
-    supervisor: tokio::task::JoinHandle<Result<DeploymentOutcome, JobError>>,
+    mailbox: mpsc::Sender<DeploymentMsg>,
+    actor: tokio::task::JoinHandle<Result<DeploymentOutcome, JobError>>,
     outputs: Vec<String>,
-    progress: watch::Sender<Arc<SourceProgress>>,
 }
 
 /// Everything prepared before the supervisor starts.
@@ -207,20 +219,30 @@ impl Deployment {
             stop.clone(),
             abort.clone(),
         ));
+        let (mailbox, inbox) = mpsc::channel(MAILBOX);
+        let actor = tokio::spawn(run_actor(
+            inbox,
+            Controls {
+                stop,
+                abort,
+                progress,
+                metrics: metrics.clone(),
+            },
+            supervisor,
+        ));
         Ok(Deployment {
             generation,
             metrics,
-            stop,
-            abort,
-            supervisor,
+            mailbox,
+            actor,
             outputs,
-            progress,
         })
     }
 
-    /// What the coordinator knows is durable, for the sources.
-    pub fn progress(&self, update: SourceProgress) {
-        self.progress.send_replace(Arc::new(update));
+    /// Tells the deployment something (a deployment that has ended takes
+    /// nothing more).
+    pub async fn send(&self, msg: DeploymentMsg) {
+        let _ = self.mailbox.send(msg).await;
     }
 
     pub fn metrics(&self) -> Arc<JobMetrics> {
@@ -232,20 +254,8 @@ impl Deployment {
         &self.outputs
     }
 
-    /// Stops reading and windowing; what was emitted is still written.
-    pub fn stop(&self) {
-        self.metrics.start_draining();
-        self.stop.cancel();
-    }
-
-    /// Gives up at once, even on output not yet written.
-    pub fn abort(&self) {
-        self.stop();
-        self.abort.cancel();
-    }
-
     pub fn is_done(&self) -> bool {
-        self.supervisor.is_finished()
+        self.actor.is_finished()
     }
 
     pub async fn wait(mut self) -> Result<DeploymentOutcome, JobError> {
@@ -254,9 +264,53 @@ impl Deployment {
 
     /// Waits for the end (usable in `select!` through `&mut`).
     pub async fn join(&mut self) -> Result<DeploymentOutcome, JobError> {
-        match (&mut self.supervisor).await {
+        match (&mut self.actor).await {
             Ok(result) => result,
-            Err(e) => Err(JobError::Task("supervisor", e.to_string())),
+            Err(e) => Err(JobError::Task("deployment", e.to_string())),
+        }
+    }
+}
+
+/// Messages a deployment's mailbox holds before a sender waits.
+const MAILBOX: usize = 16;
+
+/// What the actor acts on.
+struct Controls {
+    stop: CancellationToken,
+    abort: CancellationToken,
+    progress: watch::Sender<Arc<SourceProgress>>,
+    metrics: Arc<JobMetrics>,
+}
+
+/// The deployment's actor: turns messages into what its tasks watch (the
+/// stop and abort tokens, the sources' progress) until the supervisor ends.
+/// A handle that is dropped aborts the deployment.
+async fn run_actor(
+    mut inbox: mpsc::Receiver<DeploymentMsg>,
+    controls: Controls,
+    mut supervisor: tokio::task::JoinHandle<Result<DeploymentOutcome, JobError>>,
+) -> Result<DeploymentOutcome, JobError> {
+    let mut open = true;
+    loop {
+        tokio::select! {
+            ended = &mut supervisor => {
+                return ended.unwrap_or_else(|e| Err(JobError::Task("supervisor", e.to_string())));
+            }
+            msg = inbox.recv(), if open => match msg {
+                Some(DeploymentMsg::Stop) => {
+                    controls.metrics.start_draining();
+                    controls.stop.cancel();
+                }
+                Some(DeploymentMsg::Abort) | None => {
+                    open = msg.is_some();
+                    controls.metrics.start_draining();
+                    controls.stop.cancel();
+                    controls.abort.cancel();
+                }
+                Some(DeploymentMsg::Progress(p)) => {
+                    controls.progress.send_replace(Arc::new(p));
+                }
+            },
         }
     }
 }
