@@ -41,12 +41,6 @@ impl OutputBatch {
             Table::LateReadings => self.late.len(),
         }
     }
-
-    pub fn clear(&mut self) {
-        self.sensors_local.clear();
-        self.aggregates.clear();
-        self.late.clear();
-    }
 }
 
 /// Rows of one table, borrowed from wherever they wait: what one insert or
