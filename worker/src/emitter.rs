@@ -354,6 +354,22 @@ impl Emitter {
         ));
     }
 
+    /// Checkpoint `checkpoint` was triggered: everything read so far goes
+    /// out before its barrier, which goes to every destination (and carries
+    /// where the partition would resume from this checkpoint).
+    pub fn barrier(&mut self, checkpoint: u64) {
+        self.flush();
+        self.outbox.push((
+            Route::All,
+            Envelope::Barrier {
+                input: self.config.input,
+                checkpoint,
+                through: self.last_position,
+                watermark: self.sent_watermark,
+            },
+        ));
+    }
+
     /// The partition is exhausted.
     pub fn end(&mut self) {
         self.flush();
@@ -429,6 +445,12 @@ mod tests {
                 Envelope::Watermark { watermark, .. } => format!("{route:?} wm {watermark}"),
                 Envelope::Idle { .. } => format!("{route:?} idle"),
                 Envelope::End { .. } => format!("{route:?} end"),
+                Envelope::Barrier {
+                    checkpoint,
+                    through,
+                    watermark,
+                    ..
+                } => format!("{route:?} barrier {checkpoint} at {through:?} wm {watermark}"),
             })
             .collect()
     }
@@ -567,6 +589,29 @@ mod tests {
         assert_eq!(e.skipped(), 1);
         assert_eq!(e.emitted(), 2);
         assert_eq!(e.watermark(), t0 + 70_000 - 5_000);
+    }
+
+    #[test]
+    fn a_barrier_follows_everything_read_before_it_on_every_route() {
+        let mut e = Emitter::new(config(100), Routing::new(vec![0, 1], 2, Some(0)));
+        let t0 = 1_000_000_020_000;
+        e.reading(&r(0, t0), Position::Offset(4)); // key group of sensor 0
+        e.barrier(3);
+        let out = describe(&mut e);
+        let last = out.last().expect("barrier");
+        assert!(
+            last.starts_with("All barrier 3 at Some(Offset(4)) wm"),
+            "{out:?}"
+        );
+        assert!(
+            out[..out.len() - 1].iter().any(|d| d.contains("records")),
+            "{out:?}"
+        );
+        // Nothing read since: the next barrier has the same position.
+        e.barrier(4);
+        let out = describe(&mut e);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert!(out[0].starts_with("All barrier 4 at Some(Offset(4))"));
     }
 
     #[test]

@@ -65,4 +65,26 @@ pub enum Envelope {
         input: u32,
         through: Option<Position>,
     },
+    /// Checkpoint barrier: the input's records before it belong to
+    /// checkpoint `checkpoint`, none after. `through` and `watermark` are the
+    /// source's position and watermark at that point.
+    Barrier {
+        input: u32,
+        checkpoint: u64,
+        through: Option<Position>,
+        watermark: i64,
+    },
+}
+
+impl Envelope {
+    /// The input (partition) the envelope belongs to.
+    pub fn input(&self) -> u32 {
+        match self {
+            Envelope::Records(b) => b.input,
+            Envelope::Watermark { input, .. }
+            | Envelope::Idle { input, .. }
+            | Envelope::End { input, .. }
+            | Envelope::Barrier { input, .. } => *input,
+        }
+    }
 }

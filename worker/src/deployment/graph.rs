@@ -21,7 +21,7 @@ use crate::shuffle::{run_shuffle_out, ShuffleError, ShuffleRegistry};
 use crate::sink::{tables_for, SinkConfig, SinkOutcome, SinkTask, SinkWriter, TableWriter};
 use crate::source::{GeneratorReader, SourceError, SourceLimits, SourceWiring};
 use crate::state::StateError;
-use crate::window::{run_window_task, WindowConfig, WindowOperator, WindowOutcome};
+use crate::window::{run_window_task, Inputs, WindowConfig, WindowOperator, WindowOutcome};
 
 use super::connect::{open_pulsar, wait_for_clickhouse};
 use super::plan::PartitionSource;
@@ -138,7 +138,11 @@ async fn run(
 
     let window_ms = spec.window.size_ms();
     let max_parallelism = spec.state.max_parallelism;
-    let (win_tx, win_rx) = mpsc::channel::<Envelope>(CHANNEL_CAPACITY);
+    // One channel per input (partition) into the window task, so that it
+    // can hold back one input while it aligns a checkpoint.
+    let (input_txs, input_rxs): (Vec<_>, Vec<_>) = (0..partitions.len())
+        .map(|_| mpsc::channel::<Envelope>(CHANNEL_CAPACITY))
+        .unzip();
     let op = WindowOperator::new(
         WindowConfig {
             window_ms,
@@ -156,36 +160,14 @@ async fn run(
         // The window task stops on `stop` (not only `abort`): after a stop
         // request nothing more is windowed, what was emitted is written.
         let (metrics, stop) = (metrics.clone(), stop.clone());
+        let inputs = Inputs::new(input_rxs);
         tasks.spawn(async move {
-            Done::Window(run_window_task(op, win_rx, sink_tx, metrics, stop).await)
+            Done::Window(run_window_task(op, inputs, sink_tx, metrics, stop).await)
         });
     }
-    registry.register(plan.generation, win_tx.clone(), metrics.clone());
+    let input_txs: Arc<[mpsc::Sender<Envelope>]> = input_txs.into();
+    registry.register(plan.generation, input_txs.clone(), metrics.clone());
 
-    // Destinations by slot: the local window task, or a stream to the peer.
-    let me = &plan.slots[plan.me];
-    let has_sources = plan.partition_owner.contains(&plan.me);
-    let mut destinations = Vec::with_capacity(plan.slots.len());
-    for (i, slot) in plan.slots.iter().enumerate() {
-        if i == plan.me {
-            destinations.push(win_tx.clone());
-        } else {
-            let (tx, rx) = mpsc::channel::<Envelope>(CHANNEL_CAPACITY);
-            destinations.push(tx);
-            if has_sources {
-                let (peer, worker, abort) = (
-                    slot.data_address.clone(),
-                    me.worker_id.clone(),
-                    abort.clone(),
-                );
-                let generation = plan.generation;
-                tasks.spawn(async move {
-                    Done::Shuffle(run_shuffle_out(peer, generation, worker, rx, abort).await)
-                });
-            }
-        }
-    }
-    drop(win_tx);
     let owners: Vec<u16> = (0..max_parallelism)
         .map(|kg| {
             plan.slots
@@ -233,10 +215,30 @@ async fn run(
                 emitter.resume_after(position, watermark);
             }
         }
+        // Destinations by slot: the local window task's channel for this
+        // input, or a stream of this input to the peer.
+        let mut destinations = Vec::with_capacity(plan.slots.len());
+        for (i, slot) in plan.slots.iter().enumerate() {
+            if i == plan.me {
+                destinations.push(input_txs[input as usize].clone());
+                continue;
+            }
+            let (tx, rx) = mpsc::channel::<Envelope>(CHANNEL_CAPACITY);
+            destinations.push(tx);
+            let (peer, worker, abort) = (
+                slot.data_address.clone(),
+                plan.slots[plan.me].worker_id.clone(),
+                abort.clone(),
+            );
+            let generation = plan.generation;
+            tasks.spawn(async move {
+                Done::Shuffle(run_shuffle_out(peer, generation, worker, input, rx, abort).await)
+            });
+        }
         let wiring = SourceWiring {
             input,
             emitter,
-            destinations: destinations.clone(),
+            destinations,
             dead_letters: dead_tx.clone(),
             metrics: metrics.clone(),
             limits: limits.clone(),
@@ -287,7 +289,7 @@ async fn run(
             }
         }
     }
-    drop(destinations);
+    drop(input_txs);
     drop(dead_tx);
 
     let mut first_error: Option<JobError> = None;

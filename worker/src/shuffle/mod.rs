@@ -1,13 +1,18 @@
 //! The shuffle: records of a key group travel to the worker that owns it.
 //!
 //! Each source emits into one channel per destination worker. For this
-//! worker the channel is the local window task's input; for every other
-//! worker it feeds a [`run_shuffle_out`] task that streams the envelopes, in
-//! order, over one gRPC client stream per (sender, receiver) pair. On the
-//! receiving side [`ShuffleService`] decodes each frame and forwards its
-//! envelopes into the window task's channel of the same generation. Every
-//! step awaits the next bounded channel or HTTP/2 flow-control window, so a
-//! slow receiver slows remote senders exactly like a local one does.
+//! worker the channel is the local window task's input for that partition;
+//! for every other worker it feeds a [`run_shuffle_out`] task that streams
+//! the envelopes, in order, over one gRPC client stream (and connection) per
+//! (partition, receiver) pair. On the receiving side [`ShuffleService`]
+//! decodes each frame and forwards its envelopes into the window task's
+//! channel for that partition. Every step awaits the next bounded channel or
+//! HTTP/2 flow-control window, so a slow receiver slows remote senders
+//! exactly like a local one does — and a window task that holds back one
+//! partition while it aligns a checkpoint holds back nothing else (a stream
+//! shared by partitions would stall the barriers it waits for behind the
+//! records it holds back; a connection shared by streams would let held-back
+//! streams exhaust its flow-control window).
 //!
 //! Readings travel in a fixed-width layout ([`wire`]), cheap at both ends.
 
@@ -108,6 +113,17 @@ pub fn to_proto(envelope: &Envelope) -> pb::Envelope {
             input: *input,
             through: through.map(Into::into),
         }),
+        Envelope::Barrier {
+            input,
+            checkpoint,
+            through,
+            watermark,
+        } => Body::Barrier(pb::Barrier {
+            input: *input,
+            checkpoint: *checkpoint,
+            through: through.map(Into::into),
+            watermark: *watermark,
+        }),
     };
     pb::Envelope { body: Some(body) }
 }
@@ -169,6 +185,12 @@ pub fn from_proto(envelope: pb::Envelope) -> Result<Envelope, FrameError> {
             input: m.input,
             through: position_of(&m.through),
         },
+        Some(Body::Barrier(b)) => Envelope::Barrier {
+            input: b.input,
+            checkpoint: b.checkpoint,
+            through: position_of(&b.through),
+            watermark: b.watermark,
+        },
         None => return Err(FrameError("envelope without a body".into())),
     })
 }
@@ -183,22 +205,24 @@ pub struct ShuffleRegistry {
 #[derive(Clone)]
 struct Registration {
     generation: u64,
-    window: mpsc::Sender<Envelope>,
+    /// The window task's channel for each input.
+    inputs: Arc<[mpsc::Sender<Envelope>]>,
     metrics: Arc<JobMetrics>,
 }
 
 impl ShuffleRegistry {
-    /// Makes `generation`'s window task the target of incoming streams.
+    /// Makes `generation`'s window task the target of incoming streams;
+    /// `inputs` are its channels, by input index.
     pub fn register(
         &self,
         generation: u64,
-        window: mpsc::Sender<Envelope>,
+        inputs: Arc<[mpsc::Sender<Envelope>]>,
         metrics: Arc<JobMetrics>,
     ) {
         if let Ok(mut current) = self.current.lock() {
             *current = Some(Registration {
                 generation,
-                window,
+                inputs,
                 metrics,
             });
         }
@@ -271,16 +295,28 @@ impl ShuffleService {
         ShuffleService { registry }
     }
 
-    async fn forward(&self, frame: pb::ShuffleFrame, to: &Registration) -> Result<(), Status> {
+    async fn forward(
+        &self,
+        frame: pb::ShuffleFrame,
+        to: &Registration,
+        window: &mpsc::Sender<Envelope>,
+    ) -> Result<(), Status> {
         for envelope in frame.envelopes {
             let envelope =
                 from_proto(envelope).map_err(|e| Status::invalid_argument(e.to_string()))?;
+            if envelope.input() != frame.input {
+                return Err(Status::invalid_argument(format!(
+                    "an envelope of input {} on the stream of input {}",
+                    envelope.input(),
+                    frame.input
+                )));
+            }
             if let Envelope::Records(b) = &envelope {
                 to.metrics
                     .shuffle_received
                     .fetch_add(b.len() as u64, Relaxed);
             }
-            to.window.send(envelope).await.map_err(|_| {
+            window.send(envelope).await.map_err(|_| {
                 Status::aborted(format!("generation {} ended on this worker", to.generation))
             })?;
         }
@@ -297,31 +333,37 @@ impl pb::shuffle_server::Shuffle for ShuffleService {
         let Some(first) = stream.message().await? else {
             return Ok(Response::new(pb::ShuffleSummary { frames: 0 }));
         };
-        let generation = first.generation;
+        let (generation, input) = (first.generation, first.input);
         let sender = first.sender.clone();
         let target = self.registry.wait_for(generation).await?;
-        tracing::debug!(%sender, generation, "shuffle stream opened");
-        self.forward(first, &target).await?;
+        let Some(window) = target.inputs.get(input as usize).cloned() else {
+            return Err(Status::invalid_argument(format!(
+                "generation {generation} has no input {input}"
+            )));
+        };
+        tracing::debug!(%sender, generation, input, "shuffle stream opened");
+        self.forward(first, &target, &window).await?;
         let mut frames = 1;
         while let Some(frame) = stream.message().await? {
-            if frame.generation != generation {
+            if frame.generation != generation || frame.input != input {
                 return Err(Status::invalid_argument(
-                    "a shuffle stream must not change generation",
+                    "a shuffle stream must not change generation or input",
                 ));
             }
-            self.forward(frame, &target).await?;
+            self.forward(frame, &target, &window).await?;
             frames += 1;
         }
         Ok(Response::new(pb::ShuffleSummary { frames }))
     }
 }
 
-/// Streams the envelopes for one peer until every local source is done
+/// Streams one partition's envelopes for one peer until its source is done
 /// (the channel closes) or the deployment is aborted.
 pub async fn run_shuffle_out(
     peer: String,
     generation: u64,
     sender: String,
+    input: u32,
     mut rx: mpsc::Receiver<Envelope>,
     abort: CancellationToken,
 ) -> Result<(), ShuffleError> {
@@ -346,7 +388,7 @@ pub async fn run_shuffle_out(
             break;
         }
         // Build frames of about FRAME_BYTES, in order.
-        let mut frame = new_frame(generation, &sender, &mut first);
+        let mut frame = new_frame(generation, input, &sender, &mut first);
         let mut bytes = 0;
         for envelope in pending.drain(..) {
             let encoded = to_proto(&envelope);
@@ -355,8 +397,10 @@ pub async fn run_shuffle_out(
             }
             frame.envelopes.push(encoded);
             if bytes >= FRAME_BYTES {
-                let full =
-                    std::mem::replace(&mut frame, new_frame(generation, &sender, &mut first));
+                let full = std::mem::replace(
+                    &mut frame,
+                    new_frame(generation, input, &sender, &mut first),
+                );
                 bytes = 0;
                 if frames_tx.send(full).await.is_err() {
                     return Err(finish(call, &peer)
@@ -384,7 +428,7 @@ fn closed(peer: &str) -> ShuffleError {
     }
 }
 
-fn new_frame(generation: u64, sender: &str, first: &mut bool) -> pb::ShuffleFrame {
+fn new_frame(generation: u64, input: u32, sender: &str, first: &mut bool) -> pb::ShuffleFrame {
     let sender = if std::mem::take(first) {
         sender.to_owned()
     } else {
@@ -394,6 +438,7 @@ fn new_frame(generation: u64, sender: &str, first: &mut bool) -> pb::ShuffleFram
         generation,
         sender,
         envelopes: Vec::new(),
+        input,
     }
 }
 
@@ -495,6 +540,12 @@ mod tests {
                 input: 0,
                 through: None,
             },
+            Envelope::Barrier {
+                input: 4,
+                checkpoint: 17,
+                through: Some(Position::Offset(99)),
+                watermark: 1_700_000_000_000,
+            },
         ] {
             let back = from_proto(to_proto(&envelope)).expect("decodes");
             assert_eq!(back, envelope);
@@ -528,7 +579,7 @@ mod tests {
             tokio::spawn(async move { registry.wait_for(2).await.map(|r| r.generation) })
         };
         tokio::task::yield_now().await;
-        registry.register(2, tx.clone(), Arc::new(JobMetrics::default()));
+        registry.register(2, Arc::new([tx.clone()]), Arc::new(JobMetrics::default()));
         assert_eq!(waiter.await.expect("join").expect("found"), 2);
         let old = registry.wait_for(1).await.err().expect("superseded");
         assert_eq!(old.code(), tonic::Code::FailedPrecondition);

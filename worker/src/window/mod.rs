@@ -26,13 +26,16 @@ use weir_common::spec::{Aggregate, LatePolicy};
 use weir_common::time::{datetime_seconds, window_end};
 use weir_common::watermark::WatermarkCombiner;
 
+pub mod align;
 mod closing;
 mod index;
+pub mod inputs;
 mod pane;
 mod prefetch;
 mod task;
 
 use closing::Closing;
+pub use inputs::Inputs;
 use pane::{key_group_of_key, sensor_of, PagePool, Pane};
 pub use task::{run_window_task, SinkMsg, WindowOutcome};
 

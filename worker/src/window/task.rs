@@ -8,6 +8,8 @@ use tokio_util::sync::CancellationToken;
 use weir_common::position::Position;
 use weir_common::sink::OutputBatch;
 
+use super::align::{Aligner, Step};
+use super::inputs::Inputs;
 use super::{Produced, WindowOperator, EMIT_ROWS};
 use crate::envelope::Envelope;
 use crate::metrics::JobMetrics;
@@ -35,10 +37,11 @@ pub enum WindowOutcome {
 }
 
 /// The window task: feeds envelopes to the operator and rows to the sink,
-/// until every input ended or `stop` is cancelled.
+/// until every input ended or `stop` is cancelled. Inputs that delivered a
+/// checkpoint barrier are held back until all did (see [`super::align`]).
 pub async fn run_window_task(
     mut op: WindowOperator,
-    mut inputs: mpsc::Receiver<Envelope>,
+    mut inputs: Inputs,
     sink: mpsc::Sender<SinkMsg>,
     metrics: Arc<JobMetrics>,
     stop: CancellationToken,
@@ -47,11 +50,12 @@ pub async fn run_window_task(
     // By input: the last position received (see `Envelope`).
     let mut processed: Vec<Option<Position>> = vec![None; op.config.input_names.len()];
     let mut reported: Option<Written> = None;
+    let mut aligner = Aligner::new(op.config.input_names.len());
     loop {
         let envelope = tokio::select! {
             biased;
             _ = stop.cancelled() => None,
-            e = inputs.recv() => e,
+            e = inputs.recv(&aligner) => e,
         };
         let Some(envelope) = envelope else {
             return Ok(WindowOutcome::Stopped {
@@ -86,7 +90,30 @@ pub async fn run_window_task(
             Envelope::End { input, through } => {
                 note(input, through);
                 op.on_end(input);
+                if let Step::Aligned(n) = aligner.on_end(input as usize) {
+                    tracing::debug!(checkpoint = n, "barriers aligned");
+                }
                 true
+            }
+            Envelope::Barrier {
+                input,
+                checkpoint,
+                through,
+                ..
+            } => {
+                note(input, through);
+                let (abandoned, step) = aligner.on_barrier(input as usize, checkpoint);
+                if let Some(old) = abandoned {
+                    tracing::info!(
+                        checkpoint = old,
+                        newer = checkpoint,
+                        "checkpoint abandoned: a newer barrier arrived before it aligned"
+                    );
+                }
+                if let Step::Aligned(n) = step {
+                    tracing::debug!(checkpoint = n, "barriers aligned");
+                }
+                false
             }
         };
         // Rows of closed windows go to the sink even when stopping: a stop
