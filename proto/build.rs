@@ -6,6 +6,7 @@ fn main() {
         "weir/cluster.proto",
         "weir/shuffle.proto",
         "weir/admin.proto",
+        "weir/checkpoint.proto",
     ];
     for p in protos {
         println!("cargo:rerun-if-changed={p}");

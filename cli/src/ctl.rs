@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 use clap::{Args, Subcommand};
 use weir_common::time::format_utc_ms;
-use weir_proto::admin::{ClusterStatus, JobStatus};
+use weir_proto::admin::{CheckpointList, ClusterStatus, JobStatus};
 
 use crate::local::group;
 
@@ -37,6 +37,10 @@ pub enum CtlCommand {
     Stop,
     /// Resume a stopped or failed job (from the beginning of its inputs).
     Resume,
+    /// The latest checkpoints: id, state, duration, size.
+    Checkpoints,
+    /// Take a checkpoint now.
+    Checkpoint,
 }
 
 pub fn run(args: CtlArgs) -> anyhow::Result<()> {
@@ -46,6 +50,8 @@ pub fn run(args: CtlArgs) -> anyhow::Result<()> {
         CtlCommand::Workers => ("GET", "/api/v1/cluster"),
         CtlCommand::Stop => ("POST", "/api/v1/job/stop"),
         CtlCommand::Resume => ("POST", "/api/v1/job/resume"),
+        CtlCommand::Checkpoints => ("GET", "/api/v1/checkpoints"),
+        CtlCommand::Checkpoint => ("POST", "/api/v1/checkpoints"),
     };
     let body = request(&base, method, path)?;
     if args.json {
@@ -53,6 +59,14 @@ pub fn run(args: CtlArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     match args.command {
+        CtlCommand::Checkpoints | CtlCommand::Checkpoint => {
+            let c: CheckpointList =
+                serde_json::from_str(&body).context("unexpected answer from the coordinator")?;
+            if matches!(args.command, CtlCommand::Checkpoint) {
+                println!("checkpoint requested");
+            }
+            print_checkpoints(&c);
+        }
         CtlCommand::Workers => {
             let c: ClusterStatus =
                 serde_json::from_str(&body).context("unexpected answer from the coordinator")?;
@@ -133,6 +147,30 @@ fn request(base: &str, method: &str, path: &str) -> anyhow::Result<String> {
         bail!("the coordinator refused ({status}): {message}");
     }
     Ok(body)
+}
+
+fn print_checkpoints(c: &CheckpointList) {
+    println!(
+        "store {}  interval {} ms  completed {}  failed {}",
+        c.store, c.interval_ms, c.completed, c.failed
+    );
+    println!(
+        "{:>6}  {:<11}  {:<24}  {:>9}  {:>12}  {:>12}  {:>9}  failure",
+        "id", "state", "triggered", "duration", "size", "incremental", "aligning"
+    );
+    for k in &c.checkpoints {
+        println!(
+            "{:>6}  {:<11}  {:<24}  {:>6} ms  {:>12}  {:>12}  {:>6} ms  {}",
+            k.id,
+            k.state,
+            format_utc_ms(k.triggered_ms),
+            k.duration_ms,
+            k.bytes,
+            k.incremental_bytes,
+            k.alignment_ms,
+            k.failure
+        );
+    }
 }
 
 fn print_job(j: &JobStatus) {

@@ -71,6 +71,13 @@ pub struct JobFlags {
     /// Environment variable holding a Pulsar authentication token.
     #[arg(long, value_name = "VAR")]
     pub token_env: Option<String>,
+    /// Where checkpoints go: a directory or s3://BUCKET/PREFIX (default:
+    /// `checkpoints` under the data directory).
+    #[arg(long, value_name = "DIR|s3://BUCKET/PREFIX")]
+    pub checkpoint_store: Option<String>,
+    /// Time between checkpoints (e.g. 10s; default 60s).
+    #[arg(long, value_name = "DURATION")]
+    pub checkpoint_interval: Option<Duration>,
 }
 
 impl JobFlags {
@@ -145,6 +152,12 @@ impl JobFlags {
         }
         if let Some(dir) = &self.data_dir {
             spec.state.dir = dir.clone();
+        }
+        if let Some(store) = &self.checkpoint_store {
+            spec.checkpoint.store = Some(store.clone());
+        }
+        if let Some(d) = self.checkpoint_interval {
+            spec.checkpoint.interval = d;
         }
         if self.records.is_some() || self.fast {
             let Some(g) = spec.source.generator.as_mut() else {

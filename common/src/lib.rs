@@ -23,6 +23,7 @@
 
 pub mod aggregate;
 pub mod avro;
+pub mod checkpoint;
 pub mod dead_letter;
 pub mod error_chain;
 pub mod generator;

@@ -152,6 +152,22 @@ impl WatermarkCombiner {
         self.on_watermark(i, i64::MAX)
     }
 
+    /// Every input's (watermark, idle), for a checkpoint (an input that
+    /// ended has watermark `i64::MAX`).
+    pub fn snapshot(&self) -> Vec<(i64, bool)> {
+        self.inputs.iter().map(|s| (s.watermark, s.idle)).collect()
+    }
+
+    /// Restores what [`snapshot`](Self::snapshot) returned; inputs it does
+    /// not list (a job with more partitions now) start anew.
+    pub fn restore(&mut self, inputs: &[(i64, bool)]) {
+        for (s, &(watermark, idle)) in self.inputs.iter_mut().zip(inputs) {
+            *s = InputState { watermark, idle };
+        }
+        self.current = i64::MIN;
+        self.recompute();
+    }
+
     fn recompute(&mut self) -> Option<i64> {
         let min = self
             .inputs
@@ -169,6 +185,20 @@ impl WatermarkCombiner {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn combiner_state_is_restored() {
+        let mut c = WatermarkCombiner::new(3);
+        c.on_watermark(0, 50);
+        c.on_idle(1);
+        c.on_end(2);
+        assert_eq!(c.current(), 50);
+        let mut back = WatermarkCombiner::new(3);
+        back.restore(&c.snapshot());
+        assert_eq!(back.current(), 50);
+        assert_eq!(back.snapshot(), c.snapshot());
+        assert_eq!(back.input(2), Some((i64::MAX, false)));
+    }
 
     #[test]
     fn generator_asks_for_a_cut_only_at_window_boundaries() {

@@ -52,6 +52,22 @@ impl api::admin_server::Admin for AdminService {
     async fn resume_job(&self, _: Request<api::ResumeJobRequest>) -> Reply<api::JobStatus> {
         Ok(tonic::Response::new(self.handle.resume().await?))
     }
+
+    async fn list_checkpoints(
+        &self,
+        _: Request<api::ListCheckpointsRequest>,
+    ) -> Reply<api::CheckpointList> {
+        Ok(tonic::Response::new(self.handle.checkpoints().await?))
+    }
+
+    async fn trigger_checkpoint(
+        &self,
+        _: Request<api::TriggerCheckpointRequest>,
+    ) -> Reply<api::CheckpointList> {
+        Ok(tonic::Response::new(
+            self.handle.trigger_checkpoint().await?,
+        ))
+    }
 }
 
 /// A JSON error answer.
@@ -79,6 +95,10 @@ pub fn router(handle: CoordinatorHandle) -> axum::Router {
         .route("/api/v1/job", get(job))
         .route("/api/v1/job/stop", post(stop))
         .route("/api/v1/job/resume", post(resume))
+        .route(
+            "/api/v1/checkpoints",
+            get(checkpoints).post(trigger_checkpoint),
+        )
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -103,6 +123,18 @@ async fn resume(State(h): State<CoordinatorHandle>) -> Result<Json<api::JobStatu
     Ok(Json(h.resume().await?))
 }
 
+async fn checkpoints(
+    State(h): State<CoordinatorHandle>,
+) -> Result<Json<api::CheckpointList>, ApiError> {
+    Ok(Json(h.checkpoints().await?))
+}
+
+async fn trigger_checkpoint(
+    State(h): State<CoordinatorHandle>,
+) -> Result<Json<api::CheckpointList>, ApiError> {
+    Ok(Json(h.trigger_checkpoint().await?))
+}
+
 async fn readyz(State(h): State<CoordinatorHandle>) -> Result<&'static str, ApiError> {
     h.job().await?;
     Ok("ready\n")
@@ -112,7 +144,7 @@ async fn not_found(uri: Uri) -> ApiError {
     ApiError(
         StatusCode::NOT_FOUND,
         format!(
-            "no such endpoint: {} (see /api/v1/cluster, /api/v1/job)",
+            "no such endpoint: {} (see /api/v1/cluster, /api/v1/job, /api/v1/checkpoints)",
             uri.path()
         ),
     )

@@ -17,6 +17,7 @@
 
 pub mod actor;
 pub mod admin;
+pub mod checkpoints;
 pub mod control;
 pub mod discovery;
 pub mod progress;
@@ -46,6 +47,8 @@ pub enum CoordinatorError {
     Progress(#[from] progress::ProgressFileError),
     #[error(transparent)]
     Pulsar(#[from] weir_common::pulsar::PulsarError),
+    #[error("checkpoints: {0}")]
+    Checkpoint(String),
 }
 
 /// A running coordinator.
@@ -67,6 +70,44 @@ async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), Coordinator
         .local_addr()
         .map_err(|source| CoordinatorError::Listen { addr, source })?;
     Ok((listener, local))
+}
+
+/// Opens the job's checkpoint store (`checkpoint.store`, by default
+/// `checkpoints` under the state directory; the spec the workers get names
+/// it) and finds the newest checkpoint there, so that numbering goes on.
+async fn open_checkpoints(
+    spec: &mut weir_common::spec::JobSpec,
+) -> Result<actor::CheckpointSetup, CoordinatorError> {
+    use weir_common::checkpoint::{CheckpointStore, StoreLocation};
+    let location = match &spec.checkpoint.store {
+        Some(s) => StoreLocation::parse(s)
+            .map_err(|e| CoordinatorError::Checkpoint(format!("checkpoint.store: {e}")))?,
+        None => {
+            let dir = spec.state.dir.join("checkpoints");
+            let dir = std::path::absolute(&dir).unwrap_or(dir);
+            spec.checkpoint.store = Some(dir.display().to_string());
+            StoreLocation::Dir(dir)
+        }
+    };
+    let store = CheckpointStore::open(&location, &spec.name)
+        .map_err(|e| CoordinatorError::Checkpoint(e.to_string()))?;
+    let keys = store
+        .list("")
+        .await
+        .map_err(|e| CoordinatorError::Checkpoint(e.to_string()))?;
+    let last = keys
+        .iter()
+        .filter_map(|k| {
+            k.strip_prefix("chk-")?
+                .split('/')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .max()
+        .unwrap_or(0);
+    tracing::info!(store = %store.describe(), last, "checkpoint store");
+    Ok(actor::CheckpointSetup { store, last })
 }
 
 impl Coordinator {
@@ -102,6 +143,7 @@ impl Coordinator {
             }
             None => None,
         };
+        let checkpoints = open_checkpoints(&mut config.spec).await?;
         let (grpc_listener, grpc_addr) = bind(grpc).await?;
         let http_bound = match http {
             Some(addr) => Some(bind(addr).await?),
@@ -110,7 +152,7 @@ impl Coordinator {
         config.address = grpc_addr.to_string();
         let tasks = parent.child();
         let shutdown = tasks.token().clone();
-        let (handle, actor) = actor::spawn(config, progress, shutdown.clone());
+        let (handle, actor) = actor::spawn(config, progress, checkpoints, shutdown.clone());
         tasks.spawn_critical("the coordinator actor", async move {
             actor.await.map_err(|e| e.to_string())
         });

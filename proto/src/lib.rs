@@ -4,6 +4,7 @@
 //!   heartbeats, deployments).
 //! - [`shuffle`]: worker → worker record exchange.
 //! - [`admin`]: the coordinator's admin API.
+//! - [`checkpoint`]: state handles and checkpoint metadata in the store.
 //! - [`convert`]: between wire messages and Weir's types.
 
 pub mod cluster {
@@ -16,6 +17,10 @@ pub mod shuffle {
 
 pub mod admin {
     tonic::include_proto!("weir.admin");
+}
+
+pub mod checkpoint {
+    tonic::include_proto!("weir.checkpoint");
 }
 
 pub mod convert;

@@ -21,6 +21,7 @@
 //!   control stream to the coordinator).
 //! - [`metrics`], [`prometheus`]: counters shared with heartbeats and `/metrics`.
 
+pub mod checkpoint;
 pub mod dead_letters;
 pub mod deployment;
 pub mod emitter;

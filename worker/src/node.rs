@@ -31,8 +31,9 @@ use weir_proto::cluster::cluster_client::ClusterClient;
 use weir_proto::convert::position_of;
 use weir_proto::shuffle::shuffle_server::ShuffleServer;
 
+use crate::checkpoint::CheckpointEvent;
 use crate::deployment::{
-    Deployment, DeploymentMsg, DeploymentOutcome, DeploymentPlan, JobError, Layout, Slot,
+    Deployment, DeploymentMsg, DeploymentOutcome, DeploymentPlan, JobError, Layout, Slot, Update,
 };
 use crate::metrics::JobMetrics;
 use crate::resume::ResumeTable;
@@ -305,7 +306,20 @@ impl Session<'_> {
                         break Err("the control stream closed".to_string());
                     }
                 }
-                outcome = join_current(&mut current) => {
+                update = next_from_current(&mut current) => {
+                    let outcome = match update {
+                        Update::Ended(outcome) => outcome,
+                        Update::Checkpoint(event) => {
+                            let event = match event {
+                                CheckpointEvent::Ack(a) => pb::worker_event::Event::CheckpointAck(a),
+                                CheckpointEvent::Declined(d) => pb::worker_event::Event::CheckpointDeclined(d),
+                            };
+                            if events.send(pb::WorkerEvent { event: Some(event) }).await.is_err() {
+                                break Err("the control stream closed".to_string());
+                            }
+                            continue;
+                        }
+                    };
                     abort_at = None;
                     let Some(d) = current.take() else { continue };
                     // What it made durable first: the coordinator records
@@ -391,6 +405,22 @@ impl Session<'_> {
                     let update = source_progress(&progress, d.metrics().partitions.len());
                     d.send(DeploymentMsg::Progress(update)).await;
                 }
+                None
+            }
+            Command::TriggerCheckpoint(t) => {
+                if let Some(d) = current.as_ref().filter(|d| d.generation == t.generation) {
+                    d.send(DeploymentMsg::Trigger(t.checkpoint)).await;
+                }
+                None
+            }
+            Command::CheckpointCompleted(c) => {
+                if let Some(d) = current.as_ref().filter(|d| d.generation == c.generation) {
+                    d.send(DeploymentMsg::Completed(c.checkpoint)).await;
+                }
+                None
+            }
+            Command::CheckpointAborted(a) => {
+                tracing::debug!(checkpoint = a.checkpoint, "checkpoint aborted");
                 None
             }
             Command::Cancel(cancel) => {
@@ -543,9 +573,10 @@ async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
     }
 }
 
-async fn join_current(current: &mut Option<Deployment>) -> Result<DeploymentOutcome, JobError> {
+/// What the current deployment has to report (pending without one).
+async fn next_from_current(current: &mut Option<Deployment>) -> Update {
     match current {
-        Some(d) => d.join().await,
+        Some(d) => d.next().await,
         None => std::future::pending().await,
     }
 }

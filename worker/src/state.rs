@@ -23,8 +23,16 @@
 //! commutative, so the order partials are merged in does not matter.
 //!
 //! Nothing is compressed: the state is too short-lived to be worth the CPU.
+//!
+//! Checkpoints need no RocksDB checkpoint of their own: the files a window's
+//! state consists of are exactly the spill files, which never change once
+//! written. The store keeps a hard link to each (`files/`, next to the
+//! database in `db/`) so that it can hand them to the checkpoint upload
+//! under names of its own, and writes the in-memory part of a snapshot as
+//! one more file of the same kind, which is not ingested (memory keeps
+//! it). Restoring ingests the files of a checkpoint as spills.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use rocksdb::{
@@ -49,6 +57,13 @@ pub enum StateError {
     #[error("state store at {path}: cannot prepare the directory: {source}")]
     Dir {
         path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("state store at {path}: {what}: {source}")]
+    File {
+        path: PathBuf,
+        what: &'static str,
         #[source]
         source: std::io::Error,
     },
@@ -95,10 +110,26 @@ fn cf_name(window_end: i64) -> String {
     format!("w{window_end}")
 }
 
+/// One file of a window's state: a spill, a restored file, or the
+/// in-memory part of a snapshot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StateFile {
+    pub path: PathBuf,
+    /// The spill number in its keys.
+    pub spill: u32,
+    pub bytes: u64,
+    /// The key groups it has accumulators of.
+    pub key_groups: KeyGroupRange,
+}
+
 /// The RocksDB instance of one window task.
 pub struct StateStore {
     db: DB,
     path: PathBuf,
+    /// Hard links to the files of each window's state, and snapshot files.
+    files_dir: PathBuf,
+    /// By window: the files its column family was made of.
+    files: BTreeMap<i64, Vec<StateFile>>,
     /// Options of every window's column family (and of the files spilled
     /// into them).
     window_opts: Options,
@@ -106,6 +137,8 @@ pub struct StateStore {
     windows: BTreeSet<i64>,
     /// Spills so far: numbers the spill files and the partials' keys.
     spills: u32,
+    /// Files restored so far (names their links).
+    restored: u64,
 }
 
 impl StateStore {
@@ -119,20 +152,25 @@ impl StateStore {
         if path.exists() {
             std::fs::remove_dir_all(path).map_err(dir_err)?;
         }
-        std::fs::create_dir_all(path).map_err(dir_err)?;
+        let (db_dir, files_dir) = (path.join("db"), path.join("files"));
+        std::fs::create_dir_all(&db_dir).map_err(dir_err)?;
+        std::fs::create_dir_all(&files_dir).map_err(dir_err)?;
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.set_max_background_jobs(1);
-        let db = DB::open(&opts, path).map_err(|source| StateError::RocksDb {
+        let db = DB::open(&opts, &db_dir).map_err(|source| StateError::RocksDb {
             path: path.to_owned(),
             source,
         })?;
         Ok(StateStore {
             db,
             path: path.to_owned(),
+            files_dir,
+            files: BTreeMap::new(),
             window_opts: window_options(),
             windows: BTreeSet::new(),
             spills: 0,
+            restored: 0,
         })
     }
 
@@ -155,22 +193,63 @@ impl StateStore {
         end: i64,
         partials: impl IntoIterator<Item = (u16, i32, &'a Accumulator)>,
     ) -> Result<usize, StateError> {
+        let Some(file) = self.write_new("spill", partials)? else {
+            return Ok(0);
+        };
+        let n = file.1;
+        let ingested = self.files_dir.join(format!("ingest-{}.sst", file.0.spill));
+        let link = std::fs::hard_link(&file.0.path, &ingested).map_err(|source| StateError::File {
+            path: self.path.clone(),
+            what: "cannot link a spill file",
+            source,
+        });
+        if let Err(e) = link {
+            let _ = std::fs::remove_file(&file.0.path);
+            return Err(e);
+        }
+        self.ingest(end, &ingested)?;
+        self.files.entry(end).or_default().push(file.0);
+        Ok(n)
+    }
+
+    /// Writes partials as a new numbered file in `files/` (not ingested):
+    /// the file and how many it holds, `None` when there were none.
+    fn write_new<'a>(
+        &mut self,
+        prefix: &str,
+        partials: impl IntoIterator<Item = (u16, i32, &'a Accumulator)>,
+    ) -> Result<Option<(StateFile, usize)>, StateError> {
         // Unique within a window as long as a window sees fewer than 2^32
         // spills; each spill is a memory budget's worth of state.
         let spill = self.spills;
         self.spills = self.spills.wrapping_add(1);
-        let file = self.path.join(format!("spill-{spill}.sst"));
-        let n = match self.write_file(&file, spill, partials) {
-            Ok(0) => {
-                let _ = std::fs::remove_file(&file);
-                return Ok(0);
+        let path = self.files_dir.join(format!("{prefix}-{spill}.sst"));
+        match self.write_file(&path, spill, partials) {
+            Ok((0, _)) => {
+                let _ = std::fs::remove_file(&path);
+                Ok(None)
             }
-            Ok(n) => n,
+            Ok((n, key_groups)) => {
+                let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+                Ok(Some((
+                    StateFile {
+                        path,
+                        spill,
+                        bytes,
+                        key_groups,
+                    },
+                    n,
+                )))
+            }
             Err(e) => {
-                let _ = std::fs::remove_file(&file);
-                return Err(e);
+                let _ = std::fs::remove_file(&path);
+                Err(e)
             }
-        };
+        }
+    }
+
+    /// Ingests (moves) the SST `file` into window `end`'s column family.
+    fn ingest(&mut self, end: i64, file: &Path) -> Result<(), StateError> {
         let name = cf_name(end);
         if !self.windows.contains(&end) {
             self.db
@@ -188,36 +267,137 @@ impl StateStore {
         ingest.set_move_files(true);
         let result = self
             .db
-            .ingest_external_file_cf_opts(cf, &ingest, vec![&file])
+            .ingest_external_file_cf_opts(cf, &ingest, vec![file])
             .map_err(|e| self.rocks(e));
         if result.is_err() {
-            let _ = std::fs::remove_file(&file);
+            let _ = std::fs::remove_file(file);
         }
-        result.map(|()| n)
+        result
     }
 
+    /// Writes the partials of window `end` that are in memory as a
+    /// snapshot file (in ascending (key group, sensor) order, like a spill),
+    /// which is not ingested: the caller uploads it, then deletes it.
+    pub fn snapshot_file<'a>(
+        &mut self,
+        partials: impl IntoIterator<Item = (u16, i32, &'a Accumulator)>,
+    ) -> Result<Option<StateFile>, StateError> {
+        Ok(self.write_new("snap", partials)?.map(|(f, _)| f))
+    }
+
+    /// Gathers the state of checkpoint `checkpoint` in a directory of its
+    /// own: a hard link to every file of every window's state in RocksDB,
+    /// and the snapshot files of in-memory state (moved there). Windows
+    /// closing later delete their files; the links keep what the upload
+    /// needs. Returns the directory and the files by window.
+    pub fn stage(
+        &mut self,
+        checkpoint: u64,
+        in_memory: Vec<(i64, StateFile)>,
+    ) -> Result<(PathBuf, BTreeMap<i64, Vec<StateFile>>), StateError> {
+        let dir = self.files_dir.join(format!("chk-{checkpoint}"));
+        let err = |what, source| StateError::File {
+            path: self.path.clone(),
+            what,
+            source,
+        };
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(|e| err("cannot clear a snapshot", e))?;
+        }
+        std::fs::create_dir_all(&dir).map_err(|e| err("cannot create a snapshot", e))?;
+        let mut staged: BTreeMap<i64, Vec<StateFile>> = BTreeMap::new();
+        for (&end, files) in &self.files {
+            for f in files {
+                let Some(name) = f.path.file_name() else {
+                    continue;
+                };
+                let to = dir.join(name);
+                std::fs::hard_link(&f.path, &to).map_err(|e| err("cannot link a state file", e))?;
+                staged.entry(end).or_default().push(StateFile {
+                    path: to,
+                    ..f.clone()
+                });
+            }
+        }
+        for (end, f) in in_memory {
+            let Some(name) = f.path.file_name() else {
+                continue;
+            };
+            let to = dir.join(name);
+            std::fs::rename(&f.path, &to).map_err(|e| err("cannot move a snapshot file", e))?;
+            staged
+                .entry(end)
+                .or_default()
+                .push(StateFile { path: to, ..f });
+        }
+        Ok((dir, staged))
+    }
+
+    /// Adds the state file `local` (from a checkpoint) to window `end`,
+    /// moving it into the store. Its keys use spill number `spill`; later
+    /// spills get higher numbers.
+    pub fn restore_file(
+        &mut self,
+        end: i64,
+        local: &Path,
+        spill: u32,
+        key_groups: KeyGroupRange,
+    ) -> Result<StateFile, StateError> {
+        let seq = self.restored;
+        self.restored += 1;
+        let path = self.files_dir.join(format!("restored-{seq}.sst"));
+        std::fs::hard_link(local, &path).map_err(|source| StateError::File {
+            path: self.path.clone(),
+            what: "cannot link a restored file",
+            source,
+        })?;
+        let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        self.ingest(end, local)?;
+        self.spills = self.spills.max(spill.saturating_add(1));
+        let file = StateFile {
+            path,
+            spill,
+            bytes,
+            key_groups,
+        };
+        self.files.entry(end).or_default().push(file.clone());
+        Ok(file)
+    }
+
+    /// Writes the file; returns how many partials it holds and the key
+    /// groups they are in.
     fn write_file<'a>(
         &self,
         file: &Path,
         spill: u32,
         partials: impl IntoIterator<Item = (u16, i32, &'a Accumulator)>,
-    ) -> Result<usize, StateError> {
+    ) -> Result<(usize, KeyGroupRange), StateError> {
         let mut writer = SstFileWriter::create(&self.window_opts);
         writer.open(file).map_err(|e| self.rocks(e))?;
         let mut buf = Vec::with_capacity(400);
         let mut n = 0;
+        let (mut first, mut last) = (u16::MAX, 0u16);
         for (key_group, sensor, acc) in partials {
             buf.clear();
             codec::encode(acc, &mut buf);
             writer
                 .put(partial_key(key_group, sensor, spill), &buf)
                 .map_err(|e| self.rocks(e))?;
+            first = first.min(key_group);
+            last = last.max(key_group);
             n += 1;
         }
-        if n > 0 {
-            writer.finish().map_err(|e| self.rocks(e))?;
+        if n == 0 {
+            return Ok((0, KeyGroupRange { start: 0, end: 0 }));
         }
-        Ok(n)
+        writer.finish().map_err(|e| self.rocks(e))?;
+        Ok((
+            n,
+            KeyGroupRange {
+                start: first,
+                end: last.saturating_add(1),
+            },
+        ))
     }
 
     /// Whether window `end` has state here.
@@ -298,6 +478,12 @@ impl StateStore {
 
     /// Deletes window `end` with all its files.
     pub fn drop_window(&mut self, end: i64) -> Result<(), StateError> {
+        for f in self.files.remove(&end).unwrap_or_default() {
+            // A checkpoint upload may still read it: it holds its own handle
+            // once it opened it, and a file it could not open is a failed
+            // upload, not lost state (the window is closed and written).
+            let _ = std::fs::remove_file(&f.path);
+        }
         if self.windows.remove(&end) {
             self.db.drop_cf(&cf_name(end)).map_err(|e| self.rocks(e))?;
         }

@@ -7,12 +7,14 @@
 //! and say what is allowed. Secrets never appear here: the spec names the
 //! environment variable that holds them.
 
+pub mod checkpoint;
 pub mod units;
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use checkpoint::CheckpointSpec;
 pub use units::{ByteSize, Duration};
 
 /// A spec that cannot be used, with the key that is wrong.
@@ -61,6 +63,7 @@ pub struct JobSpec {
     pub dead_letter: DeadLetterSpec,
     pub sink: SinkSpec,
     pub state: StateSpec,
+    pub checkpoint: CheckpointSpec,
 }
 
 impl Default for JobSpec {
@@ -77,6 +80,7 @@ impl Default for JobSpec {
             dead_letter: DeadLetterSpec::default(),
             sink: SinkSpec::default(),
             state: StateSpec::default(),
+            checkpoint: CheckpointSpec::default(),
         }
     }
 }
@@ -616,6 +620,7 @@ impl JobSpec {
         if self.name.trim().is_empty() {
             return Err(invalid("name", "must not be empty"));
         }
+        self.checkpoint.validate()?;
         match self.source.kind()? {
             SourceKind::Generator(g) => {
                 if g.devices == 0 {

@@ -272,9 +272,16 @@ mod tests {
     ) {
         let spec = JobSpec::default();
         let max = spec.state.max_parallelism;
+        let store = weir_common::checkpoint::CheckpointStore::open(
+            &weir_common::checkpoint::StoreLocation::Dir(std::env::temp_dir().join("weir-unused")),
+            "job",
+        )
+        .expect("store");
         let mut actor = Actor::new(
             CoordinatorConfig::new(spec, vec!["generator-0".into()]),
             JobProgress::new(max),
+            super::super::CheckpointSetup { store, last: 0 },
+            mpsc::channel(1).0,
         );
         let mut inboxes = Vec::new();
         for (conn, id) in workers.iter().enumerate() {

@@ -58,6 +58,8 @@ impl Actor {
                     self.note_progress(id, &p);
                 }
             }
+            pb::worker_event::Event::CheckpointAck(a) => self.checkpoint_ack(id, a),
+            pb::worker_event::Event::CheckpointDeclined(d) => self.checkpoint_declined(id, d),
             pb::worker_event::Event::Report(r) => {
                 if Some(r.generation) != current {
                     return;

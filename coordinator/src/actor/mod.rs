@@ -21,6 +21,7 @@
 //! stop, resume), `progress.rs` (what is written, where inputs resume) and
 //! `status.rs` (what the admin API shows).
 
+mod checkpointing;
 mod lifecycle;
 mod membership;
 mod progress;
@@ -41,6 +42,9 @@ use weir_proto::admin as api;
 use weir_proto::cluster as pb;
 use weir_proto::convert::position_of;
 
+use weir_common::checkpoint::CheckpointStore;
+
+use crate::checkpoints::{CheckpointCoordinator, MetadataContext, Timing};
 use crate::progress::{Durable, JobProgress, ProgressFile};
 use crate::scheduler::{assign, Member};
 
@@ -145,6 +149,14 @@ pub(crate) enum Msg {
     Resume(oneshot::Sender<Result<api::JobStatus, AdminError>>),
     /// The input's partitions, as found now.
     Partitions(Vec<String>),
+    Checkpoints(oneshot::Sender<api::CheckpointList>),
+    TriggerCheckpoint(oneshot::Sender<Result<api::CheckpointList, AdminError>>),
+    /// A checkpoint's metadata was written to the store (or not).
+    CheckpointWritten {
+        id: u64,
+        generation: u64,
+        result: Result<(), String>,
+    },
 }
 
 /// A cheap handle to the coordinator actor.
@@ -177,6 +189,14 @@ impl CoordinatorHandle {
 
     pub async fn resume(&self) -> Result<api::JobStatus, AdminError> {
         self.ask(Msg::Resume).await?
+    }
+
+    pub async fn checkpoints(&self) -> Result<api::CheckpointList, AdminError> {
+        self.ask(Msg::Checkpoints).await
+    }
+
+    pub async fn trigger_checkpoint(&self) -> Result<api::CheckpointList, AdminError> {
+        self.ask(Msg::TriggerCheckpoint).await?
     }
 
     pub(crate) async fn send(&self, msg: Msg) -> bool {
@@ -283,6 +303,17 @@ pub(crate) struct Actor {
     /// The durable points as last saved (or known, without a file): what
     /// sources may acknowledge.
     recorded: JobProgress,
+    checkpoints: CheckpointCoordinator,
+    store: CheckpointStore,
+    metadata_context: MetadataContext,
+    /// The actor's own mailbox, for tasks that answer with a message.
+    mailbox: mpsc::Sender<Msg>,
+}
+
+/// Where the job's checkpoints are, and the newest one there.
+pub struct CheckpointSetup {
+    pub store: CheckpointStore,
+    pub last: u64,
 }
 
 /// Starts the actor with the job's recorded progress; it ends when
@@ -290,17 +321,38 @@ pub(crate) struct Actor {
 pub fn spawn(
     config: CoordinatorConfig,
     progress: JobProgress,
+    checkpoints: CheckpointSetup,
     shutdown: CancellationToken,
 ) -> (CoordinatorHandle, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(256);
-    let actor = Actor::new(config, progress);
+    let actor = Actor::new(config, progress, checkpoints, tx.clone());
     let task = tokio::spawn(actor.run(rx, shutdown));
     (CoordinatorHandle { tx }, task)
 }
 
 impl Actor {
-    fn new(config: CoordinatorConfig, progress: JobProgress) -> Self {
+    fn new(
+        config: CoordinatorConfig,
+        progress: JobProgress,
+        setup: CheckpointSetup,
+        mailbox: mpsc::Sender<Msg>,
+    ) -> Self {
+        let c = &config.spec.checkpoint;
+        let timing = Timing {
+            interval: c.interval.std(),
+            timeout: c.timeout.std(),
+            min_pause: c.min_pause.std(),
+        };
+        let metadata_context = MetadataContext {
+            job: config.spec.name.clone(),
+            spec_hash: state_hash(&config.spec),
+            max_parallelism: config.spec.state.max_parallelism,
+        };
         Actor {
+            checkpoints: CheckpointCoordinator::new(timing, setup.last, Instant::now()),
+            store: setup.store,
+            metadata_context,
+            mailbox,
             config,
             workers: BTreeMap::new(),
             job: Job::Waiting,
@@ -362,6 +414,7 @@ impl Actor {
         if self.save_progress() {
             self.send_progress();
         }
+        self.tick_checkpoints(now);
         self.sample(now);
     }
 
@@ -392,6 +445,20 @@ impl Actor {
                 let _ = reply.send(self.resume());
             }
             Msg::Partitions(names) => self.partitions_found(names),
+            Msg::Checkpoints(reply) => {
+                let _ = reply.send(self.checkpoint_list());
+            }
+            Msg::TriggerCheckpoint(reply) => {
+                let result = self
+                    .request_checkpoint(false)
+                    .map(|()| self.checkpoint_list());
+                let _ = reply.send(result);
+            }
+            Msg::CheckpointWritten {
+                id,
+                generation,
+                result,
+            } => self.checkpoint_written(id, generation, result),
         }
     }
 }
@@ -401,4 +468,25 @@ fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+/// A hash of what a checkpoint's state depends on in the spec (how readings
+/// are keyed, windowed and aggregated, and the key groups): a checkpoint of
+/// a job that differs there cannot be restored into this one.
+pub(crate) fn state_hash(spec: &JobSpec) -> String {
+    let relevant = format!(
+        "{:?}|{}|{:?}|{:?}|{}",
+        spec.key,
+        spec.window.size_ms(),
+        spec.aggregates,
+        spec.late.policy,
+        spec.state.max_parallelism
+    );
+    // FNV-1a: stable across versions and platforms (std's hasher is not).
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in relevant.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
 }

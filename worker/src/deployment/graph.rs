@@ -2,6 +2,7 @@
 //! sink and dead letters, connected by bounded channels. A failing task
 //! stops the others; its error is the deployment's.
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use weir_common::generator::PartitionGenerator;
 use weir_common::sink::SinkError;
 use weir_common::spec::{LatePolicy, SinkKind};
 
+use crate::checkpoint::Uploader;
 use crate::emitter::{now_ms, Emitter, EmitterConfig, Routing};
 use crate::envelope::Envelope;
 use crate::metrics::{JobMetrics, Phase};
@@ -80,6 +82,11 @@ async fn run(
         state,
         state_dir: _,
         progress,
+        mut source_commands,
+        store,
+        instance,
+        events,
+        uploader: (uploader_tx, uploader_rx),
     } = prepared;
     let spec = &plan.spec;
 
@@ -133,6 +140,7 @@ async fn run(
         config: sink_config,
         metrics: metrics.clone(),
         abort: abort.clone(),
+        checkpoints: Some(uploader_tx.clone()),
     };
     tasks.spawn(async move { Done::Sink(sink.run(sink_rx).await) });
 
@@ -162,8 +170,24 @@ async fn run(
         let (metrics, stop) = (metrics.clone(), stop.clone());
         let inputs = Inputs::new(input_rxs);
         tasks.spawn(async move {
-            Done::Window(run_window_task(op, inputs, sink_tx, metrics, stop).await)
+            Done::Window(run_window_task(op, inputs, sink_tx, uploader_tx, metrics, stop).await)
         });
+    }
+    {
+        let uploader = Uploader {
+            store,
+            generation: plan.generation,
+            worker_id: plan.slots[plan.me].worker_id.clone(),
+            instance,
+            partition_names: partitions.iter().map(|p| p.name.clone()).collect(),
+            uploaded: HashMap::new(),
+            tentative: BTreeMap::new(),
+            events,
+        };
+        let abort = abort.clone();
+        // Not a task the deployment waits for: it ends with its inbox (the
+        // window task and the sink) or on abort.
+        tokio::spawn(uploader.run(uploader_rx, abort));
     }
     let input_txs: Arc<[mpsc::Sender<Envelope>]> = input_txs.into();
     registry.register(plan.generation, input_txs.clone(), metrics.clone());
@@ -244,6 +268,10 @@ async fn run(
             limits: limits.clone(),
             stop: stop.clone(),
             progress: progress.clone(),
+            commands: source_commands
+                .get_mut(input as usize)
+                .and_then(Option::take)
+                .unwrap_or_else(|| mpsc::channel(1).1),
         };
         match (partition.source, file, pulsar_reader) {
             (PartitionSource::File(_), Some(reader), _) => {

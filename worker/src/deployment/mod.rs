@@ -30,15 +30,17 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use weir_common::avro::DecodePlan;
+use weir_common::checkpoint::{CheckpointStore, StoreLocation};
 use weir_common::sink::clickhouse::ClickHouseWriter;
 use weir_common::sink::jsonl::{JsonlFile, JsonlWriter, Start};
 use weir_common::sink::SinkError;
 use weir_common::spec::{JobSpec, LatePolicy, SinkKind, SourceKind, SpecError};
 
+use crate::checkpoint::{CheckpointEvent, UploaderMsg};
 use crate::metrics::JobMetrics;
 use crate::shuffle::{ShuffleError, ShuffleRegistry};
 use crate::sink::{tables_for, TableWriter};
-use crate::source::{FileReader, SourceError, SourceProgress};
+use crate::source::{FileReader, SourceCommand, SourceError, SourceProgress};
 use crate::state::{StateError, StateStore};
 
 mod connect;
@@ -69,6 +71,8 @@ pub enum JobError {
     Assignment(String),
     #[error("writer schema {path}: {message}")]
     Schema { path: String, message: String },
+    #[error("checkpoints: {0}")]
+    Checkpoint(String),
     #[error("job task `{0}` failed unexpectedly: {1}")]
     Task(&'static str, String),
 }
@@ -93,6 +97,17 @@ pub enum DeploymentMsg {
     Abort,
     /// What the coordinator knows is durable, for the sources.
     Progress(SourceProgress),
+    /// Checkpoint `n` was triggered: the sources emit its barriers.
+    Trigger(u64),
+    /// Checkpoint `n` is complete.
+    Completed(u64),
+}
+
+/// What a running deployment has to report.
+#[derive(Debug)]
+pub enum Update {
+    Checkpoint(CheckpointEvent),
+    Ended(Result<DeploymentOutcome, JobError>),
 }
 
 /// The handle of a running deployment: a bounded mailbox to its actor.
@@ -103,6 +118,7 @@ pub struct Deployment {
     mailbox: mpsc::Sender<DeploymentMsg>,
     actor: tokio::task::JoinHandle<Result<DeploymentOutcome, JobError>>,
     outputs: Vec<String>,
+    events: mpsc::Receiver<CheckpointEvent>,
 }
 
 /// Everything prepared before the supervisor starts.
@@ -119,6 +135,15 @@ struct Prepared {
     state: StateStore,
     state_dir: PathBuf,
     progress: watch::Receiver<Arc<SourceProgress>>,
+    /// By input: the command channel of its source (if it runs here).
+    source_commands: Vec<Option<mpsc::Receiver<SourceCommand>>>,
+    store: CheckpointStore,
+    /// Names this deployment's state files in the store.
+    instance: String,
+    events: mpsc::Sender<CheckpointEvent>,
+    /// The checkpoint uploader's mailbox (the deployment's actor, window
+    /// task and sink write to it).
+    uploader: (mpsc::Sender<UploaderMsg>, mpsc::Receiver<UploaderMsg>),
 }
 
 impl Deployment {
@@ -186,6 +211,13 @@ impl Deployment {
             tracing::info!(generation = plan.generation, %output, "writing");
         }
         let state = StateStore::open_fresh(&layout.state)?;
+        let location = match &spec.checkpoint.store {
+            Some(s) => StoreLocation::parse(s)
+                .map_err(|e| JobError::Checkpoint(format!("checkpoint.store: {e}")))?,
+            None => StoreLocation::Dir(spec.state.dir.join("checkpoints")),
+        };
+        let store = CheckpointStore::open(&location, &spec.name)
+            .map_err(|e| JobError::Checkpoint(e.to_string()))?;
 
         let metrics = Arc::new(JobMetrics::new(
             partitions.len(),
@@ -200,6 +232,23 @@ impl Deployment {
         let abort = CancellationToken::new();
         let generation = plan.generation;
         let (progress, progress_rx) = watch::channel(Arc::new(SourceProgress::default()));
+        let (mut sources, mut source_commands) = (Vec::new(), Vec::new());
+        for owner in &plan.partition_owner {
+            if *owner == plan.me {
+                let (tx, rx) = mpsc::channel(SOURCE_MAILBOX);
+                sources.push(tx);
+                source_commands.push(Some(rx));
+            } else {
+                source_commands.push(None);
+            }
+        }
+        let (events_tx, events) = mpsc::channel(MAILBOX);
+        let (uploader_tx, uploader_rx) = mpsc::channel(MAILBOX);
+        let instance = format!(
+            "{}-g{generation}-{:016x}",
+            plan.slots[plan.me].worker_id,
+            random_u64()
+        );
         let prepared = Prepared {
             plan,
             partitions,
@@ -211,6 +260,11 @@ impl Deployment {
             state,
             state_dir: layout.state,
             progress: progress_rx,
+            source_commands,
+            store,
+            instance,
+            events: events_tx,
+            uploader: (uploader_tx.clone(), uploader_rx),
         };
         let supervisor = tokio::spawn(supervise(
             prepared,
@@ -227,6 +281,8 @@ impl Deployment {
                 abort,
                 progress,
                 metrics: metrics.clone(),
+                sources,
+                uploader: uploader_tx,
             },
             supervisor,
         ));
@@ -236,6 +292,7 @@ impl Deployment {
             mailbox,
             actor,
             outputs,
+            events,
         })
     }
 
@@ -247,6 +304,18 @@ impl Deployment {
 
     pub fn metrics(&self) -> Arc<JobMetrics> {
         self.metrics.clone()
+    }
+
+    /// The next checkpoint event to report, or the end of the deployment
+    /// (usable in `select!` through `&mut`; events come first).
+    pub async fn next(&mut self) -> Update {
+        tokio::select! {
+            biased;
+            Some(e) = self.events.recv() => Update::Checkpoint(e),
+            ended = &mut self.actor => {
+                Update::Ended(ended.unwrap_or_else(|e| Err(JobError::Task("deployment", e.to_string()))))
+            }
+        }
     }
 
     /// Where results are written, for the user.
@@ -273,6 +342,8 @@ impl Deployment {
 
 /// Messages a deployment's mailbox holds before a sender waits.
 const MAILBOX: usize = 16;
+/// Commands a source's mailbox holds; a source takes them between reads.
+const SOURCE_MAILBOX: usize = 4;
 
 /// What the actor acts on.
 struct Controls {
@@ -280,6 +351,9 @@ struct Controls {
     abort: CancellationToken,
     progress: watch::Sender<Arc<SourceProgress>>,
     metrics: Arc<JobMetrics>,
+    /// The command channels of the sources running here.
+    sources: Vec<mpsc::Sender<SourceCommand>>,
+    uploader: mpsc::Sender<UploaderMsg>,
 }
 
 /// The deployment's actor: turns messages into what its tasks watch (the
@@ -310,6 +384,22 @@ async fn run_actor(
                 Some(DeploymentMsg::Progress(p)) => {
                     controls.progress.send_replace(Arc::new(p));
                 }
+                Some(DeploymentMsg::Completed(n)) => {
+                    // The uploader ends only with the deployment.
+                    let _ = controls.uploader.try_send(UploaderMsg::Completed(n));
+                }
+                Some(DeploymentMsg::Trigger(n)) => {
+                    for source in &controls.sources {
+                        // A source whose mailbox is full is far behind (or
+                        // finished): the checkpoint times out rather than
+                        // the deployment waiting on it.
+                        if let Err(mpsc::error::TrySendError::Full(_)) =
+                            source.try_send(SourceCommand::Trigger(n))
+                        {
+                            tracing::warn!(checkpoint = n, "a source cannot take the trigger");
+                        }
+                    }
+                }
             },
         }
     }
@@ -332,4 +422,18 @@ fn message_plan(spec: &JobSpec) -> Result<Option<DecodePlan>, JobError> {
     DecodePlan::from_json(&json)
         .map(Some)
         .map_err(|e| schema_error(e.to_string()))
+}
+
+/// A random number (for names that must not collide across processes).
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.write_u32(std::process::id());
+    h.finish()
 }

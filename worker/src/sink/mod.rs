@@ -12,6 +12,10 @@
 //! twice. A write that cannot succeed (wrong schema, bad credentials) fails
 //! the job with the error.
 //!
+//! At a checkpoint's barrier ([`SinkMsg::Barrier`]) everything received
+//! before it is written, and the checkpoint uploader is told: a checkpoint
+//! completes only once its output is written.
+//!
 //! Progress reports from the window task ([`SinkMsg::Progress`]) are
 //! published to the metrics only once every row sent before them is
 //! written: that is what the coordinator records as durable.
@@ -29,6 +33,7 @@ use weir_common::sink::clickhouse::ClickHouseWriter;
 use weir_common::sink::jsonl::{JsonlFile, JsonlWriter};
 use weir_common::sink::{SinkError, TableRows};
 
+use crate::checkpoint::UploaderMsg;
 use crate::metrics::JobMetrics;
 use crate::resume::Written;
 use crate::window::SinkMsg;
@@ -148,6 +153,8 @@ pub struct SinkTask {
     pub metrics: Arc<JobMetrics>,
     /// Cancelled to give up on retries (the job is failing or aborted).
     pub abort: CancellationToken,
+    /// Told when everything before a checkpoint's barriers is written.
+    pub checkpoints: Option<mpsc::Sender<UploaderMsg>>,
 }
 
 /// The newest window each table may hold rows of (by [`Table`] index):
@@ -183,6 +190,25 @@ impl SinkTask {
                         continue;
                     }
                     Flush::Full
+                }
+                Some(Some(SinkMsg::Barrier(n))) => {
+                    // Everything before the barriers is part of checkpoint
+                    // `n`: written before the checkpoint can complete.
+                    if !self
+                        .write_pending(&mut pending, &mut newest, Flush::All)
+                        .await?
+                    {
+                        return Ok(SinkOutcome::Aborted {
+                            unwritten: pending.len(),
+                        });
+                    }
+                    oldest = None;
+                    self.publish(&mut progress);
+                    if let Some(tx) = &self.checkpoints {
+                        // The uploader ends only with the deployment.
+                        let _ = tx.send(UploaderMsg::Flushed(n)).await;
+                    }
+                    continue;
                 }
                 Some(Some(SinkMsg::Progress(p))) => {
                     progress = Some(p);
@@ -422,6 +448,7 @@ mod tests {
             },
             metrics: Arc::new(JobMetrics::default()),
             abort: CancellationToken::new(),
+            checkpoints: None,
         }
     }
 

@@ -5,7 +5,8 @@
 //! [`SourceTask`] around it is the same for every kind. It delivers the
 //! emitter's envelopes in order (waiting on full channels, which is how a
 //! slow sink slows the sources down), flushes before it waits for input,
-//! enforces the rate limit, reports idleness, and stops when told to. It
+//! enforces the rate limit, reports idleness, emits checkpoint barriers
+//! when triggered ([`SourceCommand`]), and stops when told to. It
 //! also finds the partition's durable point when the coordinator reports
 //! what is written, and lets the reader acknowledge what the coordinator has
 //! recorded (see [`crate::resume`]).
@@ -58,6 +59,13 @@ pub struct SourceProgress {
     pub bounds: Vec<Option<(Position, i64)>>,
     /// The durable point the coordinator has recorded.
     pub recorded: Vec<Option<Position>>,
+}
+
+/// What a source task is told by its deployment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceCommand {
+    /// Emit checkpoint `n`'s barrier after what was read so far.
+    Trigger(u64),
 }
 
 /// What one [`PartitionReader::pull`] achieved.
@@ -123,6 +131,7 @@ pub struct SourceWiring {
     pub limits: SourceLimits,
     pub stop: CancellationToken,
     pub progress: watch::Receiver<Arc<SourceProgress>>,
+    pub commands: mpsc::Receiver<SourceCommand>,
 }
 
 impl SourceWiring {
@@ -137,6 +146,7 @@ impl SourceWiring {
             limits: self.limits,
             stop: self.stop,
             progress: self.progress,
+            commands: self.commands,
             acknowledged: None,
         }
     }
@@ -154,6 +164,7 @@ pub struct SourceTask<R> {
     /// Cancelled to stop reading (the rest of the job drains normally).
     pub stop: CancellationToken,
     pub progress: watch::Receiver<Arc<SourceProgress>>,
+    pub commands: mpsc::Receiver<SourceCommand>,
     /// The last position acknowledged to the input system.
     pub acknowledged: Option<Position>,
 }
@@ -171,6 +182,9 @@ impl<R: PartitionReader> SourceTask<R> {
         loop {
             if self.progress.has_changed().unwrap_or(false) {
                 self.on_progress().await;
+            }
+            while let Ok(command) = self.commands.try_recv() {
+                self.on_command(command);
             }
             let before = self.emitter.emitted();
             let pulled = tokio::select! {
@@ -226,6 +240,8 @@ impl<R: PartitionReader> SourceTask<R> {
                 tokio::select! {
                     biased;
                     _ = stop.cancelled() => return Ok(SourceOutcome::Stopped),
+                    // A trigger does not wait for input: the loop takes it.
+                    Some(command) = self.commands.recv() => self.on_command(command),
                     _ = tokio::time::sleep_until(until) => {}
                 }
             } else {
@@ -235,6 +251,12 @@ impl<R: PartitionReader> SourceTask<R> {
                     None => return Ok(SourceOutcome::Stopped),
                 }
             }
+        }
+    }
+
+    fn on_command(&mut self, command: SourceCommand) {
+        match command {
+            SourceCommand::Trigger(n) => self.emitter.barrier(n),
         }
     }
 

@@ -32,11 +32,13 @@ mod index;
 pub mod inputs;
 mod pane;
 mod prefetch;
+pub mod snapshot;
 mod task;
 
 use closing::Closing;
 pub use inputs::Inputs;
 use pane::{key_group_of_key, sensor_of, PagePool, Pane};
+pub use snapshot::{OperatorSnapshot, RestoredWindow};
 pub use task::{run_window_task, SinkMsg, WindowOutcome};
 
 use crate::envelope::RecordBatch;

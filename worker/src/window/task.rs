@@ -2,6 +2,7 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::time::Instant;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -11,6 +12,7 @@ use weir_common::sink::OutputBatch;
 use super::align::{Aligner, Step};
 use super::inputs::Inputs;
 use super::{Produced, WindowOperator, EMIT_ROWS};
+use crate::checkpoint::{TaskSnapshot, UploaderMsg};
 use crate::envelope::Envelope;
 use crate::metrics::JobMetrics;
 use crate::resume::Written;
@@ -22,6 +24,9 @@ pub enum SinkMsg {
     Rows(OutputBatch),
     /// What the rows sent so far add up to: written once they are.
     Progress(Written),
+    /// Checkpoint `n`'s barriers: once everything sent before is written,
+    /// tell the checkpoint uploader.
+    Barrier(u64),
     /// Every window has been emitted: flush and finish.
     End,
 }
@@ -43,14 +48,21 @@ pub async fn run_window_task(
     mut op: WindowOperator,
     mut inputs: Inputs,
     sink: mpsc::Sender<SinkMsg>,
+    checkpoints: mpsc::Sender<UploaderMsg>,
     metrics: Arc<JobMetrics>,
     stop: CancellationToken,
 ) -> Result<WindowOutcome, StateError> {
     let mut produced = Produced::default();
+    let n_inputs = op.config.input_names.len();
     // By input: the last position received (see `Envelope`).
-    let mut processed: Vec<Option<Position>> = vec![None; op.config.input_names.len()];
+    let mut processed: Vec<Option<Position>> = vec![None; n_inputs];
     let mut reported: Option<Written> = None;
-    let mut aligner = Aligner::new(op.config.input_names.len());
+    let mut aligner = Aligner::new(n_inputs);
+    // By input: where its partition resumes from the checkpoint being
+    // aligned (its barrier's, or its end's, position and watermark).
+    let mut resume_at: Vec<(Option<Position>, i64)> = vec![(None, i64::MIN); n_inputs];
+    let mut aligning_since = Instant::now();
+    let mut aligned: Option<u64> = None;
     loop {
         let envelope = tokio::select! {
             biased;
@@ -90,8 +102,11 @@ pub async fn run_window_task(
             Envelope::End { input, through } => {
                 note(input, through);
                 op.on_end(input);
+                if let Some(slot) = resume_at.get_mut(input as usize) {
+                    *slot = (through, i64::MAX);
+                }
                 if let Step::Aligned(n) = aligner.on_end(input as usize) {
-                    tracing::debug!(checkpoint = n, "barriers aligned");
+                    aligned = Some(n);
                 }
                 true
             }
@@ -99,7 +114,7 @@ pub async fn run_window_task(
                 input,
                 checkpoint,
                 through,
-                ..
+                watermark,
             } => {
                 note(input, through);
                 let (abandoned, step) = aligner.on_barrier(input as usize, checkpoint);
@@ -110,8 +125,15 @@ pub async fn run_window_task(
                         "checkpoint abandoned: a newer barrier arrived before it aligned"
                     );
                 }
-                if let Step::Aligned(n) = step {
-                    tracing::debug!(checkpoint = n, "barriers aligned");
+                if step != Step::None {
+                    if let Some(slot) = resume_at.get_mut(input as usize) {
+                        *slot = (through, watermark);
+                    }
+                }
+                match step {
+                    Step::Holding { started: true } => aligning_since = Instant::now(),
+                    Step::Aligned(n) => aligned = Some(n),
+                    _ => {}
                 }
                 false
             }
@@ -160,10 +182,38 @@ pub async fn run_window_task(
                 reported = Some(written);
             }
         }
+        if let Some(n) = aligned.take() {
+            // Every window the barriers closed is emitted (above): the state
+            // is exactly that of the records before them.
+            let alignment_ms = elapsed_ms(aligning_since);
+            let started = Instant::now();
+            let snapshot = op.snapshot(n)?;
+            let sync_ms = elapsed_ms(started);
+            tracing::debug!(checkpoint = n, alignment_ms, sync_ms, "state snapshotted");
+            if sink.send(SinkMsg::Barrier(n)).await.is_err() {
+                return Ok(WindowOutcome::Stopped {
+                    open_windows: op.open_windows(),
+                });
+            }
+            let snapshot = TaskSnapshot {
+                operator: snapshot,
+                positions: resume_at.clone(),
+                alignment_ms,
+                sync_ms,
+            };
+            // The uploader ends only with the deployment.
+            let _ = checkpoints
+                .send(UploaderMsg::Snapshot(Box::new(snapshot)))
+                .await;
+        }
         if op.is_finished() {
             // If the sink is gone the job is failing anyway; its error wins.
             let _ = sink.send(SinkMsg::End).await;
             return Ok(WindowOutcome::Finished);
         }
     }
+}
+
+fn elapsed_ms(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
 }

@@ -1,0 +1,59 @@
+//! The `checkpoint` section of the job spec.
+
+use serde::{Deserialize, Serialize};
+
+use super::{invalid, Duration, SpecError};
+
+/// When and where the job's state is checkpointed.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckpointSpec {
+    /// Time from one checkpoint's trigger to the next.
+    pub interval: Duration,
+    /// A checkpoint not completed within this is abandoned.
+    pub timeout: Duration,
+    /// At least this long between the end of one checkpoint and the trigger
+    /// of the next (so that slow checkpoints do not follow each other
+    /// back to back).
+    pub min_pause: Duration,
+    /// Where checkpoints go: `s3://BUCKET/PREFIX` or a directory. Default:
+    /// `checkpoints` under `state.dir`.
+    pub store: Option<String>,
+    /// Completed checkpoints kept; older ones and the files only they
+    /// reference are deleted.
+    pub retention: u32,
+}
+
+impl Default for CheckpointSpec {
+    fn default() -> Self {
+        CheckpointSpec {
+            interval: Duration::from_secs(60),
+            timeout: Duration::from_secs(600),
+            min_pause: Duration::from_millis(0),
+            store: None,
+            retention: 3,
+        }
+    }
+}
+
+impl CheckpointSpec {
+    pub fn validate(&self) -> Result<(), SpecError> {
+        if self.interval.as_millis() < 100 {
+            return Err(invalid("checkpoint.interval", "must be at least 100ms"));
+        }
+        if self.timeout.as_millis() < 100 {
+            return Err(invalid("checkpoint.timeout", "must be at least 100ms"));
+        }
+        if self.retention == 0 {
+            return Err(invalid(
+                "checkpoint.retention",
+                "must keep at least 1 completed checkpoint",
+            ));
+        }
+        if let Some(store) = &self.store {
+            crate::checkpoint::StoreLocation::parse(store)
+                .map_err(|e| invalid("checkpoint.store", e))?;
+        }
+        Ok(())
+    }
+}

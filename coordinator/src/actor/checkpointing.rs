@@ -1,0 +1,293 @@
+//! The actor's checkpoint work: triggering, acks, and completing through
+//! the store. The state machine is [`crate::checkpoints`]; store writes run
+//! in tasks that answer with [`Msg::CheckpointWritten`].
+
+use std::collections::BTreeSet;
+
+use prost::Message;
+use tokio::time::Instant;
+use weir_common::checkpoint::{metadata_key, CheckpointStore, LATEST};
+use weir_proto::admin as api;
+use weir_proto::checkpoint as ckpt;
+use weir_proto::cluster as pb;
+
+use super::{now_ms, Actor, AdminError, Job, Msg};
+use crate::checkpoints::Action;
+
+impl Actor {
+    /// Every tick: a checkpoint that is due, or one that timed out.
+    pub(super) fn tick_checkpoints(&mut self, now: Instant) {
+        let running: Option<(u64, Vec<String>)> = match &self.job {
+            Job::Running(g) => {
+                let ids: Vec<String> = g
+                    .assignment
+                    .workers
+                    .iter()
+                    .map(|w| w.worker_id.clone())
+                    .collect();
+                let all_running = ids.iter().all(|id| {
+                    self.workers
+                        .get(id)
+                        .is_some_and(|w| w.state == pb::DeploymentState::Running)
+                });
+                all_running.then_some((g.number, ids))
+            }
+            _ => None,
+        };
+        let action = self.checkpoints.tick(
+            now,
+            now_ms(),
+            running.as_ref().map(|(g, ids)| (*g, ids.as_slice())),
+        );
+        self.act(action);
+    }
+
+    pub(super) fn checkpoint_ack(&mut self, worker: &str, ack: pb::CheckpointAck) {
+        let action = self
+            .checkpoints
+            .on_ack(worker, ack, &self.metadata_context, now_ms());
+        self.act(action);
+    }
+
+    pub(super) fn checkpoint_declined(&mut self, worker: &str, d: pb::CheckpointDeclined) {
+        tracing::warn!(%worker, checkpoint = d.checkpoint, reason = %d.reason, "checkpoint declined");
+        let action = self.checkpoints.on_declined(
+            d.checkpoint,
+            format!("{worker}: {}", d.reason),
+            Instant::now(),
+        );
+        self.act(action);
+    }
+
+    pub(super) fn checkpoint_written(
+        &mut self,
+        id: u64,
+        generation: u64,
+        result: Result<(), String>,
+    ) {
+        let ok = result.is_ok();
+        self.checkpoints.on_written(id, result, Instant::now());
+        if ok {
+            tracing::info!(checkpoint = id, store = %self.store.describe(), "checkpoint completed");
+            self.broadcast(
+                generation,
+                |checkpoint| {
+                    pb::coordinator_command::Command::CheckpointCompleted(pb::CheckpointCompleted {
+                        generation,
+                        checkpoint,
+                    })
+                },
+                id,
+            );
+        } else {
+            self.broadcast(
+                generation,
+                |checkpoint| {
+                    pb::coordinator_command::Command::CheckpointAborted(pb::CheckpointAborted {
+                        generation,
+                        checkpoint,
+                    })
+                },
+                id,
+            );
+        }
+    }
+
+    /// `POST /api/v1/checkpoints`: a checkpoint now (or as soon as the one
+    /// in flight ends).
+    pub(super) fn request_checkpoint(&mut self, savepoint: bool) -> Result<(), AdminError> {
+        if !matches!(self.job, Job::Running(_)) {
+            return Err(AdminError::Conflict(format!(
+                "the job is {}: only a running job takes checkpoints",
+                self.job.name()
+            )));
+        }
+        self.checkpoints.request(savepoint);
+        Ok(())
+    }
+
+    pub(super) fn checkpoint_list(&self) -> api::CheckpointList {
+        let checkpoints = self
+            .checkpoints
+            .history()
+            .rev()
+            .map(|r| api::CheckpointInfo {
+                id: r.id,
+                state: r.outcome.name().to_owned(),
+                generation: r.generation,
+                triggered_ms: r.triggered_ms,
+                duration_ms: r.duration_ms,
+                bytes: r.bytes,
+                incremental_bytes: r.incremental_bytes,
+                alignment_ms: r.alignment_ms,
+                failure: r.failure.clone(),
+                savepoint: r.savepoint,
+            })
+            .collect();
+        let timing = self.checkpoints.timing();
+        api::CheckpointList {
+            checkpoints,
+            store: self.store.describe(),
+            interval_ms: u64::try_from(timing.interval.as_millis()).unwrap_or(u64::MAX),
+            completed: self.checkpoints.completed,
+            failed: self.checkpoints.failures.values().sum(),
+        }
+    }
+
+    fn act(&mut self, action: Action) {
+        match action {
+            Action::None => {}
+            Action::Trigger { id, generation } => {
+                tracing::debug!(checkpoint = id, generation, "triggering a checkpoint");
+                self.broadcast(
+                    generation,
+                    |checkpoint| {
+                        pb::coordinator_command::Command::TriggerCheckpoint(pb::TriggerCheckpoint {
+                            generation,
+                            checkpoint,
+                        })
+                    },
+                    id,
+                );
+            }
+            Action::Abort { id, generation } => {
+                self.broadcast(
+                    generation,
+                    |checkpoint| {
+                        pb::coordinator_command::Command::CheckpointAborted(pb::CheckpointAborted {
+                            generation,
+                            checkpoint,
+                        })
+                    },
+                    id,
+                );
+            }
+            Action::Write(metadata) => {
+                let (store, tx) = (self.store.clone(), self.mailbox.clone());
+                let retention = self.config.spec.checkpoint.retention;
+                let (id, generation) = (metadata.checkpoint, metadata.generation);
+                tokio::spawn(async move {
+                    let result = complete(&store, &metadata, retention).await;
+                    let _ = tx
+                        .send(Msg::CheckpointWritten {
+                            id,
+                            generation,
+                            result,
+                        })
+                        .await;
+                });
+            }
+        }
+    }
+
+    /// Sends a command about checkpoint `id` to every worker of `generation`.
+    fn broadcast(
+        &self,
+        generation: u64,
+        make: impl Fn(u64) -> pb::coordinator_command::Command,
+        id: u64,
+    ) {
+        let Some(g) = self.job.generation().filter(|g| g.number == generation) else {
+            return;
+        };
+        for slot in &g.assignment.workers {
+            if let Some(w) = self.workers.get(&slot.worker_id) {
+                let command = pb::CoordinatorCommand {
+                    command: Some(make(id)),
+                };
+                if w.commands.try_send(Ok(command)).is_err() {
+                    tracing::warn!(worker = %slot.worker_id, checkpoint = id, "cannot reach a worker's control stream");
+                }
+            }
+        }
+    }
+}
+
+/// Completes a checkpoint in the store: its metadata, then the `latest`
+/// pointer (the moment it counts as completed), then retention.
+async fn complete(
+    store: &CheckpointStore,
+    metadata: &ckpt::CheckpointMetadata,
+    retention: u32,
+) -> Result<(), String> {
+    let key = metadata_key(metadata.checkpoint);
+    store
+        .put(&key, metadata.encode_to_vec())
+        .await
+        .map_err(|e| e.to_string())?;
+    let pointer = ckpt::LatestPointer {
+        checkpoint: metadata.checkpoint,
+        metadata: key,
+    };
+    store
+        .put(LATEST, pointer.encode_to_vec())
+        .await
+        .map_err(|e| e.to_string())?;
+    if let Err(e) = retain(store, metadata.checkpoint, retention).await {
+        // The checkpoint is complete; what retention could not delete now
+        // it deletes next time.
+        tracing::warn!(error = %e, "checkpoint retention failed");
+    }
+    Ok(())
+}
+
+/// Keeps the newest `retention` completed checkpoints (savepoints are kept
+/// until deleted by hand) and deletes the shared files none of the kept
+/// ones references. Runs between a checkpoint's completion and the next
+/// trigger, when no upload that a kept checkpoint needs can be running.
+pub(crate) async fn retain(
+    store: &CheckpointStore,
+    newest: u64,
+    retention: u32,
+) -> Result<(), String> {
+    let keys = store.list("").await.map_err(|e| e.to_string())?;
+    let mut ids: Vec<u64> = keys
+        .iter()
+        .filter_map(|k| checkpoint_of_metadata_key(k))
+        .filter(|id| *id <= newest)
+        .collect();
+    ids.sort_unstable();
+    let keep_from = ids.len().saturating_sub(retention as usize);
+    let mut referenced = BTreeSet::new();
+    let mut doomed = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        let key = metadata_key(*id);
+        let metadata = match store.get(&key).await {
+            Ok(bytes) => ckpt::CheckpointMetadata::decode(bytes.as_slice()).ok(),
+            Err(_) => None,
+        };
+        let keep = i >= keep_from || metadata.as_ref().is_some_and(|m| m.savepoint);
+        match (keep, metadata) {
+            (true, Some(m)) => {
+                for t in &m.tasks {
+                    for w in &t.windows {
+                        referenced.extend(w.files.iter().map(|f| f.key.clone()));
+                    }
+                }
+            }
+            (true, None) => {
+                // An unreadable checkpoint that is kept: nothing may be
+                // deleted on its account that it might need.
+                return Err(format!("{key} cannot be read; no files deleted"));
+            }
+            (false, _) => doomed.push(key),
+        }
+    }
+    for key in doomed {
+        store.delete(&key).await.map_err(|e| e.to_string())?;
+    }
+    for key in keys.iter().filter(|k| k.starts_with("shared/")) {
+        if !referenced.contains(key.as_str()) {
+            store.delete(key).await.map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(())
+}
+
+/// `chk-<n>/_metadata` → `n`.
+pub(crate) fn checkpoint_of_metadata_key(key: &str) -> Option<u64> {
+    key.strip_prefix("chk-")?
+        .strip_suffix("/_metadata")?
+        .parse()
+        .ok()
+}

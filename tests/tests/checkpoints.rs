@@ -1,0 +1,188 @@
+//! Checkpoints in a real cluster: barriers aligned across workers while
+//! records flow, state uploaded to the store, metadata and the `latest`
+//! pointer written, retention keeping the newest three — and output that is
+//! still exactly the independent computation.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use prost::Message;
+use serde_json::Value;
+use weir_proto::checkpoint::{CheckpointMetadata, LatestPointer};
+use weir_tests::clickhouse::ClickHouse;
+use weir_tests::cluster::Cluster;
+use weir_tests::expected::compute;
+use weir_tests::{args, generate, input_args, read_partitions, weir};
+
+const MINUTE: i64 = 60_000;
+const OOO: i64 = 5_000;
+
+/// Every file under `dir`, relative to it.
+fn files_under(dir: &Path) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Ok(rel) = p.strip_prefix(dir) {
+                out.insert(rel.to_string_lossy().into_owned());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn checkpoints_complete_across_workers_and_retention_keeps_three() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let ch = ClickHouse::start(dir);
+    ch.apply_weir_ddl(dir, "t_ckpt");
+    // Four partitions carrying every device, read slowly enough (the rate
+    // limit) for a checkpoint every 500 ms to find open windows in memory
+    // and in RocksDB (a small memory budget spills).
+    let files: Vec<PathBuf> = (0..4)
+        .flat_map(|i| {
+            generate(
+                dir,
+                &format!("in-{i}.avro"),
+                &[
+                    "--records",
+                    "24000",
+                    "--devices",
+                    "2000",
+                    "--rate",
+                    "150",
+                    "--disorder-ms",
+                    "3000",
+                    "--seed",
+                    &(71 + i).to_string(),
+                ],
+            )
+        })
+        .collect();
+    let mut coordinator = args(&[
+        "--clickhouse",
+        &ch.url(),
+        "--database",
+        "t_ckpt",
+        "--data-dir",
+        "data",
+        "--min-workers",
+        "3",
+        "--rate-limit",
+        "3000",
+        "--memory-budget",
+        "256KiB",
+        "--checkpoint-interval",
+        "500ms",
+    ]);
+    coordinator.extend(input_args(&files));
+    let cluster = Cluster::start(dir, &coordinator, 3);
+    let job = cluster.wait_state("finished", Duration::from_secs(180));
+    assert_eq!(job["generation"], 1, "{job}");
+    assert!(job["state_spills"].as_u64().expect("spills") > 0, "{job}");
+
+    // The output is exact: holding inputs back to align barriers reorders
+    // nothing within a partition and loses nothing.
+    let expected = compute(&read_partitions(&files), MINUTE, OOO);
+    ch.check_contract_tables("t_ckpt", &expected);
+
+    // `weir ctl checkpoints --json`: several completed, none failed.
+    let ctl = |extra: &[&str]| {
+        let mut a = args(&["ctl", "--coordinator"]);
+        a.push(format!("http://127.0.0.1:{}", cluster.http_port));
+        a.extend(args(extra));
+        let mut p = weir(dir, "ctl", &a);
+        p.wait_success(Duration::from_secs(30));
+        p.stdout()
+    };
+    let list: Value = serde_json::from_str(&ctl(&["checkpoints", "--json"])).expect("json");
+    let all = list["checkpoints"].as_array().expect("checkpoints").clone();
+    let completed: Vec<&Value> = all.iter().filter(|c| c["state"] == "COMPLETED").collect();
+    assert!(completed.len() >= 4, "{list}");
+    assert!(
+        all.iter().all(|c| c["state"] != "FAILED"),
+        "no checkpoint failed: {list}\n{}",
+        cluster.logs()
+    );
+    for c in &completed {
+        assert!(
+            c["bytes"].as_u64().unwrap_or(0) > 0,
+            "state in every one: {c}"
+        );
+    }
+    // Later checkpoints reference files uploaded by earlier ones.
+    assert!(
+        completed
+            .iter()
+            .any(|c| c["incremental_bytes"].as_u64() < c["bytes"].as_u64()),
+        "incremental: {list}"
+    );
+    let table = ctl(&["checkpoints"]);
+    assert!(table.contains("COMPLETED"), "{table}");
+
+    // The store: `latest` points at the newest completed checkpoint; three
+    // checkpoints remain; every file they reference is there, and nothing
+    // else is.
+    let store = dir.join("data/checkpoints/iot-sensor-aggregation");
+    let latest = LatestPointer::decode(
+        std::fs::read(store.join("latest"))
+            .expect("latest")
+            .as_slice(),
+    )
+    .expect("pointer");
+    assert_eq!(
+        Some(latest.checkpoint),
+        completed.first().and_then(|c| c["id"].as_u64()),
+        "{list}"
+    );
+    let present = files_under(&store);
+    let metadata: Vec<&String> = present
+        .iter()
+        .filter(|k| k.ends_with("_metadata"))
+        .collect();
+    assert_eq!(metadata.len(), 3, "retention keeps three: {present:?}");
+    let mut referenced = BTreeSet::new();
+    for key in metadata {
+        let m = CheckpointMetadata::decode(
+            std::fs::read(store.join(key)).expect("metadata").as_slice(),
+        )
+        .expect("decodes");
+        assert_eq!(m.tasks.len(), 3, "one state handle per worker");
+        assert_eq!(m.positions.len(), 4, "a position per partition");
+        let mut ranges: Vec<(u32, u32)> = m
+            .tasks
+            .iter()
+            .map(|t| (t.key_group_start, t.key_group_end))
+            .collect();
+        ranges.sort_unstable();
+        assert_eq!(ranges.first().map(|r| r.0), Some(0));
+        assert_eq!(ranges.last().map(|r| r.1), Some(128));
+        for t in &m.tasks {
+            for w in &t.windows {
+                for f in &w.files {
+                    referenced.insert(f.key.clone());
+                }
+            }
+        }
+    }
+    let shared: BTreeSet<String> = present
+        .iter()
+        .filter(|k| k.starts_with("shared/"))
+        .cloned()
+        .collect();
+    assert!(!referenced.is_empty());
+    assert!(
+        referenced.is_subset(&shared),
+        "missing: {:?}",
+        referenced.difference(&shared).collect::<Vec<_>>()
+    );
+    // Files of the newest checkpoint's successors may not be referenced
+    // yet when the job ends; everything else unreferenced is deleted.
+    let unreferenced: Vec<&String> = shared.difference(&referenced).collect();
+    assert!(unreferenced.len() <= 12, "left behind: {unreferenced:?}");
+}

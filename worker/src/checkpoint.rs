@@ -1,0 +1,243 @@
+//! A deployment's checkpoint uploader: the asynchronous part of a
+//! checkpoint.
+//!
+//! When its inputs are aligned the window task stages a snapshot (see
+//! [`crate::window::snapshot`]) and goes on processing; the sink is told to
+//! write everything it was given before the barriers. This task uploads the
+//! snapshot's files the store does not have yet — a file is uploaded once,
+//! under a name no other task or generation can use, and later checkpoints
+//! reference it — and acknowledges the checkpoint to the coordinator once
+//! the files are in the store *and* the sink has written everything before
+//! the barrier. A failed upload declines the checkpoint; the job goes on.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use weir_common::checkpoint::CheckpointStore;
+use weir_common::position::Position;
+use weir_proto::cluster as pb;
+
+use crate::window::OperatorSnapshot;
+
+/// What the uploader is told.
+#[derive(Debug)]
+pub enum UploaderMsg {
+    /// The window task's snapshot of a checkpoint.
+    Snapshot(Box<TaskSnapshot>),
+    /// The sink has written everything sent before this checkpoint's
+    /// barriers.
+    Flushed(u64),
+    /// The coordinator completed this checkpoint: the files it references
+    /// are kept by retention, so later checkpoints may reference them
+    /// without uploading them again.
+    Completed(u64),
+}
+
+/// A window task's part of a checkpoint, before upload.
+#[derive(Debug)]
+pub struct TaskSnapshot {
+    pub operator: OperatorSnapshot,
+    /// Per input: where its partition resumes and its source's watermark
+    /// there (from the barriers).
+    pub positions: Vec<(Option<Position>, i64)>,
+    pub alignment_ms: u64,
+    pub sync_ms: u64,
+}
+
+/// What the deployment reports to the coordinator.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CheckpointEvent {
+    Ack(pb::CheckpointAck),
+    Declined(pb::CheckpointDeclined),
+}
+
+/// Names state files uniquely: `shared/<instance>-<file>`.
+pub struct Uploader {
+    pub store: CheckpointStore,
+    pub generation: u64,
+    pub worker_id: String,
+    /// Unique to this deployment (worker, generation, and a random part).
+    pub instance: String,
+    pub partition_names: Vec<String>,
+    /// Files a completed checkpoint references, by local file name: (key,
+    /// bytes). Files uploaded for a checkpoint that did not complete may be
+    /// deleted by retention: they are uploaded again when needed.
+    pub uploaded: HashMap<String, (String, u64)>,
+    /// Files uploaded for checkpoints not completed yet, by checkpoint.
+    pub tentative: BTreeMap<u64, Vec<(String, String, u64)>>,
+    pub events: mpsc::Sender<CheckpointEvent>,
+}
+
+impl Uploader {
+    pub async fn run(mut self, mut inbox: mpsc::Receiver<UploaderMsg>, abort: CancellationToken) {
+        let mut flushed = 0u64;
+        // An uploaded checkpoint waiting for the sink.
+        let mut ready: Option<pb::CheckpointAck> = None;
+        loop {
+            let msg = tokio::select! {
+                biased;
+                _ = abort.cancelled() => return,
+                m = inbox.recv() => m,
+            };
+            match msg {
+                None => return,
+                Some(UploaderMsg::Flushed(n)) => flushed = flushed.max(n),
+                Some(UploaderMsg::Completed(n)) => {
+                    let done: Vec<u64> = self.tentative.range(..=n).map(|(k, _)| *k).collect();
+                    for k in done {
+                        if let Some(files) = self.tentative.remove(&k) {
+                            if k == n {
+                                for (name, key, size) in files {
+                                    self.uploaded.insert(name, (key, size));
+                                }
+                            }
+                        }
+                    }
+                }
+                Some(UploaderMsg::Snapshot(s)) => {
+                    let n = s.operator.checkpoint;
+                    let dir = s.operator.dir.clone();
+                    let started = Instant::now();
+                    let uploaded = tokio::select! {
+                        _ = abort.cancelled() => return,
+                        r = self.upload(*s) => r,
+                    };
+                    remove_dir(dir).await;
+                    match uploaded {
+                        Ok(mut ack) => {
+                            ack.async_ms = elapsed_ms(started);
+                            ready = Some(ack);
+                        }
+                        Err(reason) => {
+                            tracing::warn!(checkpoint = n, %reason, "checkpoint declined");
+                            ready = None;
+                            let declined = pb::CheckpointDeclined {
+                                generation: self.generation,
+                                checkpoint: n,
+                                reason,
+                            };
+                            if self
+                                .events
+                                .send(CheckpointEvent::Declined(declined))
+                                .await
+                                .is_err()
+                            {
+                                return;
+                            }
+                        }
+                    }
+                }
+            }
+            if ready.as_ref().is_some_and(|a| a.checkpoint <= flushed) {
+                if let Some(ack) = ready.take() {
+                    tracing::debug!(checkpoint = ack.checkpoint, "checkpoint acknowledged");
+                    if self.events.send(CheckpointEvent::Ack(ack)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Uploads the files the store does not have; returns the ack.
+    async fn upload(&mut self, s: TaskSnapshot) -> Result<pb::CheckpointAck, String> {
+        let op = s.operator;
+        let mut windows = Vec::with_capacity(op.windows.len());
+        let (mut bytes, mut incremental) = (0u64, 0u64);
+        for (end, files) in op.windows {
+            let mut out = Vec::with_capacity(files.len());
+            for f in files {
+                let name = f
+                    .path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let (key, size) = match self.uploaded.get(&name) {
+                    Some(known) => known.clone(),
+                    None => {
+                        let key = format!("shared/{}-{name}", self.instance);
+                        let size = self
+                            .store
+                            .put_file(&key, &f.path)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        incremental += size;
+                        // Snapshot files of in-memory state are written anew
+                        // for every checkpoint; only spills and restored
+                        // files are reused.
+                        if !name.starts_with("snap") {
+                            self.tentative.entry(op.checkpoint).or_default().push((
+                                name,
+                                key.clone(),
+                                size,
+                            ));
+                        }
+                        (key, size)
+                    }
+                };
+                bytes += size;
+                out.push(pb::StateFile {
+                    key,
+                    bytes: size,
+                    spill: f.spill,
+                    key_group_start: u32::from(f.key_groups.start),
+                    key_group_end: u32::from(f.key_groups.end),
+                });
+            }
+            windows.push(pb::WindowState { end, files: out });
+        }
+        let inputs = op
+            .inputs
+            .iter()
+            .enumerate()
+            .map(|(i, &(watermark, idle))| pb::InputWatermark {
+                input: i as u32,
+                watermark,
+                idle,
+                ended: watermark == i64::MAX,
+            })
+            .collect();
+        let positions = s
+            .positions
+            .iter()
+            .enumerate()
+            .map(|(i, &(position, watermark))| pb::PartitionPosition {
+                input: i as u32,
+                name: self.partition_names.get(i).cloned().unwrap_or_default(),
+                position: position.map(Into::into),
+                watermark,
+            })
+            .collect();
+        Ok(pb::CheckpointAck {
+            generation: self.generation,
+            checkpoint: op.checkpoint,
+            state: Some(pb::TaskState {
+                worker_id: self.worker_id.clone(),
+                key_group_start: u32::from(op.key_groups.start),
+                key_group_end: u32::from(op.key_groups.end),
+                windows,
+                inputs,
+                fired: op.fired,
+                bytes,
+                incremental_bytes: incremental,
+            }),
+            positions,
+            alignment_ms: s.alignment_ms,
+            sync_ms: s.sync_ms,
+            async_ms: 0,
+        })
+    }
+}
+
+fn elapsed_ms(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+async fn remove_dir(dir: PathBuf) {
+    if let Err(e) = tokio::fs::remove_dir_all(&dir).await {
+        tracing::debug!(dir = %dir.display(), error = %e, "cannot remove a staged snapshot");
+    }
+}
