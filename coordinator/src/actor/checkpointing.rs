@@ -80,16 +80,7 @@ impl Actor {
                 id,
             );
         } else {
-            self.broadcast(
-                generation,
-                |checkpoint| {
-                    pb::coordinator_command::Command::CheckpointAborted(pb::CheckpointAborted {
-                        generation,
-                        checkpoint,
-                    })
-                },
-                id,
-            );
+            self.act(Action::Abort { id, generation });
         }
     }
 

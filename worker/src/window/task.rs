@@ -117,7 +117,13 @@ pub async fn run_window_task(
                 watermark,
             } => {
                 note(input, through);
+                let starts = aligner.aligning() != Some(checkpoint);
                 let (abandoned, step) = aligner.on_barrier(input as usize, checkpoint);
+                if starts && step != Step::None {
+                    // The first barrier of this checkpoint (which aligns at
+                    // once when it is the only input left).
+                    aligning_since = Instant::now();
+                }
                 if let Some(old) = abandoned {
                     tracing::info!(
                         checkpoint = old,
@@ -130,10 +136,8 @@ pub async fn run_window_task(
                         *slot = (through, watermark);
                     }
                 }
-                match step {
-                    Step::Holding { started: true } => aligning_since = Instant::now(),
-                    Step::Aligned(n) => aligned = Some(n),
-                    _ => {}
+                if let Step::Aligned(n) = step {
+                    aligned = Some(n);
                 }
                 false
             }
