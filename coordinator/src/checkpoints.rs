@@ -320,6 +320,7 @@ impl CheckpointCoordinator {
             positions,
             tasks,
             savepoint,
+            generator_start_ms: None,
         }))
     }
 

@@ -22,6 +22,7 @@ pub mod control;
 pub mod discovery;
 pub mod progress;
 pub mod prometheus;
+pub mod restore;
 pub mod scheduler;
 
 use std::net::SocketAddr;
@@ -91,23 +92,29 @@ async fn open_checkpoints(
     };
     let store = CheckpointStore::open(&location, &spec.name)
         .map_err(|e| CoordinatorError::Checkpoint(e.to_string()))?;
-    let keys = store
-        .list("")
+    let state = restore::read_store(&store, &actor::state_hash(spec))
         .await
         .map_err(|e| CoordinatorError::Checkpoint(e.to_string()))?;
-    let last = keys
-        .iter()
-        .filter_map(|k| {
-            k.strip_prefix("chk-")?
-                .split('/')
-                .next()?
-                .parse::<u64>()
-                .ok()
-        })
-        .max()
-        .unwrap_or(0);
-    tracing::info!(store = %store.describe(), last, "checkpoint store");
-    Ok(actor::CheckpointSetup { store, last })
+    match &state.restore {
+        Some(r) => {
+            tracing::info!(store = %store.describe(), checkpoint = r.id, "restoring the job from its latest completed checkpoint");
+            // The realtime generator replays the stream it checkpointed.
+            if let (Some(g), Some(start)) = (
+                spec.source.generator.as_mut(),
+                r.metadata.generator_start_ms,
+            ) {
+                g.start_ms = Some(start);
+            }
+        }
+        None => {
+            tracing::info!(store = %store.describe(), "no checkpoint to restore; starting from the beginning of the inputs")
+        }
+    }
+    Ok(actor::CheckpointSetup {
+        store,
+        last: state.last,
+        restore: state.restore,
+    })
 }
 
 impl Coordinator {

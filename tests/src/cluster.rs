@@ -150,6 +150,23 @@ impl Cluster {
         proc.wait(Duration::from_secs(30));
     }
 
+    /// SIGKILLs the coordinator and starts a new one on the same ports with
+    /// `args` (workers reconnect to it).
+    pub fn restart_coordinator(&mut self, args: &[String]) {
+        self.coordinator.signal("KILL");
+        self.coordinator.wait(Duration::from_secs(30));
+        let mut cmd = std::process::Command::new(weir_bin());
+        cmd.arg("coordinator")
+            .args(["--listen", &format!("127.0.0.1:{}", self.grpc_port)])
+            .args(["--http", &format!("127.0.0.1:{}", self.http_port)])
+            .args(args)
+            .current_dir(&self.dir)
+            .env("WEIR_LOG", "info")
+            .env("NO_COLOR", "1");
+        self.coordinator = Proc::spawn("coordinator-2", cmd, &self.dir);
+        self.wait_ready();
+    }
+
     /// Every process's output, for failure messages.
     pub fn logs(&self) -> String {
         let mut out = self.coordinator.logs();

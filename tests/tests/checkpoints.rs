@@ -35,6 +35,183 @@ fn files_under(dir: &Path) -> BTreeSet<String> {
     out
 }
 
+/// Four partitions that each carry every device, `records` readings each.
+fn partitions(dir: &Path, records: u64, seed: u64) -> Vec<PathBuf> {
+    (0..4)
+        .flat_map(|i| {
+            generate(
+                dir,
+                &format!("in-{i}.avro"),
+                &[
+                    "--records",
+                    &records.to_string(),
+                    "--devices",
+                    "2000",
+                    "--rate",
+                    "150",
+                    "--disorder-ms",
+                    "3000",
+                    "--seed",
+                    &(seed + i).to_string(),
+                ],
+            )
+        })
+        .collect()
+}
+
+/// Coordinator arguments: ClickHouse, a slow read (so that the job is
+/// still running when a process dies), a small memory budget (state in
+/// RocksDB too), checkpoints every 500 ms.
+fn job_args(ch: &ClickHouse, database: &str, files: &[PathBuf], extra: &[&str]) -> Vec<String> {
+    let mut a = args(&[
+        "--clickhouse",
+        &ch.url(),
+        "--database",
+        database,
+        "--rate-limit",
+        "1500",
+        "--memory-budget",
+        "256KiB",
+        "--checkpoint-interval",
+        "500ms",
+    ]);
+    a.extend(args(extra));
+    a.extend(input_args(files));
+    a
+}
+
+/// Waits until `n` checkpoints completed while the job runs.
+fn wait_for_checkpoints(cluster: &Cluster, n: u64) {
+    weir_tests::wait_for(
+        &format!("{n} completed checkpoints"),
+        Duration::from_secs(60),
+        || {
+            let (_, list) = cluster.rest("GET", "/api/v1/checkpoints");
+            list["completed"].as_u64().unwrap_or(0) >= n
+        },
+    );
+    assert_eq!(cluster.job()["state"], "running", "still running");
+}
+
+/// A finished job restored a checkpoint and wrote exactly the contract's
+/// output; it did not read its inputs again from the start.
+fn check_restored(cluster: &Cluster, ch: &ClickHouse, database: &str, files: &[PathBuf]) {
+    let job = cluster.wait_state("finished", Duration::from_secs(240));
+    assert!(job["generation"].as_u64() > Some(1), "{job}");
+    assert!(
+        job["restored_checkpoint"].as_u64() > Some(0),
+        "the last generation restored a checkpoint: {job}"
+    );
+    let logs = cluster.logs();
+    assert!(logs.contains("restoring state from a checkpoint"), "{logs}");
+    let total: u64 = 4 * 24_000;
+    assert!(
+        job["records_in"].as_u64() < Some(total),
+        "the restored generation read on from the checkpoint, not from the start: {job}"
+    );
+    let expected = compute(&read_partitions(files), MINUTE, OOO);
+    ch.check_contract_tables(database, &expected);
+}
+
+#[test]
+fn a_killed_worker_is_restored_from_the_latest_checkpoint_onto_fewer_workers() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let ch = ClickHouse::start(dir);
+    ch.apply_weir_ddl(dir, "t_kill");
+    let files = partitions(dir, 24_000, 91);
+    let mut cluster = Cluster::start(
+        dir,
+        &job_args(
+            &ch,
+            "t_kill",
+            &files,
+            &["--data-dir", "data", "--min-workers", "3"],
+        ),
+        3,
+    );
+    wait_for_checkpoints(&cluster, 3);
+    // Open windows in memory and in RocksDB, a checkpoint behind it: 3 → 2.
+    cluster.kill_worker("w-1");
+    check_restored(&cluster, &ch, "t_kill", &files);
+}
+
+#[test]
+fn a_worker_joining_restores_the_checkpoint_onto_more_workers() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let ch = ClickHouse::start(dir);
+    ch.apply_weir_ddl(dir, "t_join");
+    let files = partitions(dir, 24_000, 111);
+    let mut cluster = Cluster::start(
+        dir,
+        &job_args(
+            &ch,
+            "t_join",
+            &files,
+            &["--data-dir", "data", "--min-workers", "2"],
+        ),
+        2,
+    );
+    wait_for_checkpoints(&cluster, 3);
+    // 2 → 3: the new generation spreads the key groups over three workers,
+    // each restoring the parts of the checkpoint that overlap its own.
+    cluster.start_worker("w-2");
+    check_restored(&cluster, &ch, "t_join", &files);
+    assert_eq!(cluster.job()["workers"], 3);
+}
+
+#[test]
+fn a_restarted_coordinator_on_a_fresh_directory_resumes_from_the_store() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let ch = ClickHouse::start(dir);
+    ch.apply_weir_ddl(dir, "t_coord");
+    let files = partitions(dir, 24_000, 131);
+    let store = dir.join("store");
+    let store = store.to_string_lossy().into_owned();
+    let first = job_args(
+        &ch,
+        "t_coord",
+        &files,
+        &[
+            "--data-dir",
+            "data-1",
+            "--min-workers",
+            "2",
+            "--checkpoint-store",
+            &store,
+        ],
+    );
+    let mut cluster = Cluster::start(dir, &first, 2);
+    wait_for_checkpoints(&cluster, 3);
+    let second = job_args(
+        &ch,
+        "t_coord",
+        &files,
+        &[
+            "--data-dir",
+            "data-2",
+            "--min-workers",
+            "2",
+            "--checkpoint-store",
+            &store,
+        ],
+    );
+    cluster.restart_coordinator(&second);
+    let job = cluster.wait_state("finished", Duration::from_secs(240));
+    assert!(
+        job["restored_checkpoint"].as_u64() > Some(0),
+        "the new coordinator's first generation restored: {job}"
+    );
+    assert!(
+        job["records_in"].as_u64() < Some(4 * 24_000),
+        "read on from the checkpoint: {job}"
+    );
+    let expected = compute(&read_partitions(&files), MINUTE, OOO);
+    ch.check_contract_tables("t_coord", &expected);
+}
+
 #[test]
 fn checkpoints_complete_across_workers_and_retention_keeps_three() {
     let tmp = tempfile::tempdir().expect("tempdir");

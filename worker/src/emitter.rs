@@ -116,6 +116,8 @@ pub struct Emitter {
     resume: Option<ResumeFilter>,
     /// Records skipped by `resume`.
     skipped: u64,
+    /// Records up to here are in the restored checkpoint.
+    skip_through: Option<Position>,
 }
 
 impl Emitter {
@@ -139,6 +141,7 @@ impl Emitter {
             marks: VecDeque::new(),
             resume: None,
             skipped: 0,
+            skip_through: None,
         }
     }
 
@@ -146,6 +149,14 @@ impl Emitter {
     pub fn with_resume(mut self, filter: Option<ResumeFilter>) -> Self {
         self.resume = filter;
         self
+    }
+
+    /// The partition restarts from a checkpoint taken after `position`,
+    /// where its watermark was `watermark`: records up to `position` that
+    /// the reader reads again are dropped.
+    pub fn restore_after(&mut self, position: Position, watermark: i64) {
+        self.resume_after(position, watermark);
+        self.skip_through = Some(position);
     }
 
     /// The reader starts after `position`, where the partition's watermark
@@ -188,6 +199,9 @@ impl Emitter {
     /// Takes one decoded reading (copied once, into its batch).
     #[inline]
     pub fn reading(&mut self, r: &Reading, position: Position) {
+        if self.skip_through.is_some() && self.restored(position) {
+            return;
+        }
         self.last_position = Some(position);
         if !in_datetime_range(r.timestamp_ms, self.config.window_ms) {
             self.out_of_range(r, position);
@@ -210,6 +224,19 @@ impl Emitter {
         }
         if crossed {
             self.flush();
+        }
+    }
+
+    /// Whether the record at `position` is in the checkpoint the job was
+    /// restored from (sources that cannot seek read up to it again).
+    #[inline(never)]
+    fn restored(&mut self, position: Position) -> bool {
+        match self.skip_through {
+            Some(through) if position <= through => true,
+            _ => {
+                self.skip_through = None;
+                false
+            }
         }
     }
 

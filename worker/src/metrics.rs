@@ -97,6 +97,8 @@ pub struct JobMetrics {
     pub partitions: Vec<PartitionMetrics>,
     /// Records skipped on resume because their output was already written.
     pub already_written: AtomicU64,
+    /// The checkpoint this deployment restored its state from (0: none).
+    pub restored_checkpoint: AtomicU64,
     phase: AtomicU8,
     /// What the sink has written (see [`crate::resume`]).
     written: Mutex<Option<Written>>,
@@ -149,6 +151,7 @@ impl JobMetrics {
                 .map(|_| PartitionMetrics::default())
                 .collect(),
             already_written: AtomicU64::new(0),
+            restored_checkpoint: AtomicU64::new(0),
             phase: AtomicU8::new(Phase::WaitingForSink as u8),
             written: Mutex::new(None),
         }

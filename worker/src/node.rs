@@ -33,7 +33,8 @@ use weir_proto::shuffle::shuffle_server::ShuffleServer;
 
 use crate::checkpoint::CheckpointEvent;
 use crate::deployment::{
-    Deployment, DeploymentMsg, DeploymentOutcome, DeploymentPlan, JobError, Layout, Slot, Update,
+    Deployment, DeploymentMsg, DeploymentOutcome, DeploymentPlan, JobError, Layout, RestoreFrom,
+    Slot, Update,
 };
 use crate::metrics::JobMetrics;
 use crate::resume::ResumeTable;
@@ -524,6 +525,10 @@ impl Session<'_> {
             partition_names,
             resume,
             written,
+            restore: (assignment.restore_checkpoint != 0).then(|| RestoreFrom {
+                checkpoint: assignment.restore_checkpoint,
+                metadata: assignment.restore_metadata.clone(),
+            }),
         };
         let own = self
             .config
@@ -638,6 +643,7 @@ pub fn metrics_of(generation: u64, m: &JobMetrics) -> pb::WorkerMetrics {
             .map(|c| c.load(Relaxed))
             .collect(),
         records_already_written: m.already_written.load(Relaxed),
+        restored_checkpoint: m.restored_checkpoint.load(Relaxed),
     }
 }
 

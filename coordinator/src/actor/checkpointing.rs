@@ -13,6 +13,7 @@ use weir_proto::cluster as pb;
 
 use super::{now_ms, Actor, AdminError, Job, Msg};
 use crate::checkpoints::Action;
+use crate::restore::RestorePoint;
 
 impl Actor {
     /// Every tick: a checkpoint that is due, or one that timed out.
@@ -61,26 +62,64 @@ impl Actor {
 
     pub(super) fn checkpoint_written(
         &mut self,
-        id: u64,
         generation: u64,
-        result: Result<(), String>,
+        result: Result<Box<ckpt::CheckpointMetadata>, (u64, String)>,
     ) {
-        let ok = result.is_ok();
-        self.checkpoints.on_written(id, result, Instant::now());
-        if ok {
-            tracing::info!(checkpoint = id, store = %self.store.describe(), "checkpoint completed");
-            self.broadcast(
-                generation,
-                |checkpoint| {
-                    pb::coordinator_command::Command::CheckpointCompleted(pb::CheckpointCompleted {
-                        generation,
-                        checkpoint,
-                    })
-                },
-                id,
-            );
-        } else {
-            self.act(Action::Abort { id, generation });
+        match result {
+            Ok(metadata) => {
+                let id = metadata.checkpoint;
+                self.checkpoints.on_written(id, Ok(()), Instant::now());
+                tracing::info!(checkpoint = id, store = %self.store.describe(), "checkpoint completed");
+                self.restore = Some(RestorePoint {
+                    id,
+                    key: metadata_key(id),
+                    metadata: *metadata,
+                });
+                self.broadcast(
+                    generation,
+                    |checkpoint| {
+                        pb::coordinator_command::Command::CheckpointCompleted(
+                            pb::CheckpointCompleted {
+                                generation,
+                                checkpoint,
+                            },
+                        )
+                    },
+                    id,
+                );
+            }
+            Err((id, e)) => {
+                self.checkpoints.on_written(id, Err(e), Instant::now());
+                self.act(Action::Abort { id, generation });
+            }
+        }
+    }
+
+    /// The job ran to its end: a new run starts from the beginning of its
+    /// inputs rather than from the latest checkpoint (written in a task).
+    pub(super) fn mark_finished(&self) {
+        let Some(r) = &self.restore else {
+            return;
+        };
+        let (store, pointer) = (self.store.clone(), finished_pointer(r));
+        tokio::spawn(async move {
+            if let Err(e) = store.put(LATEST, pointer.encode_to_vec()).await {
+                tracing::warn!(error = %e, "cannot mark the job finished in the checkpoint store");
+            }
+        });
+    }
+
+    /// [`mark_finished`](Self::mark_finished), waited for (when the
+    /// coordinator shuts down).
+    pub(super) async fn mark_finished_now(&self) {
+        if let (Job::Finished(_), Some(r)) = (&self.job, &self.restore) {
+            if let Err(e) = self
+                .store
+                .put(LATEST, finished_pointer(r).encode_to_vec())
+                .await
+            {
+                tracing::warn!(error = %e, "cannot mark the job finished in the checkpoint store");
+            }
         }
     }
 
@@ -153,19 +192,23 @@ impl Actor {
                     id,
                 );
             }
-            Action::Write(metadata) => {
+            Action::Write(mut metadata) => {
                 let (store, tx) = (self.store.clone(), self.mailbox.clone());
                 let retention = self.config.spec.checkpoint.retention;
+                metadata.generator_start_ms = self
+                    .config
+                    .spec
+                    .source
+                    .generator
+                    .as_ref()
+                    .and_then(|g| g.start_ms);
                 let (id, generation) = (metadata.checkpoint, metadata.generation);
                 tokio::spawn(async move {
-                    let result = complete(&store, &metadata, retention).await;
-                    let _ = tx
-                        .send(Msg::CheckpointWritten {
-                            id,
-                            generation,
-                            result,
-                        })
-                        .await;
+                    let result = complete(&store, &metadata, retention)
+                        .await
+                        .map(|()| metadata)
+                        .map_err(|e| (id, e));
+                    let _ = tx.send(Msg::CheckpointWritten { generation, result }).await;
                 });
             }
         }
@@ -194,6 +237,14 @@ impl Actor {
     }
 }
 
+fn finished_pointer(r: &RestorePoint) -> ckpt::LatestPointer {
+    ckpt::LatestPointer {
+        checkpoint: r.id,
+        metadata: r.key.clone(),
+        finished: true,
+    }
+}
+
 /// Completes a checkpoint in the store: its metadata, then the `latest`
 /// pointer (the moment it counts as completed), then retention.
 async fn complete(
@@ -209,6 +260,7 @@ async fn complete(
     let pointer = ckpt::LatestPointer {
         checkpoint: metadata.checkpoint,
         metadata: key,
+        finished: false,
     };
     store
         .put(LATEST, pointer.encode_to_vec())

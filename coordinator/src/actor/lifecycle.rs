@@ -52,6 +52,7 @@ impl Actor {
             );
             let g = g.clone();
             self.job = Job::Finished(g);
+            self.mark_finished();
             self.consecutive_failures = 0;
         }
     }
@@ -119,8 +120,32 @@ impl Actor {
         // that exists too, but a crash now would lose them: stay on the
         // side a restart would take).
         self.save_progress();
-        assignment.resume = self.recorded.resume_points(&self.config.partitions);
-        assignment.written = self.progress.written(&self.config.partitions);
+        match &self.restore {
+            // State and positions from the latest completed checkpoint.
+            Some(r) => {
+                assignment.resume = r
+                    .metadata
+                    .positions
+                    .iter()
+                    .filter(|p| p.position.is_some())
+                    .map(|p| pb::PartitionPoint {
+                        input: p.input,
+                        position: p.position,
+                        watermark: p.watermark,
+                    })
+                    .collect();
+                assignment.restore_checkpoint = r.id;
+                assignment.restore_metadata = r.key.clone();
+                tracing::info!(
+                    checkpoint = r.id,
+                    "the new generation restores a checkpoint"
+                );
+            }
+            None => {
+                assignment.resume = self.recorded.resume_points(&self.config.partitions);
+                assignment.written = self.progress.written(&self.config.partitions);
+            }
+        }
         if self.last_generation == 0 {
             self.fix_generator_start();
         }
@@ -280,7 +305,11 @@ mod tests {
         let mut actor = Actor::new(
             CoordinatorConfig::new(spec, vec!["generator-0".into()]),
             JobProgress::new(max),
-            super::super::CheckpointSetup { store, last: 0 },
+            super::super::CheckpointSetup {
+                store,
+                last: 0,
+                restore: None,
+            },
             mpsc::channel(1).0,
         );
         let mut inboxes = Vec::new();

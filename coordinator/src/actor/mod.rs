@@ -22,6 +22,7 @@
 //! `status.rs` (what the admin API shows).
 
 mod checkpointing;
+pub(crate) use checkpointing::checkpoint_of_metadata_key;
 mod lifecycle;
 mod membership;
 mod progress;
@@ -46,6 +47,7 @@ use weir_common::checkpoint::CheckpointStore;
 
 use crate::checkpoints::{CheckpointCoordinator, MetadataContext, Timing};
 use crate::progress::{Durable, JobProgress, ProgressFile};
+use crate::restore::RestorePoint;
 use crate::scheduler::{assign, Member};
 
 /// How the coordinator runs the job.
@@ -153,9 +155,8 @@ pub(crate) enum Msg {
     TriggerCheckpoint(oneshot::Sender<Result<api::CheckpointList, AdminError>>),
     /// A checkpoint's metadata was written to the store (or not).
     CheckpointWritten {
-        id: u64,
         generation: u64,
-        result: Result<(), String>,
+        result: Result<Box<weir_proto::checkpoint::CheckpointMetadata>, (u64, String)>,
     },
 }
 
@@ -308,12 +309,16 @@ pub(crate) struct Actor {
     metadata_context: MetadataContext,
     /// The actor's own mailbox, for tasks that answer with a message.
     mailbox: mpsc::Sender<Msg>,
+    /// The latest completed checkpoint: what a new generation restores.
+    restore: Option<RestorePoint>,
 }
 
-/// Where the job's checkpoints are, and the newest one there.
+/// Where the job's checkpoints are, the newest number there, and what to
+/// restore.
 pub struct CheckpointSetup {
     pub store: CheckpointStore,
     pub last: u64,
+    pub restore: Option<RestorePoint>,
 }
 
 /// Starts the actor with the job's recorded progress; it ends when
@@ -351,6 +356,7 @@ impl Actor {
         Actor {
             checkpoints: CheckpointCoordinator::new(timing, setup.last, Instant::now()),
             store: setup.store,
+            restore: setup.restore,
             metadata_context,
             mailbox,
             config,
@@ -381,6 +387,7 @@ impl Actor {
             }
         }
         self.save_progress();
+        self.mark_finished_now().await;
     }
 
     /// Every 100 ms: lost workers, deployments whose time has come,
@@ -454,11 +461,9 @@ impl Actor {
                     .map(|()| self.checkpoint_list());
                 let _ = reply.send(result);
             }
-            Msg::CheckpointWritten {
-                id,
-                generation,
-                result,
-            } => self.checkpoint_written(id, generation, result),
+            Msg::CheckpointWritten { generation, result } => {
+                self.checkpoint_written(generation, result)
+            }
         }
     }
 }

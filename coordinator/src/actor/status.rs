@@ -137,6 +137,7 @@ impl Actor {
             open_windows: sum(|m| m.open_windows),
             shuffled_by_key_group: shuffled,
             phase: phase.to_owned(),
+            restored_checkpoint: generation.map_or(0, |g| g.assignment.restore_checkpoint),
         }
     }
 

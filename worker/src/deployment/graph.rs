@@ -80,7 +80,7 @@ async fn run(
         late_file,
         dead_letter_file,
         state,
-        state_dir: _,
+        state_dir,
         progress,
         mut source_commands,
         store,
@@ -104,6 +104,35 @@ async fn run(
             r = wait_for_clickhouse(w, &tables, create, spec) => r?,
         }
     }
+    // This worker's part of the checkpoint the generation restores.
+    let restored = match &plan.restore {
+        Some(from) => {
+            let dir = state_dir.join("download");
+            let fetch = super::restore::fetch(
+                &store,
+                from,
+                plan.slots[plan.me].key_groups,
+                partitions.len(),
+                &dir,
+            );
+            let r = tokio::select! {
+                _ = stop.cancelled() => return Ok(DeploymentOutcome::Stopped { open_windows: 0 }),
+                r = fetch => r?,
+            };
+            tracing::info!(
+                checkpoint = from.checkpoint,
+                files = r.files,
+                bytes = r.bytes,
+                windows = r.windows.len(),
+                "restoring state from a checkpoint"
+            );
+            metrics
+                .restored_checkpoint
+                .store(from.checkpoint, std::sync::atomic::Ordering::Relaxed);
+            Some(r)
+        }
+        None => None,
+    };
     metrics.set_phase(Phase::Running);
 
     let mut tasks = JoinSet::new();
@@ -151,7 +180,7 @@ async fn run(
     let (input_txs, input_rxs): (Vec<_>, Vec<_>) = (0..partitions.len())
         .map(|_| mpsc::channel::<Envelope>(CHANNEL_CAPACITY))
         .unzip();
-    let op = WindowOperator::new(
+    let mut op = WindowOperator::new(
         WindowConfig {
             window_ms,
             key_groups: plan.slots[plan.me].key_groups,
@@ -164,6 +193,12 @@ async fn run(
         },
         state,
     );
+    let mut uploaded = HashMap::new();
+    if let Some(r) = restored {
+        for (name, key, bytes) in op.restore(&r.inputs, r.fired, r.windows)? {
+            uploaded.insert(name, (key, bytes));
+        }
+    }
     {
         // The window task stops on `stop` (not only `abort`): after a stop
         // request nothing more is windowed, what was emitted is written.
@@ -180,7 +215,7 @@ async fn run(
             worker_id: plan.slots[plan.me].worker_id.clone(),
             instance,
             partition_names: partitions.iter().map(|p| p.name.clone()).collect(),
-            uploaded: HashMap::new(),
+            uploaded,
             tentative: BTreeMap::new(),
             events,
         };
@@ -232,10 +267,14 @@ async fn run(
         let pulsar_reader = pulsar_readers
             .get_mut(input as usize)
             .and_then(Option::take);
-        if pulsar_reader.is_some() {
-            // The reader seeks past the resume point instead of reading
-            // from the beginning.
-            if let Some((position, watermark)) = plan.resume[input as usize] {
+        if let Some((position, watermark)) = plan.resume[input as usize] {
+            if plan.restore.is_some() {
+                // From the checkpoint: a Pulsar reader seeks past the
+                // position, others read up to it again and drop that.
+                emitter.restore_after(position, watermark);
+            } else if pulsar_reader.is_some() {
+                // The reader seeks past the resume point instead of
+                // reading from the beginning.
                 emitter.resume_after(position, watermark);
             }
         }

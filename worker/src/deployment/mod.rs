@@ -46,8 +46,11 @@ use crate::state::{StateError, StateStore};
 mod connect;
 mod graph;
 mod plan;
+mod restore;
 
-pub use plan::{partitions_of, DeploymentPlan, Layout, Partition, PartitionSource, Slot};
+pub use plan::{
+    partitions_of, DeploymentPlan, Layout, Partition, PartitionSource, RestoreFrom, Slot,
+};
 
 use graph::supervise;
 use plan::check_plan;

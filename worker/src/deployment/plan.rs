@@ -127,12 +127,23 @@ pub struct DeploymentPlan {
     pub resume: Vec<Option<(Position, i64)>>,
     /// What earlier generations wrote; `None` when nothing.
     pub written: Option<Arc<ResumeTable>>,
+    /// The completed checkpoint this generation restores (then `resume`
+    /// holds its positions).
+    pub restore: Option<RestoreFrom>,
+}
+
+/// A checkpoint to restore.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RestoreFrom {
+    pub checkpoint: u64,
+    /// Its metadata's key in the job's checkpoint store.
+    pub metadata: String,
 }
 
 impl DeploymentPlan {
     /// Whether this generation continues the output of earlier ones.
     pub fn resumes(&self) -> bool {
-        self.written.is_some() || self.resume.iter().any(Option::is_some)
+        self.written.is_some() || self.restore.is_some() || self.resume.iter().any(Option::is_some)
     }
 }
 
@@ -253,6 +264,7 @@ mod tests {
                 .collect(),
             partition_owner: owners,
             written: None,
+            restore: None,
         }
     }
 

@@ -38,7 +38,7 @@ mod task;
 use closing::Closing;
 pub use inputs::Inputs;
 use pane::{key_group_of_key, sensor_of, PagePool, Pane};
-pub use snapshot::{OperatorSnapshot, RestoredWindow};
+pub use snapshot::{OperatorSnapshot, RestoredFile, RestoredWindow};
 pub use task::{run_window_task, SinkMsg, WindowOutcome};
 
 use crate::envelope::RecordBatch;

@@ -33,8 +33,18 @@ pub struct OperatorSnapshot {
 #[derive(Debug)]
 pub struct RestoredWindow {
     pub end: i64,
-    /// (local file, spill number, key groups), moved into the store.
-    pub files: Vec<(PathBuf, u32, KeyGroupRange)>,
+    pub files: Vec<RestoredFile>,
+}
+
+/// A state file of a checkpoint, downloaded.
+#[derive(Debug)]
+pub struct RestoredFile {
+    /// The download, moved into the state store.
+    pub local: PathBuf,
+    pub spill: u32,
+    pub key_groups: KeyGroupRange,
+    /// Its key in the checkpoint store.
+    pub key: String,
 }
 
 impl WindowOperator {
@@ -74,22 +84,35 @@ impl WindowOperator {
     /// Starts from a checkpoint's state: its inputs' watermarks, the last
     /// window fired, and the files of open windows (which may hold key
     /// groups of other tasks too: reads are bounded by this task's range).
+    ///
+    /// Returns, for each file, its name in the state store's `files/` and
+    /// its key in the checkpoint store (so that later checkpoints reference
+    /// it instead of uploading it again), with its size.
     pub fn restore(
         &mut self,
         inputs: &[(i64, bool)],
         fired: i64,
         windows: Vec<RestoredWindow>,
-    ) -> Result<(), StateError> {
+    ) -> Result<Vec<(String, String, u64)>, StateError> {
         self.combiner.restore(inputs);
         self.fired = self.fired.max(fired);
+        let mut names = Vec::new();
         for w in windows {
-            for (local, spill, key_groups) in w.files {
-                self.state.restore_file(w.end, &local, spill, key_groups)?;
+            for f in w.files {
+                let file = self
+                    .state
+                    .restore_file(w.end, &f.local, f.spill, f.key_groups)?;
+                let name = file
+                    .path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                names.push((name, f.key, file.bytes));
             }
             if self.state.has_window(w.end) {
                 self.panes.entry(w.end).or_insert_with(Pane::spilled);
             }
         }
-        Ok(())
+        Ok(names)
     }
 }

@@ -1,0 +1,113 @@
+//! Fetching this worker's part of a checkpoint before its tasks start: the
+//! state files that overlap its key groups, and its inputs' watermarks.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use prost::Message;
+use weir_common::checkpoint::CheckpointStore;
+use weir_common::keygroup::KeyGroupRange;
+use weir_proto::checkpoint::CheckpointMetadata;
+
+use super::{JobError, RestoreFrom};
+use crate::window::{RestoredFile, RestoredWindow};
+
+/// What a window task starts from.
+#[derive(Debug)]
+pub(super) struct Restored {
+    pub inputs: Vec<(i64, bool)>,
+    pub fired: i64,
+    pub windows: Vec<RestoredWindow>,
+    pub files: usize,
+    pub bytes: u64,
+}
+
+fn range(start: u32, end: u32) -> KeyGroupRange {
+    KeyGroupRange {
+        start: u16::try_from(start).unwrap_or(u16::MAX),
+        end: u16::try_from(end).unwrap_or(u16::MAX),
+    }
+}
+
+fn overlaps(a: KeyGroupRange, b: KeyGroupRange) -> bool {
+    a.start < b.end && b.start < a.end
+}
+
+/// Downloads the state of `mine` from checkpoint `from` into `dir`.
+pub(super) async fn fetch(
+    store: &CheckpointStore,
+    from: &RestoreFrom,
+    mine: KeyGroupRange,
+    inputs: usize,
+    dir: &Path,
+) -> Result<Restored, JobError> {
+    let fail = |what: String| {
+        JobError::Checkpoint(format!(
+            "cannot restore checkpoint {} from {}: {what}",
+            from.checkpoint,
+            store.describe()
+        ))
+    };
+    let bytes = store
+        .get(&from.metadata)
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    let metadata = CheckpointMetadata::decode(bytes.as_slice())
+        .map_err(|e| fail(format!("{}: {e}", from.metadata)))?;
+    tokio::fs::create_dir_all(dir)
+        .await
+        .map_err(|e| fail(format!("{}: {e}", dir.display())))?;
+    let mut watermarks: Vec<Option<(i64, bool)>> = vec![None; inputs];
+    let mut fired = i64::MAX;
+    let mut by_window: BTreeMap<i64, Vec<RestoredFile>> = BTreeMap::new();
+    let mut fetched = BTreeSet::new();
+    let mut total = 0u64;
+    for task in &metadata.tasks {
+        if !overlaps(range(task.key_group_start, task.key_group_end), mine) {
+            continue;
+        }
+        fired = fired.min(task.fired);
+        // Every task saw the same watermarks of an input; the lowest is
+        // the safe one if they ever differ.
+        for w in &task.inputs {
+            if let Some(slot) = watermarks.get_mut(w.input as usize) {
+                *slot = Some(match *slot {
+                    Some((wm, idle)) => (wm.min(w.watermark), idle && w.idle),
+                    None => (w.watermark, w.idle),
+                });
+            }
+        }
+        for window in &task.windows {
+            for f in &window.files {
+                let kgs = range(f.key_group_start, f.key_group_end);
+                if !overlaps(kgs, mine) || !fetched.insert(f.key.clone()) {
+                    continue;
+                }
+                let local = dir.join(format!("{}.sst", fetched.len()));
+                total += store
+                    .get_file(&f.key, &local)
+                    .await
+                    .map_err(|e| fail(e.to_string()))?;
+                by_window.entry(window.end).or_default().push(RestoredFile {
+                    local,
+                    spill: f.spill,
+                    key_groups: kgs,
+                    key: f.key.clone(),
+                });
+            }
+        }
+    }
+    Ok(Restored {
+        inputs: watermarks
+            .into_iter()
+            .map(|w| w.unwrap_or((i64::MIN, false)))
+            .collect(),
+        fired: if fired == i64::MAX { i64::MIN } else { fired },
+        files: fetched.len(),
+        bytes: total,
+        windows: by_window
+            .into_iter()
+            .map(|(end, files)| RestoredWindow { end, files })
+            .collect(),
+    })
+}
