@@ -45,28 +45,29 @@ install_build_deps() {
   fi
 }
 
-# The official Apache Pulsar Python client, which the tests run against
-# Weir's Pulsar test broker. Used from the system's python3 when it has it;
-# otherwise installed into a virtualenv next to the build directory (Debian's
-# python3 refuses system-wide pip installs) whose bin/ goes first on PATH.
+# Python tools of the tests: the official Apache Pulsar Python client
+# (which the tests run against Weir's Pulsar test broker) and moto's S3
+# server (the checkpoint store's S3 tests). Installed into a virtualenv next
+# to the build directory (Debian's python3 refuses system-wide pip
+# installs) whose bin/ goes first on PATH.
 PULSAR_CLIENT_VERSION=3.13.0
-install_pulsar_client() {
-  if python3 -c "import pulsar" >/dev/null 2>&1; then
-    return
-  fi
+MOTO_VERSION=5.2.5
+install_python_tools() {
   local venv="$CARGO_TARGET_DIR/../weir-python"
-  if ! "$venv/bin/python3" -c "import pulsar" >/dev/null 2>&1; then
+  if ! "$venv/bin/python3" -c "import pulsar, moto" >/dev/null 2>&1 \
+    || [ ! -x "$venv/bin/moto_server" ]; then
     apt_install python3 python3-venv
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet "pulsar-client==$PULSAR_CLIENT_VERSION"
+    [ -x "$venv/bin/pip" ] || python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet "pulsar-client==$PULSAR_CLIENT_VERSION" \
+      "moto[server]==$MOTO_VERSION"
   fi
   export PATH="$venv/bin:$PATH"
 }
 
 # What the tests need besides the build: a real ClickHouse server and the
-# Pulsar Python client.
+# Python tools (the Pulsar client, an S3 server).
 install_test_deps() {
   install_build_deps
   apt_install clickhouse-server
-  install_pulsar_client
+  install_python_tools
 }

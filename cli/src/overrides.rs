@@ -78,6 +78,9 @@ pub struct JobFlags {
     /// Time between checkpoints (e.g. 10s; default 60s).
     #[arg(long, value_name = "DURATION")]
     pub checkpoint_interval: Option<Duration>,
+    /// Address the checkpoint bucket in the path (S3-compatible servers).
+    #[arg(long)]
+    pub s3_path_style: bool,
 }
 
 impl JobFlags {
@@ -158,6 +161,9 @@ impl JobFlags {
         }
         if let Some(d) = self.checkpoint_interval {
             spec.checkpoint.interval = d;
+        }
+        if self.s3_path_style {
+            spec.checkpoint.s3_path_style = true;
         }
         if self.records.is_some() || self.fast {
             let Some(g) = spec.source.generator.as_mut() else {

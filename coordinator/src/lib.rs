@@ -90,7 +90,8 @@ async fn open_checkpoints(
             StoreLocation::Dir(dir)
         }
     };
-    let store = CheckpointStore::open(&location, &spec.name)
+    let store = CheckpointStore::open(&location, &spec.name, &spec.checkpoint.store_options())
+        .await
         .map_err(|e| CoordinatorError::Checkpoint(e.to_string()))?;
     let state = restore::read_store(&store, &actor::state_hash(spec))
         .await

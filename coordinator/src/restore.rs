@@ -128,7 +128,6 @@ pub async fn read_store(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use weir_common::checkpoint::StoreLocation;
 
     async fn put(store: &CheckpointStore, id: u64, hash: &str) {
         let m = CheckpointMetadata {
@@ -154,8 +153,7 @@ mod tests {
     #[tokio::test]
     async fn the_newest_readable_completed_checkpoint_is_restored() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store =
-            CheckpointStore::open(&StoreLocation::Dir(dir.path().into()), "j").expect("open");
+        let store = CheckpointStore::local(dir.path(), "j");
         assert_eq!(
             read_store(&store, "h").await.expect("read"),
             StoreState::default()
@@ -202,8 +200,7 @@ mod tests {
     #[tokio::test]
     async fn a_checkpoint_of_another_job_is_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store =
-            CheckpointStore::open(&StoreLocation::Dir(dir.path().into()), "j").expect("open");
+        let store = CheckpointStore::local(dir.path(), "j");
         put(&store, 1, "other").await;
         point(&store, 1, false).await;
         let err = read_store(&store, "h").await.unwrap_err().to_string();

@@ -16,12 +16,24 @@ pub struct Cluster {
     pub http_port: u16,
     coordinator: Proc,
     workers: Vec<(String, u16, Proc)>,
+    /// Extra environment of every process (an S3 endpoint and keys).
+    env: Vec<(String, String)>,
 }
 
 impl Cluster {
     /// Starts a coordinator with `args` (job flags and options) and
     /// `workers` workers named `w-0`, `w-1`, ...
     pub fn start(dir: &Path, args: &[String], workers: usize) -> Cluster {
+        Cluster::start_with_env(dir, args, workers, &[])
+    }
+
+    /// [`start`](Self::start) with `env` set for every process.
+    pub fn start_with_env(
+        dir: &Path,
+        args: &[String],
+        workers: usize,
+        env: &[(String, String)],
+    ) -> Cluster {
         let grpc_port = free_port();
         let http_port = free_port();
         let mut cmd = std::process::Command::new(weir_bin());
@@ -31,7 +43,8 @@ impl Cluster {
             .args(args)
             .current_dir(dir)
             .env("WEIR_LOG", "info")
-            .env("NO_COLOR", "1");
+            .env("NO_COLOR", "1")
+            .envs(env.iter().map(|(k, v)| (k, v)));
         let coordinator = Proc::spawn("coordinator", cmd, dir);
         let mut cluster = Cluster {
             dir: dir.to_owned(),
@@ -39,6 +52,7 @@ impl Cluster {
             http_port,
             coordinator,
             workers: Vec::new(),
+            env: env.to_vec(),
         };
         cluster.wait_ready();
         for i in 0..workers {
@@ -75,7 +89,8 @@ impl Cluster {
             .args(["--id", id])
             .current_dir(&self.dir)
             .env("WEIR_LOG", "info")
-            .env("NO_COLOR", "1");
+            .env("NO_COLOR", "1")
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
         let proc = Proc::spawn(&format!("worker-{id}"), cmd, &self.dir);
         self.workers.push((id.to_owned(), port, proc));
     }
@@ -150,11 +165,12 @@ impl Cluster {
         proc.wait(Duration::from_secs(30));
     }
 
-    /// SIGKILLs the coordinator and starts a new one on the same ports with
-    /// `args` (workers reconnect to it).
-    pub fn restart_coordinator(&mut self, args: &[String]) {
+    /// SIGKILLs the coordinator, runs `between`, and starts a new one on
+    /// the same ports with `args` (workers reconnect to it).
+    pub fn restart_coordinator(&mut self, args: &[String], between: impl FnOnce()) {
         self.coordinator.signal("KILL");
         self.coordinator.wait(Duration::from_secs(30));
+        between();
         let mut cmd = std::process::Command::new(weir_bin());
         cmd.arg("coordinator")
             .args(["--listen", &format!("127.0.0.1:{}", self.grpc_port)])
@@ -162,7 +178,8 @@ impl Cluster {
             .args(args)
             .current_dir(&self.dir)
             .env("WEIR_LOG", "info")
-            .env("NO_COLOR", "1");
+            .env("NO_COLOR", "1")
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
         self.coordinator = Proc::spawn("coordinator-2", cmd, &self.dir);
         self.wait_ready();
     }

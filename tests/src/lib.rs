@@ -14,6 +14,7 @@ pub mod expected;
 pub mod http;
 pub mod process;
 pub mod pulsar_broker;
+pub mod s3;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

@@ -13,6 +13,7 @@ use weir_proto::checkpoint::{CheckpointMetadata, LatestPointer};
 use weir_tests::clickhouse::ClickHouse;
 use weir_tests::cluster::Cluster;
 use weir_tests::expected::compute;
+use weir_tests::s3::S3Server;
 use weir_tests::{args, generate, input_args, read_partitions, weir};
 
 const MINUTE: i64 = 60_000;
@@ -198,11 +199,31 @@ fn a_restarted_coordinator_on_a_fresh_directory_resumes_from_the_store() {
             &store,
         ],
     );
-    cluster.restart_coordinator(&second);
+    // The newest checkpoint is corrupt when the new coordinator starts: it
+    // falls back to the one before.
+    let job_store = dir.join("store/iot-sensor-aggregation");
+    let mut newest = 0;
+    cluster.restart_coordinator(&second, || {
+        let latest = LatestPointer::decode(
+            std::fs::read(job_store.join("latest"))
+                .expect("latest")
+                .as_slice(),
+        )
+        .expect("pointer");
+        newest = latest.checkpoint;
+        std::fs::write(job_store.join(&latest.metadata), b"\x08\xff\xff garbage")
+            .expect("corrupt it");
+    });
     let job = cluster.wait_state("finished", Duration::from_secs(240));
+    let restored = job["restored_checkpoint"].as_u64().unwrap_or(0);
     assert!(
-        job["restored_checkpoint"].as_u64() > Some(0),
-        "the new coordinator's first generation restored: {job}"
+        restored > 0 && restored < newest,
+        "restored {restored}, the one before the corrupt {newest}: {job}"
+    );
+    assert!(
+        cluster.logs().contains("falling back to an earlier one"),
+        "{}",
+        cluster.logs()
     );
     assert!(
         job["records_in"].as_u64() < Some(4 * 24_000),
@@ -362,4 +383,67 @@ fn checkpoints_complete_across_workers_and_retention_keeps_three() {
     // yet when the job ends; everything else unreferenced is deleted.
     let unreferenced: Vec<&String> = shared.difference(&referenced).collect();
     assert!(unreferenced.len() <= 12, "left behind: {unreferenced:?}");
+}
+
+#[test]
+fn checkpoints_in_s3_survive_an_outage_and_restore_a_killed_worker() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let s3 = S3Server::start(dir, "weir-ckpt");
+    let ch = ClickHouse::start(dir);
+    ch.apply_weir_ddl(dir, "t_s3");
+    let files = partitions(dir, 24_000, 151);
+    // A checkpoint gives up after 2 s (the default is 10 minutes).
+    let spec = dir.join("spec.yaml");
+    std::fs::write(&spec, "checkpoint:\n  timeout: 2s\n").expect("spec");
+    let spec = spec.to_string_lossy().into_owned();
+    let coordinator = job_args(
+        &ch,
+        "t_s3",
+        &files,
+        &[
+            "--spec",
+            &spec,
+            "--data-dir",
+            "data",
+            "--min-workers",
+            "2",
+            "--checkpoint-store",
+            "s3://weir-ckpt/jobs",
+            "--s3-path-style",
+        ],
+    );
+    let mut cluster = Cluster::start_with_env(dir, &coordinator, 2, &s3.env());
+    wait_for_checkpoints(&cluster, 2);
+
+    // S3 frozen: checkpoints fail and are reported; the job keeps reading.
+    s3.pause();
+    let before = cluster.job()["records_in"].as_u64().unwrap_or(0);
+    weir_tests::wait_for("a failed checkpoint", Duration::from_secs(30), || {
+        let (_, list) = cluster.rest("GET", "/api/v1/checkpoints");
+        list["failed"].as_u64().unwrap_or(0) >= 1
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let job = cluster.job();
+    assert_eq!(job["state"], "running", "{job}");
+    assert!(
+        job["records_in"].as_u64().unwrap_or(0) > before,
+        "processing went on without S3: {job}"
+    );
+    // Back: the next checkpoints complete.
+    s3.resume();
+    let (_, list) = cluster.rest("GET", "/api/v1/checkpoints");
+    let completed = list["completed"].as_u64().unwrap_or(0);
+    wait_for_checkpoints(&cluster, completed + 2);
+
+    // A worker dies: its state comes back from S3.
+    cluster.kill_worker("w-0");
+    check_restored(&cluster, &ch, "t_s3", &files);
+
+    // Retention in the bucket: three checkpoints, and shared files.
+    let keys = s3.list("jobs/iot-sensor-aggregation/");
+    let metadata = keys.iter().filter(|k| k.ends_with("/_metadata")).count();
+    assert_eq!(metadata, 3, "{keys:?}");
+    assert!(keys.iter().any(|k| k.contains("/shared/")), "{keys:?}");
+    assert!(keys.iter().any(|k| k.ends_with("/latest")), "{keys:?}");
 }

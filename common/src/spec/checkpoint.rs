@@ -22,6 +22,9 @@ pub struct CheckpointSpec {
     /// Completed checkpoints kept; older ones and the files only they
     /// reference are deleted.
     pub retention: u32,
+    /// S3: address the bucket in the path (`endpoint/bucket/key`), as most
+    /// S3-compatible servers want.
+    pub s3_path_style: bool,
 }
 
 impl Default for CheckpointSpec {
@@ -32,11 +35,19 @@ impl Default for CheckpointSpec {
             min_pause: Duration::from_millis(0),
             store: None,
             retention: 3,
+            s3_path_style: false,
         }
     }
 }
 
 impl CheckpointSpec {
+    /// How to reach the store.
+    pub fn store_options(&self) -> crate::checkpoint::StoreOptions {
+        crate::checkpoint::StoreOptions {
+            s3_path_style: self.s3_path_style,
+        }
+    }
+
     pub fn validate(&self) -> Result<(), SpecError> {
         if self.interval.as_millis() < 100 {
             return Err(invalid("checkpoint.interval", "must be at least 100ms"));

@@ -297,11 +297,10 @@ mod tests {
     ) {
         let spec = JobSpec::default();
         let max = spec.state.max_parallelism;
-        let store = weir_common::checkpoint::CheckpointStore::open(
-            &weir_common::checkpoint::StoreLocation::Dir(std::env::temp_dir().join("weir-unused")),
+        let store = weir_common::checkpoint::CheckpointStore::local(
+            &std::env::temp_dir().join("weir-unused"),
             "job",
-        )
-        .expect("store");
+        );
         let mut actor = Actor::new(
             CoordinatorConfig::new(spec, vec!["generator-0".into()]),
             JobProgress::new(max),

@@ -219,7 +219,8 @@ impl Deployment {
                 .map_err(|e| JobError::Checkpoint(format!("checkpoint.store: {e}")))?,
             None => StoreLocation::Dir(spec.state.dir.join("checkpoints")),
         };
-        let store = CheckpointStore::open(&location, &spec.name)
+        let store = CheckpointStore::open(&location, &spec.name, &spec.checkpoint.store_options())
+            .await
             .map_err(|e| JobError::Checkpoint(e.to_string()))?;
 
         let metrics = Arc::new(JobMetrics::new(

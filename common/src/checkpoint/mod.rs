@@ -7,9 +7,12 @@
 //! written whole or not at all (a temporary file renamed into place), so a
 //! reader never sees half an object, and `latest` moves atomically.
 //!
-//! The backend is a local directory (the embedded default, and every
-//! process of a cluster on one machine). S3 is the production backend and
-//! comes next (see `docs/architecture.md`).
+//! Backends: a local directory (the embedded default; every process of a
+//! cluster must see the same one) and S3 or any S3-compatible server
+//! ([`s3`]).
+
+mod local;
+mod s3;
 
 use std::path::{Path, PathBuf};
 
@@ -66,164 +69,141 @@ pub enum StoreError {
     },
     #[error("checkpoint store {store}: {key} does not exist")]
     Missing { store: String, key: String },
-    #[error("checkpoint store {0}: S3 stores are not supported by this version yet")]
-    Unsupported(String),
+    #[error("checkpoint store {store}: {key}: {message}")]
+    S3 {
+        store: String,
+        key: String,
+        message: String,
+        retryable: bool,
+    },
 }
 
 impl StoreError {
     /// Whether trying again may help (an unreachable or failing store, as
     /// opposed to a missing object).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, StoreError::Io { .. })
+        match self {
+            StoreError::Io { .. } => true,
+            StoreError::S3 { retryable, .. } => *retryable,
+            StoreError::Missing { .. } => false,
+        }
     }
+}
+
+/// How to reach a store beyond its location.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// Address S3 buckets as `endpoint/bucket/key` rather than
+    /// `bucket.endpoint/key` (most S3-compatible servers want this).
+    pub s3_path_style: bool,
 }
 
 /// One job's directory in a checkpoint store.
 #[derive(Clone, Debug)]
 pub struct CheckpointStore {
     location: StoreLocation,
-    /// The job's directory (local backend).
-    root: PathBuf,
+    backend: Backend,
+}
+
+#[derive(Clone, Debug)]
+enum Backend {
+    Local(local::LocalStore),
+    S3(s3::S3Store),
 }
 
 impl CheckpointStore {
-    /// The store of job `job` at `location`.
-    pub fn open(location: &StoreLocation, job: &str) -> Result<Self, StoreError> {
-        match location {
-            StoreLocation::Dir(dir) => Ok(CheckpointStore {
-                location: location.clone(),
-                root: dir.join(job),
-            }),
-            StoreLocation::S3 { .. } => Err(StoreError::Unsupported(location.to_string())),
+    /// The store of job `job` at `location`. For S3 the endpoint, region
+    /// and credentials come from the standard AWS environment
+    /// (`AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`, ..., web
+    /// identity for IRSA).
+    pub async fn open(
+        location: &StoreLocation,
+        job: &str,
+        options: &StoreOptions,
+    ) -> Result<Self, StoreError> {
+        let backend = match location {
+            StoreLocation::Dir(dir) => {
+                Backend::Local(local::LocalStore::new(location, dir.join(job)))
+            }
+            StoreLocation::S3 { bucket, prefix } => {
+                Backend::S3(s3::S3Store::new(location, bucket, prefix, job, options).await)
+            }
+        };
+        Ok(CheckpointStore {
+            location: location.clone(),
+            backend,
+        })
+    }
+
+    /// A store in a local directory (no I/O until used).
+    pub fn local(dir: &Path, job: &str) -> Self {
+        let location = StoreLocation::Dir(dir.to_owned());
+        CheckpointStore {
+            backend: Backend::Local(local::LocalStore::new(&location, dir.join(job))),
+            location,
         }
     }
 
-    /// Where the job's checkpoints are, for the user.
+    /// Where the job's checkpoints are, for the user (never credentials).
     pub fn describe(&self) -> String {
-        self.root.display().to_string()
+        match &self.backend {
+            Backend::Local(l) => l.describe(),
+            Backend::S3(s) => s.describe(),
+        }
     }
 
     pub fn location(&self) -> &StoreLocation {
         &self.location
     }
 
-    fn path(&self, key: &str) -> PathBuf {
-        self.root.join(key)
-    }
-
-    fn io(&self, key: &str, source: std::io::Error) -> StoreError {
-        if source.kind() == std::io::ErrorKind::NotFound {
-            StoreError::Missing {
-                store: self.location.to_string(),
-                key: key.to_owned(),
-            }
-        } else {
-            StoreError::Io {
-                store: self.location.to_string(),
-                key: key.to_owned(),
-                source,
-            }
-        }
-    }
-
     /// Writes `bytes` as `key`, replacing it atomically.
     pub async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
-        let path = self.path(key);
-        let tmp = temporary(&path);
-        let io = |e| self.io(key, e);
-        if let Some(dir) = path.parent() {
-            tokio::fs::create_dir_all(dir).await.map_err(io)?;
+        match &self.backend {
+            Backend::Local(l) => l.put(key, bytes).await,
+            Backend::S3(s) => s.put(key, bytes).await,
         }
-        tokio::fs::write(&tmp, bytes).await.map_err(io)?;
-        sync_file(&tmp).await.map_err(io)?;
-        tokio::fs::rename(&tmp, &path).await.map_err(io)
     }
 
-    /// Copies the local file `from` into the store as `key`.
+    /// Copies the local file `from` into the store as `key`; returns its
+    /// size.
     pub async fn put_file(&self, key: &str, from: &Path) -> Result<u64, StoreError> {
-        let path = self.path(key);
-        let tmp = temporary(&path);
-        let io = |e| self.io(key, e);
-        if let Some(dir) = path.parent() {
-            tokio::fs::create_dir_all(dir).await.map_err(io)?;
+        match &self.backend {
+            Backend::Local(l) => l.put_file(key, from).await,
+            Backend::S3(s) => s.put_file(key, from).await,
         }
-        let bytes = tokio::fs::copy(from, &tmp).await.map_err(io)?;
-        sync_file(&tmp).await.map_err(io)?;
-        tokio::fs::rename(&tmp, &path).await.map_err(io)?;
-        Ok(bytes)
     }
 
     pub async fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {
-        tokio::fs::read(self.path(key))
-            .await
-            .map_err(|e| self.io(key, e))
+        match &self.backend {
+            Backend::Local(l) => l.get(key).await,
+            Backend::S3(s) => s.get(key).await,
+        }
     }
 
-    /// Copies `key` from the store to the local file `to`.
+    /// Copies `key` from the store to the local file `to`; returns its
+    /// size.
     pub async fn get_file(&self, key: &str, to: &Path) -> Result<u64, StoreError> {
-        tokio::fs::copy(self.path(key), to)
-            .await
-            .map_err(|e| self.io(key, e))
+        match &self.backend {
+            Backend::Local(l) => l.get_file(key, to).await,
+            Backend::S3(s) => s.get_file(key, to).await,
+        }
     }
 
-    /// Keys under `prefix` (a directory such as `shared/`), sorted.
+    /// Keys under `prefix` (a directory such as `shared/`, or `""`), sorted.
     pub async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
-        let dir = self.path(prefix);
-        let mut keys = Vec::new();
-        let mut entries = match tokio::fs::read_dir(&dir).await {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(keys),
-            Err(e) => return Err(self.io(prefix, e)),
-        };
-        while let Some(entry) = entries.next_entry().await.map_err(|e| self.io(prefix, e))? {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.ends_with(".tmp") {
-                continue;
-            }
-            let key = format!("{}/{name}", prefix.trim_end_matches('/'));
-            let key = key.trim_start_matches('/').to_owned();
-            if entry
-                .file_type()
-                .await
-                .map_err(|e| self.io(&key, e))?
-                .is_dir()
-            {
-                keys.extend(Box::pin(self.list(&key)).await?);
-            } else {
-                keys.push(key);
-            }
+        match &self.backend {
+            Backend::Local(l) => l.list(prefix).await,
+            Backend::S3(s) => s.list(prefix).await,
         }
-        keys.sort();
-        Ok(keys)
     }
 
-    /// Deletes `key` (absent already is fine), and its directory if that
-    /// is left empty (a checkpoint's `chk-<n>/`).
+    /// Deletes `key` (absent already is fine).
     pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        let path = self.path(key);
-        match tokio::fs::remove_file(&path).await {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(self.io(key, e)),
+        match &self.backend {
+            Backend::Local(l) => l.delete(key).await,
+            Backend::S3(s) => s.delete(key).await,
         }
-        if key.starts_with("chk-") {
-            if let Some(dir) = path.parent() {
-                // Fails while other objects are in it, which is fine.
-                let _ = tokio::fs::remove_dir(dir).await;
-            }
-        }
-        Ok(())
     }
-}
-
-fn temporary(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".{}.tmp", std::process::id()));
-    path.with_file_name(name)
-}
-
-async fn sync_file(path: &Path) -> std::io::Result<()> {
-    tokio::fs::File::open(path).await?.sync_all().await
 }
 
 /// The metadata key of checkpoint `n`.
@@ -259,8 +239,7 @@ mod tests {
     #[tokio::test]
     async fn objects_are_put_listed_read_and_deleted() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store =
-            CheckpointStore::open(&StoreLocation::Dir(dir.path().into()), "job").expect("open");
+        let store = CheckpointStore::local(dir.path(), "job");
         store
             .put("chk-1/_metadata", b"m1".to_vec())
             .await
