@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 use clap::{Args, Subcommand};
+use weir_common::spec::Duration as SpecDuration;
 use weir_common::time::format_utc_ms;
 use weir_proto::admin::{CheckpointList, ClusterStatus, JobStatus};
 
@@ -34,36 +35,64 @@ pub enum CtlCommand {
     /// The coordinator and its workers.
     Workers,
     /// Stop the job (closed windows are written).
-    Stop,
+    Stop {
+        /// Take a savepoint first; the job stops once it completed, and a
+        /// resumed job restores it.
+        #[arg(long)]
+        savepoint: bool,
+    },
     /// Resume a stopped or failed job (from the beginning of its inputs).
     Resume,
     /// The latest checkpoints: id, state, duration, size.
     Checkpoints,
     /// Take a checkpoint now.
-    Checkpoint,
+    Checkpoint {
+        /// A savepoint: kept until deleted by hand, not by retention.
+        #[arg(long)]
+        savepoint: bool,
+    },
+    /// Change the checkpoint interval of the running job (e.g. 30s).
+    CheckpointInterval { interval: SpecDuration },
 }
 
 pub fn run(args: CtlArgs) -> anyhow::Result<()> {
     let base = args.coordinator.trim_end_matches('/').to_owned();
-    let (method, path) = match args.command {
-        CtlCommand::Status => ("GET", "/api/v1/job"),
-        CtlCommand::Workers => ("GET", "/api/v1/cluster"),
-        CtlCommand::Stop => ("POST", "/api/v1/job/stop"),
-        CtlCommand::Resume => ("POST", "/api/v1/job/resume"),
-        CtlCommand::Checkpoints => ("GET", "/api/v1/checkpoints"),
-        CtlCommand::Checkpoint => ("POST", "/api/v1/checkpoints"),
+    let (method, path, request_body) = match &args.command {
+        CtlCommand::Status => ("GET", "/api/v1/job", String::new()),
+        CtlCommand::Workers => ("GET", "/api/v1/cluster", String::new()),
+        CtlCommand::Stop { savepoint } => (
+            "POST",
+            "/api/v1/job/stop",
+            format!("{{\"savepoint\":{savepoint}}}"),
+        ),
+        CtlCommand::Resume => ("POST", "/api/v1/job/resume", String::new()),
+        CtlCommand::Checkpoints => ("GET", "/api/v1/checkpoints", String::new()),
+        CtlCommand::Checkpoint { savepoint } => (
+            "POST",
+            "/api/v1/checkpoints",
+            format!("{{\"savepoint\":{savepoint}}}"),
+        ),
+        CtlCommand::CheckpointInterval { interval } => (
+            "PUT",
+            "/api/v1/checkpoints/interval",
+            format!("{{\"interval_ms\":{}}}", interval.as_millis()),
+        ),
     };
-    let body = request(&base, method, path)?;
+    let body = request(&base, method, path, &request_body)?;
     if args.json {
         println!("{body}");
         return Ok(());
     }
     match args.command {
-        CtlCommand::Checkpoints | CtlCommand::Checkpoint => {
+        CtlCommand::Checkpoints
+        | CtlCommand::Checkpoint { .. }
+        | CtlCommand::CheckpointInterval { .. } => {
             let c: CheckpointList =
                 serde_json::from_str(&body).context("unexpected answer from the coordinator")?;
-            if matches!(args.command, CtlCommand::Checkpoint) {
-                println!("checkpoint requested");
+            match args.command {
+                CtlCommand::Checkpoint { savepoint: true } => println!("savepoint requested"),
+                CtlCommand::Checkpoint { savepoint: false } => println!("checkpoint requested"),
+                _ => {}
             }
             print_checkpoints(&c);
         }
@@ -83,7 +112,7 @@ pub fn run(args: CtlArgs) -> anyhow::Result<()> {
 
 /// One HTTP/1.1 request; the answer's body, or an error with the API's
 /// message.
-fn request(base: &str, method: &str, path: &str) -> anyhow::Result<String> {
+fn request(base: &str, method: &str, path: &str, body: &str) -> anyhow::Result<String> {
     let hostport = base
         .strip_prefix("http://")
         .ok_or_else(|| anyhow!("--coordinator must be an http:// URL, not `{base}`"))?;
@@ -93,7 +122,8 @@ fn request(base: &str, method: &str, path: &str) -> anyhow::Result<String> {
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     write!(
         stream,
-        "{method} {path} HTTP/1.1\r\nHost: {hostport}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {hostport}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
     )?;
     let mut reader = BufReader::new(stream);
     let mut status_line = String::new();

@@ -81,6 +81,10 @@ pub struct JobFlags {
     /// Address the checkpoint bucket in the path (S3-compatible servers).
     #[arg(long)]
     pub s3_path_style: bool,
+    /// Start from this checkpoint or savepoint (its number in the store)
+    /// instead of the latest completed one.
+    #[arg(long, value_name = "N")]
+    pub restore_from: Option<u64>,
 }
 
 impl JobFlags {
@@ -164,6 +168,9 @@ impl JobFlags {
         }
         if self.s3_path_style {
             spec.checkpoint.s3_path_style = true;
+        }
+        if let Some(n) = self.restore_from {
+            spec.checkpoint.restore_from = Some(n);
         }
         if self.records.is_some() || self.fast {
             let Some(g) = spec.source.generator.as_mut() else {

@@ -45,8 +45,13 @@ impl api::admin_server::Admin for AdminService {
         Ok(tonic::Response::new(self.handle.job().await?))
     }
 
-    async fn stop_job(&self, _: Request<api::StopJobRequest>) -> Reply<api::JobStatus> {
-        Ok(tonic::Response::new(self.handle.stop().await?))
+    async fn stop_job(&self, r: Request<api::StopJobRequest>) -> Reply<api::JobStatus> {
+        let status = if r.into_inner().savepoint {
+            self.handle.stop_with_savepoint().await?
+        } else {
+            self.handle.stop().await?
+        };
+        Ok(tonic::Response::new(status))
     }
 
     async fn resume_job(&self, _: Request<api::ResumeJobRequest>) -> Reply<api::JobStatus> {
@@ -62,10 +67,21 @@ impl api::admin_server::Admin for AdminService {
 
     async fn trigger_checkpoint(
         &self,
-        _: Request<api::TriggerCheckpointRequest>,
+        r: Request<api::TriggerCheckpointRequest>,
     ) -> Reply<api::CheckpointList> {
+        let savepoint = r.into_inner().savepoint;
         Ok(tonic::Response::new(
-            self.handle.trigger_checkpoint().await?,
+            self.handle.trigger_checkpoint(savepoint).await?,
+        ))
+    }
+
+    async fn set_checkpoint_interval(
+        &self,
+        r: Request<api::SetCheckpointIntervalRequest>,
+    ) -> Reply<api::CheckpointList> {
+        let interval = std::time::Duration::from_millis(r.into_inner().interval_ms);
+        Ok(tonic::Response::new(
+            self.handle.set_checkpoint_interval(interval).await?,
         ))
     }
 }
@@ -83,6 +99,7 @@ impl From<AdminError> for ApiError {
     fn from(e: AdminError) -> Self {
         match e {
             AdminError::Conflict(m) => ApiError(StatusCode::CONFLICT, m),
+            AdminError::Invalid(m) => ApiError(StatusCode::BAD_REQUEST, m),
             AdminError::Unavailable => ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
         }
     }
@@ -98,6 +115,10 @@ pub fn router(handle: CoordinatorHandle) -> axum::Router {
         .route(
             "/api/v1/checkpoints",
             get(checkpoints).post(trigger_checkpoint),
+        )
+        .route(
+            "/api/v1/checkpoints/interval",
+            axum::routing::put(set_checkpoint_interval),
         )
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -115,8 +136,25 @@ async fn job(State(h): State<CoordinatorHandle>) -> Result<Json<api::JobStatus>,
     Ok(Json(h.job().await?))
 }
 
-async fn stop(State(h): State<CoordinatorHandle>) -> Result<Json<api::JobStatus>, ApiError> {
-    Ok(Json(h.stop().await?))
+/// A JSON request body, or the message's defaults when there is none.
+fn body<T: serde::de::DeserializeOwned + Default>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("bad request body: {e}")))
+}
+
+async fn stop(
+    State(h): State<CoordinatorHandle>,
+    bytes: axum::body::Bytes,
+) -> Result<Json<api::JobStatus>, ApiError> {
+    let request: api::StopJobRequest = body(&bytes)?;
+    Ok(Json(if request.savepoint {
+        h.stop_with_savepoint().await?
+    } else {
+        h.stop().await?
+    }))
 }
 
 async fn resume(State(h): State<CoordinatorHandle>) -> Result<Json<api::JobStatus>, ApiError> {
@@ -131,8 +169,19 @@ async fn checkpoints(
 
 async fn trigger_checkpoint(
     State(h): State<CoordinatorHandle>,
+    bytes: axum::body::Bytes,
 ) -> Result<Json<api::CheckpointList>, ApiError> {
-    Ok(Json(h.trigger_checkpoint().await?))
+    let request: api::TriggerCheckpointRequest = body(&bytes)?;
+    Ok(Json(h.trigger_checkpoint(request.savepoint).await?))
+}
+
+async fn set_checkpoint_interval(
+    State(h): State<CoordinatorHandle>,
+    bytes: axum::body::Bytes,
+) -> Result<Json<api::CheckpointList>, ApiError> {
+    let request: api::SetCheckpointIntervalRequest = body(&bytes)?;
+    let interval = std::time::Duration::from_millis(request.interval_ms);
+    Ok(Json(h.set_checkpoint_interval(interval).await?))
 }
 
 async fn readyz(State(h): State<CoordinatorHandle>) -> Result<&'static str, ApiError> {
@@ -163,7 +212,8 @@ async fn method_not_allowed(uri: Uri) -> ApiError {
 async fn metrics(State(h): State<CoordinatorHandle>) -> Result<impl IntoResponse, ApiError> {
     let job = h.job().await?;
     let cluster = h.cluster().await?;
-    let text = crate::prometheus::render(&job, &cluster);
+    let checkpoints = h.checkpoints().await?;
+    let text = crate::prometheus::render(&job, &cluster, &checkpoints);
     Ok((
         [(
             axum::http::header::CONTENT_TYPE,

@@ -104,6 +104,7 @@ enum State {
     Writing {
         id: u64,
         triggered: Instant,
+        savepoint: bool,
     },
 }
 
@@ -175,6 +176,21 @@ impl CheckpointCoordinator {
 
     pub fn history(&self) -> impl DoubleEndedIterator<Item = &Record> {
         self.history.iter()
+    }
+
+    /// Whether a savepoint is asked for or in flight.
+    pub fn savepoint_pending(&self) -> bool {
+        self.requested == Some(true)
+            || matches!(
+                self.state,
+                State::Pending {
+                    savepoint: true,
+                    ..
+                } | State::Writing {
+                    savepoint: true,
+                    ..
+                }
+            )
     }
 
     pub fn in_flight(&self) -> Option<u64> {
@@ -307,7 +323,11 @@ impl CheckpointCoordinator {
             r.alignment_ms = acks.values().map(|a| a.alignment_ms).max().unwrap_or(0);
         }
         let triggered_ms = self.record_mut(id).map_or(0, |r| r.triggered_ms);
-        self.state = State::Writing { id, triggered };
+        self.state = State::Writing {
+            id,
+            triggered,
+            savepoint,
+        };
         Action::Write(Box::new(ckpt::CheckpointMetadata {
             format: 1,
             job: job.job.clone(),
@@ -345,6 +365,7 @@ impl CheckpointCoordinator {
         let State::Writing {
             id: writing,
             triggered,
+            ..
         } = self.state
         else {
             return;

@@ -93,9 +93,13 @@ async fn open_checkpoints(
     let store = CheckpointStore::open(&location, &spec.name, &spec.checkpoint.store_options())
         .await
         .map_err(|e| CoordinatorError::Checkpoint(e.to_string()))?;
-    let state = restore::read_store(&store, &actor::state_hash(spec))
-        .await
-        .map_err(|e| CoordinatorError::Checkpoint(e.to_string()))?;
+    let state = restore::read_store(
+        &store,
+        &actor::state_hash(spec),
+        spec.checkpoint.restore_from,
+    )
+    .await
+    .map_err(|e| CoordinatorError::Checkpoint(e.to_string()))?;
     match &state.restore {
         Some(r) => {
             tracing::info!(store = %store.describe(), checkpoint = r.id, "restoring the job from its latest completed checkpoint");

@@ -4,7 +4,11 @@ use std::fmt::Write;
 
 use weir_proto::admin as api;
 
-pub fn render(job: &api::JobStatus, cluster: &api::ClusterStatus) -> String {
+pub fn render(
+    job: &api::JobStatus,
+    cluster: &api::ClusterStatus,
+    checkpoints: &api::CheckpointList,
+) -> String {
     let mut out = String::new();
     let mut metric = |name: &str, kind: &str, help: &str, value: String| {
         let _ = writeln!(out, "# HELP {name} {help}");
@@ -83,6 +87,7 @@ pub fn render(job: &api::JobStatus, cluster: &api::ClusterStatus) -> String {
             u8::from(job.state == state)
         );
     }
+    checkpoint_metrics(&mut out, checkpoints);
     let _ = writeln!(
         out,
         "# HELP weir_partition_watermark_milliseconds Watermark per input partition."
@@ -96,4 +101,76 @@ pub fn render(job: &api::JobStatus, cluster: &api::ClusterStatus) -> String {
         );
     }
     out
+}
+
+fn checkpoint_metrics(out: &mut String, c: &api::CheckpointList) {
+    let mut metric = |name: &str, kind: &str, help: &str, value: String| {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        let _ = writeln!(out, "{name} {value}");
+    };
+    metric(
+        "weir_checkpoints_completed_total",
+        "counter",
+        "Checkpoints completed since the coordinator started.",
+        c.completed.to_string(),
+    );
+    metric(
+        "weir_checkpoint_interval_seconds",
+        "gauge",
+        "Time between checkpoint triggers.",
+        format!("{:.3}", c.interval_ms as f64 / 1000.0),
+    );
+    if let Some(ms) = c.since_last_completed_ms {
+        metric(
+            "weir_checkpoint_since_last_completed_seconds",
+            "gauge",
+            "Time since the latest checkpoint completed.",
+            format!("{:.3}", ms as f64 / 1000.0),
+        );
+    }
+    if let Some(last) = c.checkpoints.iter().find(|k| k.state == "COMPLETED") {
+        metric(
+            "weir_checkpoint_last_duration_seconds",
+            "gauge",
+            "Trigger to completion of the latest completed checkpoint.",
+            format!("{:.3}", last.duration_ms as f64 / 1000.0),
+        );
+        metric(
+            "weir_checkpoint_last_size_bytes",
+            "gauge",
+            "State the latest completed checkpoint references.",
+            last.bytes.to_string(),
+        );
+        metric(
+            "weir_checkpoint_last_incremental_size_bytes",
+            "gauge",
+            "State uploaded for the latest completed checkpoint.",
+            last.incremental_bytes.to_string(),
+        );
+        metric(
+            "weir_checkpoint_last_alignment_seconds",
+            "gauge",
+            "The longest barrier alignment of the latest completed checkpoint.",
+            format!("{:.3}", last.alignment_ms as f64 / 1000.0),
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP weir_checkpoints_failed_total Checkpoints that failed, by cause."
+    );
+    let _ = writeln!(out, "# TYPE weir_checkpoints_failed_total counter");
+    for cause in [
+        "declined",
+        "timeout",
+        "generation_replaced",
+        "store",
+        "inconsistent",
+    ] {
+        let n = c.failed_by_cause.get(cause).copied().unwrap_or(0);
+        let _ = writeln!(
+            out,
+            "weir_checkpoints_failed_total{{cause=\"{cause}\"}} {n}"
+        );
+    }
 }

@@ -31,6 +31,12 @@ pub struct StoreState {
 pub enum RestoreError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("checkpoint {id} in {store} cannot be restored: {cause}")]
+    Unreadable {
+        id: u64,
+        store: String,
+        cause: String,
+    },
     #[error(
         "checkpoint {id} in {store} is of a job whose state differs (window, key, aggregates, \
          late policy or max parallelism changed): start from another store, or delete it to start \
@@ -40,10 +46,12 @@ pub enum RestoreError {
 }
 
 /// Reads the store (see the module docs). `spec_hash` is the hash of the
-/// job that will restore.
+/// job that will restore; `wanted`, a checkpoint asked for by number (it
+/// must be readable: no fallback).
 pub async fn read_store(
     store: &CheckpointStore,
     spec_hash: &str,
+    wanted: Option<u64>,
 ) -> Result<StoreState, RestoreError> {
     let keys = store.list("").await?;
     let mut ids: Vec<u64> = keys
@@ -52,6 +60,30 @@ pub async fn read_store(
         .collect();
     ids.sort_unstable();
     let last = ids.last().copied().unwrap_or(0);
+    if let Some(id) = wanted {
+        let key = metadata_key(id);
+        let unreadable = |cause: String| RestoreError::Unreadable {
+            id,
+            store: store.describe(),
+            cause,
+        };
+        let bytes = store
+            .get(&key)
+            .await
+            .map_err(|e| unreadable(e.to_string()))?;
+        let metadata = CheckpointMetadata::decode(bytes.as_slice())
+            .map_err(|e| unreadable(format!("{key}: {e}")))?;
+        if metadata.spec_hash != spec_hash {
+            return Err(RestoreError::OtherJob {
+                id,
+                store: store.describe(),
+            });
+        }
+        return Ok(StoreState {
+            last,
+            restore: Some(RestorePoint { id, key, metadata }),
+        });
+    }
     let pointer = match store.get(LATEST).await {
         Ok(bytes) => match LatestPointer::decode(bytes.as_slice()) {
             Ok(p) => Some(p),
@@ -155,26 +187,26 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = CheckpointStore::local(dir.path(), "j");
         assert_eq!(
-            read_store(&store, "h").await.expect("read"),
+            read_store(&store, "h", None).await.expect("read"),
             StoreState::default()
         );
         put(&store, 3, "h").await;
         put(&store, 4, "h").await;
         put(&store, 5, "h").await; // written, never completed
         point(&store, 4, false).await;
-        let s = read_store(&store, "h").await.expect("read");
+        let s = read_store(&store, "h", None).await.expect("read");
         assert_eq!((s.last, s.restore.map(|r| r.id)), (5, Some(4)));
         // The latest is corrupt: the one before.
         store
             .put(&metadata_key(4), b"\xff\xff garbage".to_vec())
             .await
             .expect("put");
-        let s = read_store(&store, "h").await.expect("read");
+        let s = read_store(&store, "h", None).await.expect("read");
         assert_eq!(s.restore.map(|r| r.id), Some(3));
         // Missing: the same.
         store.delete(&metadata_key(4)).await.expect("delete");
         assert_eq!(
-            read_store(&store, "h")
+            read_store(&store, "h", None)
                 .await
                 .expect("read")
                 .restore
@@ -184,16 +216,30 @@ mod tests {
         // A lost pointer: the newest readable one.
         store.delete(LATEST).await.expect("delete");
         assert_eq!(
-            read_store(&store, "h")
+            read_store(&store, "h", None)
                 .await
                 .expect("read")
                 .restore
                 .map(|r| r.id),
             Some(5)
         );
+        // One asked for by number, even an older one; none that is gone.
+        assert_eq!(
+            read_store(&store, "h", Some(3))
+                .await
+                .expect("read")
+                .restore
+                .map(|r| r.id),
+            Some(3)
+        );
+        let err = read_store(&store, "h", Some(4))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("checkpoint 4"), "{err}");
         // A finished job starts anew.
         point(&store, 5, true).await;
-        let s = read_store(&store, "h").await.expect("read");
+        let s = read_store(&store, "h", None).await.expect("read");
         assert_eq!((s.last, s.restore), (5, None));
     }
 
@@ -203,7 +249,7 @@ mod tests {
         let store = CheckpointStore::local(dir.path(), "j");
         put(&store, 1, "other").await;
         point(&store, 1, false).await;
-        let err = read_store(&store, "h").await.unwrap_err().to_string();
+        let err = read_store(&store, "h", None).await.unwrap_err().to_string();
         assert!(err.contains("checkpoint 1"), "{err}");
     }
 }

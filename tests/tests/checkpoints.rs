@@ -62,7 +62,7 @@ fn partitions(dir: &Path, records: u64, seed: u64) -> Vec<PathBuf> {
 
 /// Coordinator arguments: ClickHouse, a slow read (so that the job is
 /// still running when a process dies), a small memory budget (state in
-/// RocksDB too), checkpoints every 500 ms.
+/// RocksDB too), checkpoints every 500 ms unless `extra` says otherwise.
 fn job_args(ch: &ClickHouse, database: &str, files: &[PathBuf], extra: &[&str]) -> Vec<String> {
     let mut a = args(&[
         "--clickhouse",
@@ -73,9 +73,10 @@ fn job_args(ch: &ClickHouse, database: &str, files: &[PathBuf], extra: &[&str]) 
         "1500",
         "--memory-budget",
         "256KiB",
-        "--checkpoint-interval",
-        "500ms",
     ]);
+    if !extra.contains(&"--checkpoint-interval") {
+        a.extend(args(&["--checkpoint-interval", "500ms"]));
+    }
     a.extend(args(extra));
     a.extend(input_args(files));
     a
@@ -275,11 +276,23 @@ fn checkpoints_complete_across_workers_and_retention_keeps_three() {
         "3000",
         "--memory-budget",
         "256KiB",
-        "--checkpoint-interval",
-        "500ms",
     ]);
     coordinator.extend(input_args(&files));
     let cluster = Cluster::start(dir, &coordinator, 3);
+    // The default interval (60 s) is longer than the job: checkpoints come
+    // once the interval is changed through the API, without a restart.
+    let ctl = |extra: &[&str]| {
+        let mut a = args(&["ctl", "--coordinator"]);
+        a.push(format!("http://127.0.0.1:{}", cluster.http_port));
+        a.extend(args(extra));
+        let mut p = weir(dir, "ctl", &a);
+        p.wait_success(Duration::from_secs(30));
+        p.stdout()
+    };
+    cluster.wait_state("running", Duration::from_secs(60));
+    let changed = ctl(&["checkpoint-interval", "500ms", "--json"]);
+    let changed: Value = serde_json::from_str(&changed).expect("json");
+    assert_eq!(changed["interval_ms"], 500, "{changed}");
     let job = cluster.wait_state("finished", Duration::from_secs(180));
     assert_eq!(job["generation"], 1, "{job}");
     assert!(job["state_spills"].as_u64().expect("spills") > 0, "{job}");
@@ -290,14 +303,6 @@ fn checkpoints_complete_across_workers_and_retention_keeps_three() {
     ch.check_contract_tables("t_ckpt", &expected);
 
     // `weir ctl checkpoints --json`: several completed, none failed.
-    let ctl = |extra: &[&str]| {
-        let mut a = args(&["ctl", "--coordinator"]);
-        a.push(format!("http://127.0.0.1:{}", cluster.http_port));
-        a.extend(args(extra));
-        let mut p = weir(dir, "ctl", &a);
-        p.wait_success(Duration::from_secs(30));
-        p.stdout()
-    };
     let list: Value = serde_json::from_str(&ctl(&["checkpoints", "--json"])).expect("json");
     let all = list["checkpoints"].as_array().expect("checkpoints").clone();
     let completed: Vec<&Value> = all.iter().filter(|c| c["state"] == "COMPLETED").collect();
@@ -446,4 +451,79 @@ fn checkpoints_in_s3_survive_an_outage_and_restore_a_killed_worker() {
     assert_eq!(metadata, 3, "{keys:?}");
     assert!(keys.iter().any(|k| k.contains("/shared/")), "{keys:?}");
     assert!(keys.iter().any(|k| k.ends_with("/latest")), "{keys:?}");
+}
+
+#[test]
+fn stop_with_a_savepoint_then_resume_from_it() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let ch = ClickHouse::start(dir);
+    ch.apply_weir_ddl(dir, "t_save");
+    let files = partitions(dir, 24_000, 171);
+    // No periodic checkpoint in this run: only the savepoint.
+    let a = job_args(
+        &ch,
+        "t_save",
+        &files,
+        &[
+            "--data-dir",
+            "data",
+            "--min-workers",
+            "2",
+            "--checkpoint-interval",
+            "1h",
+        ],
+    );
+    let cluster = Cluster::start(dir, &a, 2);
+    let ctl = |extra: &[&str]| {
+        let mut a = args(&["ctl", "--coordinator"]);
+        a.push(format!("http://127.0.0.1:{}", cluster.http_port));
+        a.extend(args(extra));
+        let mut p = weir(dir, "ctl", &a);
+        p.wait_success(Duration::from_secs(30));
+        p.stdout()
+    };
+    cluster.wait_state("running", Duration::from_secs(60));
+    weir_tests::wait_for("records to flow", Duration::from_secs(60), || {
+        cluster.job()["records_in"].as_u64().unwrap_or(0) > 10_000
+    });
+    ctl(&["stop", "--savepoint"]);
+    let stopped = cluster.wait_state("stopped", Duration::from_secs(60));
+    let list: Value = serde_json::from_str(&ctl(&["checkpoints", "--json"])).expect("json");
+    let savepoint = list["checkpoints"]
+        .as_array()
+        .expect("checkpoints")
+        .iter()
+        .find(|c| c["savepoint"] == true && c["state"] == "COMPLETED")
+        .unwrap_or_else(|| panic!("a completed savepoint: {list}"))
+        .clone();
+    let id = savepoint["id"].as_u64().expect("id");
+    assert!(
+        stopped["records_in"].as_u64() < Some(4 * 24_000),
+        "stopped before the end: {stopped}"
+    );
+    // Prometheus shows it.
+    let (status, metrics) =
+        weir_tests::http::request(cluster.http_port, "GET", "/metrics", "").expect("metrics");
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains("weir_checkpoints_completed_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("weir_checkpoints_failed_total{cause=\"timeout\"} 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("weir_checkpoint_last_size_bytes"),
+        "{metrics}"
+    );
+
+    // Resumed: the new generation restores the savepoint, and the output
+    // is exact.
+    ctl(&["resume"]);
+    let job = cluster.wait_state("finished", Duration::from_secs(240));
+    assert_eq!(job["restored_checkpoint"].as_u64(), Some(id), "{job}");
+    let expected = compute(&read_partitions(&files), MINUTE, OOO);
+    ch.check_contract_tables("t_save", &expected);
 }

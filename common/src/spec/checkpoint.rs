@@ -25,6 +25,10 @@ pub struct CheckpointSpec {
     /// S3: address the bucket in the path (`endpoint/bucket/key`), as most
     /// S3-compatible servers want.
     pub s3_path_style: bool,
+    /// Start from this checkpoint or savepoint of the store instead of the
+    /// latest completed one (a coordinator started again with it starts
+    /// from it again).
+    pub restore_from: Option<u64>,
 }
 
 impl Default for CheckpointSpec {
@@ -36,6 +40,7 @@ impl Default for CheckpointSpec {
             store: None,
             retention: 3,
             s3_path_style: false,
+            restore_from: None,
         }
     }
 }

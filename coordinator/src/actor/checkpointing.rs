@@ -41,6 +41,11 @@ impl Actor {
             running.as_ref().map(|(g, ids)| (*g, ids.as_slice())),
         );
         self.act(action);
+        if self.stop_after_savepoint && !self.checkpoints.savepoint_pending() {
+            // The savepoint failed (its completion stops the job at once).
+            tracing::warn!("the savepoint failed; the job keeps running (see the checkpoint list)");
+            self.stop_after_savepoint = false;
+        }
     }
 
     pub(super) fn checkpoint_ack(&mut self, worker: &str, ack: pb::CheckpointAck) {
@@ -69,12 +74,24 @@ impl Actor {
             Ok(metadata) => {
                 let id = metadata.checkpoint;
                 self.checkpoints.on_written(id, Ok(()), Instant::now());
-                tracing::info!(checkpoint = id, store = %self.store.describe(), "checkpoint completed");
+                if let Some(r) = self.checkpoints.history().rev().find(|r| r.id == id) {
+                    tracing::info!(
+                        checkpoint = id,
+                        duration_ms = r.duration_ms,
+                        bytes = r.bytes,
+                        incremental_bytes = r.incremental_bytes,
+                        alignment_ms = r.alignment_ms,
+                        savepoint = r.savepoint,
+                        store = %self.store.describe(),
+                        "checkpoint completed"
+                    );
+                }
                 self.restore = Some(RestorePoint {
                     id,
                     key: metadata_key(id),
                     metadata: *metadata,
                 });
+                let savepoint = self.restore.as_ref().is_some_and(|r| r.metadata.savepoint);
                 self.broadcast(
                     generation,
                     |checkpoint| {
@@ -87,6 +104,13 @@ impl Actor {
                     },
                     id,
                 );
+                if savepoint && self.stop_after_savepoint {
+                    self.stop_after_savepoint = false;
+                    tracing::info!(savepoint = id, "savepoint completed; stopping the job");
+                    if let Err(e) = self.stop() {
+                        tracing::warn!(error = %e, "cannot stop the job after its savepoint");
+                    }
+                }
             }
             Err((id, e)) => {
                 self.checkpoints.on_written(id, Err(e), Instant::now());
@@ -136,6 +160,22 @@ impl Actor {
         Ok(())
     }
 
+    /// A new checkpoint interval, from the next trigger on.
+    pub(super) fn set_checkpoint_interval(
+        &mut self,
+        interval: std::time::Duration,
+    ) -> Result<api::CheckpointList, AdminError> {
+        if interval < std::time::Duration::from_millis(100) {
+            return Err(AdminError::Invalid(
+                "the checkpoint interval must be at least 100 ms".into(),
+            ));
+        }
+        self.checkpoints.set_interval(interval, Instant::now());
+        self.config.spec.checkpoint.interval = weir_common::spec::Duration(interval);
+        tracing::info!(?interval, "checkpoint interval changed");
+        Ok(self.checkpoint_list())
+    }
+
     pub(super) fn checkpoint_list(&self) -> api::CheckpointList {
         let checkpoints = self
             .checkpoints
@@ -161,6 +201,17 @@ impl Actor {
             interval_ms: u64::try_from(timing.interval.as_millis()).unwrap_or(u64::MAX),
             completed: self.checkpoints.completed,
             failed: self.checkpoints.failures.values().sum(),
+            failed_by_cause: self
+                .checkpoints
+                .failures
+                .iter()
+                .map(|(cause, n)| (cause.name().to_owned(), *n))
+                .collect(),
+            since_last_completed_ms: self
+                .checkpoints
+                .last_completed
+                .map(|(_, at)| u64::try_from(at.elapsed().as_millis()).unwrap_or(u64::MAX)),
+            stopping_after_savepoint: self.stop_after_savepoint,
         }
     }
 

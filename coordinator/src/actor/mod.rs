@@ -114,6 +114,8 @@ impl CoordinatorConfig {
 pub enum AdminError {
     #[error("{0}")]
     Conflict(String),
+    #[error("{0}")]
+    Invalid(String),
     #[error("the coordinator is shutting down")]
     Unavailable,
 }
@@ -122,6 +124,7 @@ impl From<AdminError> for Status {
     fn from(e: AdminError) -> Status {
         match e {
             AdminError::Conflict(m) => Status::failed_precondition(m),
+            AdminError::Invalid(m) => Status::invalid_argument(m),
             AdminError::Unavailable => Status::unavailable(e.to_string()),
         }
     }
@@ -152,7 +155,15 @@ pub(crate) enum Msg {
     /// The input's partitions, as found now.
     Partitions(Vec<String>),
     Checkpoints(oneshot::Sender<api::CheckpointList>),
-    TriggerCheckpoint(oneshot::Sender<Result<api::CheckpointList, AdminError>>),
+    TriggerCheckpoint {
+        savepoint: bool,
+        reply: oneshot::Sender<Result<api::CheckpointList, AdminError>>,
+    },
+    SetCheckpointInterval {
+        interval: Duration,
+        reply: oneshot::Sender<Result<api::CheckpointList, AdminError>>,
+    },
+    StopWithSavepoint(oneshot::Sender<Result<api::JobStatus, AdminError>>),
     /// A checkpoint's metadata was written to the store (or not).
     CheckpointWritten {
         generation: u64,
@@ -196,8 +207,25 @@ impl CoordinatorHandle {
         self.ask(Msg::Checkpoints).await
     }
 
-    pub async fn trigger_checkpoint(&self) -> Result<api::CheckpointList, AdminError> {
-        self.ask(Msg::TriggerCheckpoint).await?
+    pub async fn trigger_checkpoint(
+        &self,
+        savepoint: bool,
+    ) -> Result<api::CheckpointList, AdminError> {
+        self.ask(|reply| Msg::TriggerCheckpoint { savepoint, reply })
+            .await?
+    }
+
+    pub async fn set_checkpoint_interval(
+        &self,
+        interval: Duration,
+    ) -> Result<api::CheckpointList, AdminError> {
+        self.ask(|reply| Msg::SetCheckpointInterval { interval, reply })
+            .await?
+    }
+
+    /// Takes a savepoint, then stops the job (see `StopJobRequest`).
+    pub async fn stop_with_savepoint(&self) -> Result<api::JobStatus, AdminError> {
+        self.ask(Msg::StopWithSavepoint).await?
     }
 
     pub(crate) async fn send(&self, msg: Msg) -> bool {
@@ -311,6 +339,8 @@ pub(crate) struct Actor {
     mailbox: mpsc::Sender<Msg>,
     /// The latest completed checkpoint: what a new generation restores.
     restore: Option<RestorePoint>,
+    /// Stop the job once the requested savepoint completes.
+    stop_after_savepoint: bool,
 }
 
 /// Where the job's checkpoints are, the newest number there, and what to
@@ -357,6 +387,7 @@ impl Actor {
             checkpoints: CheckpointCoordinator::new(timing, setup.last, Instant::now()),
             store: setup.store,
             restore: setup.restore,
+            stop_after_savepoint: false,
             metadata_context,
             mailbox,
             config,
@@ -455,10 +486,21 @@ impl Actor {
             Msg::Checkpoints(reply) => {
                 let _ = reply.send(self.checkpoint_list());
             }
-            Msg::TriggerCheckpoint(reply) => {
+            Msg::TriggerCheckpoint { savepoint, reply } => {
                 let result = self
-                    .request_checkpoint(false)
+                    .request_checkpoint(savepoint)
                     .map(|()| self.checkpoint_list());
+                let _ = reply.send(result);
+            }
+            Msg::SetCheckpointInterval { interval, reply } => {
+                let _ = reply.send(self.set_checkpoint_interval(interval));
+            }
+            Msg::StopWithSavepoint(reply) => {
+                let result = self.request_checkpoint(true).map(|()| {
+                    self.stop_after_savepoint = true;
+                    tracing::info!("stopping the job after a savepoint");
+                    self.job_status()
+                });
                 let _ = reply.send(result);
             }
             Msg::CheckpointWritten { generation, result } => {
