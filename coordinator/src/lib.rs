@@ -115,10 +115,12 @@ async fn open_checkpoints(
             tracing::info!(store = %store.describe(), "no checkpoint to restore; starting from the beginning of the inputs")
         }
     }
+    let mut restorable: Vec<_> = state.earlier.into_iter().rev().collect();
+    restorable.extend(state.restore);
     Ok(actor::CheckpointSetup {
         store,
         last: state.last,
-        restore: state.restore,
+        restorable,
     })
 }
 

@@ -24,7 +24,13 @@ pub struct StoreState {
     /// Where to restore from (`None`: nothing completed, or the job ran to
     /// its end after its latest checkpoint).
     pub restore: Option<RestorePoint>,
+    /// Earlier readable completed checkpoints, newest first: where to fall
+    /// back to if `restore` turns out not to be restorable.
+    pub earlier: Vec<RestorePoint>,
 }
+
+/// How many earlier checkpoints [`read_store`] keeps to fall back to.
+const FALLBACKS: usize = 4;
 
 /// Why a store's checkpoints cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +88,7 @@ pub async fn read_store(
         return Ok(StoreState {
             last,
             restore: Some(RestorePoint { id, key, metadata }),
+            earlier: Vec::new(),
         });
     }
     let pointer = match store.get(LATEST).await {
@@ -99,13 +106,17 @@ pub async fn read_store(
         tracing::info!(store = %store.describe(), "the job ran to its end after its latest checkpoint; starting from the beginning");
         return Ok(StoreState {
             last,
-            restore: None,
+            ..StoreState::default()
         });
     }
     // Only completed checkpoints count: those up to the pointer (all, when
     // the pointer is lost).
     let newest = pointer.as_ref().map_or(u64::MAX, |p| p.checkpoint);
+    let mut found: Vec<RestorePoint> = Vec::new();
     for &id in ids.iter().rev().filter(|&&id| id <= newest) {
+        if found.len() > FALLBACKS {
+            break;
+        }
         let key = metadata_key(id);
         let metadata = match store.get(&key).await {
             Ok(bytes) => CheckpointMetadata::decode(bytes.as_slice()).map_err(|e| e.to_string()),
@@ -115,25 +126,25 @@ pub async fn read_store(
         match metadata {
             Ok(m) if m.checkpoint == id => {
                 if m.spec_hash != spec_hash {
-                    return Err(RestoreError::OtherJob {
-                        id,
-                        store: store.describe(),
-                    });
+                    if found.is_empty() {
+                        return Err(RestoreError::OtherJob {
+                            id,
+                            store: store.describe(),
+                        });
+                    }
+                    break;
                 }
-                if id < newest && newest != u64::MAX {
+                if found.is_empty() && id < newest && newest != u64::MAX {
                     tracing::warn!(
                         checkpoint = id,
                         latest = newest,
                         "the latest checkpoint cannot be read; falling back to an earlier one"
                     );
                 }
-                return Ok(StoreState {
-                    last,
-                    restore: Some(RestorePoint {
-                        id,
-                        key,
-                        metadata: m,
-                    }),
+                found.push(RestorePoint {
+                    id,
+                    key,
+                    metadata: m,
                 });
             }
             Ok(m) => {
@@ -148,12 +159,14 @@ pub async fn read_store(
             }
         }
     }
-    if pointer.is_some() {
+    if found.is_empty() && pointer.is_some() {
         tracing::warn!(store = %store.describe(), "no completed checkpoint can be read; starting from the beginning");
     }
+    let mut found = found.into_iter();
     Ok(StoreState {
         last,
-        restore: None,
+        restore: found.next(),
+        earlier: found.collect(),
     })
 }
 
@@ -196,6 +209,7 @@ mod tests {
         point(&store, 4, false).await;
         let s = read_store(&store, "h", None).await.expect("read");
         assert_eq!((s.last, s.restore.map(|r| r.id)), (5, Some(4)));
+        assert_eq!(s.earlier.iter().map(|r| r.id).collect::<Vec<_>>(), [3]);
         // The latest is corrupt: the one before.
         store
             .put(&metadata_key(4), b"\xff\xff garbage".to_vec())
@@ -240,7 +254,7 @@ mod tests {
         // A finished job starts anew.
         point(&store, 5, true).await;
         let s = read_store(&store, "h", None).await.expect("read");
-        assert_eq!((s.last, s.restore), (5, None));
+        assert_eq!((s.last, s.restore, s.earlier.len()), (5, None, 0));
     }
 
     #[tokio::test]

@@ -527,3 +527,80 @@ fn stop_with_a_savepoint_then_resume_from_it() {
     let expected = compute(&read_partitions(&files), MINUTE, OOO);
     ch.check_contract_tables("t_save", &expected);
 }
+
+#[test]
+fn a_checkpoint_that_cannot_be_restored_falls_back_to_the_one_before() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let ch = ClickHouse::start(dir);
+    ch.apply_weir_ddl(dir, "t_fallback");
+    let files = partitions(dir, 24_000, 191);
+    let mut cluster = Cluster::start(
+        dir,
+        &job_args(
+            &ch,
+            "t_fallback",
+            &files,
+            &["--data-dir", "data", "--min-workers", "2"],
+        ),
+        2,
+    );
+    wait_for_checkpoints(&cluster, 3);
+    // No more checkpoints, so that the latest stays the latest.
+    let (status, body) = weir_tests::http::request(
+        cluster.http_port,
+        "PUT",
+        "/api/v1/checkpoints/interval",
+        r#"{"interval_ms": 3600000}"#,
+    )
+    .expect("put");
+    assert_eq!(status, 200, "{body}");
+    weir_tests::wait_for("no checkpoint in flight", Duration::from_secs(30), || {
+        let (_, list) = cluster.rest("GET", "/api/v1/checkpoints");
+        list["checkpoints"]
+            .as_array()
+            .is_some_and(|c| c.iter().all(|k| k["state"] != "IN_PROGRESS"))
+    });
+    // The files only the latest checkpoint has (its in-memory state) go
+    // missing from the store.
+    let store = dir.join("data/checkpoints/iot-sensor-aggregation");
+    let latest = LatestPointer::decode(
+        std::fs::read(store.join("latest"))
+            .expect("latest")
+            .as_slice(),
+    )
+    .expect("pointer");
+    let m = CheckpointMetadata::decode(
+        std::fs::read(store.join(&latest.metadata))
+            .expect("metadata")
+            .as_slice(),
+    )
+    .expect("decodes");
+    let mut removed = 0;
+    for t in &m.tasks {
+        for w in &t.windows {
+            for f in w.files.iter().filter(|f| f.key.contains("-snap-")) {
+                std::fs::remove_file(store.join(&f.key)).expect("remove");
+                removed += 1;
+            }
+        }
+    }
+    assert!(removed > 0, "{m:?}");
+    cluster.kill_worker("w-1");
+    let job = cluster.wait_state("finished", Duration::from_secs(240));
+    let restored = job["restored_checkpoint"].as_u64().unwrap_or(0);
+    assert!(
+        restored > 0 && restored < latest.checkpoint,
+        "restored {restored}, before the broken {}: {job}",
+        latest.checkpoint
+    );
+    assert!(
+        cluster
+            .logs()
+            .contains("a checkpoint cannot be restored; falling back to the one before"),
+        "{}",
+        cluster.logs()
+    );
+    let expected = compute(&read_partitions(&files), MINUTE, OOO);
+    ch.check_contract_tables("t_fallback", &expected);
+}

@@ -554,7 +554,19 @@ impl Session<'_> {
             Ok(o) => tracing::info!(generation = d.generation, outcome = ?o, "deployment ended"),
             Err(e) => tracing::error!(generation = d.generation, error = %e, "deployment failed"),
         }
-        send_report(events, d.generation, state, error, metrics).await;
+        let unrestorable = match &outcome {
+            Err(JobError::Restore { checkpoint, .. }) => *checkpoint,
+            _ => 0,
+        };
+        let report = pb::DeploymentReport {
+            generation: d.generation,
+            state: state as i32,
+            error,
+            metrics,
+            unrestorable_checkpoint: unrestorable,
+        };
+        let event = pb::worker_event::Event::Report(report);
+        let _ = events.send(pb::WorkerEvent { event: Some(event) }).await;
     }
 }
 
@@ -598,6 +610,7 @@ async fn send_report(
         state: state as i32,
         error,
         metrics,
+        unrestorable_checkpoint: 0,
     };
     let event = pb::worker_event::Event::Report(report);
     let _ = events.send(pb::WorkerEvent { event: Some(event) }).await;

@@ -86,12 +86,16 @@ impl Actor {
                         "checkpoint completed"
                     );
                 }
-                self.restore = Some(RestorePoint {
+                let savepoint = metadata.savepoint;
+                self.restorable.push_back(RestorePoint {
                     id,
                     key: metadata_key(id),
                     metadata: *metadata,
                 });
-                let savepoint = self.restore.as_ref().is_some_and(|r| r.metadata.savepoint);
+                let keep = (self.config.spec.checkpoint.retention as usize).max(1);
+                while self.restorable.len() > keep {
+                    self.restorable.pop_front();
+                }
                 self.broadcast(
                     generation,
                     |checkpoint| {
@@ -122,7 +126,7 @@ impl Actor {
     /// The job ran to its end: a new run starts from the beginning of its
     /// inputs rather than from the latest checkpoint (written in a task).
     pub(super) fn mark_finished(&self) {
-        let Some(r) = &self.restore else {
+        let Some(r) = self.restorable.back() else {
             return;
         };
         let (store, pointer) = (self.store.clone(), finished_pointer(r));
@@ -136,7 +140,7 @@ impl Actor {
     /// [`mark_finished`](Self::mark_finished), waited for (when the
     /// coordinator shuts down).
     pub(super) async fn mark_finished_now(&self) {
-        if let (Job::Finished(_), Some(r)) = (&self.job, &self.restore) {
+        if let (Job::Finished(_), Some(r)) = (&self.job, self.restorable.back()) {
             if let Err(e) = self
                 .store
                 .put(LATEST, finished_pointer(r).encode_to_vec())
@@ -144,6 +148,30 @@ impl Actor {
             {
                 tracing::warn!(error = %e, "cannot mark the job finished in the checkpoint store");
             }
+        }
+    }
+
+    /// A worker could not restore checkpoint `id` (an object is missing or
+    /// corrupt): the next generation restores the one before, if any.
+    pub(super) fn unrestorable(&mut self, id: u64, worker: &str, error: &str) {
+        if self.restorable.back().map(|r| r.id) != Some(id) {
+            return;
+        }
+        self.restorable.pop_back();
+        match self.restorable.back() {
+            Some(previous) => tracing::warn!(
+                checkpoint = id,
+                %worker,
+                %error,
+                fallback = previous.id,
+                "a checkpoint cannot be restored; falling back to the one before"
+            ),
+            None => tracing::warn!(
+                checkpoint = id,
+                %worker,
+                %error,
+                "a checkpoint cannot be restored and none is left; starting from the beginning of the inputs"
+            ),
         }
     }
 

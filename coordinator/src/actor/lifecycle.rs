@@ -120,7 +120,7 @@ impl Actor {
         // that exists too, but a crash now would lose them: stay on the
         // side a restart would take).
         self.save_progress();
-        match &self.restore {
+        match self.restorable.back() {
             // State and positions from the latest completed checkpoint.
             Some(r) => {
                 assignment.resume = r
@@ -307,7 +307,7 @@ mod tests {
             super::super::CheckpointSetup {
                 store,
                 last: 0,
-                restore: None,
+                restorable: Vec::new(),
             },
             mpsc::channel(1).0,
         );

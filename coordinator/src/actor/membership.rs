@@ -77,7 +77,12 @@ impl Actor {
                 }
                 match state {
                     pb::DeploymentState::Finished => self.maybe_finished(),
-                    pb::DeploymentState::Failed => self.generation_failed(id, r.error),
+                    pb::DeploymentState::Failed => {
+                        if r.unrestorable_checkpoint != 0 {
+                            self.unrestorable(r.unrestorable_checkpoint, id, &r.error);
+                        }
+                        self.generation_failed(id, r.error)
+                    }
                     _ => {}
                 }
             }

@@ -28,7 +28,7 @@ mod membership;
 mod progress;
 mod status;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -337,8 +337,10 @@ pub(crate) struct Actor {
     metadata_context: MetadataContext,
     /// The actor's own mailbox, for tasks that answer with a message.
     mailbox: mpsc::Sender<Msg>,
-    /// The latest completed checkpoint: what a new generation restores.
-    restore: Option<RestorePoint>,
+    /// Completed checkpoints a new generation may restore, newest last: it
+    /// restores the newest; one that cannot be restored is dropped, and the
+    /// one before is used.
+    restorable: VecDeque<RestorePoint>,
     /// Stop the job once the requested savepoint completes.
     stop_after_savepoint: bool,
 }
@@ -348,7 +350,8 @@ pub(crate) struct Actor {
 pub struct CheckpointSetup {
     pub store: CheckpointStore,
     pub last: u64,
-    pub restore: Option<RestorePoint>,
+    /// Newest last.
+    pub restorable: Vec<RestorePoint>,
 }
 
 /// Starts the actor with the job's recorded progress; it ends when
@@ -386,7 +389,7 @@ impl Actor {
         Actor {
             checkpoints: CheckpointCoordinator::new(timing, setup.last, Instant::now()),
             store: setup.store,
-            restore: setup.restore,
+            restorable: setup.restorable.into(),
             stop_after_savepoint: false,
             metadata_context,
             mailbox,

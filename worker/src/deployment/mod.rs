@@ -76,6 +76,8 @@ pub enum JobError {
     Schema { path: String, message: String },
     #[error("checkpoints: {0}")]
     Checkpoint(String),
+    #[error("cannot restore checkpoint {checkpoint}: {message}")]
+    Restore { checkpoint: u64, message: String },
     #[error("job task `{0}` failed unexpectedly: {1}")]
     Task(&'static str, String),
 }

@@ -41,12 +41,9 @@ pub(super) async fn fetch(
     inputs: usize,
     dir: &Path,
 ) -> Result<Restored, JobError> {
-    let fail = |what: String| {
-        JobError::Checkpoint(format!(
-            "cannot restore checkpoint {} from {}: {what}",
-            from.checkpoint,
-            store.describe()
-        ))
+    let fail = |what: String| JobError::Restore {
+        checkpoint: from.checkpoint,
+        message: format!("{} ({})", what, store.describe()),
     };
     let bytes = store
         .get(&from.metadata)
