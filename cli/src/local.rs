@@ -117,15 +117,15 @@ async fn watch(
                     let status = handle.job().await?;
                     return Ok((Ending::Aborted, status, started.elapsed()));
                 }
-                eprintln!("stopping: writing every closed window (press Ctrl-C again to abort)");
+                eprintln!("stopping after a final checkpoint: writing every closed window (press Ctrl-C again to abort)");
                 stopping = true;
-                let _ = handle.stop().await;
+                let _ = handle.stop_with_checkpoint().await;
             }
             _ = terminate.recv() => {
                 progress.clear();
-                eprintln!("SIGTERM: stopping");
+                eprintln!("SIGTERM: stopping after a final checkpoint");
                 stopping = true;
-                let _ = handle.stop().await;
+                let _ = handle.stop_with_checkpoint().await;
             }
         }
     }

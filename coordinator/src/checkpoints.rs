@@ -108,6 +108,17 @@ enum State {
     },
 }
 
+/// A checkpoint asked for (rather than due).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Requested {
+    /// Kept by retention until deleted by hand.
+    pub savepoint: bool,
+    /// The sources stop reading after its barriers (the job is stopping:
+    /// nothing after the checkpoint is read, so nothing after it is
+    /// written).
+    pub stop_sources: bool,
+}
+
 /// What the actor must do after a step.
 #[derive(Debug, PartialEq)]
 pub enum Action {
@@ -116,6 +127,7 @@ pub enum Action {
     Trigger {
         id: u64,
         generation: u64,
+        stop_sources: bool,
     },
     /// Write this metadata, then the `latest` pointer (in a task).
     Write(Box<ckpt::CheckpointMetadata>),
@@ -133,8 +145,8 @@ pub struct CheckpointCoordinator {
     next_id: u64,
     state: State,
     history: VecDeque<Record>,
-    /// A checkpoint was asked for by the admin API (`true`: a savepoint).
-    requested: Option<bool>,
+    /// A checkpoint was asked for by the admin API.
+    requested: Option<Requested>,
     pub failures: BTreeMap<Cause, u64>,
     pub completed: u64,
     pub last_completed: Option<(u64, Instant)>,
@@ -170,8 +182,17 @@ impl CheckpointCoordinator {
     }
 
     /// Asks for a checkpoint as soon as possible.
-    pub fn request(&mut self, savepoint: bool) {
-        self.requested = Some(self.requested.unwrap_or(false) || savepoint);
+    pub fn request(&mut self, r: Requested) {
+        let before = self.requested.unwrap_or_default();
+        self.requested = Some(Requested {
+            savepoint: before.savepoint || r.savepoint,
+            stop_sources: before.stop_sources || r.stop_sources,
+        });
+    }
+
+    /// Whether a checkpoint is asked for or in flight.
+    pub fn pending(&self) -> bool {
+        self.requested.is_some() || self.in_flight().is_some()
     }
 
     pub fn history(&self) -> impl DoubleEndedIterator<Item = &Record> {
@@ -180,7 +201,7 @@ impl CheckpointCoordinator {
 
     /// Whether a savepoint is asked for or in flight.
     pub fn savepoint_pending(&self) -> bool {
-        self.requested == Some(true)
+        self.requested.is_some_and(|r| r.savepoint)
             || matches!(
                 self.state,
                 State::Pending {
@@ -213,7 +234,8 @@ impl CheckpointCoordinator {
                 }
                 let id = self.next_id;
                 self.next_id += 1;
-                let savepoint = self.requested.take().unwrap_or(false);
+                let requested = self.requested.take().unwrap_or_default();
+                let savepoint = requested.savepoint;
                 self.state = State::Pending {
                     id,
                     generation,
@@ -237,7 +259,11 @@ impl CheckpointCoordinator {
                 while self.history.len() > HISTORY {
                     self.history.pop_front();
                 }
-                Action::Trigger { id, generation }
+                Action::Trigger {
+                    id,
+                    generation,
+                    stop_sources: requested.stop_sources,
+                }
             }
             State::Pending {
                 id,
@@ -481,7 +507,8 @@ mod tests {
             c.tick(t0 + 10 * S, 0, Some((1, &w))),
             Action::Trigger {
                 id: 5,
-                generation: 1
+                generation: 1,
+                stop_sources: false
             }
         );
         assert_eq!(c.in_flight(), Some(5));
@@ -522,7 +549,7 @@ mod tests {
         let t0 = Instant::now();
         let mut c = CheckpointCoordinator::new(timing(), 0, t0);
         let w = workers();
-        c.request(false);
+        c.request(Requested::default());
         assert!(matches!(
             c.tick(t0, 0, Some((1, &w))),
             Action::Trigger { id: 1, .. }
@@ -551,7 +578,7 @@ mod tests {
         let t0 = Instant::now();
         let mut c = CheckpointCoordinator::new(timing(), 0, t0);
         let w = workers();
-        c.request(false);
+        c.request(Requested::default());
         c.tick(t0, 0, Some((1, &w)));
         assert_eq!(
             c.on_declined(1, "disk full".into(), t0),
@@ -564,12 +591,12 @@ mod tests {
             c.history().last().map(|r| r.failure.as_str()),
             Some("disk full")
         );
-        c.request(false);
+        c.request(Requested::default());
         c.tick(t0 + 10 * S, 0, Some((1, &w)));
         // The generation is replaced while it is pending.
         assert_eq!(c.tick(t0 + 11 * S, 0, Some((2, &w))), Action::None);
         assert_eq!(c.failures.get(&Cause::Replaced), Some(&1));
-        c.request(false);
+        c.request(Requested::default());
         c.tick(t0 + 21 * S, 0, Some((1, &w)));
         c.on_ack("a", ack(3, "a", 1), &context(), 0);
         assert!(matches!(
@@ -586,8 +613,18 @@ mod tests {
         let t0 = Instant::now();
         let mut c = CheckpointCoordinator::new(timing(), 0, t0);
         let w = workers();
-        c.request(true);
-        c.tick(t0, 0, Some((1, &w)));
+        c.request(Requested {
+            savepoint: true,
+            stop_sources: true,
+        });
+        assert!(c.savepoint_pending() && c.pending());
+        assert!(matches!(
+            c.tick(t0, 0, Some((1, &w))),
+            Action::Trigger {
+                stop_sources: true,
+                ..
+            }
+        ));
         assert_eq!(c.history().last().map(|r| r.savepoint), Some(true));
         c.on_ack("a", ack(1, "a", 1), &context(), 0);
         assert!(matches!(
@@ -595,6 +632,7 @@ mod tests {
             Action::Abort { .. }
         ));
         assert_eq!(c.failures.get(&Cause::Inconsistent), Some(&1));
+        assert!(!c.pending() && !c.savepoint_pending());
     }
 
     #[test]

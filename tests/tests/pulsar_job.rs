@@ -320,7 +320,7 @@ fn broker_disconnects_lose_and_repeat_nothing() {
 }
 
 #[test]
-fn a_restart_resumes_from_the_recorded_message_ids() {
+fn a_stopped_run_is_resumed_from_its_final_checkpoint() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path();
     let broker = broker_with(4);
@@ -354,7 +354,15 @@ fn a_restart_resumes_from_the_recorded_message_ids() {
         &local_to_jsonl(dir, &broker.url(), TOPIC, &out, &["--until-idle", "2s"]),
     );
     second.wait_success(Duration::from_secs(120));
-    assert!(second.stderr().contains("resuming"), "{}", second.stderr());
+    // The first run stopped after a final checkpoint (its sources read
+    // nothing after its barriers): the second restores it.
+    assert!(
+        second
+            .stderr()
+            .contains("restoring the job from its latest completed checkpoint"),
+        "{}",
+        second.stderr()
+    );
     let read_second = summary_number(&second.stdout(), "records read");
     assert!(
         read_second < 45_000 && read_first + read_second >= 60_000,

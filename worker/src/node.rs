@@ -410,7 +410,11 @@ impl Session<'_> {
             }
             Command::TriggerCheckpoint(t) => {
                 if let Some(d) = current.as_ref().filter(|d| d.generation == t.generation) {
-                    d.send(DeploymentMsg::Trigger(t.checkpoint)).await;
+                    d.send(DeploymentMsg::Trigger {
+                        checkpoint: t.checkpoint,
+                        stop_sources: t.stop_sources,
+                    })
+                    .await;
                 }
                 None
             }

@@ -11,8 +11,8 @@ use weir_proto::admin as api;
 use weir_proto::checkpoint as ckpt;
 use weir_proto::cluster as pb;
 
-use super::{now_ms, Actor, AdminError, Job, Msg};
-use crate::checkpoints::Action;
+use super::{now_ms, Actor, AdminError, Job, Msg, StopAfter, FINAL_CHECKPOINT_PATIENCE};
+use crate::checkpoints::{Action, Requested};
 use crate::restore::RestorePoint;
 
 impl Actor {
@@ -41,11 +41,50 @@ impl Actor {
             running.as_ref().map(|(g, ids)| (*g, ids.as_slice())),
         );
         self.act(action);
-        if self.stop_after_savepoint && !self.checkpoints.savepoint_pending() {
-            // The savepoint failed (its completion stops the job at once).
-            tracing::warn!("the savepoint failed; the job keeps running (see the checkpoint list)");
-            self.stop_after_savepoint = false;
+        let waited_too_long = self
+            .stop_after
+            .is_some_and(|(_, since)| now.duration_since(since) > FINAL_CHECKPOINT_PATIENCE);
+        if self.stop_after.is_some() && (!self.checkpoints.pending() || waited_too_long) {
+            // The final checkpoint failed or takes too long (its completion
+            // stops the job at once). Its sources have stopped reading: the
+            // job stops without it.
+            self.stop_after = None;
+            tracing::warn!("the final checkpoint failed or takes too long (see the checkpoint list); stopping without it");
+            if let Err(e) = self.stop() {
+                tracing::warn!(error = %e, "cannot stop the job");
+            }
         }
+    }
+
+    /// Stops the job after a final checkpoint or savepoint whose barriers
+    /// stop the sources: nothing after it is read or written, so a job
+    /// restored from it goes on exactly where this one stopped. A job that
+    /// is not running just stops.
+    pub(super) fn stop_after_checkpoint(
+        &mut self,
+        savepoint: bool,
+    ) -> Result<api::JobStatus, AdminError> {
+        if !matches!(self.job, Job::Running(_)) {
+            if savepoint {
+                return Err(AdminError::Conflict(format!(
+                    "the job is {}: only a running job takes a savepoint",
+                    self.job.name()
+                )));
+            }
+            return self.stop();
+        }
+        self.checkpoints.request(Requested {
+            savepoint,
+            stop_sources: true,
+        });
+        let kind = if savepoint {
+            StopAfter::Savepoint
+        } else {
+            StopAfter::Checkpoint
+        };
+        self.stop_after = Some((kind, Instant::now()));
+        tracing::info!(savepoint, "stopping the job after a final checkpoint");
+        Ok(self.job_status())
     }
 
     pub(super) fn checkpoint_ack(&mut self, worker: &str, ack: pb::CheckpointAck) {
@@ -108,11 +147,19 @@ impl Actor {
                     },
                     id,
                 );
-                if savepoint && self.stop_after_savepoint {
-                    self.stop_after_savepoint = false;
-                    tracing::info!(savepoint = id, "savepoint completed; stopping the job");
+                let last = match self.stop_after {
+                    Some((StopAfter::Savepoint, _)) => savepoint,
+                    Some((StopAfter::Checkpoint, _)) => !self.checkpoints.pending(),
+                    None => false,
+                };
+                if last {
+                    self.stop_after = None;
+                    tracing::info!(
+                        checkpoint = id,
+                        "final checkpoint completed; stopping the job"
+                    );
                     if let Err(e) = self.stop() {
-                        tracing::warn!(error = %e, "cannot stop the job after its savepoint");
+                        tracing::warn!(error = %e, "cannot stop the job after its checkpoint");
                     }
                 }
             }
@@ -184,7 +231,10 @@ impl Actor {
                 self.job.name()
             )));
         }
-        self.checkpoints.request(savepoint);
+        self.checkpoints.request(Requested {
+            savepoint,
+            stop_sources: false,
+        });
         Ok(())
     }
 
@@ -239,21 +289,31 @@ impl Actor {
                 .checkpoints
                 .last_completed
                 .map(|(_, at)| u64::try_from(at.elapsed().as_millis()).unwrap_or(u64::MAX)),
-            stopping_after_savepoint: self.stop_after_savepoint,
+            stopping_after_savepoint: matches!(self.stop_after, Some((StopAfter::Savepoint, _))),
         }
     }
 
     fn act(&mut self, action: Action) {
         match action {
             Action::None => {}
-            Action::Trigger { id, generation } => {
-                tracing::debug!(checkpoint = id, generation, "triggering a checkpoint");
+            Action::Trigger {
+                id,
+                generation,
+                stop_sources,
+            } => {
+                tracing::debug!(
+                    checkpoint = id,
+                    generation,
+                    stop_sources,
+                    "triggering a checkpoint"
+                );
                 self.broadcast(
                     generation,
                     |checkpoint| {
                         pb::coordinator_command::Command::TriggerCheckpoint(pb::TriggerCheckpoint {
                             generation,
                             checkpoint,
+                            stop_sources,
                         })
                     },
                     id,

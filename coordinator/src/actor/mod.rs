@@ -163,7 +163,11 @@ pub(crate) enum Msg {
         interval: Duration,
         reply: oneshot::Sender<Result<api::CheckpointList, AdminError>>,
     },
-    StopWithSavepoint(oneshot::Sender<Result<api::JobStatus, AdminError>>),
+    /// Stops after a final checkpoint (`savepoint`: a savepoint).
+    StopAfterCheckpoint {
+        savepoint: bool,
+        reply: oneshot::Sender<Result<api::JobStatus, AdminError>>,
+    },
     /// A checkpoint's metadata was written to the store (or not).
     CheckpointWritten {
         generation: u64,
@@ -225,7 +229,21 @@ impl CoordinatorHandle {
 
     /// Takes a savepoint, then stops the job (see `StopJobRequest`).
     pub async fn stop_with_savepoint(&self) -> Result<api::JobStatus, AdminError> {
-        self.ask(Msg::StopWithSavepoint).await?
+        self.ask(|reply| Msg::StopAfterCheckpoint {
+            savepoint: true,
+            reply,
+        })
+        .await?
+    }
+
+    /// Stops the job after a final checkpoint (a plain stop when the job is
+    /// not running), so that a restart restores exactly where it stopped.
+    pub async fn stop_with_checkpoint(&self) -> Result<api::JobStatus, AdminError> {
+        self.ask(|reply| Msg::StopAfterCheckpoint {
+            savepoint: false,
+            reply,
+        })
+        .await?
     }
 
     pub(crate) async fn send(&self, msg: Msg) -> bool {
@@ -341,8 +359,20 @@ pub(crate) struct Actor {
     /// restores the newest; one that cannot be restored is dropped, and the
     /// one before is used.
     restorable: VecDeque<RestorePoint>,
-    /// Stop the job once the requested savepoint completes.
-    stop_after_savepoint: bool,
+    /// Stop the job once the requested final checkpoint completes (or
+    /// fails).
+    stop_after: Option<(StopAfter, Instant)>,
+}
+
+/// How long a stop waits for its final checkpoint before it stops
+/// without one.
+const FINAL_CHECKPOINT_PATIENCE: Duration = Duration::from_secs(60);
+
+/// What the job stops after.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum StopAfter {
+    Savepoint,
+    Checkpoint,
 }
 
 /// Where the job's checkpoints are, the newest number there, and what to
@@ -390,7 +420,7 @@ impl Actor {
             checkpoints: CheckpointCoordinator::new(timing, setup.last, Instant::now()),
             store: setup.store,
             restorable: setup.restorable.into(),
-            stop_after_savepoint: false,
+            stop_after: None,
             metadata_context,
             mailbox,
             config,
@@ -498,13 +528,8 @@ impl Actor {
             Msg::SetCheckpointInterval { interval, reply } => {
                 let _ = reply.send(self.set_checkpoint_interval(interval));
             }
-            Msg::StopWithSavepoint(reply) => {
-                let result = self.request_checkpoint(true).map(|()| {
-                    self.stop_after_savepoint = true;
-                    tracing::info!("stopping the job after a savepoint");
-                    self.job_status()
-                });
-                let _ = reply.send(result);
+            Msg::StopAfterCheckpoint { savepoint, reply } => {
+                let _ = reply.send(self.stop_after_checkpoint(savepoint));
             }
             Msg::CheckpointWritten { generation, result } => {
                 self.checkpoint_written(generation, result)

@@ -102,8 +102,9 @@ pub enum DeploymentMsg {
     Abort,
     /// What the coordinator knows is durable, for the sources.
     Progress(SourceProgress),
-    /// Checkpoint `n` was triggered: the sources emit its barriers.
-    Trigger(u64),
+    /// A checkpoint was triggered: the sources emit its barriers (and with
+    /// `stop_sources` read nothing more: the job stops after it).
+    Trigger { checkpoint: u64, stop_sources: bool },
     /// Checkpoint `n` is complete.
     Completed(u64),
 }
@@ -394,15 +395,14 @@ async fn run_actor(
                     // The uploader ends only with the deployment.
                     let _ = controls.uploader.try_send(UploaderMsg::Completed(n));
                 }
-                Some(DeploymentMsg::Trigger(n)) => {
+                Some(DeploymentMsg::Trigger { checkpoint, stop_sources }) => {
+                    let command = SourceCommand::Trigger { checkpoint, then_halt: stop_sources };
                     for source in &controls.sources {
                         // A source whose mailbox is full is far behind (or
                         // finished): the checkpoint times out rather than
                         // the deployment waiting on it.
-                        if let Err(mpsc::error::TrySendError::Full(_)) =
-                            source.try_send(SourceCommand::Trigger(n))
-                        {
-                            tracing::warn!(checkpoint = n, "a source cannot take the trigger");
+                        if let Err(mpsc::error::TrySendError::Full(_)) = source.try_send(command) {
+                            tracing::warn!(checkpoint, "a source cannot take the trigger");
                         }
                     }
                 }

@@ -64,8 +64,9 @@ pub struct SourceProgress {
 /// What a source task is told by its deployment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SourceCommand {
-    /// Emit checkpoint `n`'s barrier after what was read so far.
-    Trigger(u64),
+    /// Emit checkpoint `checkpoint`'s barrier after what was read so far;
+    /// with `then_halt`, read nothing more (the job stops after it).
+    Trigger { checkpoint: u64, then_halt: bool },
 }
 
 /// What one [`PartitionReader::pull`] achieved.
@@ -184,7 +185,9 @@ impl<R: PartitionReader> SourceTask<R> {
                 self.on_progress().await;
             }
             while let Ok(command) = self.commands.try_recv() {
-                self.on_command(command);
+                if self.on_command(command) {
+                    return Ok(self.halt(&stop, &mut counted).await);
+                }
             }
             let before = self.emitter.emitted();
             let pulled = tokio::select! {
@@ -241,7 +244,11 @@ impl<R: PartitionReader> SourceTask<R> {
                     biased;
                     _ = stop.cancelled() => return Ok(SourceOutcome::Stopped),
                     // A trigger does not wait for input: the loop takes it.
-                    Some(command) = self.commands.recv() => self.on_command(command),
+                    Some(command) = self.commands.recv() => {
+                        if self.on_command(command) {
+                            return Ok(self.halt(&stop, &mut counted).await);
+                        }
+                    }
                     _ = tokio::time::sleep_until(until) => {}
                 }
             } else {
@@ -254,9 +261,33 @@ impl<R: PartitionReader> SourceTask<R> {
         }
     }
 
-    fn on_command(&mut self, command: SourceCommand) {
+    /// Takes a command; `true` when the source must read no more.
+    fn on_command(&mut self, command: SourceCommand) -> bool {
         match command {
-            SourceCommand::Trigger(n) => self.emitter.barrier(n),
+            SourceCommand::Trigger {
+                checkpoint,
+                then_halt,
+            } => {
+                self.emitter.barrier(checkpoint);
+                then_halt
+            }
+        }
+    }
+
+    /// After a final checkpoint's barrier: delivers what is queued (the
+    /// barrier last) and waits, reading nothing, until the job stops.
+    async fn halt(
+        &mut self,
+        stop: &CancellationToken,
+        counted: &mut (u64, u64, u64),
+    ) -> SourceOutcome {
+        match self.deliver_or_stop(stop, counted).await {
+            Some(true) => {
+                stop.cancelled().await;
+                SourceOutcome::Stopped
+            }
+            Some(false) => SourceOutcome::Disconnected,
+            None => SourceOutcome::Stopped,
         }
     }
 
