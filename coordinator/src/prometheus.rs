@@ -11,9 +11,7 @@ pub fn render(
 ) -> String {
     let mut out = String::new();
     let mut metric = |name: &str, kind: &str, help: &str, value: String| {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} {kind}");
-        let _ = writeln!(out, "{name} {value}");
+        write_metric(&mut out, name, kind, help, &value)
     };
     metric(
         "weir_job_generation",
@@ -103,11 +101,16 @@ pub fn render(
     out
 }
 
+/// One metric without labels, with its help and type lines.
+fn write_metric(out: &mut String, name: &str, kind: &str, help: &str, value: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    let _ = writeln!(out, "{name} {value}");
+}
+
 fn checkpoint_metrics(out: &mut String, c: &api::CheckpointList) {
     let mut metric = |name: &str, kind: &str, help: &str, value: String| {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} {kind}");
-        let _ = writeln!(out, "{name} {value}");
+        write_metric(out, name, kind, help, &value)
     };
     metric(
         "weir_checkpoints_completed_total",

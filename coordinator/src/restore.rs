@@ -186,6 +186,15 @@ mod tests {
             .expect("put");
     }
 
+    /// The checkpoint a job would restore.
+    async fn restored(store: &CheckpointStore, wanted: Option<u64>) -> Option<u64> {
+        read_store(store, "h", wanted)
+            .await
+            .expect("read")
+            .restore
+            .map(|r| r.id)
+    }
+
     async fn point(store: &CheckpointStore, id: u64, finished: bool) {
         let p = LatestPointer {
             checkpoint: id,
@@ -219,33 +228,12 @@ mod tests {
         assert_eq!(s.restore.map(|r| r.id), Some(3));
         // Missing: the same.
         store.delete(&metadata_key(4)).await.expect("delete");
-        assert_eq!(
-            read_store(&store, "h", None)
-                .await
-                .expect("read")
-                .restore
-                .map(|r| r.id),
-            Some(3)
-        );
+        assert_eq!(restored(&store, None).await, Some(3));
         // A lost pointer: the newest readable one.
         store.delete(LATEST).await.expect("delete");
-        assert_eq!(
-            read_store(&store, "h", None)
-                .await
-                .expect("read")
-                .restore
-                .map(|r| r.id),
-            Some(5)
-        );
+        assert_eq!(restored(&store, None).await, Some(5));
         // One asked for by number, even an older one; none that is gone.
-        assert_eq!(
-            read_store(&store, "h", Some(3))
-                .await
-                .expect("read")
-                .restore
-                .map(|r| r.id),
-            Some(3)
-        );
+        assert_eq!(restored(&store, Some(3)).await, Some(3));
         let err = read_store(&store, "h", Some(4))
             .await
             .unwrap_err()

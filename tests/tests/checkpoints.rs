@@ -82,6 +82,16 @@ fn job_args(ch: &ClickHouse, database: &str, files: &[PathBuf], extra: &[&str]) 
     a
 }
 
+/// `weir ctl` against the cluster; its standard output.
+fn ctl(dir: &Path, cluster: &Cluster, extra: &[&str]) -> String {
+    let mut a = args(&["ctl", "--coordinator"]);
+    a.push(format!("http://127.0.0.1:{}", cluster.http_port));
+    a.extend(args(extra));
+    let mut p = weir(dir, "ctl", &a);
+    p.wait_success(Duration::from_secs(30));
+    p.stdout()
+}
+
 /// Waits until `n` checkpoints completed while the job runs.
 fn wait_for_checkpoints(cluster: &Cluster, n: u64) {
     weir_tests::wait_for(
@@ -115,52 +125,71 @@ fn check_restored(cluster: &Cluster, ch: &ClickHouse, database: &str, files: &[P
     ch.check_contract_tables(database, &expected);
 }
 
+/// A test's cluster over four partitions writing to its own ClickHouse
+/// database (fields drop in order: processes first, the directory last).
+struct Run {
+    cluster: Cluster,
+    ch: ClickHouse,
+    database: String,
+    files: Vec<PathBuf>,
+    tmp: tempfile::TempDir,
+}
+
+impl Run {
+    /// `workers` workers, the job of [`job_args`] with `extra`, data of
+    /// `seed`, state under `data/`.
+    fn start(database: &str, seed: u64, workers: usize, extra: &[&str]) -> Run {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path();
+        let ch = ClickHouse::start(dir);
+        ch.apply_weir_ddl(dir, database);
+        let files = partitions(dir, 24_000, seed);
+        let min = workers.to_string();
+        let mut all = vec!["--data-dir", "data", "--min-workers", &min];
+        all.extend_from_slice(extra);
+        let cluster = Cluster::start(dir, &job_args(&ch, database, &files, &all), workers);
+        Run {
+            cluster,
+            ch,
+            database: database.to_owned(),
+            files,
+            tmp,
+        }
+    }
+
+    fn dir(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    /// The job finished from a restored checkpoint with exact output.
+    fn check_restored(&self) {
+        check_restored(&self.cluster, &self.ch, &self.database, &self.files);
+    }
+
+    fn check_output(&self) {
+        let expected = compute(&read_partitions(&self.files), MINUTE, OOO);
+        self.ch.check_contract_tables(&self.database, &expected);
+    }
+}
+
 #[test]
 fn a_killed_worker_is_restored_from_the_latest_checkpoint_onto_fewer_workers() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let dir = tmp.path();
-    let ch = ClickHouse::start(dir);
-    ch.apply_weir_ddl(dir, "t_kill");
-    let files = partitions(dir, 24_000, 91);
-    let mut cluster = Cluster::start(
-        dir,
-        &job_args(
-            &ch,
-            "t_kill",
-            &files,
-            &["--data-dir", "data", "--min-workers", "3"],
-        ),
-        3,
-    );
-    wait_for_checkpoints(&cluster, 3);
+    let mut run = Run::start("t_kill", 91, 3, &[]);
+    wait_for_checkpoints(&run.cluster, 3);
     // Open windows in memory and in RocksDB, a checkpoint behind it: 3 → 2.
-    cluster.kill_worker("w-1");
-    check_restored(&cluster, &ch, "t_kill", &files);
+    run.cluster.kill_worker("w-1");
+    run.check_restored();
 }
 
 #[test]
 fn a_worker_joining_restores_the_checkpoint_onto_more_workers() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let dir = tmp.path();
-    let ch = ClickHouse::start(dir);
-    ch.apply_weir_ddl(dir, "t_join");
-    let files = partitions(dir, 24_000, 111);
-    let mut cluster = Cluster::start(
-        dir,
-        &job_args(
-            &ch,
-            "t_join",
-            &files,
-            &["--data-dir", "data", "--min-workers", "2"],
-        ),
-        2,
-    );
-    wait_for_checkpoints(&cluster, 3);
+    let mut run = Run::start("t_join", 111, 2, &[]);
+    wait_for_checkpoints(&run.cluster, 3);
     // 2 → 3: the new generation spreads the key groups over three workers,
     // each restoring the parts of the checkpoint that overlap its own.
-    cluster.start_worker("w-2");
-    check_restored(&cluster, &ch, "t_join", &files);
-    assert_eq!(cluster.job()["workers"], 3);
+    run.cluster.start_worker("w-2");
+    run.check_restored();
+    assert_eq!(run.cluster.job()["workers"], 3);
 }
 
 #[test]
@@ -243,26 +272,7 @@ fn checkpoints_complete_across_workers_and_retention_keeps_three() {
     // Four partitions carrying every device, read slowly enough (the rate
     // limit) for a checkpoint every 500 ms to find open windows in memory
     // and in RocksDB (a small memory budget spills).
-    let files: Vec<PathBuf> = (0..4)
-        .flat_map(|i| {
-            generate(
-                dir,
-                &format!("in-{i}.avro"),
-                &[
-                    "--records",
-                    "24000",
-                    "--devices",
-                    "2000",
-                    "--rate",
-                    "150",
-                    "--disorder-ms",
-                    "3000",
-                    "--seed",
-                    &(71 + i).to_string(),
-                ],
-            )
-        })
-        .collect();
+    let files = partitions(dir, 24_000, 71);
     let mut coordinator = args(&[
         "--clickhouse",
         &ch.url(),
@@ -281,14 +291,7 @@ fn checkpoints_complete_across_workers_and_retention_keeps_three() {
     let cluster = Cluster::start(dir, &coordinator, 3);
     // The default interval (60 s) is longer than the job: checkpoints come
     // once the interval is changed through the API, without a restart.
-    let ctl = |extra: &[&str]| {
-        let mut a = args(&["ctl", "--coordinator"]);
-        a.push(format!("http://127.0.0.1:{}", cluster.http_port));
-        a.extend(args(extra));
-        let mut p = weir(dir, "ctl", &a);
-        p.wait_success(Duration::from_secs(30));
-        p.stdout()
-    };
+    let ctl = |extra: &[&str]| ctl(dir, &cluster, extra);
     cluster.wait_state("running", Duration::from_secs(60));
     let changed = ctl(&["checkpoint-interval", "500ms", "--json"]);
     let changed: Value = serde_json::from_str(&changed).expect("json");
@@ -455,34 +458,10 @@ fn checkpoints_in_s3_survive_an_outage_and_restore_a_killed_worker() {
 
 #[test]
 fn stop_with_a_savepoint_then_resume_from_it() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let dir = tmp.path();
-    let ch = ClickHouse::start(dir);
-    ch.apply_weir_ddl(dir, "t_save");
-    let files = partitions(dir, 24_000, 171);
     // No periodic checkpoint in this run: only the savepoint.
-    let a = job_args(
-        &ch,
-        "t_save",
-        &files,
-        &[
-            "--data-dir",
-            "data",
-            "--min-workers",
-            "2",
-            "--checkpoint-interval",
-            "1h",
-        ],
-    );
-    let cluster = Cluster::start(dir, &a, 2);
-    let ctl = |extra: &[&str]| {
-        let mut a = args(&["ctl", "--coordinator"]);
-        a.push(format!("http://127.0.0.1:{}", cluster.http_port));
-        a.extend(args(extra));
-        let mut p = weir(dir, "ctl", &a);
-        p.wait_success(Duration::from_secs(30));
-        p.stdout()
-    };
+    let run = Run::start("t_save", 171, 2, &["--checkpoint-interval", "1h"]);
+    let (dir, cluster) = (run.dir(), &run.cluster);
+    let ctl = |extra: &[&str]| ctl(dir, cluster, extra);
     cluster.wait_state("running", Duration::from_secs(60));
     weir_tests::wait_for("records to flow", Duration::from_secs(60), || {
         cluster.job()["records_in"].as_u64().unwrap_or(0) > 10_000
@@ -524,28 +503,15 @@ fn stop_with_a_savepoint_then_resume_from_it() {
     ctl(&["resume"]);
     let job = cluster.wait_state("finished", Duration::from_secs(240));
     assert_eq!(job["restored_checkpoint"].as_u64(), Some(id), "{job}");
-    let expected = compute(&read_partitions(&files), MINUTE, OOO);
-    ch.check_contract_tables("t_save", &expected);
+    run.check_output();
 }
 
 #[test]
 fn a_checkpoint_that_cannot_be_restored_falls_back_to_the_one_before() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let dir = tmp.path();
-    let ch = ClickHouse::start(dir);
-    ch.apply_weir_ddl(dir, "t_fallback");
-    let files = partitions(dir, 24_000, 191);
-    let mut cluster = Cluster::start(
-        dir,
-        &job_args(
-            &ch,
-            "t_fallback",
-            &files,
-            &["--data-dir", "data", "--min-workers", "2"],
-        ),
-        2,
-    );
-    wait_for_checkpoints(&cluster, 3);
+    let mut run = Run::start("t_fallback", 191, 2, &[]);
+    let dir = run.dir().to_owned();
+    let cluster = &mut run.cluster;
+    wait_for_checkpoints(cluster, 3);
     // No more checkpoints, so that the latest stays the latest.
     let (status, body) = weir_tests::http::request(
         cluster.http_port,
@@ -601,6 +567,5 @@ fn a_checkpoint_that_cannot_be_restored_falls_back_to_the_one_before() {
         "{}",
         cluster.logs()
     );
-    let expected = compute(&read_partitions(&files), MINUTE, OOO);
-    ch.check_contract_tables("t_fallback", &expected);
+    run.check_output();
 }
