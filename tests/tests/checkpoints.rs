@@ -569,3 +569,51 @@ fn a_checkpoint_that_cannot_be_restored_falls_back_to_the_one_before() {
     );
     run.check_output();
 }
+
+#[test]
+fn a_checkpoint_of_a_longer_input_is_never_silently_skipped_past() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let long = generate(
+        dir,
+        "long.avro",
+        &["--records", "30000", "--devices", "200", "--seed", "5"],
+    );
+    let input = long[0].clone();
+    let local = |name: &str| {
+        let mut a = args(&["local", "--quiet", "--rate-limit", "3000"]);
+        a.extend(input_args(std::slice::from_ref(&input)));
+        for (flag, path) in [("--output", "out"), ("--data-dir", "data")] {
+            a.push(flag.into());
+            a.push(dir.join(path).display().to_string());
+        }
+        weir(dir, name, &a)
+    };
+    // Stopped a few seconds in: it stops after a final checkpoint.
+    let mut first = local("weir-first");
+    std::thread::sleep(Duration::from_secs(4));
+    first.signal("TERM");
+    first.wait_success(Duration::from_secs(60));
+    assert!(
+        first.stderr().contains("final checkpoint completed"),
+        "{}",
+        first.logs()
+    );
+    // The same path now holds a shorter input: the checkpoint's position
+    // is past its end. The job fails naming the partition and position
+    // instead of reading nothing and reporting success.
+    let short = generate(
+        dir,
+        "short.avro",
+        &["--records", "100", "--devices", "200", "--seed", "5"],
+    );
+    std::fs::rename(&short[0], &input).expect("replace the input");
+    let mut second = local("weir-second");
+    let status = second.wait(Duration::from_secs(120));
+    assert!(!status.success(), "{}", second.logs());
+    let logs = second.logs();
+    assert!(
+        logs.contains("the input ends before it") && logs.contains(&input.display().to_string()),
+        "{logs}"
+    );
+}

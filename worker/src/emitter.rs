@@ -118,6 +118,8 @@ pub struct Emitter {
     skipped: u64,
     /// Records up to here are in the restored checkpoint.
     skip_through: Option<Position>,
+    /// The last record dropped for being in it.
+    skipped_to: Option<Position>,
 }
 
 impl Emitter {
@@ -142,6 +144,7 @@ impl Emitter {
             resume: None,
             skipped: 0,
             skip_through: None,
+            skipped_to: None,
         }
     }
 
@@ -157,6 +160,16 @@ impl Emitter {
     pub fn restore_after(&mut self, position: Position, watermark: i64) {
         self.resume_after(position, watermark);
         self.skip_through = Some(position);
+    }
+
+    /// At the end of the input: the checkpointed position it never reached,
+    /// if the input ended before it (it is not the input the checkpoint was
+    /// taken of).
+    pub fn restore_point_missed(&self) -> Option<Position> {
+        match (self.skip_through, self.skipped_to) {
+            (Some(through), seen) if seen != Some(through) => Some(through),
+            _ => None,
+        }
     }
 
     /// The reader starts after `position`, where the partition's watermark
@@ -232,7 +245,10 @@ impl Emitter {
     #[inline(never)]
     fn restored(&mut self, position: Position) -> bool {
         match self.skip_through {
-            Some(through) if position <= through => true,
+            Some(through) if position <= through => {
+                self.skipped_to = Some(position);
+                true
+            }
             _ => {
                 self.skip_through = None;
                 false
@@ -639,6 +655,23 @@ mod tests {
         let out = describe(&mut e);
         assert_eq!(out.len(), 1, "{out:?}");
         assert!(out[0].starts_with("All barrier 4 at Some(Offset(4))"));
+    }
+
+    #[test]
+    fn records_up_to_a_restored_checkpoint_are_dropped_and_a_missed_one_is_told() {
+        let t0 = 1_000_000_020_000;
+        let mut e = Emitter::new(config(100), Routing::single(128));
+        e.restore_after(Position::Offset(2), t0);
+        for i in 0..4 {
+            e.reading(&r(1, t0 + i), Position::Offset(i as u64));
+        }
+        assert_eq!(e.emitted(), 1, "only the record after the checkpoint");
+        assert_eq!(e.restore_point_missed(), None);
+        // An input that ends before the checkpointed position.
+        let mut e = Emitter::new(config(100), Routing::single(128));
+        e.restore_after(Position::Offset(9), t0);
+        e.reading(&r(1, t0), Position::Offset(0));
+        assert_eq!(e.restore_point_missed(), Some(Position::Offset(9)));
     }
 
     #[test]

@@ -49,6 +49,15 @@ pub enum SourceError {
     Pulsar(#[from] weir_common::pulsar::PulsarError),
     #[error("Pulsar topic {topic}: {message}")]
     Topic { topic: String, message: String },
+    #[error(
+        "partition {partition}: the restored checkpoint resumes after position {position}, but the \
+         input ends before it: it is not the input the checkpoint was taken of (point \
+         --checkpoint-store elsewhere, or delete the job's checkpoints, to start from the beginning)"
+    )]
+    PastTheEnd {
+        partition: String,
+        position: Position,
+    },
 }
 
 /// What the coordinator knows about durability, for the sources, by input.
@@ -204,6 +213,12 @@ impl<R: PartitionReader> SourceTask<R> {
                 Pulled::Progress => None,
                 Pulled::WaitUntil(t) => Some(t),
                 Pulled::End => {
+                    if let Some(position) = self.emitter.restore_point_missed() {
+                        return Err(SourceError::PastTheEnd {
+                            partition: self.emitter.source_name().to_owned(),
+                            position,
+                        });
+                    }
                     self.emitter.end();
                     return Ok(match self.deliver_or_stop(&stop, &mut counted).await {
                         Some(true) => {
