@@ -387,6 +387,17 @@ fn admin_api_answers_every_endpoint_and_refuses_bad_requests() {
         body["error"].as_str().expect("message").contains("POST"),
         "{body}"
     );
+    for bad in [r#"{"interval_ms": 0}"#, r#"{"interval_ms": "soon"}"#, "{"] {
+        let (status, body) = weir_tests::http::request(
+            cluster.http_port,
+            "PUT",
+            "/api/v1/checkpoints/interval",
+            bad,
+        )
+        .expect("request");
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert!(body.contains("error"), "{body}");
+    }
     let (status, body) = cluster.rest("POST", "/api/v1/job/resume");
     assert_eq!(status, 409, "resume while running");
     assert!(

@@ -243,9 +243,10 @@ impl Actor {
         &mut self,
         interval: std::time::Duration,
     ) -> Result<api::CheckpointList, AdminError> {
-        if interval < std::time::Duration::from_millis(100) {
+        let day = std::time::Duration::from_secs(86_400);
+        if interval < std::time::Duration::from_millis(100) || interval > 365 * day {
             return Err(AdminError::Invalid(
-                "the checkpoint interval must be at least 100 ms".into(),
+                "the checkpoint interval must be between 100 ms and 365 days".into(),
             ));
         }
         self.checkpoints.set_interval(interval, Instant::now());
