@@ -192,6 +192,12 @@ fn print_summary(ending: &Ending, s: &JobStatus, elapsed: Duration, outputs: &[S
         println!("  sink lookups     {:>14}", group(s.sink_lookups));
     }
     println!("  state spills     {:>14}", group(s.state_spills));
+    if s.restored_checkpoint > 0 {
+        println!(
+            "  restored from    {:>14}",
+            format!("checkpoint {}", s.restored_checkpoint)
+        );
+    }
     println!("  dead letters     {:>14}", group(s.dead_letters));
     println!(
         "  watermark        {:>14}",
