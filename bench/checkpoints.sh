@@ -20,11 +20,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
+. bench/lib.sh
 install_build_deps
 install_python_tools
 apt_install time curl bc
 
 RECORDS="${RECORDS:-5000000}"
+# The data sets of bench/devices.sh.
+RATE=30000
+DISORDER_MS=2000
+SEED=9
 DEVICES="${DEVICES-500 50000}"
 STORES="${STORES-none local s3}"
 INTERVAL="${INTERVAL:-10s}"
@@ -44,17 +49,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-data_set() { # devices -> path of the Avro file (generated once, as bench/devices.sh does)
-  local name="r${RECORDS}-d$1-rate30000-o2000-s9"
-  if [ ! -e "$DATA/$name.done" ]; then
-    "$WEIR" gen --out "$DATA/$name.avro" --records "$RECORDS" --devices "$1" \
-      --rate 30000 --disorder-ms 2000 --seed 9 >/dev/null
-    touch "$DATA/$name.done"
-  fi
-  echo "$DATA/$name.avro"
-}
 
 S3_PORT=""
 start_s3() {

@@ -23,6 +23,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
+. bench/lib.sh
 install_build_deps
 apt_install time
 
@@ -50,15 +51,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-data_set() { # devices -> path of the Avro file (generated once)
-  local name="r${RECORDS}-d$1-rate${RATE}-o${DISORDER_MS}-s${SEED}"
-  if [ ! -e "$DATA/$name.done" ]; then
-    "$WEIR" gen --out "$DATA/$name.avro" --records "$RECORDS" --devices "$1" \
-      --rate "$RATE" --disorder-ms "$DISORDER_MS" --seed "$SEED" >/dev/null
-    touch "$DATA/$name.done"
-  fi
-  echo "$DATA/$name.avro"
-}
 
 # Largest size seen of a directory, sampled every 200 ms until $1 exits.
 watch_size() { # pid dir out
@@ -71,7 +63,6 @@ watch_size() { # pid dir out
   echo "$max" > "$3"
 }
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # A ClickHouse server of its own on loopback (Debian's clickhouse-server).
 start_clickhouse() {

@@ -63,19 +63,19 @@ pub fn run(args: CtlArgs) -> anyhow::Result<()> {
         CtlCommand::Stop { savepoint } => (
             "POST",
             "/api/v1/job/stop",
-            format!("{{\"savepoint\":{savepoint}}}"),
+            serde_json::json!({ "savepoint": savepoint }).to_string(),
         ),
         CtlCommand::Resume => ("POST", "/api/v1/job/resume", String::new()),
         CtlCommand::Checkpoints => ("GET", "/api/v1/checkpoints", String::new()),
         CtlCommand::Checkpoint { savepoint } => (
             "POST",
             "/api/v1/checkpoints",
-            format!("{{\"savepoint\":{savepoint}}}"),
+            serde_json::json!({ "savepoint": savepoint }).to_string(),
         ),
         CtlCommand::CheckpointInterval { interval } => (
             "PUT",
             "/api/v1/checkpoints/interval",
-            format!("{{\"interval_ms\":{}}}", interval.as_millis()),
+            serde_json::json!({ "interval_ms": interval.as_millis() }).to_string(),
         ),
     };
     let body = request(&base, method, path, &request_body)?;

@@ -18,6 +18,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 use tokio::time::Instant;
+use weir_common::time::millis;
 use weir_proto::checkpoint as ckpt;
 use weir_proto::cluster as pb;
 
@@ -444,10 +445,6 @@ pub struct MetadataContext {
     pub job: String,
     pub spec_hash: String,
     pub max_parallelism: u16,
-}
-
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]

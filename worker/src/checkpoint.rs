@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use weir_common::checkpoint::CheckpointStore;
 use weir_common::position::Position;
+use weir_common::time::millis;
 use weir_proto::cluster as pb;
 
 use crate::window::OperatorSnapshot;
@@ -108,7 +109,7 @@ impl Uploader {
                     remove_dir(dir).await;
                     match uploaded {
                         Ok(mut ack) => {
-                            ack.async_ms = elapsed_ms(started);
+                            ack.async_ms = millis(started.elapsed());
                             ready = Some(ack);
                         }
                         Err(reason) => {
@@ -165,10 +166,9 @@ impl Uploader {
                             .await
                             .map_err(|e| e.to_string())?;
                         incremental += size;
-                        // Snapshot files of in-memory state are written anew
-                        // for every checkpoint; only spills and restored
-                        // files are reused.
-                        if !name.starts_with("snap") {
+                        // Only files that last (spills, restored files) are
+                        // referenced again by later checkpoints.
+                        if f.lasting {
                             self.tentative.entry(op.checkpoint).or_default().push((
                                 name,
                                 key.clone(),
@@ -230,10 +230,6 @@ impl Uploader {
             async_ms: 0,
         })
     }
-}
-
-fn elapsed_ms(since: Instant) -> u64 {
-    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 async fn remove_dir(dir: PathBuf) {

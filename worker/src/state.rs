@@ -120,6 +120,10 @@ pub struct StateFile {
     pub bytes: u64,
     /// The key groups it has accumulators of.
     pub key_groups: KeyGroupRange,
+    /// Part of the state in RocksDB (a spill or a restored file), which
+    /// later checkpoints reference as long as its window is open; `false`
+    /// for a snapshot of in-memory state, written anew for every checkpoint.
+    pub lasting: bool,
 }
 
 /// The RocksDB instance of one window task.
@@ -193,7 +197,7 @@ impl StateStore {
         end: i64,
         partials: impl IntoIterator<Item = (u16, i32, &'a Accumulator)>,
     ) -> Result<usize, StateError> {
-        let Some(file) = self.write_new("spill", partials)? else {
+        let Some(file) = self.write_new(true, partials)? else {
             return Ok(0);
         };
         let n = file.1;
@@ -212,17 +216,19 @@ impl StateStore {
         Ok(n)
     }
 
-    /// Writes partials as a new numbered file in `files/` (not ingested):
-    /// the file and how many it holds, `None` when there were none.
+    /// Writes partials as a new numbered file in `files/` (not ingested): a
+    /// spill when `lasting`, else a snapshot of in-memory state. Returns the
+    /// file and how many it holds, `None` when there were none.
     fn write_new<'a>(
         &mut self,
-        prefix: &str,
+        lasting: bool,
         partials: impl IntoIterator<Item = (u16, i32, &'a Accumulator)>,
     ) -> Result<Option<(StateFile, usize)>, StateError> {
         // Unique within a window as long as a window sees fewer than 2^32
         // spills; each spill is a memory budget's worth of state.
         let spill = self.spills;
         self.spills = self.spills.wrapping_add(1);
+        let prefix = if lasting { "spill" } else { "snap" };
         let path = self.files_dir.join(format!("{prefix}-{spill}.sst"));
         match self.write_file(&path, spill, partials) {
             Ok((0, _)) => {
@@ -237,6 +243,7 @@ impl StateStore {
                         spill,
                         bytes,
                         key_groups,
+                        lasting,
                     },
                     n,
                 )))
@@ -282,7 +289,7 @@ impl StateStore {
         &mut self,
         partials: impl IntoIterator<Item = (u16, i32, &'a Accumulator)>,
     ) -> Result<Option<StateFile>, StateError> {
-        Ok(self.write_new("snap", partials)?.map(|(f, _)| f))
+        Ok(self.write_new(false, partials)?.map(|(f, _)| f))
     }
 
     /// Gathers the state of checkpoint `checkpoint` in a directory of its
@@ -359,6 +366,7 @@ impl StateStore {
             spill,
             bytes,
             key_groups,
+            lasting: true,
         };
         self.files.entry(end).or_default().push(file.clone());
         Ok(file)

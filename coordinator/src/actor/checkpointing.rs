@@ -277,7 +277,7 @@ impl Actor {
         api::CheckpointList {
             checkpoints,
             store: self.store.describe(),
-            interval_ms: u64::try_from(timing.interval.as_millis()).unwrap_or(u64::MAX),
+            interval_ms: weir_common::time::millis(timing.interval),
             completed: self.checkpoints.completed,
             failed: self.checkpoints.failures.values().sum(),
             failed_by_cause: self
@@ -289,7 +289,7 @@ impl Actor {
             since_last_completed_ms: self
                 .checkpoints
                 .last_completed
-                .map(|(_, at)| u64::try_from(at.elapsed().as_millis()).unwrap_or(u64::MAX)),
+                .map(|(_, at)| weir_common::time::millis(at.elapsed())),
             stopping_after_savepoint: matches!(self.stop_after, Some((StopAfter::Savepoint, _))),
         }
     }

@@ -8,6 +8,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use weir_common::position::Position;
 use weir_common::sink::OutputBatch;
+use weir_common::time::millis;
 
 use super::align::{Aligner, Step};
 use super::inputs::Inputs;
@@ -189,10 +190,10 @@ pub async fn run_window_task(
         if let Some(n) = aligned.take() {
             // Every window the barriers closed is emitted (above): the state
             // is exactly that of the records before them.
-            let alignment_ms = elapsed_ms(aligning_since);
+            let alignment_ms = millis(aligning_since.elapsed());
             let started = Instant::now();
             let snapshot = op.snapshot(n)?;
-            let sync_ms = elapsed_ms(started);
+            let sync_ms = millis(started.elapsed());
             tracing::debug!(checkpoint = n, alignment_ms, sync_ms, "state snapshotted");
             if sink.send(SinkMsg::Barrier(n)).await.is_err() {
                 return Ok(WindowOutcome::Stopped {
@@ -216,8 +217,4 @@ pub async fn run_window_task(
             return Ok(WindowOutcome::Finished);
         }
     }
-}
-
-fn elapsed_ms(since: Instant) -> u64 {
-    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
 }

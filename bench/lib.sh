@@ -1,0 +1,17 @@
+# Helpers of the bench/ scripts (sourced after scripts/lib.sh).
+
+# A free TCP port on loopback.
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# The Avro data set of `$1` devices (RECORDS readings, RATE per second of
+# event time, DISORDER_MS disorder, seed SEED), generated once into $DATA
+# with $WEIR and reused; prints its path.
+data_set() {
+  local name="r${RECORDS}-d$1-rate${RATE}-o${DISORDER_MS}-s${SEED}"
+  if [ ! -e "$DATA/$name.done" ]; then
+    "$WEIR" gen --out "$DATA/$name.avro" --records "$RECORDS" --devices "$1" \
+      --rate "$RATE" --disorder-ms "$DISORDER_MS" --seed "$SEED" >/dev/null
+    touch "$DATA/$name.done"
+  fi
+  echo "$DATA/$name.avro"
+}
