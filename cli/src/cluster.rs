@@ -9,7 +9,6 @@ use clap::Args;
 use weir_common::spec::{JobSpec, SourceKind};
 use weir_common::tasks::TaskGroup;
 use weir_coordinator::discovery::Discovery;
-use weir_coordinator::progress::ProgressFile;
 use weir_coordinator::{Coordinator, CoordinatorConfig};
 use weir_worker::node::{WorkerConfig, WorkerNode};
 
@@ -71,19 +70,13 @@ pub fn coordinator_config(
         }
     }
     let partitions = spec.partition_names()?.unwrap_or_default();
-    let (progress_file, discovery) = match spec.source.kind()? {
-        SourceKind::Pulsar(p) => (
-            Some(ProgressFile {
-                path: CoordinatorConfig::default_progress_path(&spec),
-                topic: weir_common::pulsar::full_topic_name(&p.topic),
-            }),
-            Some(Discovery {
-                connection: p.into(),
-                topic: p.topic.clone(),
-                interval: p.discovery_interval.std(),
-            }),
-        ),
-        _ => (None, None),
+    let discovery = match spec.source.kind()? {
+        SourceKind::Pulsar(p) => Some(Discovery {
+            connection: p.into(),
+            topic: p.topic.clone(),
+            interval: p.discovery_interval.std(),
+        }),
+        _ => None,
     };
     let mut config = CoordinatorConfig::new(spec, partitions);
     config.heartbeat_interval =
@@ -91,7 +84,6 @@ pub fn coordinator_config(
     config.heartbeat_timeout = heartbeat_timeout;
     config.min_workers = min_workers;
     config.settle = settle;
-    config.progress_file = progress_file;
     config.discovery = discovery;
     Ok(config)
 }

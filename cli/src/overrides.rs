@@ -9,8 +9,10 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::Args;
+use weir_common::checkpoint::StoreLocation;
 use weir_common::spec::{
-    AvroFilesSpec, ByteSize, ClickHouseSinkSpec, Duration, JobSpec, JsonlSinkSpec, PulsarSourceSpec,
+    AvroFilesSpec, ByteSize, ClickHouseSinkSpec, Duration, JobSpec, JsonlSinkSpec,
+    PulsarSourceSpec, StartFrom,
 };
 
 #[derive(Args, Debug, Default, Clone)]
@@ -81,10 +83,16 @@ pub struct JobFlags {
     /// Address the checkpoint bucket in the path (S3-compatible servers).
     #[arg(long)]
     pub s3_path_style: bool,
-    /// Start from this checkpoint or savepoint (its number in the store)
-    /// instead of the latest completed one.
-    #[arg(long, value_name = "N")]
-    pub restore_from: Option<u64>,
+    /// Start from this checkpoint or savepoint instead of the latest
+    /// completed one: its number in the job's store, or its path
+    /// (`STORE/JOB/chk-N`, which sets the store when none is given).
+    #[arg(long, value_name = "N|PATH")]
+    pub restore_from: Option<String>,
+    /// Where the inputs start: `checkpoint` (the latest completed one, the
+    /// default), or ignoring the checkpoints `earliest` (every partition
+    /// from its first record) or `latest` (Pulsar: new messages only).
+    #[arg(long, value_name = "checkpoint|earliest|latest")]
+    pub start_from: Option<StartFrom>,
 }
 
 impl JobFlags {
@@ -169,8 +177,11 @@ impl JobFlags {
         if self.s3_path_style {
             spec.checkpoint.s3_path_style = true;
         }
-        if let Some(n) = self.restore_from {
-            spec.checkpoint.restore_from = Some(n);
+        if let Some(from) = &self.restore_from {
+            spec.checkpoint.restore_from = Some(restore_from(&mut spec, from)?);
+        }
+        if let Some(start) = self.start_from {
+            spec.source.start_from = start;
         }
         if self.records.is_some() || self.fast {
             let Some(g) = spec.source.generator.as_mut() else {
@@ -196,6 +207,55 @@ impl JobFlags {
             .context("invalid job (after applying command-line flags)")?;
         Ok(spec)
     }
+}
+
+/// The checkpoint `--restore-from` names: a number, or the path of a
+/// checkpoint directory in the job's store (`STORE/JOB/chk-N`, optionally
+/// with `/_metadata`). A path sets the store when none is given; a path in
+/// another store than the one given is refused (a job restores from its own
+/// store, whose retention knows the files the checkpoint references).
+fn restore_from(spec: &mut JobSpec, from: &str) -> anyhow::Result<u64> {
+    if let Ok(n) = from.trim().parse::<u64>() {
+        return Ok(n);
+    }
+    let trimmed = from.trim().trim_end_matches('/');
+    let trimmed = trimmed.strip_suffix("/_metadata").unwrap_or(trimmed);
+    let (parent, last) = trimmed.rsplit_once('/').ok_or_else(|| {
+        anyhow::anyhow!("--restore-from {from}: expected a number or a path ending in chk-N")
+    })?;
+    let n: u64 = last
+        .strip_prefix("chk-")
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| {
+            anyhow::anyhow!("--restore-from {from}: expected a number or a path ending in chk-N")
+        })?;
+    let (store, job) = parent
+        .rsplit_once('/')
+        .ok_or_else(|| anyhow::anyhow!("--restore-from {from}: expected STORE/JOB/chk-N"))?;
+    if job != spec.name {
+        bail!(
+            "--restore-from {from}: the checkpoint is of job `{job}`, this job is `{}` (set `name` in the spec)",
+            spec.name
+        );
+    }
+    let same = |given: &str| -> bool {
+        match (StoreLocation::parse(given), StoreLocation::parse(store)) {
+            (Ok(StoreLocation::Dir(a)), Ok(StoreLocation::Dir(b))) => {
+                std::path::absolute(&a).ok() == std::path::absolute(&b).ok()
+            }
+            (Ok(a), Ok(b)) => a == b,
+            _ => false,
+        }
+    };
+    match &spec.checkpoint.store {
+        Some(given) if !same(given) => bail!(
+            "--restore-from {from} is in the store {store}, but the job's checkpoint store is {given}: \
+             a job restores from its own store (drop --checkpoint-store, or point it at {store})"
+        ),
+        Some(_) => {}
+        None => spec.checkpoint.store = Some(store.to_owned()),
+    }
+    Ok(n)
 }
 
 #[cfg(test)]
@@ -279,5 +339,41 @@ mod tests {
         };
         let err = format!("{:#}", flags.resolve().unwrap_err());
         assert!(err.contains("sink.clickhouse.url"), "{err}");
+    }
+    #[test]
+    fn restore_from_takes_a_number_or_a_checkpoint_path() {
+        let mut spec = JobFlags::default().resolve().expect("valid");
+        assert_eq!(restore_from(&mut spec, "7").expect("number"), 7);
+        assert_eq!(spec.checkpoint.store, None);
+
+        let n = restore_from(
+            &mut spec,
+            "/data/store/iot-sensor-aggregation/chk-12/_metadata",
+        )
+        .expect("path");
+        assert_eq!(n, 12);
+        assert_eq!(spec.checkpoint.store.as_deref(), Some("/data/store"));
+        // The same store given again is fine; another one is refused.
+        assert_eq!(
+            restore_from(&mut spec, "/data/store/iot-sensor-aggregation/chk-3/").expect("same"),
+            3
+        );
+        let err = restore_from(&mut spec, "/other/iot-sensor-aggregation/chk-3").unwrap_err();
+        assert!(format!("{err}").contains("its own store"), "{err}");
+
+        let mut s3 = JobFlags::default().resolve().expect("valid");
+        let n = restore_from(&mut s3, "s3://bucket/prefix/iot-sensor-aggregation/chk-4")
+            .expect("s3 path");
+        assert_eq!(n, 4);
+        assert_eq!(s3.checkpoint.store.as_deref(), Some("s3://bucket/prefix"));
+
+        for bad in [
+            "chk-x",
+            "/s/iot-sensor-aggregation/cp-1",
+            "/s/other-job/chk-1",
+        ] {
+            let mut spec = JobFlags::default().resolve().expect("valid");
+            assert!(restore_from(&mut spec, bad).is_err(), "{bad}");
+        }
     }
 }

@@ -10,8 +10,9 @@
 //! - [`actor`]: the one task that owns the state; everything else is a
 //!   handle to it.
 //! - [`scheduler`]: partitions and key-group ranges over the live workers.
-//! - [`progress`]: what the output holds and where inputs resume (kept in a
-//!   file for Pulsar jobs); [`discovery`]: a Pulsar topic's partitions.
+//! - [`checkpoints`]: the checkpoint coordinator's state machine;
+//!   [`restore`]: which completed checkpoint a job restores;
+//!   [`discovery`]: a Pulsar topic's partitions.
 //! - [`control`]: the workers' control streams; [`admin`]: the admin API
 //!   over gRPC and REST; [`prometheus`]: `/metrics`.
 
@@ -20,7 +21,6 @@ pub mod admin;
 pub mod checkpoints;
 pub mod control;
 pub mod discovery;
-pub mod progress;
 pub mod prometheus;
 pub mod restore;
 pub mod scheduler;
@@ -44,8 +44,6 @@ pub enum CoordinatorError {
         #[source]
         source: std::io::Error,
     },
-    #[error(transparent)]
-    Progress(#[from] progress::ProgressFileError),
     #[error(transparent)]
     Pulsar(#[from] weir_common::pulsar::PulsarError),
     #[error("checkpoints: {0}")]
@@ -100,6 +98,21 @@ async fn open_checkpoints(
     )
     .await
     .map_err(|e| CoordinatorError::Checkpoint(e.to_string()))?;
+    let state = if spec.source.start_from == weir_common::spec::StartFrom::Checkpoint {
+        state
+    } else {
+        tracing::info!(
+            store = %store.describe(),
+            start_from = ?spec.source.start_from,
+            ignored = state.restore.as_ref().map(|r| r.id),
+            "not restoring the job's checkpoints: the inputs start as --start-from says"
+        );
+        restore::StoreState {
+            restore: None,
+            earlier: Vec::new(),
+            ..state
+        }
+    };
     match &state.restore {
         Some(r) => {
             tracing::info!(store = %store.describe(), checkpoint = r.id, "restoring the job from its latest completed checkpoint");
@@ -135,17 +148,6 @@ impl Coordinator {
         http: Option<SocketAddr>,
         parent: &TaskGroup,
     ) -> Result<Self, CoordinatorError> {
-        let max_parallelism = config.spec.state.max_parallelism;
-        let progress = match &config.progress_file {
-            Some(file) => match file.load(max_parallelism)? {
-                Some(p) => {
-                    tracing::info!(path = %file.path.display(), "resuming from the job's recorded positions");
-                    p
-                }
-                None => progress::JobProgress::new(max_parallelism),
-            },
-            None => progress::JobProgress::new(max_parallelism),
-        };
         // The topic's partitions before anything else: a broker that cannot
         // be reached, or refuses us, fails here with the cause.
         let discovered = match &config.discovery {
@@ -166,7 +168,7 @@ impl Coordinator {
         config.address = grpc_addr.to_string();
         let tasks = parent.child();
         let shutdown = tasks.token().clone();
-        let (handle, actor) = actor::spawn(config, progress, checkpoints, shutdown.clone());
+        let (handle, actor) = actor::spawn(config, checkpoints, shutdown.clone());
         tasks.spawn_critical("the coordinator actor", async move {
             actor.await.map_err(|e| e.to_string())
         });

@@ -100,7 +100,12 @@ pub fn generate(dir: &Path, name: &str, args: &[&str]) -> Vec<PathBuf> {
 /// Starts `weir <args>` with its output captured under `dir`.
 pub fn weir(dir: &Path, name: &str, args: &[String]) -> process::Proc {
     let mut cmd = std::process::Command::new(weir_bin());
-    cmd.args(args).env("WEIR_LOG", "info").env("NO_COLOR", "1");
+    cmd.args(args)
+        .env(
+            "WEIR_LOG",
+            std::env::var("WEIR_TEST_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .env("NO_COLOR", "1");
     process::Proc::spawn(name, cmd, dir)
 }
 

@@ -53,6 +53,9 @@ pub struct TaskSnapshot {
 pub enum CheckpointEvent {
     Ack(pb::CheckpointAck),
     Declined(pb::CheckpointDeclined),
+    /// A source read its partition (by input index) to the end: once all
+    /// have, the coordinator takes the final checkpoint.
+    InputEnded(u32),
 }
 
 /// Names state files uniquely: `shared/<instance>-<file>`.

@@ -8,23 +8,22 @@
 //! crosses a window boundary, every pending batch is queued before the new
 //! watermark (see `weir_common::watermark` for why this makes lateness exact).
 //!
-//! Every watermark, idle and end envelope also marks how far the partition
-//! has been read, and the emitter remembers those marks until they are
-//! durable (see [`crate::resume`]): a mark is durable once every window task
-//! has processed through it and written every window its records can be in.
+//! A partition restored from a checkpoint is read again from where its
+//! reader can start (a file from its beginning, a Pulsar partition from the
+//! checkpointed message, which the broker sends again): records up to the
+//! checkpointed position are dropped, and the position itself must be
+//! among them, or the input is not the one the checkpoint was taken of.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 
 use weir_common::dead_letter::DeadLetter;
 use weir_common::keygroup::key_group_of;
 use weir_common::position::Position;
 use weir_common::reading::Reading;
-use weir_common::time::{in_datetime_range, window_end};
+use weir_common::time::in_datetime_range;
 use weir_common::watermark::WatermarkGenerator;
 
 use crate::envelope::{Envelope, RecordBatch};
-use crate::resume::ResumeFilter;
 
 /// Where a queued envelope goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,14 +82,17 @@ pub struct EmitterConfig {
     pub max_dead_letter_payload: usize,
 }
 
-/// A point the partition was read to, as sent in an envelope.
+/// How a restored partition's input compares with its checkpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Mark {
-    pub position: Position,
-    /// The latest window end of any record up to `position`.
-    pub max_window_end: i64,
-    /// The partition's watermark at `position`.
-    pub watermark: i64,
+pub enum RestoreCheck {
+    /// Nothing restored, or the checkpointed position was read again.
+    Fits,
+    /// The input ended before the checkpointed position.
+    EndedBefore(Position),
+    /// A record after the checkpointed position came without the position
+    /// itself (`found`): the input is another one (a recreated topic, another
+    /// file).
+    Missing { position: Position, found: Position },
 }
 
 pub struct Emitter {
@@ -106,20 +108,14 @@ pub struct Emitter {
     dead_letters: Vec<DeadLetter>,
     /// Records routed to other processes, by key group, since last taken.
     remote_by_key_group: Vec<u64>,
-    /// Position of the last record read (emitted, skipped or dead).
+    /// Position of the last record read (emitted, dropped or dead).
     last_position: Option<Position>,
-    /// Position in the last envelope sent.
-    marked: Option<Position>,
-    /// Marks sent and not yet durable, oldest first.
-    marks: VecDeque<Mark>,
-    /// Skips records whose output is already written (after a restart).
-    resume: Option<ResumeFilter>,
-    /// Records skipped by `resume`.
-    skipped: u64,
     /// Records up to here are in the restored checkpoint.
     skip_through: Option<Position>,
     /// The last record dropped for being in it.
     skipped_to: Option<Position>,
+    /// Set when the restored position turned out not to be in the input.
+    mismatch: Option<Position>,
 }
 
 impl Emitter {
@@ -139,56 +135,39 @@ impl Emitter {
             bad: 0,
             dead_letters: Vec::new(),
             last_position: None,
-            marked: None,
-            marks: VecDeque::new(),
-            resume: None,
-            skipped: 0,
             skip_through: None,
             skipped_to: None,
+            mismatch: None,
         }
-    }
-
-    /// Skips the records `filter` says are written.
-    pub fn with_resume(mut self, filter: Option<ResumeFilter>) -> Self {
-        self.resume = filter;
-        self
     }
 
     /// The partition restarts from a checkpoint taken after `position`,
     /// where its watermark was `watermark`: records up to `position` that
     /// the reader reads again are dropped.
     pub fn restore_after(&mut self, position: Position, watermark: i64) {
-        self.resume_after(position, watermark);
-        self.skip_through = Some(position);
-    }
-
-    /// At the end of the input: the checkpointed position it never reached,
-    /// if the input ended before it (it is not the input the checkpoint was
-    /// taken of).
-    pub fn restore_point_missed(&self) -> Option<Position> {
-        match (self.skip_through, self.skipped_to) {
-            (Some(through), seen) if seen != Some(through) => Some(through),
-            _ => None,
-        }
-    }
-
-    /// The reader starts after `position`, where the partition's watermark
-    /// was `watermark` (it resumes there instead of reading from the start).
-    pub fn resume_after(&mut self, position: Position, watermark: i64) {
         self.watermark.resume_from(watermark);
         self.sent_watermark = self.sent_watermark.max(watermark);
         self.last_position = Some(position);
-        self.marked = Some(position);
+        self.skip_through = Some(position);
+    }
+
+    /// Whether the input still fits the restored checkpoint; call at the end
+    /// of the input with `ended`.
+    pub fn restore_check(&self, ended: bool) -> RestoreCheck {
+        if let (Some(position), Some(found)) = (self.skip_through, self.mismatch) {
+            return RestoreCheck::Missing { position, found };
+        }
+        match (self.skip_through, self.skipped_to) {
+            (Some(through), seen) if ended && seen != Some(through) => {
+                RestoreCheck::EndedBefore(through)
+            }
+            _ => RestoreCheck::Fits,
+        }
     }
 
     /// Position of the last record read.
     pub fn last_position(&self) -> Option<Position> {
         self.last_position
-    }
-
-    /// Records skipped because their output was already written.
-    pub fn skipped(&self) -> u64 {
-        self.skipped
     }
 
     pub fn source_name(&self) -> &str {
@@ -221,9 +200,6 @@ impl Emitter {
             return;
         }
         let kg = key_group_of(r.sensor_id, self.routing.max_parallelism());
-        if self.resume.is_some() && self.already_written(r, position, kg) {
-            return;
-        }
         let dest = usize::from(self.routing.owners[usize::from(kg)]);
         if Some(dest) != self.routing.local {
             self.remote_by_key_group[usize::from(kg)] += 1;
@@ -241,7 +217,8 @@ impl Emitter {
     }
 
     /// Whether the record at `position` is in the checkpoint the job was
-    /// restored from (sources that cannot seek read up to it again).
+    /// restored from (sources read up to it again). The first record after
+    /// it ends the check: the checkpointed position must have been seen.
     #[inline(never)]
     fn restored(&mut self, position: Position) -> bool {
         match self.skip_through {
@@ -249,39 +226,29 @@ impl Emitter {
                 self.skipped_to = Some(position);
                 true
             }
-            _ => {
+            Some(through) => {
+                if self.skipped_to != Some(through) {
+                    self.mismatch = Some(position);
+                    // Nothing after it may be taken for the checkpoint's
+                    // continuation: the source stops on the mismatch.
+                    return true;
+                }
                 self.skip_through = None;
                 false
             }
+            None => false,
         }
-    }
-
-    /// Whether the reading's output is already written (it then only moves
-    /// the watermark, as it did when it was first read).
-    #[inline(never)]
-    fn already_written(&mut self, r: &Reading, position: Position, kg: u16) -> bool {
-        let Some(filter) = &self.resume else {
-            return false;
-        };
-        if position > filter.until() {
-            self.resume = None;
-            return false;
-        }
-        let end = window_end(r.timestamp_ms, self.config.window_ms);
-        if !filter.written(kg, position, end) {
-            return false;
-        }
-        self.skipped += 1;
-        if self.watermark.observe(r.timestamp_ms) {
-            self.flush();
-        }
-        true
     }
 
     /// A record was read that will not reach [`reading`](Self::reading)
-    /// (it became a dead letter).
-    pub fn consumed(&mut self, position: Position) {
+    /// (it is a dead letter); `false` when it is in the restored checkpoint
+    /// (its dead letter was written before).
+    pub fn consumed(&mut self, position: Position) -> bool {
+        if self.skip_through.is_some() && self.restored(position) {
+            return false;
+        }
         self.last_position = Some(position);
+        true
     }
 
     #[cold]
@@ -330,8 +297,7 @@ impl Emitter {
             .push((Route::To(dest), Envelope::Records(batch)));
     }
 
-    /// Queues every pending batch, then the watermark if it moved or the
-    /// partition was read further since the last envelope.
+    /// Queues every pending batch, then the watermark if it moved.
     pub fn flush(&mut self) {
         for dest in 0..self.pending.len() {
             if !self.pending[dest].is_empty() {
@@ -339,45 +305,16 @@ impl Emitter {
             }
         }
         let wm = self.watermark.mark_sent();
-        let advanced = self.last_position != self.marked;
-        if wm > self.sent_watermark || advanced {
-            self.sent_watermark = self.sent_watermark.max(wm);
+        if wm > self.sent_watermark {
+            self.sent_watermark = wm;
             self.outbox.push((
                 Route::All,
                 Envelope::Watermark {
                     input: self.config.input,
                     watermark: wm,
-                    through: self.last_position,
                 },
             ));
         }
-        if let (true, Some(position)) = (advanced, self.last_position) {
-            self.marked = Some(position);
-            let max_ts = self.watermark.max_event_time();
-            self.marks.push_back(Mark {
-                position,
-                max_window_end: if max_ts == i64::MIN {
-                    i64::MIN
-                } else {
-                    window_end(max_ts, self.config.window_ms)
-                },
-                watermark: wm,
-            });
-        }
-    }
-
-    /// The latest mark that is durable given that every window task has
-    /// processed through `processed` and written every window ending at or
-    /// before `written_watermark`; earlier marks are forgotten.
-    pub fn durable_within(&mut self, processed: Position, written_watermark: i64) -> Option<Mark> {
-        let mut durable = None;
-        while let Some(m) = self.marks.front() {
-            if m.position > processed || m.max_window_end > written_watermark {
-                break;
-            }
-            durable = self.marks.pop_front();
-        }
-        durable
     }
 
     /// Whether anything waits in a batch that has not been queued.
@@ -392,7 +329,6 @@ impl Emitter {
             Route::All,
             Envelope::Idle {
                 input: self.config.input,
-                through: self.last_position,
             },
         ));
     }
@@ -413,14 +349,34 @@ impl Emitter {
         ));
     }
 
-    /// The partition is exhausted.
+    /// The partition is exhausted: its watermark is +∞ from here on (also
+    /// in the barriers that follow, so that a checkpoint taken after the end
+    /// restores the partition as ended).
     pub fn end(&mut self) {
         self.flush();
+        self.sent_watermark = i64::MAX;
         self.outbox.push((
             Route::All,
             Envelope::End {
                 input: self.config.input,
                 through: self.last_position,
+            },
+        ));
+    }
+
+    /// Whether the partition was restored from a checkpoint taken after its
+    /// end (it has nothing more to read).
+    pub fn restored_ended(&self) -> bool {
+        self.skip_through.is_some() && self.sent_watermark == i64::MAX
+    }
+
+    /// The source sends nothing more (after its end and a checkpoint that
+    /// covers it).
+    pub fn close(&mut self) {
+        self.outbox.push((
+            Route::All,
+            Envelope::Closed {
+                input: self.config.input,
             },
         ));
     }
@@ -488,6 +444,7 @@ mod tests {
                 Envelope::Watermark { watermark, .. } => format!("{route:?} wm {watermark}"),
                 Envelope::Idle { .. } => format!("{route:?} idle"),
                 Envelope::End { .. } => format!("{route:?} end"),
+                Envelope::Closed { .. } => format!("{route:?} closed"),
                 Envelope::Barrier {
                     checkpoint,
                     through,
@@ -564,77 +521,6 @@ mod tests {
     }
 
     #[test]
-    fn marks_say_how_far_the_partition_was_read_and_become_durable() {
-        let mut e = Emitter::new(config(100), Routing::single(128));
-        let t0 = 1_000_000_040_000; // 20 s into a minute
-        e.reading(&r(1, t0), Position::Offset(0));
-        e.reading(&r(1, t0 + 1_000), Position::Offset(1));
-        e.flush(); // the source waits for input
-        let through: Vec<Option<Position>> = e
-            .take_outbox()
-            .filter_map(|(_, env)| match env {
-                Envelope::Watermark { through, .. } => Some(through),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(through.last(), Some(&Some(Position::Offset(1))));
-        // Nothing new read: no new mark.
-        e.flush();
-        assert_eq!(e.take_outbox().count(), 0);
-        e.consumed(Position::Offset(2)); // a dead letter
-        e.flush();
-        let envelopes: Vec<Envelope> = e.take_outbox().map(|(_, env)| env).collect();
-        assert!(matches!(
-            envelopes.as_slice(),
-            [Envelope::Watermark {
-                through: Some(Position::Offset(2)),
-                ..
-            }]
-        ));
-        let end = 1_000_000_080_000; // the window of t0
-        assert_eq!(
-            e.durable_within(Position::Offset(5), end - 1),
-            None,
-            "window not written"
-        );
-        let m = e.durable_within(Position::Offset(1), end).expect("durable");
-        assert_eq!(m.position, Position::Offset(1));
-        assert_eq!(m.max_window_end, end);
-        assert_eq!(m.watermark, t0 + 1_000 - 5_000);
-        let m = e.durable_within(Position::Offset(9), end).expect("durable");
-        assert_eq!(m.position, Position::Offset(2));
-        assert_eq!(
-            e.durable_within(Position::Offset(9), end),
-            None,
-            "forgotten"
-        );
-    }
-
-    #[test]
-    fn written_records_are_skipped_but_move_the_watermark() {
-        use crate::resume::{ResumeFilter, ResumeTable};
-        use weir_common::keygroup::KeyGroupRange;
-        let t0 = 1_000_000_020_000; // a minute boundary
-        let mut table = ResumeTable::empty(128, 1);
-        table
-            .set(
-                KeyGroupRange::all(128),
-                t0 + 60_000,
-                &[(0, Position::Offset(1))],
-            )
-            .expect("set");
-        let filter = ResumeFilter::new(std::sync::Arc::new(table), 0);
-        let mut e = Emitter::new(config(100), Routing::single(128)).with_resume(filter);
-        e.reading(&r(1, t0 + 1_000), Position::Offset(0)); // written
-        e.reading(&r(2, t0 + 70_000), Position::Offset(1)); // window still open
-        e.reading(&r(3, t0 + 2_000), Position::Offset(2)); // after `processed`
-        e.flush();
-        assert_eq!(e.skipped(), 1);
-        assert_eq!(e.emitted(), 2);
-        assert_eq!(e.watermark(), t0 + 70_000 - 5_000);
-    }
-
-    #[test]
     fn a_barrier_follows_everything_read_before_it_on_every_route() {
         let mut e = Emitter::new(config(100), Routing::new(vec![0, 1], 2, Some(0)));
         let t0 = 1_000_000_020_000;
@@ -666,12 +552,59 @@ mod tests {
             e.reading(&r(1, t0 + i), Position::Offset(i as u64));
         }
         assert_eq!(e.emitted(), 1, "only the record after the checkpoint");
-        assert_eq!(e.restore_point_missed(), None);
+        assert_eq!(e.restore_check(true), RestoreCheck::Fits);
         // An input that ends before the checkpointed position.
         let mut e = Emitter::new(config(100), Routing::single(128));
         e.restore_after(Position::Offset(9), t0);
         e.reading(&r(1, t0), Position::Offset(0));
-        assert_eq!(e.restore_point_missed(), Some(Position::Offset(9)));
+        assert_eq!(e.restore_check(false), RestoreCheck::Fits, "not yet");
+        assert_eq!(
+            e.restore_check(true),
+            RestoreCheck::EndedBefore(Position::Offset(9))
+        );
+        // An input that skips the checkpointed position: nothing after it
+        // is taken.
+        let mut e = Emitter::new(config(100), Routing::single(128));
+        e.restore_after(Position::Offset(5), t0);
+        e.reading(&r(1, t0), Position::Offset(4));
+        e.reading(&r(1, t0 + 1), Position::Offset(6));
+        assert_eq!(e.emitted(), 0);
+        assert_eq!(
+            e.restore_check(false),
+            RestoreCheck::Missing {
+                position: Position::Offset(5),
+                found: Position::Offset(6)
+            }
+        );
+        // A dead letter in the checkpoint is not written again, but counts
+        // as read.
+        let mut e = Emitter::new(config(100), Routing::single(128));
+        e.restore_after(Position::Offset(1), t0);
+        assert!(!e.consumed(Position::Offset(1)));
+        e.reading(&r(1, t0), Position::Offset(2));
+        assert_eq!(e.emitted(), 1);
+        assert_eq!(e.restore_check(true), RestoreCheck::Fits);
+    }
+
+    #[test]
+    fn after_the_end_barriers_carry_an_infinite_watermark() {
+        let mut e = Emitter::new(config(100), Routing::single(128));
+        e.reading(&r(1, 1_000_000_020_000), Position::Offset(0));
+        e.end();
+        e.barrier(7);
+        e.close();
+        let out = describe(&mut e);
+        assert_eq!(
+            out[out.len() - 3..],
+            [
+                "All end".to_string(),
+                format!("All barrier 7 at Some(Offset(0)) wm {}", i64::MAX),
+                "All closed".to_string()
+            ]
+        );
+        let mut restored = Emitter::new(config(100), Routing::single(128));
+        restored.restore_after(Position::Offset(0), i64::MAX);
+        assert!(restored.restored_ended());
     }
 
     #[test]

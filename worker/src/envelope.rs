@@ -36,15 +36,11 @@ impl RecordBatch {
     }
 }
 
-/// One message on a source → window channel. Records, watermarks and the
-/// end-of-input marker of one input travel on the same channel so that
-/// their order is kept.
-///
-/// Every envelope but records carries `through`: the position of the last
-/// record the source had read when it sent the envelope (`None` before the
-/// first). A window task that receives it has received every record up to
-/// there that was meant for it, which is what makes its written output
-/// traceable to input positions (see [`crate::resume`]).
+/// One message on a source → window channel. Records, watermarks, barriers
+/// and the end-of-input marker of one input travel on the same channel so
+/// that their order is kept. `through` is the position of the last record
+/// the source had read when it sent the envelope (`None` before the first):
+/// where the partition resumes from a checkpoint taken there.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Envelope {
     Records(RecordBatch),
@@ -53,17 +49,21 @@ pub enum Envelope {
     Watermark {
         input: u32,
         watermark: i64,
-        through: Option<Position>,
     },
     /// The input has had no data for the idle timeout.
     Idle {
         input: u32,
-        through: Option<Position>,
     },
-    /// The input is exhausted (finite sources): watermark +∞.
+    /// The input is exhausted (finite sources): watermark +∞. Barriers may
+    /// still follow (the final checkpoint's), then `Closed`.
     End {
         input: u32,
         through: Option<Position>,
+    },
+    /// The source sends nothing more: it ended and a checkpoint covering its
+    /// end completed.
+    Closed {
+        input: u32,
     },
     /// Checkpoint barrier: the input's records before it belong to
     /// checkpoint `checkpoint`, none after. `through` and `watermark` are the
@@ -84,6 +84,7 @@ impl Envelope {
             Envelope::Watermark { input, .. }
             | Envelope::Idle { input, .. }
             | Envelope::End { input, .. }
+            | Envelope::Closed { input }
             | Envelope::Barrier { input, .. } => *input,
         }
     }

@@ -29,7 +29,6 @@ pub mod envelope;
 pub mod metrics;
 pub mod node;
 pub mod prometheus;
-pub mod resume;
 pub mod shuffle;
 pub mod sink;
 pub mod source;

@@ -2,17 +2,9 @@
 //!
 //! Tasks add to these once per batch, not per record; readers (heartbeats,
 //! the progress display, `/metrics`) only load. Relaxed atomics are enough:
-//! every value is an independent counter or gauge. The two progress records
-//! (what the sink wrote, how far a partition is durable) change about once
-//! a second and are read with a heartbeat, so a mutex each is enough.
+//! every value is an independent counter or gauge.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, Ordering::Relaxed};
-use std::sync::Mutex;
-
-use weir_common::position::Position;
-
-use crate::emitter::Mark;
-use crate::resume::Written;
 
 /// Progress of one input partition (moves only on the worker reading it).
 #[derive(Debug)]
@@ -22,8 +14,6 @@ pub struct PartitionMetrics {
     pub finished: AtomicBool,
     /// Read by this worker.
     pub local: AtomicBool,
-    /// The latest durable point found by the source (position, watermark).
-    durable: Mutex<Option<(Position, i64)>>,
 }
 
 impl Default for PartitionMetrics {
@@ -33,19 +23,7 @@ impl Default for PartitionMetrics {
             watermark: AtomicI64::new(i64::MIN),
             finished: AtomicBool::new(false),
             local: AtomicBool::new(false),
-            durable: Mutex::new(None),
         }
-    }
-}
-
-impl PartitionMetrics {
-    pub fn set_durable(&self, mark: Mark) {
-        *self.durable.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some((mark.position, mark.watermark));
-    }
-
-    pub fn durable(&self) -> Option<(Position, i64)> {
-        *self.durable.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -95,13 +73,9 @@ pub struct JobMetrics {
     pub remote_by_key_group: Vec<AtomicU64>,
     /// Every input partition of the job, by input index.
     pub partitions: Vec<PartitionMetrics>,
-    /// Records skipped on resume because their output was already written.
-    pub already_written: AtomicU64,
     /// The checkpoint this deployment restored its state from (0: none).
     pub restored_checkpoint: AtomicU64,
     phase: AtomicU8,
-    /// What the sink has written (see [`crate::resume`]).
-    written: Mutex<Option<Written>>,
 }
 
 impl Default for JobMetrics {
@@ -150,22 +124,9 @@ impl JobMetrics {
             partitions: (0..partitions)
                 .map(|_| PartitionMetrics::default())
                 .collect(),
-            already_written: AtomicU64::new(0),
             restored_checkpoint: AtomicU64::new(0),
             phase: AtomicU8::new(Phase::WaitingForSink as u8),
-            written: Mutex::new(None),
         }
-    }
-
-    pub fn set_written(&self, written: Written) {
-        *self.written.lock().unwrap_or_else(|e| e.into_inner()) = Some(written);
-    }
-
-    pub fn written(&self) -> Option<Written> {
-        self.written
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
     }
 
     pub fn snapshot(&self) -> MetricsSnapshot {

@@ -23,8 +23,8 @@ use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tokio_util::sync::CancellationToken;
 use weir_common::error_chain::error_chain;
 use weir_common::keygroup::KeyGroupRange;
-use weir_common::position::Position;
 use weir_common::spec::JobSpec;
+use weir_common::spec::StartFrom;
 use weir_common::tasks::TaskGroup;
 use weir_proto::cluster as pb;
 use weir_proto::cluster::cluster_client::ClusterClient;
@@ -37,9 +37,7 @@ use crate::deployment::{
     Slot, Update,
 };
 use crate::metrics::JobMetrics;
-use crate::resume::ResumeTable;
 use crate::shuffle::{ShuffleRegistry, ShuffleService, MAX_MESSAGE_BYTES};
-use crate::source::SourceProgress;
 
 /// How a worker runs.
 #[derive(Clone, Debug)]
@@ -278,8 +276,6 @@ impl Session<'_> {
 
         let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
         let mut current: Option<Deployment> = None;
-        // The progress last sent (sent again only when it changes).
-        let mut progress: Option<pb::ProgressReport> = None;
         // When a draining deployment is given up.
         let mut abort_at: Option<tokio::time::Instant> = None;
         let result = loop {
@@ -296,11 +292,6 @@ impl Session<'_> {
                     Err(status) => break Err(format!("control stream failed: {}", status.message())),
                 },
                 _ = heartbeat.tick() => {
-                    if let Some(d) = &current {
-                        if !send_progress(&events, d, &mut progress).await {
-                            break Err("the control stream closed".to_string());
-                        }
-                    }
                     let metrics = current.as_ref().map(|d| metrics_of(d.generation, &d.metrics()));
                     let event = pb::worker_event::Event::Heartbeat(pb::Heartbeat { metrics });
                     if events.send(pb::WorkerEvent { event: Some(event) }).await.is_err() {
@@ -314,6 +305,13 @@ impl Session<'_> {
                             let event = match event {
                                 CheckpointEvent::Ack(a) => pb::worker_event::Event::CheckpointAck(a),
                                 CheckpointEvent::Declined(d) => pb::worker_event::Event::CheckpointDeclined(d),
+                                CheckpointEvent::InputEnded(input) => {
+                                    let Some(d) = &current else { continue };
+                                    pb::worker_event::Event::InputEnded(pb::InputEnded {
+                                        generation: d.generation,
+                                        input,
+                                    })
+                                }
                             };
                             if events.send(pb::WorkerEvent { event: Some(event) }).await.is_err() {
                                 break Err("the control stream closed".to_string());
@@ -323,9 +321,6 @@ impl Session<'_> {
                     };
                     abort_at = None;
                     let Some(d) = current.take() else { continue };
-                    // What it made durable first: the coordinator records
-                    // it before it learns the deployment ended.
-                    send_progress(&events, &d, &mut progress).await;
                     self.report_end(&d, outcome, &events).await;
                 }
                 _ = sleep_until_opt(abort_at) => {
@@ -397,16 +392,6 @@ impl Session<'_> {
                     }
                 }
                 Some(Directive::Deployed)
-            }
-            Command::Progress(progress) => {
-                if let Some(d) = current
-                    .as_ref()
-                    .filter(|d| d.generation == progress.generation)
-                {
-                    let update = source_progress(&progress, d.metrics().partitions.len());
-                    d.send(DeploymentMsg::Progress(update)).await;
-                }
-                None
             }
             Command::TriggerCheckpoint(t) => {
                 if let Some(d) = current.as_ref().filter(|d| d.generation == t.generation) {
@@ -496,26 +481,6 @@ impl Session<'_> {
             };
             *slot = Some((position, point.watermark));
         }
-        let written = if assignment.written.is_empty() {
-            None
-        } else {
-            let mut table = ResumeTable::empty(spec.state.max_parallelism, inputs);
-            for w in &assignment.written {
-                let range = KeyGroupRange {
-                    start: u16::try_from(w.key_group_start).unwrap_or(u16::MAX),
-                    end: u16::try_from(w.key_group_end).unwrap_or(u16::MAX),
-                };
-                let processed: Vec<(u32, Position)> = w
-                    .processed
-                    .iter()
-                    .filter_map(|p| position_of(&p.position).map(|pos| (p.input, pos)))
-                    .collect();
-                table
-                    .set(range, w.watermark, &processed)
-                    .map_err(JobError::Assignment)?;
-            }
-            Some(Arc::new(table))
-        };
         let plan = DeploymentPlan {
             generation: deploy.generation,
             spec,
@@ -528,7 +493,17 @@ impl Session<'_> {
                 .collect(),
             partition_names,
             resume,
-            written,
+            start_from: match pb::StartFrom::try_from(assignment.start_from) {
+                Ok(pb::StartFrom::Default) => StartFrom::Checkpoint,
+                Ok(pb::StartFrom::Earliest) => StartFrom::Earliest,
+                Ok(pb::StartFrom::Latest) => StartFrom::Latest,
+                Err(_) => {
+                    return Err(JobError::Assignment(format!(
+                        "unknown start_from {}",
+                        assignment.start_from
+                    )))
+                }
+            },
             restore: (assignment.restore_checkpoint != 0).then(|| RestoreFrom {
                 checkpoint: assignment.restore_checkpoint,
                 metadata: assignment.restore_metadata.clone(),
@@ -659,84 +634,8 @@ pub fn metrics_of(generation: u64, m: &JobMetrics) -> pb::WorkerMetrics {
             .iter()
             .map(|c| c.load(Relaxed))
             .collect(),
-        records_already_written: m.already_written.load(Relaxed),
         restored_checkpoint: m.restored_checkpoint.load(Relaxed),
     }
-}
-
-/// What a deployment has made durable, for the coordinator.
-pub fn progress_of(generation: u64, m: &JobMetrics) -> pb::ProgressReport {
-    pb::ProgressReport {
-        generation,
-        written: m.written().map(|w| pb::WrittenProgress {
-            watermark: w.watermark,
-            processed: w
-                .processed
-                .iter()
-                .enumerate()
-                .filter_map(|(input, p)| {
-                    p.map(|p| pb::InputPosition {
-                        input: input as u32,
-                        position: Some(p.into()),
-                    })
-                })
-                .collect(),
-        }),
-        durable: m
-            .partitions
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| p.local.load(Relaxed))
-            .filter_map(|(input, p)| {
-                p.durable()
-                    .map(|(pos, wm)| pb::PartitionPoint::new(input as u32, pos, wm))
-            })
-            .collect(),
-    }
-}
-
-/// Sends the deployment's progress if it changed since `last`.
-async fn send_progress(
-    events: &mpsc::Sender<pb::WorkerEvent>,
-    d: &Deployment,
-    last: &mut Option<pb::ProgressReport>,
-) -> bool {
-    let now = progress_of(d.generation, &d.metrics());
-    if last.as_ref() == Some(&now) {
-        return true;
-    }
-    let event = pb::worker_event::Event::Progress(now.clone());
-    let sent = events
-        .send(pb::WorkerEvent { event: Some(event) })
-        .await
-        .is_ok();
-    *last = Some(now);
-    sent
-}
-
-/// The coordinator's progress command for this worker's sources.
-fn source_progress(p: &pb::Progress, inputs: usize) -> SourceProgress {
-    let mut out = SourceProgress {
-        bounds: vec![None; inputs],
-        recorded: vec![None; inputs],
-    };
-    for b in &p.bounds {
-        if let (Some(slot), Some(pos)) = (
-            out.bounds.get_mut(b.input as usize),
-            position_of(&b.position),
-        ) {
-            *slot = Some((pos, b.watermark));
-        }
-    }
-    for r in &p.recorded {
-        if let (Some(slot), Some(pos)) = (
-            out.recorded.get_mut(r.input as usize),
-            position_of(&r.position),
-        ) {
-            *slot = Some(pos);
-        }
-    }
-    out
 }
 
 /// This process's resident set size (Linux), for memory monitoring.

@@ -98,7 +98,6 @@ fn close_window(devices: i32, budget: usize) -> PerRow {
             late_policy: LatePolicy::Output,
             aggregates: vec![Aggregate::SensorsLocal, Aggregate::SensorAggregates1m],
             input_names: vec!["p0".into()],
-            resume: None,
         },
         state,
     );

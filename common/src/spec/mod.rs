@@ -106,6 +106,41 @@ pub struct SourceSpec {
     /// Records per batch between the source and the window operator.
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
+    /// Where the inputs start: from the latest completed checkpoint
+    /// (the default), or ignoring the checkpoints, from each partition's
+    /// first or (Pulsar) next message.
+    #[serde(default)]
+    pub start_from: StartFrom,
+}
+
+/// Where a job's inputs start.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StartFrom {
+    /// From the latest completed checkpoint (its state and positions); with
+    /// none, files and generators from their beginning and Pulsar from the
+    /// subscription's position. A checkpointed position that does not fit
+    /// its input stops the job.
+    #[default]
+    Checkpoint,
+    /// The checkpoints are not restored: every partition from its first
+    /// record (Pulsar: the subscription is reset to the earliest message).
+    Earliest,
+    /// The checkpoints are not restored: Pulsar partitions from the next
+    /// message published (the subscription is reset to the end).
+    Latest,
+}
+
+impl std::str::FromStr for StartFrom {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "checkpoint" => Ok(StartFrom::Checkpoint),
+            "earliest" => Ok(StartFrom::Earliest),
+            "latest" => Ok(StartFrom::Latest),
+            _ => Err(format!("`{s}`: expected checkpoint, earliest or latest")),
+        }
+    }
 }
 
 fn default_batch_size() -> usize {
@@ -120,6 +155,7 @@ impl Default for SourceSpec {
             pulsar: None,
             rate_limit: None,
             batch_size: default_batch_size(),
+            start_from: StartFrom::default(),
         }
     }
 }
@@ -671,6 +707,12 @@ impl JobSpec {
                     "must be a positive number of records per second",
                 ));
             }
+        }
+        if self.source.start_from == StartFrom::Latest && self.source.pulsar.is_none() {
+            return Err(invalid(
+                "source.start_from",
+                "`latest` applies to Pulsar sources; files and generators have no next message",
+            ));
         }
         if self.source.batch_size == 0 || self.source.batch_size > 1 << 20 {
             return Err(invalid(

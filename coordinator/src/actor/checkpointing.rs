@@ -87,6 +87,27 @@ impl Actor {
         Ok(self.job_status())
     }
 
+    /// A source of the current generation read its partition to the end.
+    /// Once every partition has, a checkpoint is taken at once: when it
+    /// completes, the sources acknowledge their input and close, and the
+    /// job finishes. (Checkpoints due meanwhile have the same effect.)
+    pub(super) fn input_ended(&mut self, input: u32) {
+        let Job::Running(g) = &mut self.job else {
+            return;
+        };
+        let partitions = g.assignment.partition_owner.len();
+        if (input as usize) >= partitions || !g.ended_inputs.insert(input) {
+            return;
+        }
+        if g.ended_inputs.len() == partitions {
+            tracing::info!(
+                generation = g.number,
+                "every input ended; taking the final checkpoint"
+            );
+            self.checkpoints.request(Requested::default());
+        }
+    }
+
     pub(super) fn checkpoint_ack(&mut self, worker: &str, ack: pb::CheckpointAck) {
         let action = self
             .checkpoints

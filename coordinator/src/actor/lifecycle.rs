@@ -2,6 +2,7 @@
 //! their failures and end, and stop and resume.
 
 use super::*;
+use weir_common::spec::StartFrom;
 
 impl Actor {
     pub(super) fn partitions_found(&mut self, names: Vec<String>) {
@@ -116,22 +117,23 @@ impl Actor {
             self.config.spec.state.max_parallelism,
         );
         assignment.partition_names = self.config.partitions.clone();
-        // Resume from what is saved (reports not yet saved describe output
-        // that exists too, but a crash now would lose them: stay on the
-        // side a restart would take).
-        self.save_progress();
         match self.restorable.back() {
             // State and positions from the latest completed checkpoint.
             Some(r) => {
-                assignment.resume = r
-                    .metadata
-                    .positions
+                // By name: partitions found since (Pulsar) start as
+                // without a checkpoint.
+                assignment.resume = self
+                    .config
+                    .partitions
                     .iter()
-                    .filter(|p| p.position.is_some())
-                    .map(|p| pb::PartitionPoint {
-                        input: p.input,
-                        position: p.position,
-                        watermark: p.watermark,
+                    .enumerate()
+                    .filter_map(|(input, name)| {
+                        let p = r.metadata.positions.iter().find(|p| &p.name == name)?;
+                        p.position.map(|position| pb::PartitionPoint {
+                            input: input as u32,
+                            position: Some(position),
+                            watermark: p.watermark,
+                        })
                     })
                     .collect();
                 assignment.restore_checkpoint = r.id;
@@ -141,10 +143,17 @@ impl Actor {
                     "the new generation restores a checkpoint"
                 );
             }
-            None => {
-                assignment.resume = self.recorded.resume_points(&self.config.partitions);
-                assignment.written = self.progress.written(&self.config.partitions);
+            // The first generation of a run told where to start; later
+            // ones without a checkpoint start where the subscription is
+            // (Pulsar) or from the beginning.
+            None if self.last_generation == 0 => {
+                assignment.start_from = match self.config.spec.source.start_from {
+                    StartFrom::Checkpoint => pb::StartFrom::Default,
+                    StartFrom::Earliest => pb::StartFrom::Earliest,
+                    StartFrom::Latest => pb::StartFrom::Latest,
+                } as i32;
             }
+            None => {}
         }
         if self.last_generation == 0 {
             self.fix_generator_start();
@@ -155,12 +164,7 @@ impl Actor {
             Ok(y) => y,
             Err(e) => {
                 self.job = Job::Failed {
-                    generation: Generation {
-                        number,
-                        assignment,
-                        started: Instant::now(),
-                        final_metrics: BTreeMap::new(),
-                    },
+                    generation: Generation::new(number, assignment),
                     error: format!("cannot serialize the job spec: {e}"),
                 };
                 return;
@@ -188,20 +192,11 @@ impl Actor {
                 unreachable.push(id.clone());
             }
         }
-        self.job = Job::Running(Generation {
-            number,
-            assignment,
-            started: Instant::now(),
-            final_metrics: BTreeMap::new(),
-        });
+        self.job = Job::Running(Generation::new(number, assignment));
         for id in unreachable {
             tracing::warn!(worker = %id, "worker lost: cannot send it the deployment");
             self.remove(&id);
         }
-        // The new generation's sources learn at once what is already
-        // recorded: one that resumes with nothing left to read must still
-        // see its resume point acknowledged to finish.
-        self.send_progress();
     }
 
     /// A realtime generator without a fixed start starts now, at the first
@@ -241,12 +236,10 @@ impl Actor {
                 self.job = Job::Stopped(g);
             }
             Job::Waiting => {
-                self.job = Job::Stopped(Generation {
-                    number: self.last_generation,
-                    assignment: pb::Assignment::default(),
-                    started: Instant::now(),
-                    final_metrics: BTreeMap::new(),
-                })
+                self.job = Job::Stopped(Generation::new(
+                    self.last_generation,
+                    pb::Assignment::default(),
+                ))
             }
             Job::Stopped(_) => {}
             Job::Finished(_) => {
@@ -267,7 +260,7 @@ impl Actor {
         match &self.job {
             Job::Stopped(_) | Job::Failed { .. } => {
                 tracing::info!(
-                    "resuming the job from its partitions' durable points (what was written is not written again)"
+                    "resuming the job from its latest completed checkpoint (what was written is not written again)"
                 );
                 self.consecutive_failures = 0;
                 self.job = Job::Waiting;
@@ -296,14 +289,12 @@ mod tests {
         Vec<mpsc::Receiver<Result<pb::CoordinatorCommand, Status>>>,
     ) {
         let spec = JobSpec::default();
-        let max = spec.state.max_parallelism;
         let store = weir_common::checkpoint::CheckpointStore::local(
             &std::env::temp_dir().join("weir-unused"),
             "job",
         );
         let mut actor = Actor::new(
             CoordinatorConfig::new(spec, vec!["generator-0".into()]),
-            JobProgress::new(max),
             super::super::CheckpointSetup {
                 store,
                 last: 0,

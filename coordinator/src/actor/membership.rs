@@ -53,9 +53,9 @@ impl Actor {
                     worker.metrics = Some(m);
                 }
             }
-            pb::worker_event::Event::Progress(p) => {
-                if Some(p.generation) == current {
-                    self.note_progress(id, &p);
+            pb::worker_event::Event::InputEnded(e) => {
+                if Some(e.generation) == current {
+                    self.input_ended(e.input);
                 }
             }
             pb::worker_event::Event::CheckpointAck(a) => self.checkpoint_ack(id, a),

@@ -10,34 +10,31 @@
 //! `Finished`, `Stopped` or `Failed`. A membership change while waiting,
 //! running or restarting (a worker lost by heartbeat timeout or a closed
 //! stream, or a new one registering) deploys a new generation over the live
-//! workers once membership has settled ([`Membership`]). Until checkpoints exist, a new
-//! generation rebuilds open windows by reading input again from each
-//! partition's durable point, skipping what earlier generations wrote (see
-//! [`crate::progress`]); the sink also never writes a row twice, so the
-//! output stays exactly the contract's.
+//! workers once membership has settled ([`Membership`]). A new generation
+//! restores the latest completed checkpoint (state and input positions);
+//! with none, it starts from the inputs' beginning (Pulsar: the
+//! subscription's position). The sink never writes a row twice, so what the
+//! previous generation wrote after the checkpoint is not written again.
 //!
 //! The actor's work is split by concern, each an `impl Actor` block:
 //! `membership.rs` (workers and their events), `lifecycle.rs` (generations,
-//! stop, resume), `progress.rs` (what is written, where inputs resume) and
-//! `status.rs` (what the admin API shows).
+//! stop, resume), `checkpointing.rs` (triggers, acks, completion, the final
+//! checkpoint after the end of the inputs) and `status.rs` (what the admin
+//! API shows).
 
 mod checkpointing;
 pub(crate) use checkpointing::checkpoint_of_metadata_key;
 mod lifecycle;
 mod membership;
-mod progress;
 mod status;
 
-use std::collections::{BTreeMap, VecDeque};
-use std::path::PathBuf;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
-use weir_common::keygroup::KeyGroupRange;
-use weir_common::position::Position;
 use weir_common::spec::JobSpec;
 use weir_proto::admin as api;
 use weir_proto::cluster as pb;
@@ -46,7 +43,6 @@ use weir_proto::convert::position_of;
 use weir_common::checkpoint::CheckpointStore;
 
 use crate::checkpoints::{CheckpointCoordinator, MetadataContext, Timing};
-use crate::progress::{Durable, JobProgress, ProgressFile};
 use crate::restore::RestorePoint;
 use crate::scheduler::{assign, Member};
 
@@ -68,8 +64,6 @@ pub struct CoordinatorConfig {
     pub max_failed_generations: u32,
     /// The coordinator's gRPC address, for status displays.
     pub address: String,
-    /// Where the job's progress is kept between runs (Pulsar jobs).
-    pub progress_file: Option<ProgressFile>,
     /// How to find the topic's partitions again (Pulsar jobs).
     pub discovery: Option<crate::discovery::Discovery>,
 }
@@ -86,26 +80,8 @@ impl CoordinatorConfig {
             settle: Duration::from_secs(1),
             max_failed_generations: 5,
             address: String::new(),
-            progress_file: None,
             discovery: None,
         }
-    }
-
-    /// Where a Pulsar job's progress file goes by default: in its state
-    /// directory, named after the job.
-    pub fn default_progress_path(spec: &JobSpec) -> PathBuf {
-        let name: String = spec
-            .name
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        spec.state.dir.join(format!("{name}.positions.json"))
     }
 }
 
@@ -290,6 +266,20 @@ struct Generation {
     started: Instant,
     /// Final metrics of workers whose deployment ended.
     final_metrics: BTreeMap<String, pb::WorkerMetrics>,
+    /// Partitions (by input index) read to their end.
+    ended_inputs: BTreeSet<u32>,
+}
+
+impl Generation {
+    fn new(number: u64, assignment: pb::Assignment) -> Self {
+        Generation {
+            number,
+            assignment,
+            started: Instant::now(),
+            final_metrics: BTreeMap::new(),
+            ended_inputs: BTreeSet::new(),
+        }
+    }
 }
 
 impl Job {
@@ -343,13 +333,6 @@ pub(crate) struct Actor {
     started: Instant,
     /// (time, records in, rows written) samples for rates.
     samples: Vec<(Instant, u64, u64)>,
-    /// What the output holds and where inputs resume.
-    progress: JobProgress,
-    /// `progress` changed since it was last saved and sent to sources.
-    progress_dirty: bool,
-    /// The durable points as last saved (or known, without a file): what
-    /// sources may acknowledge.
-    recorded: JobProgress,
     checkpoints: CheckpointCoordinator,
     store: CheckpointStore,
     metadata_context: MetadataContext,
@@ -384,27 +367,20 @@ pub struct CheckpointSetup {
     pub restorable: Vec<RestorePoint>,
 }
 
-/// Starts the actor with the job's recorded progress; it ends when
-/// `shutdown` is cancelled.
+/// Starts the actor; it ends when `shutdown` is cancelled.
 pub fn spawn(
     config: CoordinatorConfig,
-    progress: JobProgress,
     checkpoints: CheckpointSetup,
     shutdown: CancellationToken,
 ) -> (CoordinatorHandle, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(256);
-    let actor = Actor::new(config, progress, checkpoints, tx.clone());
+    let actor = Actor::new(config, checkpoints, tx.clone());
     let task = tokio::spawn(actor.run(rx, shutdown));
     (CoordinatorHandle { tx }, task)
 }
 
 impl Actor {
-    fn new(
-        config: CoordinatorConfig,
-        progress: JobProgress,
-        setup: CheckpointSetup,
-        mailbox: mpsc::Sender<Msg>,
-    ) -> Self {
+    fn new(config: CoordinatorConfig, setup: CheckpointSetup, mailbox: mpsc::Sender<Msg>) -> Self {
         let c = &config.spec.checkpoint;
         let timing = Timing {
             interval: c.interval.std(),
@@ -431,9 +407,6 @@ impl Actor {
             consecutive_failures: 0,
             started: Instant::now(),
             samples: Vec::new(),
-            recorded: progress.clone(),
-            progress,
-            progress_dirty: false,
         }
     }
 
@@ -450,12 +423,11 @@ impl Actor {
                 _ = tick.tick() => self.tick(),
             }
         }
-        self.save_progress();
         self.mark_finished_now().await;
     }
 
     /// Every 100 ms: lost workers, deployments whose time has come,
-    /// progress to save and pass on, throughput samples.
+    /// checkpoints to trigger or give up, throughput samples.
     fn tick(&mut self) {
         let now = Instant::now();
         let timeout = self.config.heartbeat_timeout;
@@ -481,9 +453,6 @@ impl Actor {
             if now >= at {
                 self.deploy_or_wait();
             }
-        }
-        if self.save_progress() {
-            self.send_progress();
         }
         self.tick_checkpoints(now);
         self.sample(now);

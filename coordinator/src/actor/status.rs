@@ -97,10 +97,12 @@ impl Actor {
                     records: progress.map_or(0, |p| p.records),
                     watermark: progress.map_or(i64::MIN, |p| p.watermark),
                     finished: progress.is_some_and(|p| p.finished),
-                    durable: self
-                        .recorded
-                        .durable(name)
-                        .map_or_else(String::new, |d| d.position.to_string()),
+                    checkpointed: self
+                        .restorable
+                        .back()
+                        .and_then(|r| r.metadata.positions.iter().find(|p| &p.name == name))
+                        .and_then(|p| position_of(&p.position))
+                        .map_or_else(String::new, |p| p.to_string()),
                 }
             })
             .collect();

@@ -125,6 +125,12 @@ impl TestBroker {
         self.with(|b| b.create_topic(topic, partitions));
     }
 
+    /// Deletes a topic with its messages and subscriptions (no client may
+    /// be using it).
+    pub fn delete_topic(&self, topic: &str) {
+        self.with(|b| b.delete_topic(topic));
+    }
+
     /// Grows a partitioned topic to `partitions`.
     pub fn add_partitions(&self, topic: &str, partitions: u32) {
         self.with(|b| b.add_partitions(topic, partitions));

@@ -181,6 +181,18 @@ impl Broker {
         }
     }
 
+    /// Deletes a topic, its partitions, their messages and subscriptions
+    /// (`pulsar-admin topics delete-partitioned-topic --force`). A topic
+    /// created again with the name gets new ledgers.
+    pub fn delete_topic(&mut self, topic: &str) {
+        let name = full_name(topic);
+        self.topics.remove(&name);
+        let prefix = format!("{name}-partition-");
+        let gone = |t: &str| t == name || t.starts_with(&prefix);
+        self.logs.retain(|t, _| !gone(t));
+        self.subscriptions.retain(|(t, _), _| !gone(t));
+    }
+
     /// Grows a partitioned topic (Pulsar only allows growing).
     pub fn add_partitions(&mut self, topic: &str, partitions: u32) {
         let name = full_name(topic);
@@ -495,10 +507,18 @@ impl Broker {
                     return out;
                 };
                 let key = (consumer.topic.clone(), consumer.subscription.clone());
-                let len = self.logs.get(&key.0).map_or(0, |l| l.entries.len() as u64);
+                let (ledger, len) = self
+                    .logs
+                    .get(&key.0)
+                    .map_or((0, 0), |l| (l.ledger_id, l.entries.len() as u64));
+                // Like a managed ledger: a position in a ledger that no
+                // longer exists (an older one) moves to the first entry
+                // there is, one in a later ledger to the end.
                 let target = match &c.message_id {
                     Some(id) if id.ledger_id == u64::MAX || id.entry_id == u64::MAX => 0,
                     Some(id) if id.ledger_id >= i64::MAX as u64 => len,
+                    Some(id) if id.ledger_id < ledger => 0,
+                    Some(id) if id.ledger_id > ledger => len,
                     Some(id) => id.entry_id.min(len),
                     None => 0,
                 };

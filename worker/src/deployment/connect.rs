@@ -4,9 +4,9 @@
 use weir_common::avro::DecodePlan;
 use weir_common::rows::Table;
 use weir_common::sink::clickhouse::ClickHouseWriter;
-use weir_common::spec::{JobSpec, PulsarSourceSpec, SinkKind, SourceKind};
+use weir_common::spec::{JobSpec, PulsarSourceSpec, SinkKind, SourceKind, StartFrom};
 
-use crate::source::pulsar::PulsarPartition;
+use crate::source::pulsar::{PulsarPartition, PulsarStart};
 use crate::source::{PulsarReader, SourceError};
 
 use super::plan::{DeploymentPlan, Partition, PartitionSource};
@@ -37,14 +37,24 @@ pub(super) async fn open_pulsar(
         let PartitionSource::Pulsar(topic) = &partitions[input].source else {
             continue;
         };
+        let start = match (plan.resume[input], plan.start_from) {
+            (Some((position, _)), _) => PulsarStart::Checkpoint(position),
+            (None, StartFrom::Checkpoint) => PulsarStart::Subscription,
+            (None, StartFrom::Earliest) => PulsarStart::Earliest,
+            (None, StartFrom::Latest) => PulsarStart::Latest,
+        };
         let reader = PulsarReader::open(
             client.clone(),
             pulsar_partition(plan, spec, topic),
             message_plan.clone(),
-            plan.resume[input].map(|(p, _)| p),
+            start,
         )
         .await?;
         readers[input] = Some(reader);
+    }
+    // Every partition checked before any subscription moves.
+    for reader in readers.iter_mut().flatten() {
+        reader.start().await?;
     }
     Ok(readers)
 }

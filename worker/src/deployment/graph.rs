@@ -18,7 +18,6 @@ use crate::checkpoint::Uploader;
 use crate::emitter::{now_ms, Emitter, EmitterConfig, Routing};
 use crate::envelope::Envelope;
 use crate::metrics::{JobMetrics, Phase};
-use crate::resume::ResumeFilter;
 use crate::shuffle::{run_shuffle_out, ShuffleError, ShuffleRegistry};
 use crate::sink::{tables_for, SinkConfig, SinkOutcome, SinkTask, SinkWriter, TableWriter};
 use crate::source::{GeneratorReader, SourceError, SourceLimits, SourceWiring};
@@ -81,7 +80,6 @@ async fn run(
         dead_letter_file,
         state,
         state_dir,
-        progress,
         mut source_commands,
         store,
         instance,
@@ -189,7 +187,6 @@ async fn run(
             late_policy: spec.late.policy,
             aggregates: spec.aggregates.clone(),
             input_names: partitions.iter().map(|p| p.name.clone()).collect(),
-            resume: plan.written.clone(),
         },
         state,
     );
@@ -217,7 +214,7 @@ async fn run(
             partition_names: partitions.iter().map(|p| p.name.clone()).collect(),
             uploaded,
             tentative: BTreeMap::new(),
-            events,
+            events: events.clone(),
         };
         let abort = abort.clone();
         // Not a task the deployment waits for: it ends with its inbox (the
@@ -247,10 +244,6 @@ async fn run(
             continue;
         }
         let input = input as u32;
-        let resume_filter = plan
-            .written
-            .as_ref()
-            .and_then(|t| ResumeFilter::new(t.clone(), input));
         let mut emitter = Emitter::new(
             EmitterConfig {
                 input,
@@ -262,21 +255,14 @@ async fn run(
                     .unwrap_or(usize::MAX),
             },
             routing.clone(),
-        )
-        .with_resume(resume_filter);
+        );
         let pulsar_reader = pulsar_readers
             .get_mut(input as usize)
             .and_then(Option::take);
         if let Some((position, watermark)) = plan.resume[input as usize] {
-            if plan.restore.is_some() {
-                // From the checkpoint: a Pulsar reader seeks past the
-                // position, others read up to it again and drop that.
-                emitter.restore_after(position, watermark);
-            } else if pulsar_reader.is_some() {
-                // The reader seeks past the resume point instead of
-                // reading from the beginning.
-                emitter.resume_after(position, watermark);
-            }
+            // From the checkpoint: the reader reads up to the position again
+            // (a Pulsar reader from its entry) and the emitter drops that.
+            emitter.restore_after(position, watermark);
         }
         // Destinations by slot: the local window task's channel for this
         // input, or a stream of this input to the peer.
@@ -306,7 +292,7 @@ async fn run(
             metrics: metrics.clone(),
             limits: limits.clone(),
             stop: stop.clone(),
-            progress: progress.clone(),
+            events: events.clone(),
             commands: source_commands
                 .get_mut(input as usize)
                 .and_then(Option::take)

@@ -15,9 +15,9 @@
 //! gives up on unwritten output (the next generation recomputes it, and the
 //! sink never writes a row twice).
 //!
-//! A deployment that resumes what earlier generations wrote (see
-//! [`crate::resume`]) appends to its output files instead of starting them
-//! anew, and its Pulsar readers seek to their recorded positions.
+//! A deployment that restores a checkpoint appends to its output files
+//! instead of starting them anew, and its Pulsar readers seek to the
+//! checkpointed positions.
 //!
 //! `plan.rs` says what runs here (partitions, slots, files), `connect.rs`
 //! reaches Pulsar and ClickHouse before the tasks start, `graph.rs` wires
@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use weir_common::avro::DecodePlan;
 use weir_common::checkpoint::{CheckpointStore, StoreLocation};
@@ -40,7 +40,7 @@ use crate::checkpoint::{CheckpointEvent, UploaderMsg};
 use crate::metrics::JobMetrics;
 use crate::shuffle::{ShuffleError, ShuffleRegistry};
 use crate::sink::{tables_for, TableWriter};
-use crate::source::{FileReader, SourceCommand, SourceError, SourceProgress};
+use crate::source::{FileReader, SourceCommand, SourceError};
 use crate::state::{StateError, StateStore};
 
 mod connect;
@@ -100,12 +100,11 @@ pub enum DeploymentMsg {
     Stop,
     /// Give up at once, even on output not yet written.
     Abort,
-    /// What the coordinator knows is durable, for the sources.
-    Progress(SourceProgress),
     /// A checkpoint was triggered: the sources emit its barriers (and with
     /// `stop_sources` read nothing more: the job stops after it).
     Trigger { checkpoint: u64, stop_sources: bool },
-    /// Checkpoint `n` is complete.
+    /// Checkpoint `n` is complete (sources acknowledge their input up to
+    /// its positions).
     Completed(u64),
 }
 
@@ -140,7 +139,6 @@ struct Prepared {
     dead_letter_file: JsonlFile,
     state: StateStore,
     state_dir: PathBuf,
-    progress: watch::Receiver<Arc<SourceProgress>>,
     /// By input: the command channel of its source (if it runs here).
     source_commands: Vec<Option<mpsc::Receiver<SourceCommand>>>,
     store: CheckpointStore,
@@ -238,7 +236,6 @@ impl Deployment {
         let stop = CancellationToken::new();
         let abort = CancellationToken::new();
         let generation = plan.generation;
-        let (progress, progress_rx) = watch::channel(Arc::new(SourceProgress::default()));
         let (mut sources, mut source_commands) = (Vec::new(), Vec::new());
         for owner in &plan.partition_owner {
             if *owner == plan.me {
@@ -266,7 +263,6 @@ impl Deployment {
             dead_letter_file,
             state,
             state_dir: layout.state,
-            progress: progress_rx,
             source_commands,
             store,
             instance,
@@ -286,7 +282,6 @@ impl Deployment {
             Controls {
                 stop,
                 abort,
-                progress,
                 metrics: metrics.clone(),
                 sources,
                 uploader: uploader_tx,
@@ -356,7 +351,6 @@ const SOURCE_MAILBOX: usize = 4;
 struct Controls {
     stop: CancellationToken,
     abort: CancellationToken,
-    progress: watch::Sender<Arc<SourceProgress>>,
     metrics: Arc<JobMetrics>,
     /// The command channels of the sources running here.
     sources: Vec<mpsc::Sender<SourceCommand>>,
@@ -364,7 +358,8 @@ struct Controls {
 }
 
 /// The deployment's actor: turns messages into what its tasks watch (the
-/// stop and abort tokens, the sources' progress) until the supervisor ends.
+/// stop and abort tokens, the sources' and uploader's mailboxes) until the
+/// supervisor ends.
 /// A handle that is dropped aborts the deployment.
 async fn run_actor(
     mut inbox: mpsc::Receiver<DeploymentMsg>,
@@ -388,12 +383,15 @@ async fn run_actor(
                     controls.stop.cancel();
                     controls.abort.cancel();
                 }
-                Some(DeploymentMsg::Progress(p)) => {
-                    controls.progress.send_replace(Arc::new(p));
-                }
                 Some(DeploymentMsg::Completed(n)) => {
                     // The uploader ends only with the deployment.
                     let _ = controls.uploader.try_send(UploaderMsg::Completed(n));
+                    for source in &controls.sources {
+                        // A later completion acknowledges as much: one that
+                        // finds a full mailbox (or a finished source) is
+                        // not needed.
+                        let _ = source.try_send(SourceCommand::Completed(n));
+                    }
                 }
                 Some(DeploymentMsg::Trigger { checkpoint, stop_sources }) => {
                     let command = SourceCommand::Trigger { checkpoint, then_halt: stop_sources };

@@ -2,15 +2,15 @@
 //! the assignment, and where its files go.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use weir_common::generator::GeneratorParams;
 use weir_common::keygroup::KeyGroupRange;
 use weir_common::position::Position;
-use weir_common::spec::{JobSpec, LatePolicy, SourceKind, SpecError, GENERATOR_EPOCH_MS};
+use weir_common::spec::{
+    JobSpec, LatePolicy, SourceKind, SpecError, StartFrom, GENERATOR_EPOCH_MS,
+};
 
 use crate::emitter::now_ms;
-use crate::resume::ResumeTable;
 
 use super::JobError;
 
@@ -122,11 +122,13 @@ pub struct DeploymentPlan {
     pub partition_owner: Vec<usize>,
     /// Name of each partition, by input index.
     pub partition_names: Vec<String>,
-    /// Where each partition resumes (position, partition watermark there),
-    /// by input index; `None`: from its beginning.
+    /// Where each partition resumes from the restored checkpoint (position,
+    /// partition watermark there), by input index; `None`: as `start_from`
+    /// says.
     pub resume: Vec<Option<(Position, i64)>>,
-    /// What earlier generations wrote; `None` when nothing.
-    pub written: Option<Arc<ResumeTable>>,
+    /// Where partitions without a resume point start (`Checkpoint`: files
+    /// from their beginning, Pulsar from the subscription's position).
+    pub start_from: StartFrom,
     /// The completed checkpoint this generation restores (then `resume`
     /// holds its positions).
     pub restore: Option<RestoreFrom>,
@@ -141,9 +143,11 @@ pub struct RestoreFrom {
 }
 
 impl DeploymentPlan {
-    /// Whether this generation continues the output of earlier ones.
+    /// Whether this generation continues the output of earlier ones: it
+    /// restores a checkpoint, or reads Pulsar (whose subscription continues
+    /// where the last run of the job acknowledged).
     pub fn resumes(&self) -> bool {
-        self.written.is_some() || self.restore.is_some() || self.resume.iter().any(Option::is_some)
+        self.restore.is_some() || self.spec.source.pulsar.is_some()
     }
 }
 
@@ -263,7 +267,7 @@ mod tests {
                 .map(|p| format!("generator-{p}"))
                 .collect(),
             partition_owner: owners,
-            written: None,
+            start_from: StartFrom::Checkpoint,
             restore: None,
         }
     }

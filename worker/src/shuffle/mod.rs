@@ -96,18 +96,17 @@ pub fn to_proto(envelope: &Envelope) -> pb::Envelope {
                 format: wire::FORMAT,
             })
         }
-        Envelope::Watermark {
-            input,
-            watermark,
-            through,
-        } => Body::Watermark(pb::Watermark {
+        Envelope::Watermark { input, watermark } => Body::Watermark(pb::Watermark {
             input: *input,
             watermark: *watermark,
-            through: through.map(Into::into),
         }),
-        Envelope::Idle { input, through } => Body::Idle(pb::Mark {
+        Envelope::Idle { input } => Body::Idle(pb::Mark {
             input: *input,
-            through: through.map(Into::into),
+            through: None,
+        }),
+        Envelope::Closed { input } => Body::Closed(pb::Mark {
+            input: *input,
+            through: None,
         }),
         Envelope::End { input, through } => Body::End(pb::Mark {
             input: *input,
@@ -175,12 +174,9 @@ pub fn from_proto(envelope: pb::Envelope) -> Result<Envelope, FrameError> {
         Some(Body::Watermark(w)) => Envelope::Watermark {
             input: w.input,
             watermark: w.watermark,
-            through: position_of(&w.through),
         },
-        Some(Body::Idle(m)) => Envelope::Idle {
-            input: m.input,
-            through: position_of(&m.through),
-        },
+        Some(Body::Idle(m)) => Envelope::Idle { input: m.input },
+        Some(Body::Closed(m)) => Envelope::Closed { input: m.input },
         Some(Body::End(m)) => Envelope::End {
             input: m.input,
             through: position_of(&m.through),
@@ -521,25 +517,21 @@ mod tests {
             Envelope::Watermark {
                 input: 2,
                 watermark: -77,
-                through: Some(Position::Offset(3)),
             },
             Envelope::Watermark {
                 input: 2,
                 watermark: 5,
-                through: None,
             },
-            Envelope::Idle {
-                input: 1,
+            Envelope::Idle { input: 1 },
+            Envelope::End {
+                input: 0,
                 through: Some(Position::Pulsar {
                     ledger: 1,
                     entry: 2,
                     batch: 3,
                 }),
             },
-            Envelope::End {
-                input: 0,
-                through: None,
-            },
+            Envelope::Closed { input: 3 },
             Envelope::Barrier {
                 input: 4,
                 checkpoint: 17,

@@ -15,10 +15,6 @@
 //! At a checkpoint's barrier ([`SinkMsg::Barrier`]) everything received
 //! before it is written, and the checkpoint uploader is told: a checkpoint
 //! completes only once its output is written.
-//!
-//! Progress reports from the window task ([`SinkMsg::Progress`]) are
-//! published to the metrics only once every row sent before them is
-//! written: that is what the coordinator records as durable.
 
 mod pending;
 
@@ -35,7 +31,6 @@ use weir_common::sink::{SinkError, TableRows};
 
 use crate::checkpoint::UploaderMsg;
 use crate::metrics::JobMetrics;
-use crate::resume::Written;
 use crate::window::SinkMsg;
 pub use pending::Pending;
 
@@ -172,8 +167,6 @@ impl SinkTask {
         let mut pending = Pending::default();
         let mut newest: Newest = [None; 3];
         let mut oldest: Option<Instant> = None;
-        // The latest progress report, waiting for `pending` to be written.
-        let mut progress: Option<Written> = None;
         loop {
             let deadline = oldest.map(|t| t + self.config.batch_interval);
             let msg = tokio::select! {
@@ -203,17 +196,9 @@ impl SinkTask {
                         });
                     }
                     oldest = None;
-                    self.publish(&mut progress);
                     if let Some(tx) = &self.checkpoints {
                         // The uploader ends only with the deployment.
                         let _ = tx.send(UploaderMsg::Flushed(n)).await;
-                    }
-                    continue;
-                }
-                Some(Some(SinkMsg::Progress(p))) => {
-                    progress = Some(p);
-                    if pending.is_empty() {
-                        self.publish(&mut progress);
                     }
                     continue;
                 }
@@ -227,7 +212,6 @@ impl SinkTask {
                         });
                     }
                     self.writer.finish().await?;
-                    self.publish(&mut progress);
                     return Ok(match end {
                         Some(_) => SinkOutcome::Finished,
                         None => SinkOutcome::Stopped,
@@ -242,15 +226,7 @@ impl SinkTask {
             }
             if pending.is_empty() {
                 oldest = None;
-                self.publish(&mut progress);
             }
-        }
-    }
-
-    /// Everything sent before `progress` is written: make it known.
-    fn publish(&self, progress: &mut Option<Written>) {
-        if let Some(p) = progress.take() {
-            self.metrics.set_written(p);
         }
     }
 
@@ -479,29 +455,7 @@ mod tests {
         tx.send(SinkMsg::Rows(rows(3..4))).await.expect("send");
         tokio::time::sleep(Duration::from_millis(1100)).await;
         assert_eq!(lines(dir.path()), 4, "the interval flushes a partial batch");
-        let progress = |watermark| {
-            SinkMsg::Progress(Written {
-                watermark,
-                processed: vec![Some(weir_common::position::Position::Offset(
-                    watermark as u64,
-                ))],
-            })
-        };
-        tx.send(progress(1)).await.expect("send");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        assert_eq!(
-            metrics.written().map(|w| w.watermark),
-            Some(1),
-            "nothing pending: published at once"
-        );
         tx.send(SinkMsg::Rows(rows(4..5))).await.expect("send");
-        tx.send(progress(2)).await.expect("send");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        assert_eq!(
-            metrics.written().map(|w| w.watermark),
-            Some(1),
-            "a row before it is not written yet"
-        );
         tx.send(SinkMsg::End).await.expect("send");
         assert_eq!(
             handle.await.expect("join").expect("ok"),
@@ -509,7 +463,6 @@ mod tests {
         );
         assert_eq!(lines(dir.path()), 5);
         assert_eq!(metrics.snapshot().rows_written, 5);
-        assert_eq!(metrics.written().map(|w| w.watermark), Some(2));
     }
 
     #[tokio::test]

@@ -6,27 +6,35 @@
 //! emitter's envelopes in order (waiting on full channels, which is how a
 //! slow sink slows the sources down), flushes before it waits for input,
 //! enforces the rate limit, reports idleness, emits checkpoint barriers
-//! when triggered ([`SourceCommand`]), and stops when told to. It
-//! also finds the partition's durable point when the coordinator reports
-//! what is written, and lets the reader acknowledge what the coordinator has
-//! recorded (see [`crate::resume`]).
+//! when triggered ([`SourceCommand`]), lets the reader acknowledge the input
+//! up to the positions of completed checkpoints, and stops when told to.
+//!
+//! At the end of its input a source sends end-of-input, tells the
+//! coordinator, and stays: it still emits the barriers of checkpoints
+//! triggered after its end. When one of those completes, everything it read
+//! is in the output and in a completed checkpoint (which restores the
+//! partition as ended): it acknowledges its last position, closes its
+//! output, and finishes. (Flink does the same since FLIP-147: a final
+//! checkpoint after the end of bounded inputs.)
 
 pub mod file;
 pub mod generator;
 pub mod pulsar;
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use weir_common::dead_letter::DeadLetter;
 use weir_common::position::Position;
 
-use crate::emitter::{Emitter, Route};
+use crate::checkpoint::CheckpointEvent;
+use crate::emitter::{Emitter, RestoreCheck, Route};
 use crate::envelope::Envelope;
 use crate::metrics::JobMetrics;
 
@@ -50,24 +58,16 @@ pub enum SourceError {
     #[error("Pulsar topic {topic}: {message}")]
     Topic { topic: String, message: String },
     #[error(
-        "partition {partition}: the restored checkpoint resumes after position {position}, but the \
-         input ends before it: it is not the input the checkpoint was taken of (point \
-         --checkpoint-store elsewhere, or delete the job's checkpoints, to start from the beginning)"
+        "partition {partition}: the restored checkpoint resumes after position {position}, but \
+         {problem}: it is not the input the checkpoint was taken of (a topic deleted and created \
+         again, another cluster or file). Start with --start-from earliest or --start-from latest \
+         to ignore the checkpoints, or point --checkpoint-store elsewhere"
     )]
-    PastTheEnd {
+    NotTheCheckpointedInput {
         partition: String,
         position: Position,
+        problem: String,
     },
-}
-
-/// What the coordinator knows about durability, for the sources, by input.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct SourceProgress {
-    /// Every window task has processed the input through this position and
-    /// written every window ending at or before this watermark.
-    pub bounds: Vec<Option<(Position, i64)>>,
-    /// The durable point the coordinator has recorded.
-    pub recorded: Vec<Option<Position>>,
 }
 
 /// What a source task is told by its deployment.
@@ -76,6 +76,9 @@ pub enum SourceCommand {
     /// Emit checkpoint `checkpoint`'s barrier after what was read so far;
     /// with `then_halt`, read nothing more (the job stops after it).
     Trigger { checkpoint: u64, then_halt: bool },
+    /// Checkpoint `n` completed: what was read before its barrier is in the
+    /// output and need never be read again.
+    Completed(u64),
 }
 
 /// What one [`PartitionReader::pull`] achieved.
@@ -98,15 +101,15 @@ pub trait PartitionReader: Send {
         out: &mut Emitter,
     ) -> impl Future<Output = Result<Pulled, SourceError>> + Send;
 
-    /// Whether the input system keeps a position of its own that should
-    /// follow what Weir has made durable (a Pulsar subscription). The source
-    /// task then waits at the end of the input until its last position is
-    /// recorded, and acknowledges it.
-    fn acknowledges(&self) -> bool {
-        false
+    /// What to acknowledge, once a checkpoint taken at `position` (the last
+    /// position read) completes: the position, or how the reader knows its
+    /// input system wants it said (a Pulsar entry read whole).
+    fn ack_point(&self, position: Position) -> Position {
+        position
     }
 
-    /// Tells the input system that everything up to `position` is durable.
+    /// Tells the input system (a Pulsar subscription) that everything up to
+    /// `position` is in a completed checkpoint.
     fn acknowledge(&mut self, _position: Position) -> impl Future<Output = ()> + Send {
         std::future::ready(())
     }
@@ -140,8 +143,9 @@ pub struct SourceWiring {
     pub metrics: Arc<JobMetrics>,
     pub limits: SourceLimits,
     pub stop: CancellationToken,
-    pub progress: watch::Receiver<Arc<SourceProgress>>,
     pub commands: mpsc::Receiver<SourceCommand>,
+    /// Where the source tells that its input ended.
+    pub events: mpsc::Sender<CheckpointEvent>,
 }
 
 impl SourceWiring {
@@ -155,8 +159,9 @@ impl SourceWiring {
             metrics: self.metrics,
             limits: self.limits,
             stop: self.stop,
-            progress: self.progress,
             commands: self.commands,
+            events: self.events,
+            barriers: VecDeque::new(),
             acknowledged: None,
         }
     }
@@ -173,28 +178,46 @@ pub struct SourceTask<R> {
     pub limits: SourceLimits,
     /// Cancelled to stop reading (the rest of the job drains normally).
     pub stop: CancellationToken,
-    pub progress: watch::Receiver<Arc<SourceProgress>>,
     pub commands: mpsc::Receiver<SourceCommand>,
+    pub events: mpsc::Sender<CheckpointEvent>,
+    /// The barriers emitted and not completed yet: (checkpoint, position).
+    barriers: VecDeque<(u64, Option<Position>)>,
     /// The last position acknowledged to the input system.
-    pub acknowledged: Option<Position>,
+    acknowledged: Option<Position>,
+}
+
+/// Barriers remembered for acknowledgment at most (older ones are dropped:
+/// a later completion acknowledges further anyway).
+const BARRIERS_KEPT: usize = 64;
+
+/// What a command means for the reading loop.
+enum Next {
+    Read,
+    /// A final checkpoint's barrier was emitted: read nothing more.
+    Halt,
 }
 
 impl<R: PartitionReader> SourceTask<R> {
     pub async fn run(mut self) -> Result<SourceOutcome, SourceError> {
         // On a stop request, readings not yet delivered are dropped with the
         // rest of the unread input: nothing acknowledged them, so a restart
-        // from the last durable position reads them again.
+        // from the last completed checkpoint reads them again.
         let stop = self.stop.clone();
         let started = Instant::now();
         let mut last_data = started;
         let mut idle = false;
-        let mut counted = (0u64, 0u64, 0u64);
+        let mut counted = (0u64, 0u64);
+        // The restored checkpoint is complete: acknowledge its position.
+        if let Some(restored) = self.emitter.last_position() {
+            self.acknowledge(restored).await;
+        }
+        if self.emitter.restored_ended() {
+            // Ended before the checkpoint: nothing to read.
+            return self.ended(&stop, &mut counted).await;
+        }
         loop {
-            if self.progress.has_changed().unwrap_or(false) {
-                self.on_progress().await;
-            }
             while let Ok(command) = self.commands.try_recv() {
-                if self.on_command(command) {
+                if let Next::Halt = self.on_command(command).await {
                     return Ok(self.halt(&stop, &mut counted).await);
                 }
             }
@@ -204,6 +227,7 @@ impl<R: PartitionReader> SourceTask<R> {
                 _ = stop.cancelled() => return Ok(SourceOutcome::Stopped),
                 pulled = self.reader.pull(&mut self.emitter) => pulled?,
             };
+            self.check_restored(matches!(pulled, Pulled::End))?;
             let now = Instant::now();
             if self.emitter.emitted() > before {
                 last_data = now;
@@ -212,28 +236,7 @@ impl<R: PartitionReader> SourceTask<R> {
             let mut wait_until = match pulled {
                 Pulled::Progress => None,
                 Pulled::WaitUntil(t) => Some(t),
-                Pulled::End => {
-                    if let Some(position) = self.emitter.restore_point_missed() {
-                        return Err(SourceError::PastTheEnd {
-                            partition: self.emitter.source_name().to_owned(),
-                            position,
-                        });
-                    }
-                    self.emitter.end();
-                    return Ok(match self.deliver_or_stop(&stop, &mut counted).await {
-                        Some(true) => {
-                            if let Some(p) = self.metrics.partitions.get(self.input as usize) {
-                                p.finished.store(true, Relaxed);
-                            }
-                            if self.reader.acknowledges() && !self.until_acknowledged(&stop).await {
-                                return Ok(SourceOutcome::Stopped);
-                            }
-                            SourceOutcome::Finished
-                        }
-                        Some(false) => SourceOutcome::Disconnected,
-                        None => SourceOutcome::Stopped,
-                    });
-                }
+                Pulled::End => return self.ended(&stop, &mut counted).await,
             };
             if let Some(rate) = self.limits.rate_limit {
                 let due = started + Duration::from_secs_f64(self.emitter.emitted() as f64 / rate);
@@ -258,9 +261,9 @@ impl<R: PartitionReader> SourceTask<R> {
                 tokio::select! {
                     biased;
                     _ = stop.cancelled() => return Ok(SourceOutcome::Stopped),
-                    // A trigger does not wait for input: the loop takes it.
+                    // A command does not wait for input: the loop takes it.
                     Some(command) = self.commands.recv() => {
-                        if self.on_command(command) {
+                        if let Next::Halt = self.on_command(command).await {
                             return Ok(self.halt(&stop, &mut counted).await);
                         }
                     }
@@ -276,82 +279,154 @@ impl<R: PartitionReader> SourceTask<R> {
         }
     }
 
-    /// Takes a command; `true` when the source must read no more.
-    fn on_command(&mut self, command: SourceCommand) -> bool {
+    /// Fails when the input turned out not to be the one the restored
+    /// checkpoint was taken of.
+    fn check_restored(&self, ended: bool) -> Result<(), SourceError> {
+        let (position, problem) = match self.emitter.restore_check(ended) {
+            RestoreCheck::Fits => return Ok(()),
+            RestoreCheck::EndedBefore(position) => (position, "the input ends before it".into()),
+            RestoreCheck::Missing { position, found } => (
+                position,
+                format!("the input has {found} after it and not the position itself"),
+            ),
+        };
+        Err(SourceError::NotTheCheckpointedInput {
+            partition: self.emitter.source_name().to_owned(),
+            position,
+            problem,
+        })
+    }
+
+    /// Takes a command.
+    async fn on_command(&mut self, command: SourceCommand) -> Next {
         match command {
             SourceCommand::Trigger {
                 checkpoint,
                 then_halt,
             } => {
                 self.emitter.barrier(checkpoint);
-                then_halt
+                if self.barriers.len() == BARRIERS_KEPT {
+                    self.barriers.pop_front();
+                }
+                let at = self
+                    .emitter
+                    .last_position()
+                    .map(|p| self.reader.ack_point(p));
+                self.barriers.push_back((checkpoint, at));
+                if then_halt {
+                    Next::Halt
+                } else {
+                    Next::Read
+                }
             }
+            SourceCommand::Completed(n) => {
+                let mut done = None;
+                while let Some(&(checkpoint, position)) = self.barriers.front() {
+                    if checkpoint > n {
+                        break;
+                    }
+                    self.barriers.pop_front();
+                    done = Some(position);
+                }
+                if let Some(Some(position)) = done {
+                    self.acknowledge(position).await;
+                }
+                Next::Read
+            }
+        }
+    }
+
+    async fn acknowledge(&mut self, position: Position) {
+        // Not by order: an entry read whole is acknowledged as the entry,
+        // which sorts before its messages.
+        if self.acknowledged != Some(position) {
+            self.reader.acknowledge(position).await;
+            self.acknowledged = Some(position);
         }
     }
 
     /// After a final checkpoint's barrier: delivers what is queued (the
-    /// barrier last) and waits, reading nothing, until the job stops.
-    async fn halt(
-        &mut self,
-        stop: &CancellationToken,
-        counted: &mut (u64, u64, u64),
-    ) -> SourceOutcome {
+    /// barrier last) and waits, reading nothing, until the job stops
+    /// (acknowledging the input when the checkpoint completes).
+    async fn halt(&mut self, stop: &CancellationToken, counted: &mut (u64, u64)) -> SourceOutcome {
         match self.deliver_or_stop(stop, counted).await {
-            Some(true) => {
-                stop.cancelled().await;
-                SourceOutcome::Stopped
-            }
-            Some(false) => SourceOutcome::Disconnected,
-            None => SourceOutcome::Stopped,
+            Some(true) => {}
+            Some(false) => return SourceOutcome::Disconnected,
+            None => return SourceOutcome::Stopped,
         }
-    }
-
-    /// Finds the durable point within the coordinator's bounds, and
-    /// acknowledges what it recorded.
-    async fn on_progress(&mut self) {
-        let update = self.progress.borrow_and_update().clone();
-        let input = self.input as usize;
-        if let Some(&Some((processed, watermark))) = update.bounds.get(input) {
-            if let Some(mark) = self.emitter.durable_within(processed, watermark) {
-                if let Some(p) = self.metrics.partitions.get(input) {
-                    p.set_durable(mark);
-                }
-            }
-        }
-        if let Some(&Some(recorded)) = update.recorded.get(input) {
-            if self.acknowledged < Some(recorded) {
-                self.reader.acknowledge(recorded).await;
-                self.acknowledged = Some(recorded);
-            }
-        }
-    }
-
-    /// After the end of the input: waits until the last position read is
-    /// recorded as durable and acknowledged; `false` if stopped first.
-    async fn until_acknowledged(&mut self, stop: &CancellationToken) -> bool {
-        let Some(last) = self.emitter.last_position() else {
-            return true;
-        };
-        while self.acknowledged < Some(last) {
+        loop {
             tokio::select! {
                 biased;
-                _ = stop.cancelled() => return false,
-                changed = self.progress.changed() => {
-                    if changed.is_err() {
-                        return true; // the deployment is going away
+                _ = stop.cancelled() => return SourceOutcome::Stopped,
+                Some(command) = self.commands.recv() => {
+                    if let SourceCommand::Completed(_) = command {
+                        self.on_command(command).await;
                     }
-                    self.on_progress().await;
                 }
             }
         }
-        true
+    }
+
+    /// At the end of the input: sends end-of-input, tells the coordinator,
+    /// and takes part in checkpoints until one triggered after the end
+    /// completes; then acknowledges the input, closes and finishes.
+    async fn ended(
+        &mut self,
+        stop: &CancellationToken,
+        counted: &mut (u64, u64),
+    ) -> Result<SourceOutcome, SourceError> {
+        self.emitter.end();
+        match self.deliver_or_stop(stop, counted).await {
+            Some(true) => {}
+            Some(false) => return Ok(SourceOutcome::Disconnected),
+            None => return Ok(SourceOutcome::Stopped),
+        }
+        if let Some(p) = self.metrics.partitions.get(self.input as usize) {
+            p.finished.store(true, Relaxed);
+        }
+        // Barriers emitted before the end do not cover it.
+        self.barriers.clear();
+        let _ = self
+            .events
+            .send(CheckpointEvent::InputEnded(self.input))
+            .await;
+        loop {
+            let command = tokio::select! {
+                biased;
+                _ = stop.cancelled() => return Ok(SourceOutcome::Stopped),
+                c = self.commands.recv() => c,
+            };
+            let Some(command) = command else {
+                // The deployment is going away.
+                return Ok(SourceOutcome::Stopped);
+            };
+            let final_checkpoint = match command {
+                SourceCommand::Completed(n) => self.barriers.front().is_some_and(|b| b.0 <= n),
+                SourceCommand::Trigger { .. } => false,
+            };
+            // A halting trigger changes nothing here: nothing is read.
+            self.on_command(command).await;
+            match self.deliver_or_stop(stop, counted).await {
+                Some(true) => {}
+                Some(false) => return Ok(SourceOutcome::Disconnected),
+                None => return Ok(SourceOutcome::Stopped),
+            }
+            if final_checkpoint {
+                self.emitter.close();
+                return Ok(match self.deliver_or_stop(stop, counted).await {
+                    Some(true) => SourceOutcome::Finished,
+                    Some(false) => SourceOutcome::Disconnected,
+                    None => SourceOutcome::Stopped,
+                });
+            }
+        }
     }
 
     /// [`deliver`](Self::deliver), unless a stop request comes first (`None`).
     async fn deliver_or_stop(
         &mut self,
         stop: &CancellationToken,
-        counted: &mut (u64, u64, u64),
+        counted: &mut (u64, u64),
     ) -> Option<bool> {
         tokio::select! {
             biased;
@@ -361,7 +436,7 @@ impl<R: PartitionReader> SourceTask<R> {
     }
 
     /// Sends queued envelopes and dead letters; `false` if a receiver is gone.
-    async fn deliver(&mut self, counted: &mut (u64, u64, u64)) -> bool {
+    async fn deliver(&mut self, counted: &mut (u64, u64)) -> bool {
         let m = &self.metrics;
         JobMetrics::add(&m.records_in, self.emitter.emitted() - counted.0);
         JobMetrics::add(&m.bad_records, self.emitter.bad() - counted.1);
@@ -376,8 +451,6 @@ impl<R: PartitionReader> SourceTask<R> {
             p.records.store(self.emitter.emitted(), Relaxed);
             p.watermark.store(self.emitter.watermark(), Relaxed);
         }
-        JobMetrics::add(&m.already_written, self.emitter.skipped() - counted.2);
-        counted.2 = self.emitter.skipped();
         for letter in self.emitter.take_dead_letters().collect::<Vec<_>>() {
             if self.dead_letters.send(letter).await.is_err() {
                 return false;

@@ -3,10 +3,14 @@
 //! Each partition has its own consumer on the job's durable subscription
 //! (failover, so that a consumer of an earlier generation still closing does
 //! not make the new one fail). A record's position is its message id with
-//! its index in its batch. Weir keeps the position itself: a resumed reader
-//! seeks the subscription to its recorded point and skips what it has
-//! already handled, and it acknowledges the subscription cumulatively only
-//! up to what the coordinator has recorded as durable.
+//! its index in its batch. Weir keeps the position itself, in checkpoints: a
+//! restored reader first checks that the checkpointed message can be in the
+//! partition (a topic deleted and created again, or another cluster, has
+//! other message ids), then seeks the subscription to it; the emitter drops
+//! what the checkpoint holds and stops the job if the checkpointed message
+//! itself does not come. The subscription is acknowledged cumulatively only
+//! up to the positions of completed checkpoints, so it is where a job
+//! without a checkpoint starts.
 //!
 //! Broker connections are the client's to keep: when one drops, the
 //! consumer reconnects and the broker sends every unacknowledged message
@@ -30,6 +34,7 @@ use weir_common::spec::EventTimeFallback;
 
 use super::{PartitionReader, Pulled, SourceError};
 use crate::emitter::Emitter;
+use pulsar::proto::MessageIdData;
 
 /// How long one pull waits for a message before letting the source task
 /// flush and check for idleness.
@@ -53,13 +58,30 @@ pub struct PulsarPartition {
     pub until_idle: Option<Duration>,
 }
 
+/// Where a reader starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PulsarStart {
+    /// Where the subscription is (its earliest message when it is new).
+    Subscription,
+    /// The partition's first message (the subscription is reset to it).
+    Earliest,
+    /// The next message published (the subscription is reset to the end).
+    Latest,
+    /// From a checkpoint's position: the subscription is reset to its
+    /// entry, which comes again.
+    Checkpoint(Position),
+}
+
 pub struct PulsarReader {
     client: Pulsar<TokioExecutor>,
     partition: PulsarPartition,
     consumer: Option<Consumer<Vec<u8>, TokioExecutor>>,
     plan: DecodePlan,
-    /// The last position handed on (or resumed after).
+    start: PulsarStart,
+    /// The last position handed on.
     last: Option<Position>,
+    /// Whether `last` is the last message of its entry (its batch).
+    last_complete: bool,
     /// When a message last arrived (or the reader last connected).
     last_message: Instant,
     /// No consumer: when to try again, and how long to wait after that.
@@ -72,46 +94,55 @@ pub struct PulsarReader {
 }
 
 impl PulsarReader {
-    /// Subscribes; with `resume_after`, seeks the subscription there. With
-    /// no `plan`, the writer schema comes from the topic's schema registry.
+    /// Checks that `start` can be in the partition and reads the writer
+    /// schema from the registry when there is no `plan`; then
+    /// [`start`](Self::start) moves the subscription and subscribes. Both
+    /// questions go through a consumer that never receives a message: the
+    /// client's consumer task stops answering requests while its queue of
+    /// received messages is full.
     pub async fn open(
         client: Pulsar<TokioExecutor>,
         partition: PulsarPartition,
         plan: Option<DecodePlan>,
-        resume_after: Option<Position>,
+        start: PulsarStart,
     ) -> Result<Self, SourceError> {
         let topic_error = |message: String| SourceError::Topic {
             topic: partition.topic.clone(),
             message,
         };
-        let mut consumer = subscribe(&client, &partition)
-            .await
-            .map_err(|e| topic_error(format!("cannot subscribe: {e}")))?;
-        let plan = match plan {
-            Some(p) => p,
-            None => registry_plan(&mut consumer, &partition.topic)
-                .await
-                .map_err(topic_error)?,
+        let plan = match (plan, start) {
+            (
+                Some(plan),
+                PulsarStart::Subscription | PulsarStart::Earliest | PulsarStart::Latest,
+            ) => plan,
+            (plan, start) => {
+                let mut control = control_consumer(&client, &partition).await?;
+                let answer = async {
+                    if let PulsarStart::Checkpoint(position) = start {
+                        last_message_fits(&mut control, &partition.topic, position).await?;
+                    }
+                    match plan {
+                        Some(p) => Ok(p),
+                        None => registry_plan(&mut control, &partition.topic)
+                            .await
+                            .map_err(topic_error),
+                    }
+                }
+                .await;
+                if let Err(e) = control.close().await {
+                    tracing::debug!(topic = %partition.topic, error = %error_chain(&e), "cannot close the control consumer");
+                }
+                answer?
+            }
         };
-        if let Some(id) = resume_after.and_then(seek_id_for) {
-            consumer
-                .seek(None, Some(id), None, client.clone())
-                .await
-                .map_err(|e| {
-                    topic_error(format!(
-                        "cannot seek to the recorded position {}: {}",
-                        resume_after.map_or_else(String::new, |p| p.to_string()),
-                        error_chain(&e)
-                    ))
-                })?;
-            tracing::info!(topic = %partition.topic, after = ?resume_after, "resuming after the recorded position");
-        }
         Ok(PulsarReader {
             client,
             partition,
-            consumer: Some(consumer),
+            consumer: None,
             plan,
-            last: resume_after,
+            start,
+            last: None,
+            last_complete: false,
             last_message: Instant::now(),
             retry_at: Instant::now(),
             retry_delay: RETRY_MIN,
@@ -119,6 +150,55 @@ impl PulsarReader {
             redelivered: 0,
             scratch: Reading::default(),
         })
+    }
+
+    /// Moves the subscription to where the reader starts (after every
+    /// partition of the worker is [`open`](Self::open)ed and checked) and
+    /// subscribes. The move goes through a consumer that receives nothing
+    /// (see [`open`](Self::open)), closed before the reading one subscribes.
+    pub async fn start(&mut self) -> Result<(), SourceError> {
+        let start = self.start;
+        let seek_to = match start {
+            PulsarStart::Subscription => None,
+            // Pulsar's MessageId.earliest and .latest.
+            PulsarStart::Earliest => Some(MessageIdData {
+                ledger_id: u64::MAX,
+                entry_id: u64::MAX,
+                ..Default::default()
+            }),
+            PulsarStart::Latest => Some(MessageIdData {
+                ledger_id: i64::MAX as u64,
+                entry_id: i64::MAX as u64,
+                ..Default::default()
+            }),
+            PulsarStart::Checkpoint(position) => seek_id_for(position),
+        };
+        let topic_error = |message: String| SourceError::Topic {
+            topic: self.partition.topic.clone(),
+            message,
+        };
+        if let Some(id) = seek_to {
+            let mut mover = subscribe(&self.client, &self.partition, 0)
+                .await
+                .map_err(|e| topic_error(format!("cannot subscribe: {e}")))?;
+            let moved = mover.seek(None, Some(id), None, self.client.clone()).await;
+            if let Err(e) = mover.close().await {
+                tracing::debug!(topic = %self.partition.topic, error = %error_chain(&e), "cannot close the consumer that moved the subscription");
+            }
+            moved.map_err(|e| {
+                topic_error(format!(
+                    "cannot move the subscription to {start:?}: {}",
+                    error_chain(&e)
+                ))
+            })?;
+            tracing::info!(topic = %self.partition.topic, ?start, "subscription moved");
+        }
+        let consumer = subscribe(&self.client, &self.partition, self.partition.receiver_queue)
+            .await
+            .map_err(|e| topic_error(format!("cannot subscribe: {e}")))?;
+        self.consumer = Some(consumer);
+        self.last_message = Instant::now();
+        Ok(())
     }
 
     /// The consumer failed: drop it and make a new one later.
@@ -133,7 +213,7 @@ impl PulsarReader {
     }
 
     async fn reconnect(&mut self) {
-        match subscribe(&self.client, &self.partition).await {
+        match subscribe(&self.client, &self.partition, self.partition.receiver_queue).await {
             Ok(c) => {
                 if self.failures > 0 {
                     tracing::info!(topic = %self.partition.topic, after_failures = self.failures, "Pulsar consumer reconnected");
@@ -177,6 +257,13 @@ impl PulsarReader {
             return;
         }
         self.last = Some(position);
+        self.last_complete = match (
+            message.message_id().batch_index,
+            message.metadata().num_messages_in_batch,
+        ) {
+            (Some(index), Some(n)) if index >= 0 => index.saturating_add(1) >= n,
+            _ => true,
+        };
         let data = &message.payload.data;
         match self.plan.decode(data, &mut self.scratch) {
             Ok(()) => {
@@ -194,7 +281,9 @@ impl PulsarReader {
                 out.reading(&self.scratch, position);
             }
             Err(e) => {
-                out.consumed(position);
+                if !out.consumed(position) {
+                    return; // its dead letter was written before the checkpoint
+                }
                 out.dead_letter(
                     position.to_string(),
                     1,
@@ -253,8 +342,20 @@ impl PartitionReader for PulsarReader {
         Ok(Pulled::Progress)
     }
 
-    fn acknowledges(&self) -> bool {
-        true
+    fn ack_point(&self, position: Position) -> Position {
+        match position {
+            // The whole entry was read: acknowledge the entry itself.
+            Position::Pulsar { ledger, entry, .. }
+                if self.last_complete && self.last == Some(position) =>
+            {
+                Position::Pulsar {
+                    ledger,
+                    entry,
+                    batch: -1,
+                }
+            }
+            p => p,
+        }
     }
 
     async fn acknowledge(&mut self, position: Position) {
@@ -273,9 +374,87 @@ impl PartitionReader for PulsarReader {
     }
 }
 
+/// A consumer on a subscription of its own that is never given flow
+/// permits, so it never receives a message and its requests (last message
+/// id, schema) are always answered.
+async fn control_consumer(
+    client: &Pulsar<TokioExecutor>,
+    partition: &PulsarPartition,
+) -> Result<Consumer<Vec<u8>, TokioExecutor>, SourceError> {
+    client
+        .consumer()
+        .with_topic(partition.topic.as_str())
+        .with_subscription(format!(
+            "{}-control-{:08x}",
+            partition.subscription,
+            rand_u32()
+        ))
+        .with_subscription_type(SubType::Exclusive)
+        .with_batch_size(0)
+        .with_options(
+            ConsumerOptions::default()
+                .durable(false)
+                .with_initial_position(InitialPosition::Latest)
+                .with_receiver_queue_size(1),
+        )
+        .build()
+        .await
+        .map_err(|e| SourceError::Topic {
+            topic: partition.topic.clone(),
+            message: format!("cannot subscribe: {}", error_chain(&e)),
+        })
+}
+
+fn rand_u32() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos())
+        ^ std::process::id()
+}
+
+/// Whether a checkpointed position can be in the partition: its message
+/// is not past the partition's last one. (A position in a ledger the
+/// partition no longer has is found out when reading: the message does not
+/// come again.)
+async fn last_message_fits(
+    consumer: &mut Consumer<Vec<u8>, TokioExecutor>,
+    topic: &str,
+    position: Position,
+) -> Result<(), SourceError> {
+    let mismatch = |problem: String| SourceError::NotTheCheckpointedInput {
+        partition: topic.to_owned(),
+        position,
+        problem,
+    };
+    let Position::Pulsar { ledger, entry, .. } = position else {
+        return Err(mismatch("it is not a Pulsar message id".into()));
+    };
+    let last = consumer
+        .get_last_message_id()
+        .await
+        .map_err(|e| SourceError::Topic {
+            topic: topic.to_owned(),
+            message: format!("cannot read its last message id: {}", error_chain(&e)),
+        })?;
+    match last.first() {
+        // A negative entry id: no message.
+        Some(id) if i64::try_from(id.entry_id).is_err() => {
+            Err(mismatch("the partition holds no message".into()))
+        }
+        Some(id) if (id.ledger_id, id.entry_id) < (ledger, entry) => Err(mismatch(format!(
+            "the partition's last message is {}:{}",
+            id.ledger_id, id.entry_id
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// A consumer on the job's subscription that asks for `permits` messages
+/// (none: it only moves the subscription).
 async fn subscribe(
     client: &Pulsar<TokioExecutor>,
     p: &PulsarPartition,
+    permits: u32,
 ) -> Result<Consumer<Vec<u8>, TokioExecutor>, String> {
     client
         .consumer()
@@ -283,12 +462,12 @@ async fn subscribe(
         .with_subscription(p.subscription.clone())
         .with_subscription_type(SubType::Failover)
         .with_consumer_name(p.consumer_name.clone())
-        .with_batch_size(p.receiver_queue)
+        .with_batch_size(permits)
         .with_options(
             ConsumerOptions::default()
                 .durable(true)
                 .with_initial_position(InitialPosition::Earliest)
-                .with_receiver_queue_size(p.receiver_queue),
+                .with_receiver_queue_size(p.receiver_queue.max(1)),
         )
         .build()
         .await

@@ -66,10 +66,7 @@ mod tests {
     use super::*;
 
     fn mark(input: u32) -> Envelope {
-        Envelope::Idle {
-            input,
-            through: None,
-        }
+        Envelope::Idle { input }
     }
 
     fn barrier(input: u32, checkpoint: u64) -> Envelope {

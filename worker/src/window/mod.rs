@@ -16,9 +16,8 @@
 //! chunk read from RocksDB besides the accumulators.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::Arc;
 
-use weir_common::keygroup::{key_group_of, KeyGroupRange};
+use weir_common::keygroup::KeyGroupRange;
 use weir_common::reading::Reading;
 use weir_common::rows::LateReadingRow;
 use weir_common::sink::OutputBatch;
@@ -42,7 +41,6 @@ pub use snapshot::{OperatorSnapshot, RestoredFile, RestoredWindow};
 pub use task::{run_window_task, SinkMsg, WindowOutcome};
 
 use crate::envelope::RecordBatch;
-use crate::resume::ResumeTable;
 use crate::state::{StateError, StateStore};
 
 /// Most (device, window) results per message to the sink: each becomes a
@@ -65,8 +63,6 @@ pub struct WindowConfig {
     pub aggregates: Vec<Aggregate>,
     /// Name of every input (partition), by input index.
     pub input_names: Vec<String>,
-    /// What earlier generations wrote (windows they wrote stay closed).
-    pub resume: Option<Arc<ResumeTable>>,
 }
 
 /// What handling one message produced.
@@ -89,13 +85,8 @@ pub struct WindowOperator {
     closing: VecDeque<Closing>,
     state: StateStore,
     spills: u64,
-    /// The latest window end any key group of this task had written
-    /// before this generation (`i64::MIN`: none).
-    resume_closed: i64,
     /// The latest window end fired.
     fired: i64,
-    /// The watermark before it became +∞ (the end of every input).
-    finite_watermark: i64,
     /// Emptied pages of accumulators, for new panes.
     pool: PagePool,
     /// Scratch space of `on_records` (kept to reuse its allocation):
@@ -106,14 +97,8 @@ pub struct WindowOperator {
 impl WindowOperator {
     pub fn new(config: WindowConfig, state: StateStore) -> Self {
         let memory_budget = config.memory_budget;
-        let resume_closed = config
-            .resume
-            .as_ref()
-            .map_or(i64::MIN, |t| t.max_closed(config.key_groups));
         WindowOperator {
-            resume_closed,
             fired: i64::MIN,
-            finite_watermark: i64::MIN,
             sensors_local: config.aggregates.contains(&Aggregate::SensorsLocal),
             aggregates_1m: config.aggregates.contains(&Aggregate::SensorAggregates1m),
             combiner: WatermarkCombiner::new(config.input_names.len()),
@@ -130,16 +115,6 @@ impl WindowOperator {
     /// The operator's watermark (`i64::MAX` once every input ended).
     pub fn watermark(&self) -> i64 {
         self.combiner.current()
-    }
-
-    /// Every window ending at or before this has been emitted. After the end
-    /// of every input that is the last window fired, not +∞: input that
-    /// appears later (a new run on a longer topic) opens later windows.
-    pub fn written_watermark(&self) -> i64 {
-        match self.combiner.current() {
-            i64::MAX => self.finite_watermark.max(self.fired),
-            w => w,
-        }
     }
 
     /// Every input ended and every window was emitted.
@@ -190,12 +165,6 @@ impl WindowOperator {
                 self.late(batch.input, r, &pos.to_string(), end, wm, out);
                 continue;
             }
-            if end <= self.resume_closed {
-                if let Some(closed) = self.closed_on_resume(r.sensor_id, end) {
-                    self.late(batch.input, r, &pos.to_string(), end, closed, out);
-                    continue;
-                }
-            }
             // A batch holds far fewer than 2^32 readings.
             by_window.push((end, i as u32));
         }
@@ -215,15 +184,6 @@ impl WindowOperator {
             self.spill()?;
         }
         Ok(())
-    }
-
-    /// The written watermark of the reading's key group, if its window was
-    /// written by an earlier generation.
-    #[cold]
-    fn closed_on_resume(&self, sensor: i32, end: i64) -> Option<i64> {
-        let table = self.config.resume.as_ref()?;
-        let closed = table.closed(key_group_of(sensor, self.config.max_parallelism));
-        (end <= closed).then_some(closed)
     }
 
     #[cold]
@@ -287,9 +247,6 @@ impl WindowOperator {
     /// Starts closing every window whose end the watermark has reached;
     /// [`WindowOperator::emit`] then hands out their rows.
     fn fire(&mut self, wm: i64) {
-        if wm != i64::MAX {
-            self.finite_watermark = wm;
-        }
         let mp = self.config.max_parallelism;
         while let Some(entry) = self.panes.first_entry() {
             if *entry.key() > wm {
@@ -399,7 +356,6 @@ mod tests {
             late_policy: policy,
             aggregates: vec![Aggregate::SensorsLocal, Aggregate::SensorAggregates1m],
             input_names: (0..inputs).map(|i| format!("p{i}")).collect(),
-            resume: None,
         };
         (WindowOperator::new(config, state), dir)
     }
@@ -657,51 +613,5 @@ mod tests {
                 (&b.customer_id, &b.site_id, b.latitude, b.status)
             );
         }
-    }
-
-    #[test]
-    fn windows_written_by_an_earlier_generation_stay_closed() {
-        let (op, dir) = operator(1, 1 << 20, LatePolicy::Output);
-        drop(op);
-        let mut table = ResumeTable::empty(128, 1);
-        table
-            .set(
-                KeyGroupRange::all(128),
-                T0 + MIN,
-                &[(0, Position::Offset(10))],
-            )
-            .expect("set");
-        let config = WindowConfig {
-            window_ms: MIN,
-            key_groups: KeyGroupRange::all(128),
-            max_parallelism: 128,
-            memory_budget: 1 << 20,
-            late_policy: LatePolicy::Output,
-            aggregates: vec![Aggregate::SensorAggregates1m],
-            input_names: vec!["p0".into()],
-            resume: Some(Arc::new(table)),
-        };
-        let state = StateStore::open_fresh(&dir.path().join("state2")).expect("state");
-        let mut op = WindowOperator::new(config, state);
-        let mut out = Produced::default();
-        op.on_records(
-            &batch(
-                0,
-                vec![reading(1, T0 + 5, 1.0), reading(1, T0 + MIN + 5, 2.0)],
-            ),
-            &mut out,
-        )
-        .expect("records");
-        assert_eq!(out.late, 1, "the first minute was written before");
-        assert_eq!(out.rows.late[0].watermark_ms, T0 + MIN);
-        op.on_end(0);
-        drain(&mut op, &mut out);
-        assert_eq!(
-            summary(&out),
-            vec![("sensor_1".into(), secs(T0 + 2 * MIN), 1, 2.0)]
-        );
-        // After the end of input, what is written is up to the last window.
-        assert_eq!(op.watermark(), i64::MAX);
-        assert_eq!(op.written_watermark(), T0 + 2 * MIN);
     }
 }

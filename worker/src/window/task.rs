@@ -16,15 +16,12 @@ use super::{Produced, WindowOperator, EMIT_ROWS};
 use crate::checkpoint::{TaskSnapshot, UploaderMsg};
 use crate::envelope::Envelope;
 use crate::metrics::JobMetrics;
-use crate::resume::Written;
 use crate::state::StateError;
 
 /// Messages from a window task to its sink.
 #[derive(Debug)]
 pub enum SinkMsg {
     Rows(OutputBatch),
-    /// What the rows sent so far add up to: written once they are.
-    Progress(Written),
     /// Checkpoint `n`'s barriers: once everything sent before is written,
     /// tell the checkpoint uploader.
     Barrier(u64),
@@ -43,8 +40,13 @@ pub enum WindowOutcome {
 }
 
 /// The window task: feeds envelopes to the operator and rows to the sink,
-/// until every input ended or `stop` is cancelled. Inputs that delivered a
+/// until every input closed or `stop` is cancelled. Inputs that delivered a
 /// checkpoint barrier are held back until all did (see [`super::align`]).
+///
+/// At the end of every input all windows are emitted, but the task goes on
+/// taking barriers (ended inputs still deliver them) until every source
+/// closed its input: the final checkpoint, taken after the end, is what
+/// tells the sources that their input is done with.
 pub async fn run_window_task(
     mut op: WindowOperator,
     mut inputs: Inputs,
@@ -55,9 +57,7 @@ pub async fn run_window_task(
 ) -> Result<WindowOutcome, StateError> {
     let mut produced = Produced::default();
     let n_inputs = op.config.input_names.len();
-    // By input: the last position received (see `Envelope`).
-    let mut processed: Vec<Option<Position>> = vec![None; n_inputs];
-    let mut reported: Option<Written> = None;
+    let mut closed = vec![false; n_inputs];
     let mut aligner = Aligner::new(n_inputs);
     // By input: where its partition resumes from the checkpoint being
     // aligned (its barrier's, or its end's, position and watermark).
@@ -75,33 +75,17 @@ pub async fn run_window_task(
                 open_windows: op.open_windows(),
             });
         };
-        let mut note = |input: u32, through: Option<Position>| {
-            if let (Some(p), Some(slot)) = (through, processed.get_mut(input as usize)) {
-                *slot = Some(p);
-            }
-        };
-        let marked = match envelope {
+        match envelope {
             Envelope::Records(batch) => {
-                note(batch.input, batch.positions.last().copied());
                 op.on_records(&batch, &mut produced)?;
-                false
             }
-            Envelope::Watermark {
-                input,
-                watermark,
-                through,
-            } => {
-                note(input, through);
+            Envelope::Watermark { input, watermark } => {
                 op.on_watermark(input, watermark);
-                true
             }
-            Envelope::Idle { input, through } => {
-                note(input, through);
+            Envelope::Idle { input } => {
                 op.on_idle(input);
-                true
             }
             Envelope::End { input, through } => {
-                note(input, through);
                 op.on_end(input);
                 if let Some(slot) = resume_at.get_mut(input as usize) {
                     *slot = (through, i64::MAX);
@@ -109,7 +93,11 @@ pub async fn run_window_task(
                 if let Step::Aligned(n) = aligner.on_end(input as usize) {
                     aligned = Some(n);
                 }
-                true
+            }
+            Envelope::Closed { input } => {
+                if let Some(c) = closed.get_mut(input as usize) {
+                    *c = true;
+                }
             }
             Envelope::Barrier {
                 input,
@@ -117,7 +105,6 @@ pub async fn run_window_task(
                 through,
                 watermark,
             } => {
-                note(input, through);
                 let starts = aligner.aligning() != Some(checkpoint);
                 let (abandoned, step) = aligner.on_barrier(input as usize, checkpoint);
                 if starts && step != Step::None {
@@ -140,9 +127,8 @@ pub async fn run_window_task(
                 if let Step::Aligned(n) = step {
                     aligned = Some(n);
                 }
-                false
             }
-        };
+        }
         // Rows of closed windows go to the sink even when stopping: a stop
         // writes what was emitted. Closing windows are emitted whole before
         // the next envelope, in messages of bounded size.
@@ -173,20 +159,6 @@ pub async fn run_window_task(
         metrics
             .open_windows
             .store(op.open_windows() as u64, Relaxed);
-        if marked {
-            let written = Written {
-                watermark: op.written_watermark(),
-                processed: processed.clone(),
-            };
-            if reported.as_ref() != Some(&written) {
-                if sink.send(SinkMsg::Progress(written.clone())).await.is_err() {
-                    return Ok(WindowOutcome::Stopped {
-                        open_windows: op.open_windows(),
-                    });
-                }
-                reported = Some(written);
-            }
-        }
         if let Some(n) = aligned.take() {
             // Every window the barriers closed is emitted (above): the state
             // is exactly that of the records before them.
@@ -211,7 +183,7 @@ pub async fn run_window_task(
                 .send(UploaderMsg::Snapshot(Box::new(snapshot)))
                 .await;
         }
-        if op.is_finished() {
+        if closed.iter().all(|&c| c) && op.is_finished() {
             // If the sink is gone the job is failing anyway; its error wins.
             let _ = sink.send(SinkMsg::End).await;
             return Ok(WindowOutcome::Finished);
