@@ -627,3 +627,134 @@ fn a_checkpoint_of_a_longer_input_is_never_silently_skipped_past() {
         "{logs}"
     );
 }
+
+#[test]
+fn restore_from_names_an_older_checkpoint_by_its_path() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let ch = ClickHouse::start(dir);
+    ch.apply_weir_ddl(dir, "t_path");
+    let files = partitions(dir, 3_000, 211);
+    let local = |name: &str, data: &str, extra: &[&str]| {
+        let mut a = args(&["local", "--quiet", "--data-dir"]);
+        a.push(dir.join(data).display().to_string());
+        a.extend(job_args(&ch, "t_path", &files, extra));
+        weir(dir, name, &a)
+    };
+    // Stopped part-way, after several checkpoints.
+    let mut first = local("weir-first", "data", &[]);
+    let store = dir.join("data/checkpoints/iot-sensor-aggregation");
+    weir_tests::wait_for("three checkpoints", Duration::from_secs(60), || {
+        files_under(&store)
+            .iter()
+            .filter(|f| f.ends_with("/_metadata"))
+            .count()
+            >= 3
+    });
+    first.signal("TERM");
+    first.wait_success(Duration::from_secs(60));
+    let kept: Vec<u64> = files_under(&store)
+        .iter()
+        .filter_map(|f| {
+            f.strip_suffix("/_metadata")?
+                .strip_prefix("chk-")?
+                .parse()
+                .ok()
+        })
+        .collect();
+    let oldest = kept.iter().min().copied().expect("checkpoints");
+    let newest = kept.iter().max().copied().expect("checkpoints");
+    assert!(oldest < newest, "{kept:?}");
+
+    // Restored from the oldest retained checkpoint, named by its path; the
+    // path's store is used although the data directory is another one.
+    // What the first run wrote after that checkpoint is written again and
+    // found by the sink's lookups: the output is exact.
+    let path = store.join(format!("chk-{oldest}/_metadata"));
+    let mut second = local(
+        "weir-second",
+        "data2",
+        &["--restore-from", &path.display().to_string()],
+    );
+    second.wait_success(Duration::from_secs(240));
+    assert!(
+        second.stdout().contains(&format!("checkpoint {oldest}")),
+        "{}",
+        second.logs()
+    );
+    let expected = compute(&read_partitions(&files), MINUTE, OOO);
+    ch.check_contract_tables("t_path", &expected);
+    // Numbering went on in the path's store, after the newest there.
+    let after: Vec<u64> = files_under(&store)
+        .iter()
+        .filter_map(|f| {
+            f.strip_suffix("/_metadata")?
+                .strip_prefix("chk-")?
+                .parse()
+                .ok()
+        })
+        .collect();
+    assert!(after.iter().any(|&n| n > newest), "{after:?}");
+    assert!(!dir.join("data2/checkpoints").exists());
+}
+
+#[test]
+fn a_partition_that_ended_before_a_stop_is_not_read_again() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let ch = ClickHouse::start(dir);
+    ch.apply_weir_ddl(dir, "t_ended");
+    // Three long partitions and a short one that ends at once.
+    let mut files = partitions(dir, 60_000, 231);
+    files.pop();
+    files.extend(generate(
+        dir,
+        "short.avro",
+        &[
+            "--records",
+            "300",
+            "--devices",
+            "2000",
+            "--rate",
+            "150",
+            "--seed",
+            "239",
+        ],
+    ));
+    let total: u64 = 3 * 60_000 + 300;
+    let local = |name: &str| {
+        let mut a = args(&["local", "--data-dir"]);
+        a.push(dir.join("data").display().to_string());
+        a.extend(args(&[
+            "--clickhouse",
+            &ch.url(),
+            "--database",
+            "t_ended",
+            "--rate-limit",
+            "6000",
+            "--checkpoint-interval",
+            "500ms",
+        ]));
+        a.extend(input_args(&files));
+        weir(dir, name, &a)
+    };
+    let mut first = local("weir-first");
+    std::thread::sleep(Duration::from_secs(3));
+    first.signal("TERM");
+    first.wait_success(Duration::from_secs(60));
+    let read_first = weir_tests::summary_number(&first.stdout(), "records read");
+    assert!(
+        read_first < total,
+        "stopped part-way: {read_first}\n{}",
+        first.logs()
+    );
+
+    // The stop took a checkpoint after everything read: the second run
+    // reads exactly the rest, and nothing of the short partition.
+    let mut second = local("weir-second");
+    second.wait_success(Duration::from_secs(240));
+    let read_second = weir_tests::summary_number(&second.stdout(), "records read");
+    assert_eq!(read_first + read_second, total, "{}", second.logs());
+    let expected = compute(&read_partitions(&files), MINUTE, OOO);
+    ch.check_contract_tables("t_ended", &expected);
+}

@@ -383,6 +383,116 @@ fn a_stopped_run_is_resumed_from_its_final_checkpoint() {
     check_jsonl(&out, &expected_of(&[stream.file(dir, "expected2.avro")]));
 }
 
+/// Runs `weir local` on `out` and expects it to fail; returns its logs.
+fn refused(dir: &Path, name: &str, url: &str, out: &Path) -> String {
+    let mut run = weir(
+        dir,
+        name,
+        &local_to_jsonl(dir, url, TOPIC, out, &["--until-idle", "2s"]),
+    );
+    let status = run.wait(Duration::from_secs(120));
+    assert!(!status.success(), "{}", run.logs());
+    run.logs()
+}
+
+#[test]
+fn a_recreated_topic_is_refused_until_the_job_is_told_where_to_start() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let broker = broker_with(2);
+    let url = broker.url();
+    let first = Stream::new(10_000, 100, 500, 46);
+    first.produce(dir, "produce-first", &url, TOPIC);
+    // Stopped part-way: it stops after a checkpoint that the next run
+    // restores (a job that ran to its end starts over from where its
+    // subscription is instead).
+    let out = dir.join("out");
+    let mut run = weir(
+        dir,
+        "weir-first",
+        &local_to_jsonl(dir, &url, TOPIC, &out, &["--rate-limit", "1000"]),
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    run.signal("TERM");
+    run.wait_success(Duration::from_secs(60));
+    let read = summary_number(&run.stdout(), "records read");
+    assert!(read > 0 && read < 10_000, "stopped part-way: {read}");
+
+    // The topic is deleted and created again: its partitions hold no
+    // message, or other ones (in new ledgers) than the checkpoint's. The
+    // job fails naming the partition and the position, writing nothing.
+    broker.delete_topic(TOPIC);
+    broker.create_topic(TOPIC, 2);
+    let out2 = dir.join("out2");
+    let logs = refused(dir, "weir-empty", &url, &out2);
+    assert!(
+        logs.contains(&format!("partition {}", partition(TOPIC, 0)))
+            || logs.contains(&format!("partition {}", partition(TOPIC, 1))),
+        "{logs}"
+    );
+    assert!(
+        logs.contains("the partition holds no message") && logs.contains("--start-from earliest"),
+        "{logs}"
+    );
+    let second = Stream::new(8_000, 100, 500, 47);
+    second.produce(dir, "produce-second", &url, TOPIC);
+    let logs = refused(dir, "weir-other", &url, &out2);
+    assert!(
+        logs.contains("and not the position itself") && logs.contains("--start-from earliest"),
+        "{logs}"
+    );
+    for table in ["sensors_local.jsonl", "sensor_aggregates_1m.jsonl"] {
+        assert_eq!(
+            std::fs::read_to_string(out2.join(table)).unwrap_or_default(),
+            "",
+            "nothing written"
+        );
+    }
+
+    // Told to start at the earliest message, it reads the new topic.
+    let mut earliest = weir(
+        dir,
+        "weir-earliest",
+        &local_to_jsonl(
+            dir,
+            &url,
+            TOPIC,
+            &out2,
+            &["--until-idle", "2s", "--start-from", "earliest"],
+        ),
+    );
+    earliest.wait_success(Duration::from_secs(120));
+    assert_eq!(summary_number(&earliest.stdout(), "records read"), 8_000);
+    check_jsonl(&out2, &expected_of(&[second.file(dir, "second.avro")]));
+
+    // Told to start at the latest, it skips what is on the topic (all of
+    // the second stream again) and reads only what is published after it
+    // subscribed.
+    second.produce(dir, "produce-again", &url, TOPIC);
+    let out3 = dir.join("out3");
+    let mut latest = weir(
+        dir,
+        "weir-latest",
+        &local_to_jsonl(
+            dir,
+            &url,
+            TOPIC,
+            &out3,
+            &["--until-idle", "6s", "--start-from", "latest"],
+        ),
+    );
+    wait_for(
+        "both subscriptions at the end",
+        Duration::from_secs(60),
+        || latest.stderr().matches("subscription moved").count() >= 2,
+    );
+    let third = Stream::new(6_000, 100, 500, 48);
+    third.produce(dir, "produce-third", &url, TOPIC);
+    latest.wait_success(Duration::from_secs(120));
+    assert_eq!(summary_number(&latest.stdout(), "records read"), 6_000);
+    check_jsonl(&out3, &expected_of(&[third.file(dir, "third.avro")]));
+}
+
 #[test]
 fn bad_messages_go_to_dead_letters_with_their_message_ids() {
     let tmp = tempfile::tempdir().expect("tempdir");
