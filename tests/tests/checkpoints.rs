@@ -299,6 +299,11 @@ fn checkpoints_complete_across_workers_and_retention_keeps_three() {
     let job = cluster.wait_state("finished", Duration::from_secs(180));
     assert_eq!(job["generation"], 1, "{job}");
     assert!(job["state_spills"].as_u64().expect("spills") > 0, "{job}");
+    // Each partition's position in the newest checkpoint (the final one:
+    // its last record's ordinal).
+    for p in job["partitions"].as_array().expect("partitions") {
+        assert_eq!(p["checkpointed"], "23999", "{job}");
+    }
 
     // The output is exact: holding inputs back to align barriers reorders
     // nothing within a partition and loses nothing.

@@ -1,7 +1,8 @@
 //! The job reading a Pulsar topic from the test broker: `weir produce` and
 //! the official Python client publish, `weir local --pulsar` aggregates, and
 //! every output row is compared with the independent computation — through
-//! broker disconnects, a stop and restart from the recorded MessageIds, bad
+//! broker disconnects, a stop and a restore of its checkpoint, a topic that
+//! is not the checkpoint's, `--start-from`, bad
 //! messages on the topic and partitions added while the job runs.
 
 use std::collections::BTreeSet;
