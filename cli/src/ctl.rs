@@ -41,8 +41,14 @@ pub enum CtlCommand {
         #[arg(long)]
         savepoint: bool,
     },
-    /// Resume a stopped or failed job (from the beginning of its inputs).
-    Resume,
+    /// Resume a stopped or failed job from its latest completed checkpoint
+    /// (from the beginning of its inputs when there is none).
+    Resume {
+        /// Restore this checkpoint or savepoint instead: its number, or its
+        /// path in the job's store (STORE/JOB/chk-N).
+        #[arg(long, value_name = "N|PATH")]
+        from: Option<String>,
+    },
     /// The latest checkpoints: id, state, duration, size.
     Checkpoints,
     /// Take a checkpoint now.
@@ -65,7 +71,13 @@ pub fn run(args: CtlArgs) -> anyhow::Result<()> {
             "/api/v1/job/stop",
             serde_json::json!({ "savepoint": savepoint }).to_string(),
         ),
-        CtlCommand::Resume => ("POST", "/api/v1/job/resume", String::new()),
+        CtlCommand::Resume { from } => (
+            "POST",
+            "/api/v1/job/resume",
+            from.as_ref()
+                .map(|f| serde_json::json!({ "from": f }).to_string())
+                .unwrap_or_default(),
+        ),
         CtlCommand::Checkpoints => ("GET", "/api/v1/checkpoints", String::new()),
         CtlCommand::Checkpoint { savepoint } => (
             "POST",

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use weir_common::checkpoint::StoreLocation;
+use weir_common::checkpoint::{CheckpointRef, StoreLocation};
 use weir_common::spec::{
     AvroFilesSpec, ByteSize, ClickHouseSinkSpec, Duration, JobSpec, JsonlSinkSpec,
     PulsarSourceSpec, StartFrom,
@@ -215,47 +215,20 @@ impl JobFlags {
 /// another store than the one given is refused (a job restores from its own
 /// store, whose retention knows the files the checkpoint references).
 fn restore_from(spec: &mut JobSpec, from: &str) -> anyhow::Result<u64> {
-    if let Ok(n) = from.trim().parse::<u64>() {
-        return Ok(n);
-    }
-    let trimmed = from.trim().trim_end_matches('/');
-    let trimmed = trimmed.strip_suffix("/_metadata").unwrap_or(trimmed);
-    let (parent, last) = trimmed.rsplit_once('/').ok_or_else(|| {
-        anyhow::anyhow!("--restore-from {from}: expected a number or a path ending in chk-N")
-    })?;
-    let n: u64 = last
-        .strip_prefix("chk-")
-        .and_then(|n| n.parse().ok())
-        .ok_or_else(|| {
-            anyhow::anyhow!("--restore-from {from}: expected a number or a path ending in chk-N")
-        })?;
-    let (store, job) = parent
-        .rsplit_once('/')
-        .ok_or_else(|| anyhow::anyhow!("--restore-from {from}: expected STORE/JOB/chk-N"))?;
-    if job != spec.name {
-        bail!(
-            "--restore-from {from}: the checkpoint is of job `{job}`, this job is `{}` (set `name` in the spec)",
-            spec.name
-        );
-    }
-    let same = |given: &str| -> bool {
-        match (StoreLocation::parse(given), StoreLocation::parse(store)) {
-            (Ok(StoreLocation::Dir(a)), Ok(StoreLocation::Dir(b))) => {
-                std::path::absolute(&a).ok() == std::path::absolute(&b).ok()
-            }
-            (Ok(a), Ok(b)) => a == b,
-            _ => false,
-        }
+    let named = CheckpointRef::parse(from, &spec.name)
+        .map_err(|e| anyhow::anyhow!("--restore-from {e}"))?;
+    let Some(store) = named.store else {
+        return Ok(named.id);
     };
     match &spec.checkpoint.store {
-        Some(given) if !same(given) => bail!(
+        Some(given) if !StoreLocation::parse(given).is_ok_and(|g| g.same_as(&store)) => bail!(
             "--restore-from {from} is in the store {store}, but the job's checkpoint store is {given}: \
              a job restores from its own store (drop --checkpoint-store, or point it at {store})"
         ),
         Some(_) => {}
-        None => spec.checkpoint.store = Some(store.to_owned()),
+        None => spec.checkpoint.store = Some(store.to_string()),
     }
-    Ok(n)
+    Ok(named.id)
 }
 
 #[cfg(test)]

@@ -54,8 +54,9 @@ impl api::admin_server::Admin for AdminService {
         Ok(tonic::Response::new(status))
     }
 
-    async fn resume_job(&self, _: Request<api::ResumeJobRequest>) -> Reply<api::JobStatus> {
-        Ok(tonic::Response::new(self.handle.resume().await?))
+    async fn resume_job(&self, r: Request<api::ResumeJobRequest>) -> Reply<api::JobStatus> {
+        let from = Some(r.into_inner().from).filter(|f| !f.trim().is_empty());
+        Ok(tonic::Response::new(self.handle.resume(from).await?))
     }
 
     async fn list_checkpoints(
@@ -157,8 +158,13 @@ async fn stop(
     }))
 }
 
-async fn resume(State(h): State<CoordinatorHandle>) -> Result<Json<api::JobStatus>, ApiError> {
-    Ok(Json(h.resume().await?))
+async fn resume(
+    State(h): State<CoordinatorHandle>,
+    bytes: axum::body::Bytes,
+) -> Result<Json<api::JobStatus>, ApiError> {
+    let request: api::ResumeJobRequest = body(&bytes)?;
+    let from = Some(request.from).filter(|f| !f.trim().is_empty());
+    Ok(Json(h.resume(from).await?))
 }
 
 async fn checkpoints(

@@ -513,9 +513,29 @@ fn stop_with_a_savepoint_then_resume_from_it() {
         "{metrics}"
     );
 
-    // Resumed: the new generation restores the savepoint, and the output
-    // is exact.
-    ctl(&["resume"]);
+    // A resume that names a checkpoint the store does not have, one in
+    // another store or of another job, or nonsense, is refused; the job
+    // stays stopped.
+    let store = dir.join("data/checkpoints/iot-sensor-aggregation");
+    for (from, why) in [
+        ("999", "chk-999"),
+        ("/elsewhere/iot-sensor-aggregation/chk-1", "its own store"),
+        ("/elsewhere/other-job/chk-1", "of job `other-job`"),
+        ("yesterday", "expected a checkpoint number"),
+    ] {
+        let request = serde_json::json!({ "from": from }).to_string();
+        let (status, body) =
+            weir_tests::http::request(cluster.http_port, "POST", "/api/v1/job/resume", &request)
+                .expect("resume");
+        assert_eq!(status, 400, "{from}: {body}");
+        assert!(body.contains(why), "{from}: {body}");
+    }
+    assert_eq!(cluster.job()["state"], "stopped");
+
+    // Resumed from the savepoint named by its path: the new generation
+    // restores it, and the output is exact.
+    let path = store.join(format!("chk-{id}"));
+    ctl(&["resume", "--from", &path.display().to_string()]);
     let job = cluster.wait_state("finished", Duration::from_secs(240));
     assert_eq!(job["restored_checkpoint"].as_u64(), Some(id), "{job}");
     run.check_output();

@@ -441,7 +441,7 @@ fn admin_api_answers_every_endpoint_and_refuses_bad_requests() {
             .into_inner();
         assert_eq!(j.generation, 2);
         let refused = client
-            .resume_job(ResumeJobRequest {})
+            .resume_job(ResumeJobRequest::default())
             .await
             .expect_err("resume while running");
         assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
@@ -451,8 +451,15 @@ fn admin_api_answers_every_endpoint_and_refuses_bad_requests() {
             .expect("StopJob")
             .into_inner();
         assert_eq!(stopped.state, "stopped");
+        let refused = client
+            .resume_job(ResumeJobRequest {
+                from: "not-a-checkpoint".into(),
+            })
+            .await
+            .expect_err("resume from nonsense");
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused}");
         let resumed = client
-            .resume_job(ResumeJobRequest {})
+            .resume_job(ResumeJobRequest::default())
             .await
             .expect("ResumeJob")
             .into_inner();

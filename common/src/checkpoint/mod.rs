@@ -57,6 +57,59 @@ impl std::fmt::Display for StoreLocation {
     }
 }
 
+impl StoreLocation {
+    /// Whether `other` is the same store (directories compared as
+    /// absolute paths).
+    pub fn same_as(&self, other: &StoreLocation) -> bool {
+        match (self, other) {
+            (StoreLocation::Dir(a), StoreLocation::Dir(b)) => {
+                std::path::absolute(a).ok() == std::path::absolute(b).ok()
+            }
+            (a, b) => a == b,
+        }
+    }
+}
+
+/// A checkpoint named by a user (`--restore-from`, resume from): its
+/// number in the job's store, or its path there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckpointRef {
+    pub id: u64,
+    /// The store a path names (`None` for a number).
+    pub store: Option<StoreLocation>,
+}
+
+impl CheckpointRef {
+    /// Parses `N` or `STORE/JOB/chk-N` (optionally with `/_metadata`), the
+    /// path of a checkpoint of job `job`.
+    pub fn parse(from: &str, job: &str) -> Result<Self, String> {
+        let from = from.trim();
+        if let Ok(id) = from.parse::<u64>() {
+            return Ok(CheckpointRef { id, store: None });
+        }
+        let expected =
+            || format!("`{from}`: expected a checkpoint number or a path STORE/JOB/chk-N");
+        let trimmed = from.trim_end_matches('/');
+        let trimmed = trimmed.strip_suffix("/_metadata").unwrap_or(trimmed);
+        let (parent, last) = trimmed.rsplit_once('/').ok_or_else(expected)?;
+        let id = last
+            .strip_prefix("chk-")
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(expected)?;
+        let (store, of) = parent.rsplit_once('/').ok_or_else(expected)?;
+        if of != job {
+            return Err(format!(
+                "`{from}` is a checkpoint of job `{of}`, this job is `{job}` (set `name` in the spec)"
+            ));
+        }
+        let store = StoreLocation::parse(store).map_err(|e| format!("`{from}`: {e}"))?;
+        Ok(CheckpointRef {
+            id,
+            store: Some(store),
+        })
+    }
+}
+
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -216,6 +269,36 @@ pub const LATEST: &str = "latest";
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_checkpoint_is_named_by_number_or_path() {
+        let job = "iot";
+        assert_eq!(
+            super::CheckpointRef::parse(" 17 ", job),
+            Ok(super::CheckpointRef {
+                id: 17,
+                store: None
+            })
+        );
+        let r = super::CheckpointRef::parse("/d/store/iot/chk-12/_metadata", job).expect("path");
+        assert_eq!(r.id, 12);
+        assert_eq!(r.store, Some(super::StoreLocation::Dir("/d/store".into())));
+        let r = super::CheckpointRef::parse("s3://b/p/iot/chk-3/", job).expect("s3");
+        assert_eq!(
+            r.store,
+            Some(super::StoreLocation::S3 {
+                bucket: "b".into(),
+                prefix: "p".into()
+            })
+        );
+        for bad in ["chk-1", "/d/iot/chk-x", "/d/iot/cp-1", "/d/other/chk-1", ""] {
+            assert!(super::CheckpointRef::parse(bad, job).is_err(), "{bad}");
+        }
+        let a = super::StoreLocation::Dir("store".into());
+        let b = super::StoreLocation::Dir(std::env::current_dir().expect("cwd").join("store"));
+        assert!(a.same_as(&b));
+        assert!(!a.same_as(&super::StoreLocation::Dir("other".into())));
+    }
+
     use super::*;
 
     #[test]

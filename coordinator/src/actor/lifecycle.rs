@@ -2,6 +2,7 @@
 //! their failures and end, and stop and resume.
 
 use super::*;
+use weir_common::checkpoint::CheckpointRef;
 use weir_common::spec::StartFrom;
 
 impl Actor {
@@ -254,6 +255,80 @@ impl Actor {
             }
         }
         Ok(self.job_status())
+    }
+
+    /// Whether the job can be resumed now.
+    fn resumable(&self) -> Result<(), AdminError> {
+        match &self.job {
+            Job::Stopped(_) | Job::Failed { .. } => Ok(()),
+            Job::Running(_) | Job::Restarting { .. } | Job::Waiting => Err(AdminError::Conflict(
+                "the job is running; stop it before resuming".into(),
+            )),
+            Job::Finished(_) => Err(AdminError::Conflict(
+                "the job has finished; there is nothing to resume".into(),
+            )),
+        }
+    }
+
+    /// Resumes from the checkpoint `from` names: its metadata is read from
+    /// the store in a task, which answers with
+    /// [`Msg::ResumeFromRead`]; the job resumes then.
+    pub(super) fn resume_from(
+        &mut self,
+        from: &str,
+        reply: oneshot::Sender<Result<api::JobStatus, AdminError>>,
+    ) {
+        let named = self
+            .resumable()
+            .and_then(|()| {
+                CheckpointRef::parse(from, &self.config.spec.name).map_err(AdminError::Invalid)
+            })
+            .and_then(|named| match &named.store {
+                Some(store) if !store.same_as(self.store.location()) => {
+                    Err(AdminError::Invalid(format!(
+                        "`{from}` is in the store {store}, but the job's checkpoint store is {}: \
+                         a job restores from its own store",
+                        self.store.location()
+                    )))
+                }
+                _ => Ok(named),
+            });
+        let named = match named {
+            Ok(named) => named,
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return;
+            }
+        };
+        let (store, tx) = (self.store.clone(), self.mailbox.clone());
+        let spec_hash = self.metadata_context.spec_hash.clone();
+        tokio::spawn(async move {
+            let result = crate::restore::read_store(&store, &spec_hash, Some(named.id))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|state| {
+                    state
+                        .restore
+                        .ok_or_else(|| format!("checkpoint {} is not in the store", named.id))
+                });
+            let _ = tx.send(Msg::ResumeFromRead { result, reply }).await;
+        });
+    }
+
+    /// The checkpoint a resume named was read: the job resumes from it
+    /// alone (no falling back to others: the user named this one).
+    pub(super) fn resume_from_read(
+        &mut self,
+        result: Result<RestorePoint, String>,
+    ) -> Result<api::JobStatus, AdminError> {
+        self.resumable()?;
+        let point = result.map_err(AdminError::Invalid)?;
+        tracing::info!(
+            checkpoint = point.id,
+            "resuming the job from the checkpoint it was given"
+        );
+        self.restorable = VecDeque::from([point]);
+        self.resume()
     }
 
     pub(super) fn resume(&mut self) -> Result<api::JobStatus, AdminError> {

@@ -127,7 +127,16 @@ pub(crate) enum Msg {
     Cluster(oneshot::Sender<api::ClusterStatus>),
     Job(oneshot::Sender<api::JobStatus>),
     Stop(oneshot::Sender<Result<api::JobStatus, AdminError>>),
-    Resume(oneshot::Sender<Result<api::JobStatus, AdminError>>),
+    Resume {
+        /// A checkpoint named by number or path (see [`CheckpointRef`]).
+        from: Option<String>,
+        reply: oneshot::Sender<Result<api::JobStatus, AdminError>>,
+    },
+    /// The checkpoint a resume named was read from the store (or not).
+    ResumeFromRead {
+        result: Result<RestorePoint, String>,
+        reply: oneshot::Sender<Result<api::JobStatus, AdminError>>,
+    },
     /// The input's partitions, as found now.
     Partitions(Vec<String>),
     Checkpoints(oneshot::Sender<api::CheckpointList>),
@@ -179,8 +188,11 @@ impl CoordinatorHandle {
         self.ask(Msg::Stop).await?
     }
 
-    pub async fn resume(&self) -> Result<api::JobStatus, AdminError> {
-        self.ask(Msg::Resume).await?
+    /// Resumes a stopped or failed job from its latest completed
+    /// checkpoint, or from the one `from` names (a number or a path in the
+    /// job's store).
+    pub async fn resume(&self, from: Option<String>) -> Result<api::JobStatus, AdminError> {
+        self.ask(|reply| Msg::Resume { from, reply }).await?
     }
 
     pub async fn checkpoints(&self) -> Result<api::CheckpointList, AdminError> {
@@ -481,8 +493,15 @@ impl Actor {
             Msg::Stop(reply) => {
                 let _ = reply.send(self.stop());
             }
-            Msg::Resume(reply) => {
+            Msg::Resume { from: None, reply } => {
                 let _ = reply.send(self.resume());
+            }
+            Msg::Resume {
+                from: Some(from),
+                reply,
+            } => self.resume_from(&from, reply),
+            Msg::ResumeFromRead { result, reply } => {
+                let _ = reply.send(self.resume_from_read(result));
             }
             Msg::Partitions(names) => self.partitions_found(names),
             Msg::Checkpoints(reply) => {
