@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use apache_avro::types::Value;
 use weir_tests::clickhouse::ClickHouse;
+use weir_tests::cluster::Cluster;
 use weir_tests::expected::{assert_rows_match, compute, rows_from_json_lines, Expected};
 use weir_tests::process::Proc;
 use weir_tests::pulsar_broker::{BrokerConfig, TestBroker};
@@ -664,4 +665,78 @@ fn partitions_added_while_running_are_read_with_the_registry_schema() {
             after.file(dir, "after.avro"),
         ]),
     );
+}
+
+#[test]
+fn a_killed_worker_of_a_pulsar_job_is_restored_from_its_checkpoint() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let broker = broker_with(4);
+    let url = broker.url();
+    // 80 s of event time over 2,000 devices: windows close while the job
+    // runs, and open ones are in the checkpoints.
+    let stream = Stream::new(80_000, 2_000, 1_000, 49);
+    stream.produce(dir, "produce", &url, TOPIC);
+    let ch = ClickHouse::start(dir);
+    ch.apply_weir_ddl(dir, "t_pkill");
+    let coordinator = args(&[
+        "--pulsar",
+        &url,
+        "--topic",
+        TOPIC,
+        "--until-idle",
+        "3s",
+        "--clickhouse",
+        &ch.url(),
+        "--database",
+        "t_pkill",
+        "--data-dir",
+        "data",
+        "--min-workers",
+        "2",
+        "--rate-limit",
+        "2000",
+        "--checkpoint-interval",
+        "500ms",
+    ]);
+    let mut cluster = Cluster::start(dir, &coordinator, 2);
+    wait_for(
+        "three completed checkpoints",
+        Duration::from_secs(60),
+        || {
+            let (_, list) = cluster.rest("GET", "/api/v1/checkpoints");
+            list["completed"].as_u64().unwrap_or(0) >= 3
+        },
+    );
+    assert_eq!(cluster.job()["state"], "running", "still running");
+    cluster.kill_worker("w-1");
+    let job = cluster.wait_state("finished", Duration::from_secs(240));
+    assert!(job["generation"].as_u64() > Some(1), "{job}");
+    assert!(
+        job["restored_checkpoint"].as_u64() > Some(0),
+        "the last generation restored a checkpoint: {job}"
+    );
+    assert!(
+        job["records_in"].as_u64() < Some(80_000),
+        "the restored generation read on from the checkpoint: {job}"
+    );
+    let expected = expected_of(&[stream.file(dir, "expected.avro")]);
+    ch.check_contract_tables("t_pkill", &expected);
+    for p in job["partitions"].as_array().expect("partitions") {
+        assert!(
+            p["checkpointed"].as_str().is_some_and(|c| !c.is_empty()),
+            "{job}"
+        );
+    }
+    // The subscription was acknowledged up to the final checkpoint: a new
+    // run (the job ran to its end, so it starts from the subscription)
+    // finds nothing to read.
+    drop(cluster);
+    let mut again = weir(
+        dir,
+        "weir-again",
+        &local_to_jsonl(dir, &url, TOPIC, &dir.join("out"), &["--until-idle", "1s"]),
+    );
+    again.wait_success(Duration::from_secs(60));
+    assert_eq!(summary_number(&again.stdout(), "records read"), 0);
 }
