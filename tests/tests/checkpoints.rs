@@ -36,6 +36,20 @@ fn files_under(dir: &Path) -> BTreeSet<String> {
     out
 }
 
+/// The numbers of the checkpoints whose metadata is in a job's store
+/// directory.
+fn checkpoint_ids(store: &Path) -> Vec<u64> {
+    files_under(store)
+        .iter()
+        .filter_map(|f| {
+            f.strip_suffix("/_metadata")?
+                .strip_prefix("chk-")?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
 /// Four partitions that each carry every device, `records` readings each.
 fn partitions(dir: &Path, records: u64, seed: u64) -> Vec<PathBuf> {
     (0..4)
@@ -670,23 +684,11 @@ fn restore_from_names_an_older_checkpoint_by_its_path() {
     let mut first = local("weir-first", "data", &[]);
     let store = dir.join("data/checkpoints/iot-sensor-aggregation");
     weir_tests::wait_for("three checkpoints", Duration::from_secs(60), || {
-        files_under(&store)
-            .iter()
-            .filter(|f| f.ends_with("/_metadata"))
-            .count()
-            >= 3
+        checkpoint_ids(&store).len() >= 3
     });
     first.signal("TERM");
     first.wait_success(Duration::from_secs(60));
-    let kept: Vec<u64> = files_under(&store)
-        .iter()
-        .filter_map(|f| {
-            f.strip_suffix("/_metadata")?
-                .strip_prefix("chk-")?
-                .parse()
-                .ok()
-        })
-        .collect();
+    let kept = checkpoint_ids(&store);
     let oldest = kept.iter().min().copied().expect("checkpoints");
     let newest = kept.iter().max().copied().expect("checkpoints");
     assert!(oldest < newest, "{kept:?}");
@@ -710,15 +712,7 @@ fn restore_from_names_an_older_checkpoint_by_its_path() {
     let expected = compute(&read_partitions(&files), MINUTE, OOO);
     ch.check_contract_tables("t_path", &expected);
     // Numbering went on in the path's store, after the newest there.
-    let after: Vec<u64> = files_under(&store)
-        .iter()
-        .filter_map(|f| {
-            f.strip_suffix("/_metadata")?
-                .strip_prefix("chk-")?
-                .parse()
-                .ok()
-        })
-        .collect();
+    let after = checkpoint_ids(&store);
     assert!(after.iter().any(|&n| n > newest), "{after:?}");
     assert!(!dir.join("data2/checkpoints").exists());
 }
