@@ -215,7 +215,7 @@ async fn publish(
     while let Some(chunk) = readings.recv().await {
         for r in chunk? {
             if let Some(rate) = args.rate {
-                let due = started + Duration::from_secs_f64(sent as f64 / rate);
+                let due = started + weir_common::time::pace(sent, rate);
                 if due > Instant::now() {
                     tokio::time::sleep_until(due.into()).await;
                 }

@@ -74,9 +74,31 @@ pub fn millis(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// The longest a pace makes anyone wait (see [`pace`]).
+pub const PACE_MAX: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// When the `count`th item is due after the start, at `rate` items per
+/// second: `count / rate`, at most [`PACE_MAX`] (a tiny rate is a wait
+/// that is checked again later, never a duration too long to add to an
+/// instant). `rate` must be positive (spec validation sees to it).
+pub fn pace(count: u64, rate: f64) -> std::time::Duration {
+    std::time::Duration::try_from_secs_f64(count as f64 / rate)
+        .map_or(PACE_MAX, |d| d.min(PACE_MAX))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pacing_never_overflows() {
+        assert_eq!(pace(3, 2.0), std::time::Duration::from_millis(1500));
+        assert_eq!(pace(0, 1e-300), std::time::Duration::ZERO);
+        assert_eq!(pace(1, 1e-300), PACE_MAX);
+        assert_eq!(pace(u64::MAX, f64::MIN_POSITIVE), PACE_MAX);
+        // An instant plus the longest pace is an instant.
+        let _ = std::time::Instant::now() + pace(u64::MAX, 1e-300);
+    }
 
     #[test]
     fn window_boundaries_are_half_open() {

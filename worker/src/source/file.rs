@@ -101,14 +101,16 @@ impl PartitionReader for FileReader {
                     data,
                 } => {
                     let first = self.ordinal;
-                    self.ordinal += count;
+                    // A block's count is input: no arithmetic on it may
+                    // overflow.
+                    self.ordinal = self.ordinal.saturating_add(count);
                     let data = match codec.decompress(data, &mut self.scratch) {
                         Ok(d) => d,
                         Err(reason) => {
                             out.dead_letter(
                                 format!(
                                     "records {first}..{} (block at byte {offset})",
-                                    first + count
+                                    first.saturating_add(count)
                                 ),
                                 count,
                                 "corrupt-block",
@@ -129,7 +131,7 @@ impl PartitionReader for FileReader {
                     out.dead_letter(
                         format!(
                             "bytes {offset}..{} (after record {})",
-                            offset + bytes.len() as u64,
+                            offset.saturating_add(bytes.len() as u64),
                             self.ordinal
                         ),
                         0,
@@ -161,13 +163,13 @@ fn decode_block(
     for i in 0..count {
         let start = input.position();
         match plan.decode_from(&mut input, &mut reading) {
-            Ok(()) => out.reading(&reading, Position::Offset(first + i)),
+            Ok(()) => out.reading(&reading, Position::Offset(first.saturating_add(i))),
             Err(e) => {
                 out.dead_letter(
                     format!(
                         "records {}..{} (block at byte {block_offset})",
-                        first + i,
-                        first + count
+                        first.saturating_add(i),
+                        first.saturating_add(count)
                     ),
                     count - i,
                     e.kind_name(),
@@ -179,8 +181,12 @@ fn decode_block(
         }
     }
     if !input.is_empty() {
+        let place = match count.checked_sub(1) {
+            Some(last) => format!("after record {}", first.saturating_add(last)),
+            None => "in a block of no records".to_owned(),
+        };
         out.dead_letter(
-            format!("after record {} (block at byte {block_offset})", first + count - 1),
+            format!("{place} (block at byte {block_offset})"),
             0,
             "trailing-bytes",
             format!(
@@ -189,5 +195,56 @@ fn decode_block(
             ),
             input.remaining(),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::emitter::{EmitterConfig, Routing};
+
+    fn emitter() -> Emitter {
+        Emitter::new(
+            EmitterConfig {
+                input: 0,
+                source_name: "f.avro".into(),
+                batch_size: 16,
+                out_of_orderness_ms: 5_000,
+                window_ms: 60_000,
+                max_dead_letter_payload: 1024,
+            },
+            Routing::single(128),
+        )
+    }
+
+    #[test]
+    fn leftover_bytes_in_a_block_of_no_records_are_a_dead_letter() {
+        let mut out = emitter();
+        decode_block(&DecodePlan::contract(), &[1, 2, 3], 0, 0, 4096, &mut out);
+        let dead: Vec<_> = out.take_dead_letters().collect();
+        assert_eq!(dead.len(), 1, "{dead:?}");
+        assert_eq!(dead[0].kind, "trailing-bytes");
+        assert_eq!(
+            dead[0].position,
+            "in a block of no records (block at byte 4096)"
+        );
+        assert_eq!(out.emitted(), 0);
+    }
+
+    #[test]
+    fn block_counts_near_the_top_of_the_range_do_not_overflow() {
+        let mut out = emitter();
+        // Not a datum at all: the whole block is one dead letter.
+        decode_block(
+            &DecodePlan::contract(),
+            &[0xff],
+            u64::MAX,
+            u64::MAX - 1,
+            0,
+            &mut out,
+        );
+        let dead: Vec<_> = out.take_dead_letters().collect();
+        assert_eq!(dead.len(), 1, "{dead:?}");
+        assert_eq!(dead[0].records, u64::MAX);
     }
 }

@@ -239,7 +239,7 @@ impl<R: PartitionReader> SourceTask<R> {
                 Pulled::End => return self.ended(&stop, &mut counted).await,
             };
             if let Some(rate) = self.limits.rate_limit {
-                let due = started + Duration::from_secs_f64(self.emitter.emitted() as f64 / rate);
+                let due = started + weir_common::time::pace(self.emitter.emitted(), rate);
                 if due > now {
                     wait_until = Some(wait_until.map_or(due, |t| t.max(due)));
                 }
