@@ -40,9 +40,11 @@ enum Ending {
 pub fn run(args: LocalArgs) -> anyhow::Result<()> {
     let spec = args.job.resolve()?;
     let outputs = outputs_of(&spec);
+    let mut spec = spec;
+    // One process: a failed deployment will fail again; report it at once
+    // (unless the spec says how often to try).
+    spec.restart.max_attempts.get_or_insert(0);
     let mut config = coordinator_config(spec, Duration::from_secs(10), 1, Duration::ZERO)?;
-    // One process: a failed deployment will fail again; report it at once.
-    config.max_failed_generations = 1;
     config.heartbeat_interval = Duration::from_millis(250);
     let loopback: SocketAddr = ([127, 0, 0, 1], 0).into();
     runtime()?.block_on(async move {

@@ -472,3 +472,50 @@ fn admin_api_answers_every_endpoint_and_refuses_bad_requests() {
     let (status, _) = cluster.rest("POST", "/api/v1/job/resume");
     assert_eq!(status, 409);
 }
+
+#[test]
+fn a_table_that_does_not_match_fails_the_job_at_once_with_its_cause() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let ch = ClickHouse::start(dir);
+    ch.apply_weir_ddl(dir, "t_wrong");
+    ch.query("DROP TABLE t_wrong.sensors_local");
+    ch.query("CREATE TABLE t_wrong.sensors_local (device_id String, time DateTime, temperature String) ENGINE = MergeTree ORDER BY device_id");
+    let files: Vec<PathBuf> = (0..2)
+        .flat_map(|i| {
+            generate(
+                dir,
+                &format!("in-{i}.avro"),
+                &[
+                    "--records",
+                    "2000",
+                    "--devices",
+                    "50",
+                    "--seed",
+                    &i.to_string(),
+                ],
+            )
+        })
+        .collect();
+    let cluster = Cluster::start(
+        dir,
+        &coordinator_args(&files, &ch, "t_wrong", &["--min-workers", "2"]),
+        2,
+    );
+    // A retry cannot cure it: the first generation's failure fails the job
+    // (no restarts with growing delays), and the status says why.
+    let job = cluster.wait_state("failed", Duration::from_secs(60));
+    assert_eq!(job["generation"], 1, "{job}");
+    let error = job["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("t_wrong.sensors_local") && error.contains("does not match"),
+        "{job}"
+    );
+    assert!(
+        cluster
+            .logs()
+            .contains("an error that a retry cannot cure; the job fails"),
+        "{}",
+        cluster.logs()
+    );
+}

@@ -33,8 +33,8 @@ use weir_proto::shuffle::shuffle_server::ShuffleServer;
 
 use crate::checkpoint::CheckpointEvent;
 use crate::deployment::{
-    Deployment, DeploymentMsg, DeploymentOutcome, DeploymentPlan, JobError, Layout, RestoreFrom,
-    Slot, Update,
+    Deployment, DeploymentMsg, DeploymentOutcome, DeploymentPlan, FailureKind, JobError, Layout,
+    RestoreFrom, Slot, Update,
 };
 use crate::metrics::JobMetrics;
 use crate::shuffle::{ShuffleRegistry, ShuffleService, MAX_MESSAGE_BYTES};
@@ -369,14 +369,8 @@ impl Session<'_> {
                 match self.start(deploy).await {
                     Ok(d) => {
                         tracing::info!(generation, "deployment running");
-                        send_report(
-                            events,
-                            generation,
-                            pb::DeploymentState::Running,
-                            String::new(),
-                            None,
-                        )
-                        .await;
+                        send_report(events, generation, pb::DeploymentState::Running, None, None)
+                            .await;
                         *current = Some(d);
                     }
                     Err(e) => {
@@ -385,7 +379,7 @@ impl Session<'_> {
                             events,
                             generation,
                             pb::DeploymentState::Failed,
-                            e.to_string(),
+                            Some(&e),
                             None,
                         )
                         .await;
@@ -537,12 +531,17 @@ impl Session<'_> {
             Err(JobError::Restore { checkpoint, .. }) => *checkpoint,
             _ => 0,
         };
+        let failure = match &outcome {
+            Err(e) => failure_of(e),
+            Ok(_) => pb::FailureKind::Transient,
+        };
         let report = pb::DeploymentReport {
             generation: d.generation,
             state: state as i32,
             error,
             metrics,
             unrestorable_checkpoint: unrestorable,
+            failure: failure as i32,
         };
         let event = pb::worker_event::Event::Report(report);
         let _ = events.send(pb::WorkerEvent { event: Some(event) }).await;
@@ -577,19 +576,29 @@ async fn next_from_current(current: &mut Option<Deployment>) -> Update {
     }
 }
 
+/// The wire form of a failure's kind.
+fn failure_of(e: &JobError) -> pb::FailureKind {
+    match e.failure_kind() {
+        FailureKind::Transient => pb::FailureKind::Transient,
+        FailureKind::Deterministic => pb::FailureKind::Deterministic,
+        FailureKind::PeerLost => pb::FailureKind::PeerLost,
+    }
+}
+
 async fn send_report(
     events: &mpsc::Sender<pb::WorkerEvent>,
     generation: u64,
     state: pb::DeploymentState,
-    error: String,
+    error: Option<&JobError>,
     metrics: Option<pb::WorkerMetrics>,
 ) {
     let report = pb::DeploymentReport {
         generation,
         state: state as i32,
-        error,
+        error: error.map(ToString::to_string).unwrap_or_default(),
         metrics,
         unrestorable_checkpoint: 0,
+        failure: error.map_or(pb::FailureKind::Transient, failure_of) as i32,
     };
     let event = pb::worker_event::Event::Report(report);
     let _ = events.send(pb::WorkerEvent { event: Some(event) }).await;

@@ -8,6 +8,7 @@
 //! environment variable that holds them.
 
 pub mod checkpoint;
+pub mod restart;
 pub mod units;
 
 use std::path::{Path, PathBuf};
@@ -15,6 +16,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use checkpoint::CheckpointSpec;
+pub use restart::RestartSpec;
 pub use units::{ByteSize, Duration};
 
 /// A spec that cannot be used, with the key that is wrong.
@@ -64,6 +66,8 @@ pub struct JobSpec {
     pub sink: SinkSpec,
     pub state: StateSpec,
     pub checkpoint: CheckpointSpec,
+    /// What the coordinator does when a generation fails.
+    pub restart: RestartSpec,
 }
 
 impl Default for JobSpec {
@@ -81,6 +85,7 @@ impl Default for JobSpec {
             sink: SinkSpec::default(),
             state: StateSpec::default(),
             checkpoint: CheckpointSpec::default(),
+            restart: RestartSpec::default(),
         }
     }
 }
@@ -657,6 +662,7 @@ impl JobSpec {
             return Err(invalid("name", "must not be empty"));
         }
         self.checkpoint.validate()?;
+        self.restart.validate()?;
         match self.source.kind()? {
             SourceKind::Generator(g) => {
                 if g.devices == 0 {

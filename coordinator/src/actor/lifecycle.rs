@@ -59,14 +59,33 @@ impl Actor {
         }
     }
 
-    pub(super) fn generation_failed(&mut self, worker: &str, error: String) {
+    /// A worker reported its deployment of the running generation failed:
+    /// the job fails at once on a deterministic error, redeploys without
+    /// counting when the worker lost a peer, and otherwise follows the
+    /// restart strategy (`restart` in the spec). Later reports of the same
+    /// generation change nothing.
+    pub(super) fn generation_failed(&mut self, worker: &str, error: String, kind: pb::FailureKind) {
         let Job::Running(g) = &self.job else { return };
-        if g.started.elapsed() > Duration::from_secs(60) {
-            self.consecutive_failures = 0;
-        }
-        self.consecutive_failures += 1;
-        tracing::error!(generation = g.number, %worker, %error, failures = self.consecutive_failures, "generation failed");
-        if self.consecutive_failures >= self.config.max_failed_generations {
+        let restart = &self.config.spec.restart;
+        let give_up = match kind {
+            pb::FailureKind::Deterministic => {
+                tracing::error!(generation = g.number, %worker, %error, "generation failed on an error that a retry cannot cure; the job fails");
+                true
+            }
+            pb::FailureKind::PeerLost => {
+                tracing::warn!(generation = g.number, %worker, %error, "a worker lost a peer; redeploying (not a failure of the job)");
+                false
+            }
+            pb::FailureKind::Transient => {
+                if g.started.elapsed() >= restart.reset_after.std() {
+                    self.consecutive_failures = 0;
+                }
+                self.consecutive_failures = self.consecutive_failures.saturating_add(1);
+                tracing::error!(generation = g.number, %worker, %error, failures = self.consecutive_failures, "generation failed");
+                restart.gives_up_after(self.consecutive_failures)
+            }
+        };
+        if give_up {
             let generation = g.clone();
             self.cancel_generation(generation.number, &generation.assignment);
             self.job = Job::Failed {
@@ -75,7 +94,10 @@ impl Actor {
             };
             return;
         }
-        let backoff = Duration::from_millis(500) * 2u32.pow(self.consecutive_failures.min(6));
+        let backoff = match kind {
+            pb::FailureKind::PeerLost => restart.initial_backoff.std(),
+            _ => restart.backoff(self.consecutive_failures),
+        };
         self.job = Job::Restarting {
             failed: g.clone(),
             at: Instant::now() + backoff,
@@ -409,7 +431,7 @@ mod tests {
         let (mut a, mut inboxes) = actor(&["w1", "w2"]);
         a.deploy_or_wait();
         assert!(matches!(&a.job, Job::Running(g) if g.number == 1));
-        a.generation_failed("w1", "disk full".into());
+        a.generation_failed("w1", "disk full".into(), pb::FailureKind::Transient);
         let Job::Restarting { failed, at } = &a.job else {
             panic!("restarting, not {}", a.job.name());
         };
@@ -417,7 +439,7 @@ mod tests {
         assert!(*at > Instant::now());
         assert_eq!(a.job.name(), "restarting");
         // The other worker of the same generation fails too: one failure.
-        a.generation_failed("w2", "peer gone".into());
+        a.generation_failed("w2", "peer gone".into(), pb::FailureKind::PeerLost);
         assert_eq!(a.consecutive_failures, 1);
         // Stopping while restarting cancels the failed generation.
         a.stop().expect("stops");
@@ -429,18 +451,61 @@ mod tests {
     }
 
     #[test]
-    fn failures_in_a_row_fail_the_job() {
+    fn infrastructure_failures_never_fail_the_job_by_default_with_a_capped_delay() {
         let (mut a, _inboxes) = actor(&["w1"]);
-        for n in 1..=a.config.max_failed_generations {
+        for n in 1..=20u64 {
             a.deploy_or_wait();
-            assert!(matches!(&a.job, Job::Running(g) if u32::try_from(g.number) == Ok(n)));
-            a.generation_failed("w1", format!("failure {n}"));
+            assert!(matches!(&a.job, Job::Running(g) if g.number == n));
+            a.generation_failed("w1", format!("failure {n}"), pb::FailureKind::Transient);
+            let Job::Restarting { at, .. } = &a.job else {
+                panic!("restarting, not {}", a.job.name());
+            };
+            assert!(*at <= Instant::now() + Duration::from_secs(60));
+        }
+        assert_eq!(a.consecutive_failures, 20);
+    }
+
+    #[test]
+    fn failures_beyond_max_attempts_fail_the_job() {
+        let (mut a, _inboxes) = actor(&["w1"]);
+        a.config.spec.restart.max_attempts = Some(4);
+        for n in 1..=5u64 {
+            a.deploy_or_wait();
+            assert!(matches!(&a.job, Job::Running(g) if g.number == n));
+            a.generation_failed("w1", format!("failure {n}"), pb::FailureKind::Transient);
         }
         let Job::Failed { error, .. } = &a.job else {
             panic!("failed, not {}", a.job.name());
         };
         assert!(error.contains("failure 5"), "{error}");
         assert!(a.stop().is_err(), "nothing to stop");
+    }
+
+    #[test]
+    fn a_deterministic_error_fails_the_job_at_once_and_a_lost_peer_never() {
+        let (mut a, mut inboxes) = actor(&["w1", "w2"]);
+        for n in 1..=10u64 {
+            a.deploy_or_wait();
+            assert!(matches!(&a.job, Job::Running(g) if g.number == n));
+            a.generation_failed("w2", "cannot reach w1".into(), pb::FailureKind::PeerLost);
+            assert_eq!(a.job.name(), "restarting");
+        }
+        assert_eq!(a.consecutive_failures, 0, "a lost peer is not counted");
+        a.deploy_or_wait();
+        a.generation_failed(
+            "w1",
+            "table does not match".into(),
+            pb::FailureKind::Deterministic,
+        );
+        let Job::Failed { error, generation } = &a.job else {
+            panic!("failed, not {}", a.job.name());
+        };
+        assert!(error.contains("w1: table does not match"), "{error}");
+        assert_eq!(generation.number, 11);
+        assert!(
+            cancels(&mut inboxes[1]).contains(&11),
+            "the generation is cancelled"
+        );
     }
 
     #[test]

@@ -81,7 +81,9 @@ impl Actor {
                         if r.unrestorable_checkpoint != 0 {
                             self.unrestorable(r.unrestorable_checkpoint, id, &r.error);
                         }
-                        self.generation_failed(id, r.error)
+                        let kind = pb::FailureKind::try_from(r.failure)
+                            .unwrap_or(pb::FailureKind::Transient);
+                        self.generation_failed(id, r.error, kind)
                     }
                     _ => {}
                 }

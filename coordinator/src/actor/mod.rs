@@ -60,8 +60,6 @@ pub struct CoordinatorConfig {
     pub min_workers: usize,
     /// Quiet time after a membership change before deploying.
     pub settle: Duration,
-    /// Consecutive generations that may fail before the job is `Failed`.
-    pub max_failed_generations: u32,
     /// The coordinator's gRPC address, for status displays.
     pub address: String,
     /// How to find the topic's partitions again (Pulsar jobs).
@@ -78,7 +76,6 @@ impl CoordinatorConfig {
             heartbeat_timeout: Duration::from_secs(10),
             min_workers: 1,
             settle: Duration::from_secs(1),
-            max_failed_generations: 5,
             address: String::new(),
             discovery: None,
         }

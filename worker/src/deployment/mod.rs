@@ -82,6 +82,49 @@ pub enum JobError {
     Task(&'static str, String),
 }
 
+/// What kind of failure a [`JobError`] is, for the coordinator's restart
+/// strategy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailureKind {
+    /// An infrastructure fault: a later try may succeed.
+    Transient,
+    /// The same deployment fails the same way again.
+    Deterministic,
+    /// A peer worker is unreachable or its stream broke.
+    PeerLost,
+}
+
+impl JobError {
+    pub fn failure_kind(&self) -> FailureKind {
+        use FailureKind::*;
+        match self {
+            JobError::Spec(_) | JobError::Schema { .. } | JobError::Assignment(_) => Deterministic,
+            JobError::Source(e) => match e {
+                SourceError::Input(e) => match e {
+                    weir_common::input::InputError::Io { .. } => Transient,
+                    _ => Deterministic,
+                },
+                SourceError::NotTheCheckpointedInput { .. } => Deterministic,
+                SourceError::Io { .. } | SourceError::Pulsar(_) | SourceError::Topic { .. } => {
+                    Transient
+                }
+            },
+            JobError::Sink(e) | JobError::DeadLetters(e) => {
+                if e.is_retryable() {
+                    Transient
+                } else {
+                    Deterministic
+                }
+            }
+            JobError::Shuffle(_) => PeerLost,
+            JobError::State(_)
+            | JobError::Checkpoint(_)
+            | JobError::Restore { .. }
+            | JobError::Task(..) => Transient,
+        }
+    }
+}
+
 /// How a deployment ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DeploymentOutcome {
