@@ -305,3 +305,69 @@ fn clickhouse_down_at_start_and_mid_run_loses_nothing() {
         .query("SELECT count() FROM (SELECT DISTINCT device_id, time FROM t_outage.sensors_local)");
     assert_eq!(distinct.trim(), expected.sensors_local.len().to_string());
 }
+
+#[test]
+fn late_readings_go_to_their_file_while_the_tables_go_to_clickhouse() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let ch = ClickHouse::start(dir);
+    ch.apply_weir_ddl(dir, "t_latefile");
+    // With `late.policy: file` the database needs no late-readings table.
+    ch.query("DROP TABLE t_latefile.late_readings");
+    let files = generate(
+        dir,
+        "late.avro",
+        &[
+            "--records",
+            "20000",
+            "--devices",
+            "100",
+            "--rate",
+            "200",
+            "--disorder-ms",
+            "30000",
+            "--seed",
+            "23",
+        ],
+    );
+    let late_path = dir.join("late.jsonl");
+    let spec = dir.join("spec.yaml");
+    std::fs::write(
+        &spec,
+        format!("late:\n  policy: file\n  path: {}\n", late_path.display()),
+    )
+    .expect("spec");
+    let mut extra = vec!["--spec".to_owned(), spec.display().to_string()];
+    extra.extend(args(&["--batch-rows", "100"]));
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let mut job = weir(
+        dir,
+        "weir-latefile",
+        &local_args(dir, &ch, "t_latefile", &files, &extra),
+    );
+    job.wait_success(Duration::from_secs(180));
+    let expected = compute(&read_partitions(&files), MINUTE, OOO);
+    assert!(expected.late.len() > 100);
+    ch.check_contract_tables("t_latefile", &expected);
+    let mut late: Vec<(String, u64, String, i64)> = std::fs::read_to_string(&late_path)
+        .expect("late file")
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("json");
+            (
+                v["source"].as_str().expect("source").to_owned(),
+                v["position"]
+                    .as_str()
+                    .expect("position")
+                    .parse()
+                    .expect("ordinal"),
+                v["device_id"].as_str().expect("device").to_owned(),
+                v["timestamp_ms"].as_i64().expect("ts"),
+            )
+        })
+        .collect();
+    late.sort();
+    let mut want = expected.late.clone();
+    want.sort();
+    assert_eq!(late, want);
+}
