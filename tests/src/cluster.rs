@@ -153,6 +153,11 @@ impl Cluster {
             .map_or(0, |kb| kb * 1024)
     }
 
+    /// Sends `signal` (`STOP`, `CONT`, ...) to the coordinator.
+    pub fn signal_coordinator(&self, signal: &str) {
+        self.coordinator.signal(signal);
+    }
+
     /// SIGKILLs a worker.
     pub fn kill_worker(&mut self, id: &str) {
         let i = self

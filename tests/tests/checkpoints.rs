@@ -777,3 +777,32 @@ fn a_partition_that_ended_before_a_stop_is_not_read_again() {
     let expected = compute(&read_partitions(&files), MINUTE, OOO);
     ch.check_contract_tables("t_ended", &expected);
 }
+
+#[test]
+fn workers_stop_writing_when_a_frozen_coordinator_lets_their_lease_run_out() {
+    // Heartbeat timeout 4 s: leases of 3 s.
+    let run = Run::start("t_lease", 251, 2, &["--heartbeat-timeout", "4s"]);
+    let cluster = &run.cluster;
+    wait_for_checkpoints(cluster, 2);
+    cluster.signal_coordinator("STOP");
+    std::thread::sleep(Duration::from_secs(5));
+    let logs = cluster.logs();
+    cluster.signal_coordinator("CONT");
+    // Both workers noticed on their own, with no closed connection to tell
+    // them, and abandoned their deployments.
+    assert_eq!(
+        logs.matches("no word from the coordinator within its lease")
+            .count(),
+        2,
+        "{logs}"
+    );
+    assert_eq!(
+        logs.matches("lost the coordinator; aborting the deployment")
+            .count(),
+        2,
+        "{logs}"
+    );
+    // Once the coordinator runs again, they register again and a new
+    // generation restores the latest checkpoint: the output is exact.
+    run.check_restored();
+}

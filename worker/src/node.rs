@@ -275,6 +275,11 @@ impl Session<'_> {
         tracing::info!(coordinator, worker = %self.config.id, "connected to the coordinator");
 
         let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
+        // The lease from the coordinator, and when it runs out: a worker cut
+        // off from the coordinator (or frozen, or with a frozen
+        // coordinator) stops writing before its work is given to others.
+        let mut lease: Option<Duration> = None;
+        let mut lease_ends: Option<tokio::time::Instant> = None;
         let mut current: Option<Deployment> = None;
         // When a draining deployment is given up.
         let mut abort_at: Option<tokio::time::Instant> = None;
@@ -282,12 +287,20 @@ impl Session<'_> {
             tokio::select! {
                 _ = self.shutdown.cancelled() => break Ok(()),
                 command = commands.message() => match command {
-                    Ok(Some(c)) => match self.handle(c, &mut current, &events).await {
-                        Some(Directive::Heartbeat(interval)) => heartbeat = tokio::time::interval(interval),
+                    Ok(Some(c)) => {
+                        let directive = self.handle(c, &mut current, &events).await;
+                        if let Some(Directive::Registered { heartbeat: interval, lease: l }) = &directive {
+                            heartbeat = tokio::time::interval(*interval);
+                            lease = *l;
+                        }
+                        lease_ends = lease.map(|l| tokio::time::Instant::now() + l);
+                        match directive {
+                        Some(Directive::Registered { .. }) => {}
                         Some(Directive::AbortAt(at)) => abort_at = Some(at),
                         Some(Directive::Deployed) => abort_at = None,
                         None => {}
-                    },
+                        }
+                    }
                     Ok(None) => break Err("the coordinator closed the control stream".to_string()),
                     Err(status) => break Err(format!("control stream failed: {}", status.message())),
                 },
@@ -323,6 +336,12 @@ impl Session<'_> {
                     let Some(d) = current.take() else { continue };
                     self.report_end(&d, outcome, &events).await;
                 }
+                _ = sleep_until_opt(lease_ends) => {
+                    break Err(format!(
+                        "no word from the coordinator within its lease ({:?}): it may have given this worker's work to others",
+                        lease.unwrap_or_default()
+                    ));
+                }
                 _ = sleep_until_opt(abort_at) => {
                     abort_at = None;
                     if let Some(d) = &current {
@@ -352,9 +371,12 @@ impl Session<'_> {
     ) -> Option<Directive> {
         use pb::coordinator_command::Command;
         match command.command? {
-            Command::Registered(r) => Some(Directive::Heartbeat(Duration::from_millis(u64::from(
-                r.heartbeat_interval_ms.max(50),
-            )))),
+            Command::Registered(r) => Some(Directive::Registered {
+                heartbeat: Duration::from_millis(u64::from(r.heartbeat_interval_ms.max(50))),
+                lease: (r.lease_ms > 0).then(|| Duration::from_millis(u64::from(r.lease_ms))),
+            }),
+            // Renews the lease, as every command does.
+            Command::Keepalive(_) => None,
             Command::Deploy(deploy) => {
                 if let Some(old) = current.take() {
                     tracing::info!(
@@ -550,8 +572,12 @@ impl Session<'_> {
 
 /// What a command changes in the control loop.
 enum Directive {
-    /// Heartbeat at this interval.
-    Heartbeat(Duration),
+    /// Heartbeat at this interval; hold a lease of this length (renewed by
+    /// every command).
+    Registered {
+        heartbeat: Duration,
+        lease: Option<Duration>,
+    },
     /// Abort the (stopping) deployment at this instant.
     AbortAt(tokio::time::Instant),
     /// A new deployment replaced the previous one.

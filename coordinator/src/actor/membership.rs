@@ -8,7 +8,11 @@ impl Actor {
         let registered = pb::CoordinatorCommand {
             command: Some(pb::coordinator_command::Command::Registered(
                 pb::Registered {
-                    heartbeat_interval_ms: self.config.heartbeat_interval.as_millis() as u32,
+                    heartbeat_interval_ms: u32::try_from(
+                        self.config.heartbeat_interval.as_millis(),
+                    )
+                    .unwrap_or(u32::MAX),
+                    lease_ms: u32::try_from(self.config.lease().as_millis()).unwrap_or(u32::MAX),
                 },
             )),
         };
@@ -52,6 +56,14 @@ impl Actor {
                 if let Some(m) = h.metrics.filter(|m| Some(m.generation) == current) {
                     worker.metrics = Some(m);
                 }
+                // The lease goes on. A full mailbox holds other commands,
+                // which renew it as well.
+                let keepalive = pb::CoordinatorCommand {
+                    command: Some(pb::coordinator_command::Command::Keepalive(
+                        pb::Keepalive {},
+                    )),
+                };
+                let _ = worker.commands.try_send(Ok(keepalive));
             }
             pb::worker_event::Event::InputEnded(e) => {
                 if Some(e.generation) == current {

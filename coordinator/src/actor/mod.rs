@@ -80,6 +80,14 @@ impl CoordinatorConfig {
             discovery: None,
         }
     }
+
+    /// A worker's lease (see `Registered.lease_ms`): three quarters of the
+    /// heartbeat timeout, so that a worker that stopped hearing from the
+    /// coordinator has stopped writing before the coordinator counts it
+    /// lost and deploys its work elsewhere (after `settle` more).
+    pub fn lease(&self) -> Duration {
+        self.heartbeat_timeout * 3 / 4
+    }
 }
 
 /// Why an admin request was refused.
