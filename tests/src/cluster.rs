@@ -158,6 +158,16 @@ impl Cluster {
         self.coordinator.signal(signal);
     }
 
+    /// Sends `signal` (`STOP`, `CONT`, ...) to a worker.
+    pub fn signal_worker(&self, id: &str, signal: &str) {
+        let (_, _, proc) = self
+            .workers
+            .iter()
+            .find(|(w, _, _)| w == id)
+            .unwrap_or_else(|| panic!("no worker {id}"));
+        proc.signal(signal);
+    }
+
     /// SIGKILLs a worker.
     pub fn kill_worker(&mut self, id: &str) {
         let i = self

@@ -806,3 +806,31 @@ fn workers_stop_writing_when_a_frozen_coordinator_lets_their_lease_run_out() {
     // generation restores the latest checkpoint: the output is exact.
     run.check_restored();
 }
+
+#[test]
+fn a_frozen_worker_past_its_lease_writes_nothing_when_it_wakes() {
+    // Heartbeat timeout 3 s: leases of 2.25 s.
+    let run = Run::start("t_frozen", 271, 3, &["--heartbeat-timeout", "3s"]);
+    let cluster = &run.cluster;
+    wait_for_checkpoints(cluster, 2);
+    cluster.signal_worker("w-1", "STOP");
+    // The coordinator counts it lost and deploys generation 2 on the others.
+    weir_tests::wait_for("a generation without w-1", Duration::from_secs(60), || {
+        let job = cluster.job();
+        job["generation"].as_u64() >= Some(2) && job["state"] == "running"
+    });
+    cluster.signal_worker("w-1", "CONT");
+    // Awake, it finds its lease run out and abandons generation 1 rather
+    // than writing for it (it registers again: generation 3 has it back).
+    weir_tests::wait_for(
+        "w-1 to give up generation 1",
+        Duration::from_secs(30),
+        || {
+            cluster
+                .logs()
+                .contains("no word from the coordinator within its lease")
+        },
+    );
+    // No row twice (merges are stopped), every row right.
+    run.check_restored();
+}

@@ -26,6 +26,7 @@ pub mod dead_letters;
 pub mod deployment;
 pub mod emitter;
 pub mod envelope;
+pub mod lease;
 pub mod metrics;
 pub mod node;
 pub mod prometheus;

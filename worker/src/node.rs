@@ -74,6 +74,9 @@ pub enum WorkerError {
 #[derive(Default)]
 struct Shared {
     connected: std::sync::atomic::AtomicBool,
+    /// The lease from the coordinator, renewed by the control loop and
+    /// checked by every deployment's sink.
+    lease: Arc<crate::lease::Lease>,
 }
 
 /// A running worker.
@@ -294,6 +297,7 @@ impl Session<'_> {
                             lease = *l;
                         }
                         lease_ends = lease.map(|l| tokio::time::Instant::now() + l);
+                        self.shared.lease.renew(lease);
                         match directive {
                         Some(Directive::Registered { .. }) => {}
                         Some(Directive::AbortAt(at)) => abort_at = Some(at),
@@ -498,6 +502,7 @@ impl Session<'_> {
             *slot = Some((position, point.watermark));
         }
         let plan = DeploymentPlan {
+            lease: self.shared.lease.clone(),
             generation: deploy.generation,
             spec,
             slots,

@@ -141,6 +141,7 @@ fn close_window(devices: i32, budget: usize) -> PerRow {
         metrics: metrics.clone(),
         abort: CancellationToken::new(),
         checkpoints: None,
+        lease: Default::default(),
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()

@@ -168,6 +168,7 @@ async fn run(
         metrics: metrics.clone(),
         abort: abort.clone(),
         checkpoints: Some(uploader_tx.clone()),
+        lease: plan.lease.clone(),
     };
     tasks.spawn(async move { Done::Sink(sink.run(sink_rx).await) });
 

@@ -132,6 +132,9 @@ pub struct DeploymentPlan {
     /// The completed checkpoint this generation restores (then `resume`
     /// holds its positions).
     pub restore: Option<RestoreFrom>,
+    /// The worker's lease from the coordinator: the sink starts no write
+    /// once it has run out.
+    pub lease: std::sync::Arc<crate::lease::Lease>,
 }
 
 /// A checkpoint to restore.
@@ -268,6 +271,7 @@ mod tests {
                 .collect(),
             partition_owner: owners,
             start_from: StartFrom::Checkpoint,
+            lease: Default::default(),
             restore: None,
         }
     }

@@ -30,6 +30,7 @@ use weir_common::sink::jsonl::{JsonlFile, JsonlWriter};
 use weir_common::sink::{SinkError, TableRows};
 
 use crate::checkpoint::UploaderMsg;
+use crate::lease::Lease;
 use crate::metrics::JobMetrics;
 use crate::window::SinkMsg;
 pub use pending::Pending;
@@ -150,6 +151,8 @@ pub struct SinkTask {
     pub abort: CancellationToken,
     /// Told when everything before a checkpoint's barriers is written.
     pub checkpoints: Option<mpsc::Sender<UploaderMsg>>,
+    /// The worker's lease: no write starts once it has run out.
+    pub lease: Arc<Lease>,
 }
 
 /// The newest window each table may hold rows of (by [`Table`] index):
@@ -274,6 +277,10 @@ impl SinkTask {
         let mut failures = 0u32;
         let looks_up = self.writer.looks_up(rows.table());
         let mut check_first = looks_up;
+        if !self.lease.holds() {
+            tracing::warn!("the lease from the coordinator ran out: writing nothing more");
+            return Ok(false);
+        }
         // Indexes of rows the table already has (ascending).
         let mut existing: Vec<usize> = Vec::new();
         loop {
@@ -425,7 +432,38 @@ mod tests {
             metrics: Arc::new(JobMetrics::default()),
             abort: CancellationToken::new(),
             checkpoints: None,
+            lease: Arc::new(Lease::default()),
         }
+    }
+
+    #[tokio::test]
+    async fn nothing_is_written_once_the_lease_has_run_out() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let t = task(dir.path(), 1, Duration::from_secs(1));
+        let lease = t.lease.clone();
+        let (tx, rx) = mpsc::channel(4);
+        let handle = tokio::spawn(t.run(rx));
+        let rows = |r: std::ops::Range<usize>| OutputBatch {
+            late: r.map(late_row).collect(),
+            ..OutputBatch::default()
+        };
+        lease.renew(Some(Duration::from_secs(60)));
+        tx.send(SinkMsg::Rows(rows(0..2))).await.expect("send");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(lines(dir.path()), 2, "written while the lease holds");
+        lease.renew(Some(Duration::ZERO));
+        tx.send(SinkMsg::Rows(rows(2..4))).await.expect("send");
+        let _ = tx.send(SinkMsg::End).await;
+        let outcome = handle.await.expect("join").expect("ok");
+        assert!(
+            matches!(outcome, SinkOutcome::Aborted { .. }),
+            "{outcome:?}"
+        );
+        assert_eq!(
+            lines(dir.path()),
+            2,
+            "nothing written after the lease ran out"
+        );
     }
 
     fn lines(dir: &std::path::Path) -> usize {
