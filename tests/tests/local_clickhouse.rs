@@ -371,3 +371,47 @@ fn late_readings_go_to_their_file_while_the_tables_go_to_clickhouse() {
     want.sort();
     assert_eq!(late, want);
 }
+
+#[test]
+fn a_generation_stops_inserts_of_earlier_generations_before_it_writes() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let ch = ClickHouse::start(dir);
+    ch.apply_weir_ddl(dir, "t_fence");
+    // Stand-ins for inserts still running on the server: one named as
+    // generation 0 of this job would be, one of another job.
+    let port = ch.http_port();
+    let long = |id: &'static str| {
+        std::thread::spawn(move || {
+            weir_tests::http::request(
+                port,
+                "POST",
+                &format!("/?query_id={id}"),
+                "SELECT count() FROM numbers(100000000000)",
+            )
+        })
+    };
+    let ours = long("weir-iot_sensor_aggregation-g0-w_0-7");
+    let theirs = long("weir-other_job-g0-w_0-7");
+    let running = || {
+        ch.query("SELECT count() FROM system.processes WHERE query_id LIKE 'weir-%'")
+            .trim()
+            .to_owned()
+    };
+    weir_tests::wait_for("both queries to run", Duration::from_secs(30), || {
+        running() == "2"
+    });
+    let files = generate(dir, "in.avro", &["--records", "2000", "--devices", "20"]);
+    let mut job = weir(dir, "weir", &local_args(dir, &ch, "t_fence", &files, &[]));
+    job.wait_success(Duration::from_secs(120));
+    // This job's earlier generation was stopped (and waited for) before the
+    // job wrote; the other job's query runs on.
+    let (status, body) = ours.join().expect("join").expect("answer");
+    assert_ne!(status, 200, "{body}");
+    assert!(body.contains("cancel"), "{body}");
+    assert_eq!(running(), "1");
+    ch.query("KILL QUERY WHERE query_id = 'weir-other_job-g0-w_0-7' SYNC");
+    let _ = theirs.join();
+    let expected = compute(&read_partitions(&files), MINUTE, OOO);
+    ch.check_contract_tables("t_fence", &expected);
+}

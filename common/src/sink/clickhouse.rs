@@ -43,6 +43,27 @@ pub struct ClickHouseWriter {
     database: String,
     tables: TableNames,
     timeout: Duration,
+    /// Names this deployment's inserts (see [`Self::with_generation`]).
+    fence: Option<std::sync::Arc<Fence>>,
+}
+
+/// How a deployment names its inserts: `weir-<job>-g<generation>-<worker>-<n>`
+/// (the job and worker with anything but ASCII letters and digits as `_`).
+#[derive(Debug)]
+struct Fence {
+    /// `weir-<job>-g`.
+    prefix: String,
+    generation: u64,
+    worker: String,
+    inserts: std::sync::atomic::AtomicU64,
+}
+
+/// Letters and digits kept, anything else `_`: safe in a query id, a SQL
+/// string and a regular expression.
+fn plain(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
 }
 
 #[derive(Debug, Deserialize, clickhouse::Row)]
@@ -86,7 +107,44 @@ impl ClickHouseWriter {
             database: spec.database.clone(),
             tables: spec.tables.clone(),
             timeout: spec.request_timeout.std(),
+            fence: None,
         }
+    }
+
+    /// Names every insert after the job, the generation and the worker, so
+    /// that a later generation can stop those still running before it
+    /// looks up what the tables hold ([`Self::kill_older_generations`]).
+    pub fn with_generation(mut self, job: &str, generation: u64, worker: &str) -> Self {
+        self.fence = Some(std::sync::Arc::new(Fence {
+            prefix: format!("weir-{}-g", plain(job)),
+            generation,
+            worker: plain(worker),
+            inserts: std::sync::atomic::AtomicU64::new(0),
+        }));
+        self
+    }
+
+    /// Stops every query of an earlier generation of this job still running
+    /// on the server (an insert abandoned when its deployment was replaced,
+    /// on a slow or frozen server) and waits until they are gone
+    /// (`KILL QUERY ... SYNC`, which 18.16 has): afterwards no insert of an
+    /// earlier generation can land behind this generation's lookups. Needs
+    /// the right to kill the user's own queries (the default).
+    pub async fn kill_older_generations(&self) -> Result<(), SinkError> {
+        let Some(f) = &self.fence else {
+            return Ok(());
+        };
+        let statement = format!(
+            "KILL QUERY WHERE position(query_id, '{p}') = 1 \
+             AND toUInt64OrZero(extract(query_id, '^{p}([0-9]+)-')) < {g} SYNC",
+            p = f.prefix,
+            g = f.generation
+        );
+        self.timed(
+            "stopping inserts of earlier generations",
+            self.server.query(&statement).execute(),
+        )
+        .await
     }
 
     pub fn url(&self) -> &str {
@@ -252,6 +310,13 @@ impl ClickHouseWriter {
             .insert::<T>(self.tables.get(table))
             .await
             .map_err(|e| self.classify(&what, e))?;
+        if let Some(f) = &self.fence {
+            let n = f.inserts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            insert = insert.with_setting(
+                "query_id",
+                format!("{}{}-{}-{n}", f.prefix, f.generation, f.worker),
+            );
+        }
         let mut skip = skip.iter().copied().peekable();
         for (i, row) in rows.iter().enumerate() {
             if skip.next_if_eq(&i).is_some() {

@@ -97,7 +97,8 @@ pub(super) async fn wait_for_clickhouse(
             if create {
                 w.create_tables().await?;
             }
-            w.check_tables(tables).await
+            w.check_tables(tables).await?;
+            w.kill_older_generations().await
         }
         .await;
         match result {

@@ -236,7 +236,11 @@ impl Deployment {
                 let password = std::env::var(&c.password_env)
                     .ok()
                     .filter(|p| !p.is_empty());
-                let w = ClickHouseWriter::new(c, password);
+                let w = ClickHouseWriter::new(c, password).with_generation(
+                    &spec.name,
+                    plan.generation,
+                    &plan.slots[plan.me].worker_id,
+                );
                 outputs.extend(
                     tables
                         .iter()
