@@ -359,6 +359,29 @@ pub fn assert_rows_match(table: &str, expected: &Rows, actual: &Rows) {
     );
 }
 
+/// The late readings of a JSON-lines late-readings file (the sink's table
+/// or `late.path`), as keys, sorted.
+pub fn late_keys_from_json_lines(text: &str) -> Vec<LateKey> {
+    let mut keys: Vec<LateKey> = text
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("json");
+            (
+                v["source"].as_str().expect("source").to_owned(),
+                v["position"]
+                    .as_str()
+                    .expect("position")
+                    .parse()
+                    .expect("ordinal"),
+                v["device_id"].as_str().expect("device").to_owned(),
+                v["timestamp_ms"].as_i64().expect("ts"),
+            )
+        })
+        .collect();
+    keys.sort();
+    keys
+}
+
 /// Rows from JSON lines (a JSONL output file or ClickHouse JSONEachRow),
 /// keyed by `device_id` and the given time column.
 pub fn rows_from_json_lines(text: &str, time_column: &str) -> Rows {

@@ -349,24 +349,9 @@ fn late_readings_go_to_their_file_while_the_tables_go_to_clickhouse() {
     let expected = compute(&read_partitions(&files), MINUTE, OOO);
     assert!(expected.late.len() > 100);
     ch.check_contract_tables("t_latefile", &expected);
-    let mut late: Vec<(String, u64, String, i64)> = std::fs::read_to_string(&late_path)
-        .expect("late file")
-        .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).expect("json");
-            (
-                v["source"].as_str().expect("source").to_owned(),
-                v["position"]
-                    .as_str()
-                    .expect("position")
-                    .parse()
-                    .expect("ordinal"),
-                v["device_id"].as_str().expect("device").to_owned(),
-                v["timestamp_ms"].as_i64().expect("ts"),
-            )
-        })
-        .collect();
-    late.sort();
+    let late = weir_tests::expected::late_keys_from_json_lines(
+        &std::fs::read_to_string(&late_path).expect("late file"),
+    );
     let mut want = expected.late.clone();
     want.sort();
     assert_eq!(late, want);

@@ -113,23 +113,7 @@ fn late_readings_are_reported_and_kept_out_of_windows() {
         &expected.aggregates,
         &rows_from_json_lines(&jsonl(&out, "sensor_aggregates_1m.jsonl"), "window_start"),
     );
-    let mut late: Vec<(String, u64, String, i64)> = jsonl(&out, "late_readings.jsonl")
-        .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).expect("json");
-            (
-                v["source"].as_str().expect("source").to_owned(),
-                v["position"]
-                    .as_str()
-                    .expect("position")
-                    .parse()
-                    .expect("ordinal"),
-                v["device_id"].as_str().expect("device").to_owned(),
-                v["timestamp_ms"].as_i64().expect("ts"),
-            )
-        })
-        .collect();
-    late.sort();
+    let late = weir_tests::expected::late_keys_from_json_lines(&jsonl(&out, "late_readings.jsonl"));
     let mut want = expected.late.clone();
     want.sort();
     assert_eq!(late, want);
