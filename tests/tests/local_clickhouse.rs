@@ -55,6 +55,26 @@ fn weir_ddl_script(database: &str) -> String {
         .join("\n")
 }
 
+/// One partition of 20,000 readings up to 30 s late (against a 5 s bound).
+fn late_input(dir: &Path, seed: u64) -> Vec<PathBuf> {
+    generate(
+        dir,
+        "late.avro",
+        &[
+            "--records",
+            "20000",
+            "--devices",
+            "100",
+            "--rate",
+            "200",
+            "--disorder-ms",
+            "30000",
+            "--seed",
+            &seed.to_string(),
+        ],
+    )
+}
+
 #[test]
 fn contract_tables_match_for_partitions_and_late_data() {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -128,22 +148,7 @@ fn contract_tables_match_for_partitions_and_late_data() {
     );
 
     // One partition with readings up to 30 s late.
-    let late_files = generate(
-        dir,
-        "late.avro",
-        &[
-            "--records",
-            "20000",
-            "--devices",
-            "100",
-            "--rate",
-            "200",
-            "--disorder-ms",
-            "30000",
-            "--seed",
-            "22",
-        ],
-    );
+    let late_files = late_input(dir, 22);
     ch.apply_weir_ddl(dir, "t_late");
     let mut job = weir(
         dir,
@@ -314,22 +319,7 @@ fn late_readings_go_to_their_file_while_the_tables_go_to_clickhouse() {
     ch.apply_weir_ddl(dir, "t_latefile");
     // With `late.policy: file` the database needs no late-readings table.
     ch.query("DROP TABLE t_latefile.late_readings");
-    let files = generate(
-        dir,
-        "late.avro",
-        &[
-            "--records",
-            "20000",
-            "--devices",
-            "100",
-            "--rate",
-            "200",
-            "--disorder-ms",
-            "30000",
-            "--seed",
-            "23",
-        ],
-    );
+    let files = late_input(dir, 23);
     let late_path = dir.join("late.jsonl");
     let spec = dir.join("spec.yaml");
     std::fs::write(

@@ -291,19 +291,18 @@ impl Session<'_> {
                 _ = self.shutdown.cancelled() => break Ok(()),
                 command = commands.message() => match command {
                     Ok(Some(c)) => {
-                        let directive = self.handle(c, &mut current, &events).await;
-                        if let Some(Directive::Registered { heartbeat: interval, lease: l }) = &directive {
-                            heartbeat = tokio::time::interval(*interval);
-                            lease = *l;
+                        match self.handle(c, &mut current, &events).await {
+                            Some(Directive::Registered { heartbeat: interval, lease: l }) => {
+                                heartbeat = tokio::time::interval(interval);
+                                lease = l;
+                            }
+                            Some(Directive::AbortAt(at)) => abort_at = Some(at),
+                            Some(Directive::Deployed) => abort_at = None,
+                            None => {}
                         }
+                        // Every message from the coordinator renews the lease.
                         lease_ends = lease.map(|l| tokio::time::Instant::now() + l);
                         self.shared.lease.renew(lease);
-                        match directive {
-                        Some(Directive::Registered { .. }) => {}
-                        Some(Directive::AbortAt(at)) => abort_at = Some(at),
-                        Some(Directive::Deployed) => abort_at = None,
-                        None => {}
-                        }
                     }
                     Ok(None) => break Err("the coordinator closed the control stream".to_string()),
                     Err(status) => break Err(format!("control stream failed: {}", status.message())),
