@@ -97,6 +97,21 @@ impl serde::Serialize for ShortStr {
         serializer.serialize_str(self.as_str())
     }
 }
+impl<'de> serde::Deserialize<'de> for ShortStr {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = ShortStr;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<ShortStr, E> {
+                Ok(ShortStr::new(s))
+            }
+        }
+        deserializer.deserialize_str(Visitor)
+    }
+}
 impl fmt::Display for ShortStr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

@@ -4,12 +4,12 @@
 //! seconds in both. Identifiers are [`ShortStr`]s: a closing window makes
 //! millions of rows, and none of them touches the heap.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::reading::ShortStr;
 
 /// One row of `sensors_local`: window averages and sums per device.
-#[derive(Clone, Debug, PartialEq, Serialize, clickhouse::Row)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, clickhouse::Row)]
 pub struct SensorsLocalRow {
     pub device_id: ShortStr,
     pub device_type: ShortStr,
@@ -40,7 +40,7 @@ pub struct SensorsLocalRow {
 }
 
 /// One row of `sensor_aggregates_1m`: count and min/avg/max per measurement.
-#[derive(Clone, Debug, PartialEq, Serialize, clickhouse::Row)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, clickhouse::Row)]
 pub struct SensorAggregatesRow {
     pub device_id: ShortStr,
     pub window_start: u32,
@@ -77,7 +77,7 @@ pub struct SensorAggregatesRow {
 }
 
 /// A reading that arrived after its window had closed.
-#[derive(Clone, Debug, PartialEq, Serialize, clickhouse::Row)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, clickhouse::Row)]
 pub struct LateReadingRow {
     pub device_id: ShortStr,
     /// Event time, epoch seconds (the exact value is in `timestamp_ms`).

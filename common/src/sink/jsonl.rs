@@ -124,6 +124,23 @@ impl JsonlFile {
         self.commit()
     }
 
+    /// Appends whatever `encode` pushes onto the buffer it is given, all or
+    /// nothing (for encodings other than JSON lines, such as staged rows).
+    pub fn append_with(&mut self, encode: impl FnOnce(&mut Vec<u8>)) -> Result<(), SinkError> {
+        self.rollback_if_needed().map_err(|e| self.io_error(e))?;
+        encode(self.out.begin());
+        self.commit()
+    }
+
+    /// Bytes in the file.
+    pub fn len(&self) -> u64 {
+        self.out.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.out.is_empty()
+    }
+
     fn commit(&mut self) -> Result<(), SinkError> {
         self.out.commit().map_err(|source| {
             self.needs_rollback = true;

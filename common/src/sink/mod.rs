@@ -12,6 +12,8 @@ pub mod clickhouse;
 pub mod ddl;
 pub mod json;
 pub mod jsonl;
+pub mod parts;
+pub mod stage;
 
 use std::path::PathBuf;
 
