@@ -148,7 +148,7 @@ fn outputs_of(spec: &JobSpec) -> Vec<String> {
     let mut outputs: Vec<String> = match spec.sink.kind() {
         Ok(SinkKind::Jsonl(j)) => tables
             .iter()
-            .map(|t| j.dir.join(format!("{t}.jsonl")).display().to_string())
+            .map(|t| format!("{}/ (part files)", j.dir.join(t).display()))
             .collect(),
         Ok(SinkKind::ClickHouse(c)) => tables
             .iter()
@@ -164,7 +164,7 @@ fn outputs_of(spec: &JobSpec) -> Vec<String> {
         Err(_) => Vec::new(),
     };
     if let Some(p) = &spec.late.path {
-        outputs.push(p.display().to_string());
+        outputs.push(format!("{}/ (late readings)", p.display()));
     }
     outputs
 }

@@ -54,8 +54,8 @@ pub struct JobFlags {
     /// At most this many records per second per partition.
     #[arg(long, value_name = "N")]
     pub rate_limit: Option<f64>,
-    /// Dead-letter file (JSON lines).
-    #[arg(long, value_name = "FILE")]
+    /// Dead-letter directory (JSON-lines part files).
+    #[arg(long, value_name = "DIR")]
     pub dead_letters: Option<PathBuf>,
     /// Read a Pulsar topic at this service URL (pulsar:// or pulsar+ssl://).
     #[arg(long, value_name = "URL", conflicts_with = "inputs")]
@@ -80,6 +80,10 @@ pub struct JobFlags {
     /// Time between checkpoints (e.g. 10s; default 60s).
     #[arg(long, value_name = "DURATION")]
     pub checkpoint_interval: Option<Duration>,
+    /// Whether to take a checkpoint as soon as every task has closed a
+    /// window, so that its rows appear at once (default true).
+    #[arg(long, value_name = "BOOL")]
+    pub checkpoint_on_window_close: Option<bool>,
     /// Address the checkpoint bucket in the path (S3-compatible servers).
     #[arg(long)]
     pub s3_path_style: bool,
@@ -170,6 +174,9 @@ impl JobFlags {
         }
         if let Some(store) = &self.checkpoint_store {
             spec.checkpoint.store = Some(store.clone());
+        }
+        if let Some(on) = self.checkpoint_on_window_close {
+            spec.checkpoint.on_window_close = on;
         }
         if let Some(d) = self.checkpoint_interval {
             spec.checkpoint.interval = d;

@@ -12,7 +12,9 @@
 //! ```
 //!
 //! At most one checkpoint is in flight. The next is due `interval` after the
-//! previous trigger, and at least `min_pause` after the previous one ended.
+//! previous trigger, and at least `min_pause` after the previous one ended;
+//! earlier when output waits for one (windows closed: their rows are
+//! committed when a checkpoint completes), but not before `min_pause`.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
@@ -92,6 +94,9 @@ impl Cause {
 enum State {
     Idle {
         next_at: Instant,
+        /// Not before this (`min_pause` after the previous one ended),
+        /// unless asked for.
+        earliest: Instant,
     },
     Pending {
         id: u64,
@@ -148,6 +153,8 @@ pub struct CheckpointCoordinator {
     history: VecDeque<Record>,
     /// A checkpoint was asked for by the admin API.
     requested: Option<Requested>,
+    /// Output waits for a checkpoint to be committed.
+    output_waiting: bool,
     pub failures: BTreeMap<Cause, u64>,
     pub completed: u64,
     pub last_completed: Option<(u64, Instant)>,
@@ -161,9 +168,11 @@ impl CheckpointCoordinator {
             next_id: last.saturating_add(1),
             state: State::Idle {
                 next_at: now + timing.interval,
+                earliest: now,
             },
             history: VecDeque::new(),
             requested: None,
+            output_waiting: false,
             failures: BTreeMap::new(),
             completed: 0,
             last_completed: None,
@@ -177,9 +186,15 @@ impl CheckpointCoordinator {
     /// A new interval takes effect from the next trigger.
     pub fn set_interval(&mut self, interval: Duration, now: Instant) {
         self.timing.interval = interval;
-        if let State::Idle { next_at } = &mut self.state {
+        if let State::Idle { next_at, .. } = &mut self.state {
             *next_at = (*next_at).min(now + interval);
         }
+    }
+
+    /// Output waits for a checkpoint: the next one is taken as soon as
+    /// `min_pause` allows.
+    pub fn output_waiting(&mut self) {
+        self.output_waiting = true;
     }
 
     /// Asks for a checkpoint as soon as possible.
@@ -226,13 +241,17 @@ impl CheckpointCoordinator {
     /// every one of them is running it (`None`: nothing to checkpoint).
     pub fn tick(&mut self, now: Instant, now_ms: i64, running: Option<(u64, &[String])>) -> Action {
         match &self.state {
-            State::Idle { next_at } => {
+            State::Idle { next_at, earliest } => {
                 let Some((generation, workers)) = running else {
                     return Action::None;
                 };
-                if workers.is_empty() || (now < *next_at && self.requested.is_none()) {
+                let due = now >= *next_at
+                    || self.requested.is_some()
+                    || (self.output_waiting && now >= *earliest);
+                if workers.is_empty() || !due {
                     return Action::None;
                 }
+                self.output_waiting = false;
                 let id = self.next_id;
                 self.next_id += 1;
                 let requested = self.requested.take().unwrap_or_default();
@@ -430,8 +449,9 @@ impl CheckpointCoordinator {
     }
 
     fn idle(&mut self, triggered: Instant, now: Instant) {
-        let next_at = (triggered + self.timing.interval).max(now + self.timing.min_pause);
-        self.state = State::Idle { next_at };
+        let earliest = now + self.timing.min_pause;
+        let next_at = (triggered + self.timing.interval).max(earliest);
+        self.state = State::Idle { next_at, earliest };
     }
 
     fn record_mut(&mut self, id: u64) -> Option<&mut Record> {
@@ -538,6 +558,34 @@ mod tests {
         assert!(matches!(
             c.tick(t0 + 20 * S, 0, Some((1, &w))),
             Action::Trigger { id: 6, .. }
+        ));
+    }
+
+    /// Output waiting (closed windows) brings the next checkpoint forward,
+    /// but not closer than `min_pause` to the end of the previous one.
+    #[test]
+    fn waiting_output_is_checkpointed_early_after_the_pause() {
+        let t0 = Instant::now();
+        let mut c = CheckpointCoordinator::new(timing(), 0, t0);
+        let w = workers();
+        c.output_waiting();
+        assert!(matches!(
+            c.tick(t0, 0, Some((1, &w))),
+            Action::Trigger { id: 1, .. }
+        ));
+        c.on_ack("a", ack(1, "a", 1), &context(), 0);
+        c.on_ack("b", ack(1, "b", 1), &context(), 0);
+        c.on_written(1, Ok(()), t0 + S);
+        assert_eq!(c.tick(t0 + 2 * S, 0, Some((1, &w))), Action::None);
+        c.output_waiting();
+        assert_eq!(
+            c.tick(t0 + 2 * S, 0, Some((1, &w))),
+            Action::None,
+            "within the 2 s pause after the previous one ended"
+        );
+        assert!(matches!(
+            c.tick(t0 + 3 * S, 0, Some((1, &w))),
+            Action::Trigger { id: 2, .. }
         ));
     }
 

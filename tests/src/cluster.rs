@@ -81,10 +81,17 @@ impl Cluster {
 
     /// Starts one more worker.
     pub fn start_worker(&mut self, id: &str) {
+        let coordinator = format!("127.0.0.1:{}", self.grpc_port);
+        self.start_worker_via(id, &coordinator);
+    }
+
+    /// Starts one more worker that reaches the coordinator at
+    /// `coordinator` (a fault-injecting proxy, say).
+    pub fn start_worker_via(&mut self, id: &str, coordinator: &str) {
         let port = free_port();
         let mut cmd = std::process::Command::new(weir_bin());
         cmd.arg("worker")
-            .args(["--coordinator", &format!("127.0.0.1:{}", self.grpc_port)])
+            .args(["--coordinator", coordinator])
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--id", id])
             .current_dir(&self.dir)

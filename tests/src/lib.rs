@@ -130,9 +130,32 @@ pub fn read_partitions(files: &[PathBuf]) -> Vec<(String, Vec<expected::Reading>
         .collect()
 }
 
-/// The whole of the output file `name` in `dir` (a JSONL table, say).
+/// The whole of the output `name` in `dir` (a JSONL table, say:
+/// `sensors_local.jsonl` is the directory `sensors_local` of part files),
+/// its committed parts in order. Panics if the output does not exist.
 pub fn jsonl(dir: &Path, name: &str) -> String {
-    std::fs::read_to_string(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+    let stem = name.strip_suffix(".jsonl").unwrap_or(name);
+    read_parts(&dir.join(stem)).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+/// The committed part files (`part-*.jsonl`) of an output directory,
+/// concatenated in epoch order; in-progress files are not output.
+pub fn read_parts(dir: &Path) -> std::io::Result<String> {
+    let mut parts: Vec<_> = std::fs::read_dir(dir)?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("part-") && n.ends_with(".jsonl"))
+        })
+        .collect();
+    parts.sort();
+    let mut all = String::new();
+    for p in parts {
+        all.push_str(&std::fs::read_to_string(p)?);
+    }
+    Ok(all)
 }
 
 /// Builds `args` from string slices.

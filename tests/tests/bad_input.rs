@@ -25,7 +25,7 @@ fn run_local(dir: &Path, files: &[PathBuf]) -> weir_tests::process::Proc {
 }
 
 fn out(dir: &Path, name: &str) -> String {
-    std::fs::read_to_string(dir.join("out").join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+    weir_tests::jsonl(&dir.join("out"), name)
 }
 
 fn dead_letters(dir: &Path) -> Vec<serde_json::Value> {

@@ -488,7 +488,17 @@ fn checkpoints_in_s3_survive_an_outage_and_restore_a_killed_worker() {
 #[test]
 fn stop_with_a_savepoint_then_resume_from_it() {
     // No periodic checkpoint in this run: only the savepoint.
-    let run = Run::start("t_save", 171, 2, &["--checkpoint-interval", "1h"]);
+    let run = Run::start(
+        "t_save",
+        171,
+        2,
+        &[
+            "--checkpoint-interval",
+            "1h",
+            "--checkpoint-on-window-close",
+            "false",
+        ],
+    );
     let (dir, cluster) = (run.dir(), &run.cluster);
     let ctl = |extra: &[&str]| ctl(dir, cluster, extra);
     cluster.wait_state("running", Duration::from_secs(60));

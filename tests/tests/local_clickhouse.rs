@@ -30,11 +30,7 @@ fn local_args(
     ]);
     a.push(dir.join(format!("data-{database}")).display().to_string());
     a.push("--dead-letters".into());
-    a.push(
-        dir.join(format!("dead-{database}.jsonl"))
-            .display()
-            .to_string(),
-    );
+    a.push(dir.join(format!("dead-{database}")).display().to_string());
     a.extend(args(extra));
     a.extend(input_args(files));
     a
@@ -320,7 +316,7 @@ fn late_readings_go_to_their_file_while_the_tables_go_to_clickhouse() {
     // With `late.policy: file` the database needs no late-readings table.
     ch.query("DROP TABLE t_latefile.late_readings");
     let files = late_input(dir, 23);
-    let late_path = dir.join("late.jsonl");
+    let late_path = dir.join("late");
     let spec = dir.join("spec.yaml");
     std::fs::write(
         &spec,
@@ -340,7 +336,7 @@ fn late_readings_go_to_their_file_while_the_tables_go_to_clickhouse() {
     assert!(expected.late.len() > 100);
     ch.check_contract_tables("t_latefile", &expected);
     let late = weir_tests::expected::late_keys_from_json_lines(
-        &std::fs::read_to_string(&late_path).expect("late file"),
+        &weir_tests::read_parts(&late_path).expect("late readings"),
     );
     let mut want = expected.late.clone();
     want.sort();

@@ -338,8 +338,7 @@ fn a_stopped_run_is_resumed_from_its_final_checkpoint() {
         &local_to_jsonl(dir, &broker.url(), TOPIC, &out, &["--rate-limit", "1500"]),
     );
     wait_for("the first windows", Duration::from_secs(60), || {
-        std::fs::read_to_string(out.join("sensors_local.jsonl"))
-            .is_ok_and(|s| s.lines().count() >= 200)
+        weir_tests::read_parts(&out.join("sensors_local")).is_ok_and(|s| s.lines().count() >= 200)
     });
     std::thread::sleep(Duration::from_millis(1500));
     first.signal("TERM");
@@ -445,7 +444,8 @@ fn a_recreated_topic_is_refused_until_the_job_is_told_where_to_start() {
     );
     for table in ["sensors_local.jsonl", "sensor_aggregates_1m.jsonl"] {
         assert_eq!(
-            std::fs::read_to_string(out2.join(table)).unwrap_or_default(),
+            weir_tests::read_parts(&out2.join(table.trim_end_matches(".jsonl")))
+                .unwrap_or_default(),
             "",
             "nothing written"
         );
@@ -657,7 +657,10 @@ fn partitions_added_while_running_are_read_with_the_registry_schema() {
         "the new partitions were found: {}",
         job.stderr()
     );
-    assert_eq!(summary_number(&job.stdout(), "records read"), 30_000);
+    // The generation that reads the new partitions restores the latest
+    // checkpoint (one is taken as windows close): it reads what follows it.
+    let read = summary_number(&job.stdout(), "records read");
+    assert!(read > 10_000 && read <= 30_000, "{read}");
     check_jsonl(
         &out,
         &expected_of(&[

@@ -7,8 +7,10 @@
 //! snapshot's files the store does not have yet — a file is uploaded once,
 //! under a name no other task or generation can use, and later checkpoints
 //! reference it — and acknowledges the checkpoint to the coordinator once
-//! the files are in the store *and* the sink has written everything before
-//! the barrier. A failed upload declines the checkpoint; the job goes on.
+//! the files are in the store *and* the sink has staged (and uploaded) its
+//! output of the epoch the barrier ends: the ack carries the epochs the
+//! sink has not committed yet. A failed upload declines the checkpoint; the
+//! job goes on.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -28,9 +30,14 @@ use crate::window::OperatorSnapshot;
 pub enum UploaderMsg {
     /// The window task's snapshot of a checkpoint.
     Snapshot(Box<TaskSnapshot>),
-    /// The sink has written everything sent before this checkpoint's
-    /// barriers.
-    Flushed(u64),
+    /// The sink has staged and uploaded everything sent before this
+    /// checkpoint's barriers; these are the epochs it has not committed.
+    Staged {
+        checkpoint: u64,
+        epochs: Vec<pb::SinkEpoch>,
+    },
+    /// The sink could not keep its staged output for this checkpoint.
+    StageFailed { checkpoint: u64, reason: String },
     /// The coordinator completed this checkpoint: the files it references
     /// are kept by retention, so later checkpoints may reference them
     /// without uploading them again.
@@ -77,7 +84,8 @@ pub struct Uploader {
 
 impl Uploader {
     pub async fn run(mut self, mut inbox: mpsc::Receiver<UploaderMsg>, abort: CancellationToken) {
-        let mut flushed = 0u64;
+        // What the sink staged for the newest checkpoint it saw.
+        let mut staged: Option<(u64, Vec<pb::SinkEpoch>)> = None;
         // An uploaded checkpoint waiting for the sink.
         let mut ready: Option<pb::CheckpointAck> = None;
         loop {
@@ -88,7 +96,28 @@ impl Uploader {
             };
             match msg {
                 None => return,
-                Some(UploaderMsg::Flushed(n)) => flushed = flushed.max(n),
+                Some(UploaderMsg::Staged { checkpoint, epochs }) => {
+                    staged = Some((checkpoint, epochs));
+                }
+                Some(UploaderMsg::StageFailed { checkpoint, reason }) => {
+                    tracing::warn!(checkpoint, %reason, "checkpoint declined");
+                    if ready.as_ref().is_some_and(|a| a.checkpoint == checkpoint) {
+                        ready = None;
+                    }
+                    let declined = pb::CheckpointDeclined {
+                        generation: self.generation,
+                        checkpoint,
+                        reason,
+                    };
+                    if self
+                        .events
+                        .send(CheckpointEvent::Declined(declined))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
                 Some(UploaderMsg::Completed(n)) => {
                     let done: Vec<u64> = self.tentative.range(..=n).map(|(k, _)| *k).collect();
                     for k in done {
@@ -135,8 +164,13 @@ impl Uploader {
                     }
                 }
             }
-            if ready.as_ref().is_some_and(|a| a.checkpoint <= flushed) {
-                if let Some(ack) = ready.take() {
+            let matched =
+                matches!((&ready, &staged), (Some(a), Some((n, _))) if a.checkpoint == *n);
+            if matched {
+                if let (Some(mut ack), Some((_, epochs))) = (ready.take(), staged.take()) {
+                    if let Some(state) = ack.state.as_mut() {
+                        state.sink_epochs = epochs;
+                    }
                     tracing::debug!(checkpoint = ack.checkpoint, "checkpoint acknowledged");
                     if self.events.send(CheckpointEvent::Ack(ack)).await.is_err() {
                         return;
@@ -226,6 +260,7 @@ impl Uploader {
                 fired: op.fired,
                 bytes,
                 incremental_bytes: incremental,
+                sink_epochs: Vec::new(),
             }),
             positions,
             alignment_ms: s.alignment_ms,

@@ -105,7 +105,6 @@ pub struct Emitter {
     sent_watermark: i64,
     emitted: u64,
     bad: u64,
-    dead_letters: Vec<DeadLetter>,
     /// Records routed to other processes, by key group, since last taken.
     remote_by_key_group: Vec<u64>,
     /// Position of the last record read (emitted, dropped or dead).
@@ -133,7 +132,6 @@ impl Emitter {
             sent_watermark: i64::MIN,
             emitted: 0,
             bad: 0,
-            dead_letters: Vec::new(),
             last_position: None,
             skip_through: None,
             skipped_to: None,
@@ -251,6 +249,13 @@ impl Emitter {
         true
     }
 
+    /// Whether undecodable bytes of unknown record count, found before the
+    /// record at `next`, are in the restored checkpoint: a record after
+    /// them is (their dead letter was written before).
+    pub fn region_restored(&self, next: Position) -> bool {
+        self.skip_through.is_some_and(|through| through >= next)
+    }
+
     #[cold]
     fn out_of_range(&mut self, r: &Reading, position: Position) {
         let json = r.to_json().to_string();
@@ -278,7 +283,7 @@ impl Emitter {
         payload: &[u8],
     ) {
         self.bad += records;
-        self.dead_letters.push(DeadLetter::new(
+        let letter = DeadLetter::new(
             now_ms(),
             &self.config.source_name,
             position,
@@ -287,7 +292,22 @@ impl Emitter {
             error,
             payload,
             self.config.max_dead_letter_payload,
-        ));
+        );
+        // To the window task in this process, in order with the barriers
+        // (see `Envelope::DeadLetters`); consecutive ones in one envelope.
+        let local = self.routing.local.unwrap_or(0);
+        match self.outbox.last_mut() {
+            Some((Route::To(d), Envelope::DeadLetters { letters, .. })) if *d == local => {
+                letters.push(letter);
+            }
+            _ => self.outbox.push((
+                Route::To(local),
+                Envelope::DeadLetters {
+                    input: self.config.input,
+                    letters: vec![letter],
+                },
+            )),
+        }
     }
 
     fn queue_batch(&mut self, dest: usize) {
@@ -396,8 +416,18 @@ impl Emitter {
             .map(|(kg, n)| (kg, std::mem::take(n)))
     }
 
-    pub fn take_dead_letters(&mut self) -> std::vec::Drain<'_, DeadLetter> {
-        self.dead_letters.drain(..)
+    /// Takes the dead letters out of the outbox (for tests).
+    #[cfg(test)]
+    pub fn take_dead_letters(&mut self) -> std::vec::IntoIter<DeadLetter> {
+        let mut taken = Vec::new();
+        self.outbox.retain_mut(|(_, e)| match e {
+            Envelope::DeadLetters { letters, .. } => {
+                taken.append(letters);
+                false
+            }
+            _ => true,
+        });
+        taken.into_iter()
     }
 }
 
@@ -445,6 +475,9 @@ mod tests {
                 Envelope::Idle { .. } => format!("{route:?} idle"),
                 Envelope::End { .. } => format!("{route:?} end"),
                 Envelope::Closed { .. } => format!("{route:?} closed"),
+                Envelope::DeadLetters { letters, .. } => {
+                    format!("{route:?} dead letters {}", letters.len())
+                }
                 Envelope::Barrier {
                     checkpoint,
                     through,

@@ -1,5 +1,6 @@
 //! What flows from sources to window tasks, in order, on one channel.
 
+use weir_common::dead_letter::DeadLetter;
 use weir_common::position::Position;
 use weir_common::reading::Reading;
 
@@ -65,6 +66,14 @@ pub enum Envelope {
     Closed {
         input: u32,
     },
+    /// Undecodable input of the partition, kept as dead letters. Sent only
+    /// to the window task in the source's own process, in order with the
+    /// barriers: a dead letter belongs to the epoch its position is in, and
+    /// is written exactly once with that epoch's output.
+    DeadLetters {
+        input: u32,
+        letters: Vec<DeadLetter>,
+    },
     /// Checkpoint barrier: the input's records before it belong to
     /// checkpoint `checkpoint`, none after. `through` and `watermark` are the
     /// source's position and watermark at that point.
@@ -85,6 +94,7 @@ impl Envelope {
             | Envelope::Idle { input, .. }
             | Envelope::End { input, .. }
             | Envelope::Closed { input }
+            | Envelope::DeadLetters { input, .. }
             | Envelope::Barrier { input, .. } => *input,
         }
     }

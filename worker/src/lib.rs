@@ -1,9 +1,9 @@
 //! The worker: the actors that run a job's dataflow.
 //!
 //! ```text
-//! partition ─► SourceTask(reader + Emitter) ─► window task ─► sink task ─► ClickHouse / JSONL
-//!                     │   (bounded channels: a slow sink slows the sources)
-//!                     └─► dead-letter task ─► dead_letters.jsonl
+//! partition ─► SourceTask(reader + Emitter) ─► window task ─► sink task ─► ClickHouse / part files
+//!                     (bounded channels: a slow sink slows the sources;
+//!                      dead letters travel to the local window task)
 //! ```
 //!
 //! - [`source`]: one task per input partition. A [`source::PartitionReader`]
@@ -11,18 +11,16 @@
 //!   batches them and generates the partition's watermark.
 //! - [`window`]: the window operator (event-time tumbling windows, lateness,
 //!   in-memory accumulators spilled to [`state`] in RocksDB) and its task.
-//! - [`sink`]: batching and retrying writes; [`dead_letters`]: keeping
-//!   undecodable input.
+//! - [`sink`]: staging output by epoch and committing an epoch once its
+//!   checkpoint completed (results, late readings and dead letters alike).
+//! - [`checkpoint`]: uploading a task's part of a checkpoint.
 //! - [`shuffle`]: records to the worker owning their key group, over gRPC.
-//! - [`resume`]: what earlier generations wrote, and how a new one resumes
-//!   without writing it again.
 //! - [`deployment`]: assembling and supervising this worker's part of one
 //!   generation of the job; [`node`]: the worker process (its server and its
 //!   control stream to the coordinator).
 //! - [`metrics`], [`prometheus`]: counters shared with heartbeats and `/metrics`.
 
 pub mod checkpoint;
-pub mod dead_letters;
 pub mod deployment;
 pub mod emitter;
 pub mod envelope;

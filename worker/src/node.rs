@@ -317,6 +317,17 @@ impl Session<'_> {
                 update = next_from_current(&mut current) => {
                     let outcome = match update {
                         Update::Ended(outcome) => outcome,
+                        Update::WindowsClosed(through) => {
+                            let Some(d) = &current else { continue };
+                            let event = pb::worker_event::Event::WindowsClosed(pb::WindowsClosed {
+                                generation: d.generation,
+                                through,
+                            });
+                            if events.send(pb::WorkerEvent { event: Some(event) }).await.is_err() {
+                                break Err("the control stream closed".to_string());
+                            }
+                            continue;
+                        }
                         Update::Checkpoint(event) => {
                             let event = match event {
                                 CheckpointEvent::Ack(a) => pb::worker_event::Event::CheckpointAck(a),

@@ -47,15 +47,26 @@ pub struct ClickHouseWriter {
     fence: Option<std::sync::Arc<Fence>>,
 }
 
-/// How a deployment names its inserts: `weir-<job>-g<generation>-<worker>-<n>`
-/// (the job and worker with anything but ASCII letters and digits as `_`).
+/// How a deployment names its inserts:
+/// `weir-<job>-g<generation>-<worker>-e<epoch>-<table>-<batch>` (the job
+/// and worker with anything but ASCII letters and digits as `_`). The same
+/// batch of an epoch gets the same id on every attempt: while an abandoned
+/// attempt still runs, the server refuses another query with its id.
 #[derive(Debug)]
 struct Fence {
     /// `weir-<job>-g`.
     prefix: String,
     generation: u64,
     worker: String,
-    inserts: std::sync::atomic::AtomicU64,
+}
+
+/// Which insert of a deployment: the batch `batch` of `table`'s rows of
+/// epoch `epoch`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InsertId {
+    pub epoch: u64,
+    pub table: Table,
+    pub batch: u64,
 }
 
 /// Letters and digits kept, anything else `_`: safe in a query id, a SQL
@@ -119,7 +130,6 @@ impl ClickHouseWriter {
             prefix: format!("weir-{}-g", plain(job)),
             generation,
             worker: plain(worker),
-            inserts: std::sync::atomic::AtomicU64::new(0),
         }));
         self
     }
@@ -142,6 +152,36 @@ impl ClickHouseWriter {
         );
         self.timed(
             "stopping inserts of earlier generations",
+            self.server.query(&statement).execute(),
+        )
+        .await
+    }
+
+    /// The query id of insert `id` of this deployment (`None` without
+    /// [`Self::with_generation`]).
+    fn query_id(&self, id: InsertId) -> Option<String> {
+        let f = self.fence.as_ref()?;
+        Some(format!(
+            "{}{}-{}-e{}-{}-{}",
+            f.prefix,
+            f.generation,
+            f.worker,
+            id.epoch,
+            id.table.default_name(),
+            id.batch
+        ))
+    }
+
+    /// Stops insert `id` of this deployment if it is still running (an
+    /// attempt given up on) and waits until it is gone: a lookup afterwards
+    /// sees everything it committed.
+    pub async fn kill_insert(&self, id: InsertId) -> Result<(), SinkError> {
+        let Some(query_id) = self.query_id(id) else {
+            return Ok(());
+        };
+        let statement = format!("KILL QUERY WHERE query_id = '{query_id}' SYNC");
+        self.timed(
+            "stopping an earlier attempt of an insert",
             self.server.query(&statement).execute(),
         )
         .await
@@ -281,13 +321,18 @@ impl ClickHouseWriter {
 
     /// One attempt to insert `rows` except those at the indexes in `skip`
     /// (ascending; rows the table already has).
-    pub async fn insert(&self, rows: TableRows<'_>, skip: &[usize]) -> Result<(), SinkError> {
+    pub async fn insert(
+        &self,
+        rows: TableRows<'_>,
+        skip: &[usize],
+        id: InsertId,
+    ) -> Result<(), SinkError> {
         match rows {
-            TableRows::SensorsLocal(r) => self.insert_rows(Table::SensorsLocal, r, skip).await,
+            TableRows::SensorsLocal(r) => self.insert_rows(Table::SensorsLocal, r, skip, id).await,
             TableRows::SensorAggregates(r) => {
-                self.insert_rows(Table::SensorAggregates, r, skip).await
+                self.insert_rows(Table::SensorAggregates, r, skip, id).await
             }
-            TableRows::LateReadings(r) => self.insert_rows(Table::LateReadings, r, skip).await,
+            TableRows::LateReadings(r) => self.insert_rows(Table::LateReadings, r, skip, id).await,
         }
     }
 
@@ -296,6 +341,7 @@ impl ClickHouseWriter {
         table: Table,
         rows: &[T],
         skip: &[usize],
+        id: InsertId,
     ) -> Result<(), SinkError>
     where
         T: clickhouse::RowOwned + clickhouse::RowWrite,
@@ -310,12 +356,8 @@ impl ClickHouseWriter {
             .insert::<T>(self.tables.get(table))
             .await
             .map_err(|e| self.classify(&what, e))?;
-        if let Some(f) = &self.fence {
-            let n = f.inserts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            insert = insert.with_setting(
-                "query_id",
-                format!("{}{}-{}-{n}", f.prefix, f.generation, f.worker),
-            );
+        if let Some(query_id) = self.query_id(id) {
+            insert = insert.with_setting("query_id", query_id);
         }
         let mut skip = skip.iter().copied().peekable();
         for (i, row) in rows.iter().enumerate() {

@@ -17,6 +17,7 @@ pub mod stage;
 
 use std::path::PathBuf;
 
+use crate::dead_letter::DeadLetter;
 use crate::rows::{LateReadingRow, SensorAggregatesRow, SensorsLocalRow, Table};
 
 /// Rows a window task hands to its sink, per table.
@@ -25,11 +26,13 @@ pub struct OutputBatch {
     pub sensors_local: Vec<SensorsLocalRow>,
     pub aggregates: Vec<SensorAggregatesRow>,
     pub late: Vec<LateReadingRow>,
+    /// Undecodable input of the task's sources (see [`crate::dead_letter`]).
+    pub dead_letters: Vec<DeadLetter>,
 }
 
 impl OutputBatch {
     pub fn len(&self) -> usize {
-        self.sensors_local.len() + self.aggregates.len() + self.late.len()
+        self.sensors_local.len() + self.aggregates.len() + self.late.len() + self.dead_letters.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -104,6 +107,10 @@ pub enum SinkError {
     Schema { table: String, problem: String },
     #[error("ClickHouse answered something Weir cannot read: {0}")]
     Protocol(String),
+    /// Staged output could not be kept or fetched (the checkpoint store),
+    /// or output was left that no checkpoint covers.
+    #[error("staged output: {message}")]
+    Staged { message: String, retryable: bool },
     #[error("cannot write {path}: {source}")]
     Io {
         path: PathBuf,
@@ -120,6 +127,7 @@ impl SinkError {
             SinkError::Unreachable { .. } => true,
             SinkError::Rejected { retryable, .. } => *retryable,
             SinkError::Schema { .. } | SinkError::Protocol(_) => false,
+            SinkError::Staged { retryable, .. } => *retryable,
             SinkError::Io { source, .. } => jsonl::io_error_is_transient(source),
         }
     }
@@ -131,6 +139,7 @@ impl SinkError {
             SinkError::Rejected { .. } => "rejected",
             SinkError::Schema { .. } => "schema",
             SinkError::Protocol(_) => "protocol",
+            SinkError::Staged { .. } => "staged",
             SinkError::Io { .. } => "io",
         }
     }

@@ -12,6 +12,11 @@ pub struct CheckpointSpec {
     pub interval: Duration,
     /// A checkpoint not completed within this is abandoned.
     pub timeout: Duration,
+    /// Also take a checkpoint as soon as every task has closed a window
+    /// (`min_pause` permitting): output is committed when a checkpoint
+    /// completes, so this makes rows appear seconds after the watermark
+    /// passes their window instead of up to `interval` later.
+    pub on_window_close: bool,
     /// At least this long between the end of one checkpoint and the trigger
     /// of the next (so that slow checkpoints do not follow each other
     /// back to back).
@@ -36,6 +41,7 @@ impl Default for CheckpointSpec {
         CheckpointSpec {
             interval: Duration::from_secs(60),
             timeout: Duration::from_secs(600),
+            on_window_close: true,
             min_pause: Duration::from_millis(0),
             store: None,
             retention: 3,

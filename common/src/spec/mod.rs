@@ -383,7 +383,7 @@ pub enum Aggregate {
 pub enum LatePolicy {
     /// Written by the sink (the `late_readings` table or JSONL file).
     Output,
-    /// Appended to the JSON-lines file at `late.path`.
+    /// Written as JSON-lines part files into the directory `late.path`.
     File,
     /// Counted and logged (rate-limited), not stored.
     Log,
@@ -409,8 +409,9 @@ impl Default for LateSpec {
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DeadLetterSpec {
-    /// JSON-lines file. Default: `dead_letters.jsonl` in the JSONL output
-    /// directory, or in the state directory for other sinks.
+    /// Directory of JSON-lines part files, one per epoch and task (see
+    /// the sink). Default: `dead_letters/` in the JSONL output directory,
+    /// or in the state directory for other sinks.
     pub path: Option<PathBuf>,
     /// Payload bytes kept per entry (the full length is always recorded).
     pub max_payload: ByteSize,
@@ -467,7 +468,8 @@ impl SinkSpec {
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct JsonlSinkSpec {
-    /// Directory for one `<table>.jsonl` file per output table.
+    /// Directory with a directory of part files per output table
+    /// (`<table>/part-<epoch>-kg<start>-<end>.jsonl`).
     pub dir: PathBuf,
 }
 
@@ -491,10 +493,10 @@ pub struct ClickHouseSinkSpec {
     pub tables: TableNames,
     /// Create the database and tables (`CREATE ... IF NOT EXISTS`) at start.
     pub create_tables: bool,
-    /// A batch is written when it has this many rows...
+    /// Rows per insert when an epoch is committed. (Rows are written when
+    /// the checkpoint of their epoch completes, so there is no time-based
+    /// flush: `batch_interval` of earlier versions is gone.)
     pub batch_rows: usize,
-    /// ...or when its oldest row has waited this long.
-    pub batch_interval: Duration,
     /// First retry delay after a failed write; doubles up to `retry_max`.
     pub retry_initial: Duration,
     pub retry_max: Duration,
@@ -512,7 +514,6 @@ impl Default for ClickHouseSinkSpec {
             tables: TableNames::default(),
             create_tables: false,
             batch_rows: 1000,
-            batch_interval: Duration::from_secs(1),
             retry_initial: Duration::from_millis(200),
             retry_max: Duration::from_secs(30),
             request_timeout: Duration::from_secs(30),
@@ -792,14 +793,14 @@ impl JobSpec {
         })
     }
 
-    /// Where dead letters go (see [`DeadLetterSpec::path`]).
-    pub fn dead_letter_path(&self) -> PathBuf {
+    /// The directory dead letters go to (see [`DeadLetterSpec::path`]).
+    pub fn dead_letter_dir(&self) -> PathBuf {
         if let Some(p) = &self.dead_letter.path {
             return p.clone();
         }
         match &self.sink.jsonl {
-            Some(j) => j.dir.join("dead_letters.jsonl"),
-            None => self.state.dir.join("dead_letters.jsonl"),
+            Some(j) => j.dir.join("dead_letters"),
+            None => self.state.dir.join("dead_letters"),
         }
     }
 }
@@ -997,13 +998,12 @@ window:
 aggregates: [sensors_local]
 late:
   policy: file
-  path: late.jsonl
+  path: late
 sink:
   clickhouse:
     url: http://ch:8123
     database: iot
     batch_rows: 500
-    batch_interval: 250ms
 state:
   memory_budget: 16MiB
   max_parallelism: 256
@@ -1018,7 +1018,7 @@ state:
             panic!("clickhouse sink")
         };
         assert_eq!(c.database, "iot");
-        assert_eq!(c.batch_interval, Duration::from_millis(250));
+        assert_eq!(c.batch_rows, 500);
         assert_eq!(c.user, "default");
         assert_eq!(spec.state.memory_budget, ByteSize(16 << 20));
     }

@@ -108,6 +108,40 @@ impl Actor {
         }
     }
 
+    /// A worker closed windows: once every worker of the generation has
+    /// closed a window no checkpoint was asked for yet, one is asked for
+    /// (taken as soon as `min_pause` allows), so that the windows' rows —
+    /// committed only when a checkpoint completes — appear seconds after
+    /// the watermark passed them rather than up to an interval later.
+    pub(super) fn windows_closed(&mut self, worker: &str, through: i64) {
+        if !self.config.spec.checkpoint.on_window_close {
+            return;
+        }
+        let Job::Running(g) = &mut self.job else {
+            return;
+        };
+        let slot = g
+            .closed_through
+            .entry(worker.to_owned())
+            .or_insert(i64::MIN);
+        *slot = (*slot).max(through);
+        let everywhere = g
+            .assignment
+            .workers
+            .iter()
+            .map(|w| g.closed_through.get(&w.worker_id).copied())
+            .min()
+            .flatten();
+        if let Some(through) = everywhere.filter(|t| *t > g.closed_covered) {
+            g.closed_covered = through;
+            tracing::debug!(
+                through,
+                "windows closed on every worker; a checkpoint commits them"
+            );
+            self.checkpoints.output_waiting();
+        }
+    }
+
     pub(super) fn checkpoint_ack(&mut self, worker: &str, ack: pb::CheckpointAck) {
         let action = self
             .checkpoints
@@ -466,6 +500,9 @@ pub(crate) async fn retain(
                 for t in &m.tasks {
                     for w in &t.windows {
                         referenced.extend(w.files.iter().map(|f| f.key.clone()));
+                    }
+                    for e in &t.sink_epochs {
+                        referenced.extend(e.outputs.iter().map(|o| o.key.clone()));
                     }
                 }
             }

@@ -70,6 +70,11 @@ impl Actor {
                     self.input_ended(e.input);
                 }
             }
+            pb::worker_event::Event::WindowsClosed(e) => {
+                if Some(e.generation) == current {
+                    self.windows_closed(id, e.through);
+                }
+            }
             pb::worker_event::Event::CheckpointAck(a) => self.checkpoint_ack(id, a),
             pb::worker_event::Event::CheckpointDeclined(d) => self.checkpoint_declined(id, d),
             pb::worker_event::Event::Report(r) => {

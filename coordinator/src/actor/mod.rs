@@ -285,6 +285,10 @@ struct Generation {
     final_metrics: BTreeMap<String, pb::WorkerMetrics>,
     /// Partitions (by input index) read to their end.
     ended_inputs: BTreeSet<u32>,
+    /// By worker: every window ending at or before this is closed there.
+    closed_through: BTreeMap<String, i64>,
+    /// Windows ending at or before this have a checkpoint asked for them.
+    closed_covered: i64,
 }
 
 impl Generation {
@@ -295,6 +299,8 @@ impl Generation {
             started: Instant::now(),
             final_metrics: BTreeMap::new(),
             ended_inputs: BTreeSet::new(),
+            closed_through: BTreeMap::new(),
+            closed_covered: i64::MIN,
         }
     }
 }

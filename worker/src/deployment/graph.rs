@@ -1,6 +1,6 @@
-//! Wiring and supervising a deployment's tasks: sources, shuffle, window,
-//! sink and dead letters, connected by bounded channels. A failing task
-//! stops the others; its error is the deployment's.
+//! Wiring and supervising a deployment's tasks: sources, shuffle, window
+//! and sink, connected by bounded channels. A failing task stops the
+//! others; its error is the deployment's.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -12,14 +12,16 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use weir_common::generator::PartitionGenerator;
 use weir_common::sink::SinkError;
-use weir_common::spec::{LatePolicy, SinkKind};
+use weir_common::spec::SinkKind;
 
 use crate::checkpoint::Uploader;
 use crate::emitter::{now_ms, Emitter, EmitterConfig, Routing};
 use crate::envelope::Envelope;
 use crate::metrics::{JobMetrics, Phase};
 use crate::shuffle::{run_shuffle_out, ShuffleError, ShuffleRegistry};
-use crate::sink::{tables_for, SinkConfig, SinkOutcome, SinkTask, SinkWriter, TableWriter};
+use crate::sink::{
+    late_to_main, tables_for, Committer, SealedEpoch, SinkConfig, SinkOutcome, SinkTask, Stager,
+};
 use crate::source::{GeneratorReader, SourceError, SourceLimits, SourceWiring};
 use crate::state::StateError;
 use crate::window::{run_window_task, Inputs, WindowConfig, WindowOperator, WindowOutcome};
@@ -30,15 +32,12 @@ use super::{DeploymentOutcome, JobError, Prepared};
 
 /// Capacity of each channel, in messages (a message is at most one batch).
 const CHANNEL_CAPACITY: usize = 8;
-/// Rows per append to a JSON-lines file.
-const JSONL_APPEND_ROWS: usize = 4_096;
 
 /// Result of one task, for the supervisor.
 enum Done {
     Source(Result<crate::source::SourceOutcome, SourceError>),
     Window(Result<WindowOutcome, StateError>),
     Sink(Result<SinkOutcome, SinkError>),
-    DeadLetters(Result<u64, SinkError>),
     Shuffle(Result<(), ShuffleError>),
 }
 
@@ -52,13 +51,16 @@ pub(super) async fn supervise(
     let generation = prepared.plan.generation;
 
     let state_dir = prepared.state_dir.clone();
+    let staging_dir = prepared.staging_dir.clone();
     let result = run(prepared, metrics.clone(), registry.clone(), stop, abort).await;
     registry.unregister(generation);
     metrics.set_phase(Phase::Done);
     // Every task has ended, so RocksDB is closed. The state cannot be used
     // again (recovery comes from checkpoints), so it does not stay on disk.
-    if let Err(e) = std::fs::remove_dir_all(&state_dir) {
-        tracing::debug!(dir = %state_dir.display(), error = %e, "cannot remove the state directory");
+    for dir in [&state_dir, &staging_dir] {
+        if let Err(e) = std::fs::remove_dir_all(dir) {
+            tracing::debug!(dir = %dir.display(), error = %e, "cannot remove a deployment's directory");
+        }
     }
     result
 }
@@ -75,16 +77,17 @@ async fn run(
         partitions,
         files,
         message_plan,
-        main,
-        late_file,
-        dead_letter_file,
+        destinations,
         state,
-        state_dir,
+        state_dir: _,
+        staging_dir,
         mut source_commands,
         store,
         instance,
         events,
         uploader: (uploader_tx, uploader_rx),
+        completed,
+        closed,
     } = prepared;
     let spec = &plan.spec;
 
@@ -94,8 +97,8 @@ async fn run(
         r = open_pulsar(&plan, &partitions, message_plan) => r?,
     };
 
-    if let TableWriter::ClickHouse(w) = &main {
-        let tables = tables_for(&spec.aggregates, spec.late.policy == LatePolicy::Output);
+    if let Some(w) = &destinations.clickhouse {
+        let tables = tables_for(&spec.aggregates, late_to_main(spec.late.policy));
         let create = matches!(spec.sink.kind()?, SinkKind::ClickHouse(c) if c.create_tables);
         tokio::select! {
             _ = stop.cancelled() => return Ok(DeploymentOutcome::Stopped { open_windows: 0 }),
@@ -105,7 +108,7 @@ async fn run(
     // This worker's part of the checkpoint the generation restores.
     let restored = match &plan.restore {
         Some(from) => {
-            let dir = state_dir.join("download");
+            let dir = staging_dir.join("download");
             let fetch = super::restore::fetch(
                 &store,
                 from,
@@ -134,41 +137,52 @@ async fn run(
     metrics.set_phase(Phase::Running);
 
     let mut tasks = JoinSet::new();
-    let (dead_tx, dead_rx) = mpsc::channel(1024);
-    {
-        let (file, metrics, abort) = (dead_letter_file, metrics.clone(), abort.clone());
-        tasks.spawn(async move {
-            Done::DeadLetters(
-                crate::dead_letters::run_dead_letters(dead_rx, file, metrics, abort).await,
-            )
-        });
-    }
-
     let (sink_tx, sink_rx) = mpsc::channel(CHANNEL_CAPACITY);
     let sink_config = match spec.sink.kind()? {
         SinkKind::ClickHouse(c) => SinkConfig {
-            flush_rows: c.batch_rows,
             insert_rows: c.batch_rows,
-            batch_interval: c.batch_interval.std(),
             retry_initial: c.retry_initial.std(),
             retry_max: c.retry_max.std(),
         },
-        // Appends are cheap: whatever arrives is written at once.
         SinkKind::Jsonl(_) => SinkConfig {
-            flush_rows: 1,
-            insert_rows: JSONL_APPEND_ROWS,
-            batch_interval: Duration::from_secs(1),
+            insert_rows: usize::MAX,
             retry_initial: Duration::from_millis(200),
             retry_max: Duration::from_secs(30),
         },
     };
+    let mine = plan.slots[plan.me].key_groups;
+    let mut restored_epochs = Vec::new();
+    if let Some(r) = &restored {
+        for e in &r.sink_epochs {
+            let epoch =
+                SealedEpoch::restored(e, &staging_dir, &destinations, plan.generation, mine)
+                    .map_err(|message| JobError::Restore {
+                        checkpoint: plan.restore.as_ref().map_or(0, |f| f.checkpoint),
+                        message,
+                    })?;
+            restored_epochs.push(epoch);
+        }
+        restored_epochs.sort_by_key(|e| e.epoch);
+    }
     let sink = SinkTask {
-        writer: SinkWriter { main, late_file },
-        config: sink_config,
-        metrics: metrics.clone(),
-        abort: abort.clone(),
+        stager: Stager::new(
+            staging_dir.clone(),
+            destinations.clone(),
+            plan.generation,
+            mine,
+        ),
+        committer: Committer::new(
+            destinations,
+            store.clone(),
+            sink_config,
+            metrics.clone(),
+            abort.clone(),
+            plan.lease.clone(),
+        ),
+        instance: instance.clone(),
         checkpoints: Some(uploader_tx.clone()),
-        lease: plan.lease.clone(),
+        completed,
+        restored: restored_epochs,
     };
     tasks.spawn(async move { Done::Sink(sink.run(sink_rx).await) });
 
@@ -203,7 +217,9 @@ async fn run(
         let (metrics, stop) = (metrics.clone(), stop.clone());
         let inputs = Inputs::new(input_rxs);
         tasks.spawn(async move {
-            Done::Window(run_window_task(op, inputs, sink_tx, uploader_tx, metrics, stop).await)
+            Done::Window(
+                run_window_task(op, inputs, sink_tx, uploader_tx, closed, metrics, stop).await,
+            )
         });
     }
     {
@@ -289,7 +305,6 @@ async fn run(
             input,
             emitter,
             destinations,
-            dead_letters: dead_tx.clone(),
             metrics: metrics.clone(),
             limits: limits.clone(),
             stop: stop.clone(),
@@ -344,16 +359,13 @@ async fn run(
         }
     }
     drop(input_txs);
-    drop(dead_tx);
 
     let mut first_error: Option<JobError> = None;
     let mut window_outcome = None;
     let mut sink_outcome = None;
     while let Some(joined) = tasks.join_next().await {
         let error = match joined {
-            Ok(Done::Source(Ok(_))) | Ok(Done::Shuffle(Ok(()))) | Ok(Done::DeadLetters(Ok(_))) => {
-                None
-            }
+            Ok(Done::Source(Ok(_))) | Ok(Done::Shuffle(Ok(()))) => None,
             Ok(Done::Source(Err(e))) => Some(JobError::Source(e)),
             Ok(Done::Shuffle(Err(e))) => Some(JobError::Shuffle(e)),
             Ok(Done::Window(Ok(o))) => {
@@ -366,7 +378,6 @@ async fn run(
                 None
             }
             Ok(Done::Sink(Err(e))) => Some(JobError::Sink(e)),
-            Ok(Done::DeadLetters(Err(e))) => Some(JobError::DeadLetters(e)),
             Err(e) => Some(JobError::Task("job task", e.to_string())),
         };
         if let Some(e) = error {
@@ -382,8 +393,8 @@ async fn run(
         return Err(e);
     }
     Ok(match (window_outcome, sink_outcome) {
-        (_, Some(SinkOutcome::Aborted { unwritten })) => DeploymentOutcome::Aborted {
-            unwritten_rows: unwritten,
+        (_, Some(SinkOutcome::Aborted { uncommitted })) => DeploymentOutcome::Aborted {
+            uncommitted_rows: uncommitted,
         },
         (Some(WindowOutcome::Finished), Some(SinkOutcome::Finished)) => DeploymentOutcome::Finished,
         (Some(WindowOutcome::Stopped { open_windows }), _) => {

@@ -23,7 +23,7 @@
 //! reaches Pulsar and ClickHouse before the tasks start, `graph.rs` wires
 //! the tasks and supervises them.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
@@ -31,20 +31,18 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use weir_common::avro::DecodePlan;
 use weir_common::checkpoint::{CheckpointStore, StoreLocation};
-use weir_common::sink::clickhouse::ClickHouseWriter;
-use weir_common::sink::jsonl::{JsonlFile, JsonlWriter, Start};
 use weir_common::sink::SinkError;
-use weir_common::spec::{JobSpec, LatePolicy, SinkKind, SourceKind, SpecError};
+use weir_common::spec::{JobSpec, SourceKind, SpecError};
 
 use crate::checkpoint::{CheckpointEvent, UploaderMsg};
 use crate::metrics::JobMetrics;
 use crate::shuffle::{ShuffleError, ShuffleRegistry};
-use crate::sink::{tables_for, TableWriter};
 use crate::source::{FileReader, SourceCommand, SourceError};
 use crate::state::{StateError, StateStore};
 
 mod connect;
 mod graph;
+mod outputs;
 mod plan;
 mod restore;
 
@@ -116,6 +114,7 @@ impl JobError {
                     Deterministic
                 }
             }
+            JobError::Shuffle(crate::shuffle::ShuffleError::Local(_)) => Deterministic,
             JobError::Shuffle(_) => PeerLost,
             JobError::State(_)
             | JobError::Checkpoint(_)
@@ -130,10 +129,12 @@ impl JobError {
 pub enum DeploymentOutcome {
     /// Every input was read and every window of this worker written.
     Finished,
-    /// Stopped on request; what was emitted was written; these were open.
+    /// Stopped on request: the output of completed checkpoints is
+    /// committed; these windows were open.
     Stopped { open_windows: usize },
-    /// Aborted; this many emitted rows were not written.
-    Aborted { unwritten_rows: usize },
+    /// Aborted; this many staged rows were not committed (the checkpoints
+    /// that hold them commit them when restored).
+    Aborted { uncommitted_rows: u64 },
 }
 
 /// What a deployment can be told, through its mailbox.
@@ -155,6 +156,8 @@ pub enum DeploymentMsg {
 #[derive(Debug)]
 pub enum Update {
     Checkpoint(CheckpointEvent),
+    /// Every window ending at or before this (epoch ms) is closed.
+    WindowsClosed(i64),
     Ended(Result<DeploymentOutcome, JobError>),
 }
 
@@ -167,6 +170,8 @@ pub struct Deployment {
     actor: tokio::task::JoinHandle<Result<DeploymentOutcome, JobError>>,
     outputs: Vec<String>,
     events: mpsc::Receiver<CheckpointEvent>,
+    /// Every window ending at or before this is closed here.
+    closed: tokio::sync::watch::Receiver<i64>,
 }
 
 /// Everything prepared before the supervisor starts.
@@ -177,11 +182,11 @@ struct Prepared {
     /// The writer schema of datums without a header (Pulsar messages);
     /// `None`: from the topic's schema registry.
     message_plan: Option<DecodePlan>,
-    main: TableWriter,
-    late_file: Option<JsonlFile>,
-    dead_letter_file: JsonlFile,
+    destinations: crate::sink::Destinations,
     state: StateStore,
     state_dir: PathBuf,
+    /// Where the sink stages rows for ClickHouse.
+    staging_dir: PathBuf,
     /// By input: the command channel of its source (if it runs here).
     source_commands: Vec<Option<mpsc::Receiver<SourceCommand>>>,
     store: CheckpointStore,
@@ -191,6 +196,10 @@ struct Prepared {
     /// The checkpoint uploader's mailbox (the deployment's actor, window
     /// task and sink write to it).
     uploader: (mpsc::Sender<UploaderMsg>, mpsc::Receiver<UploaderMsg>),
+    /// The newest checkpoint completed (the sink commits up to it).
+    completed: tokio::sync::watch::Receiver<u64>,
+    /// Where the window task tells which windows it has closed.
+    closed: tokio::sync::watch::Sender<i64>,
 }
 
 impl Deployment {
@@ -205,11 +214,6 @@ impl Deployment {
         let partitions = partitions_of(spec, &plan.partition_names)?;
         check_plan(&plan, partitions.len())?;
         let message_plan = message_plan(spec)?;
-        let start = if plan.resumes() {
-            Start::Append
-        } else {
-            Start::Empty
-        };
         let mut files = Vec::with_capacity(partitions.len());
         for (input, p) in partitions.iter().enumerate() {
             files.push(match &p.source {
@@ -219,45 +223,7 @@ impl Deployment {
                 _ => None,
             });
         }
-        let late_to_main = spec.late.policy == LatePolicy::Output;
-        let tables = tables_for(&spec.aggregates, late_to_main);
-        let mut outputs = Vec::new();
-        let main = match spec.sink.kind()? {
-            SinkKind::Jsonl(_) => {
-                let dir = layout
-                    .jsonl_dir
-                    .as_deref()
-                    .unwrap_or(Path::new("weir-output"));
-                let w = JsonlWriter::open(dir, &tables, start)?;
-                outputs.extend(w.paths().map(|p| p.display().to_string()));
-                TableWriter::Jsonl(w)
-            }
-            SinkKind::ClickHouse(c) => {
-                let password = std::env::var(&c.password_env)
-                    .ok()
-                    .filter(|p| !p.is_empty());
-                let w = ClickHouseWriter::new(c, password).with_generation(
-                    &spec.name,
-                    plan.generation,
-                    &plan.slots[plan.me].worker_id,
-                );
-                outputs.extend(
-                    tables
-                        .iter()
-                        .map(|t| format!("{} at {}", w.table_name(*t), w.url())),
-                );
-                TableWriter::ClickHouse(Box::new(w))
-            }
-        };
-        let late_file = match &layout.late_file {
-            Some(path) => {
-                outputs.push(path.display().to_string());
-                Some(JsonlFile::open(path, start)?)
-            }
-            None => None,
-        };
-        let dead_letter_file =
-            JsonlFile::open(&layout.dead_letters, start).map_err(JobError::DeadLetters)?;
+        let (destinations, outputs) = outputs::open_outputs(&plan, &layout)?;
         for output in &outputs {
             tracing::info!(generation = plan.generation, %output, "writing");
         }
@@ -295,6 +261,8 @@ impl Deployment {
         }
         let (events_tx, events) = mpsc::channel(MAILBOX);
         let (uploader_tx, uploader_rx) = mpsc::channel(MAILBOX);
+        let (completed_tx, completed) = tokio::sync::watch::channel(0u64);
+        let (closed_tx, closed) = tokio::sync::watch::channel(i64::MIN);
         let instance = format!(
             "{}-g{generation}-{:016x}",
             plan.slots[plan.me].worker_id,
@@ -305,16 +273,17 @@ impl Deployment {
             partitions,
             files,
             message_plan,
-            main,
-            late_file,
-            dead_letter_file,
+            destinations,
             state,
             state_dir: layout.state,
+            staging_dir: layout.staging,
             source_commands,
             store,
             instance,
             events: events_tx,
             uploader: (uploader_tx.clone(), uploader_rx),
+            completed,
+            closed: closed_tx,
         };
         let supervisor = tokio::spawn(supervise(
             prepared,
@@ -332,6 +301,7 @@ impl Deployment {
                 metrics: metrics.clone(),
                 sources,
                 uploader: uploader_tx,
+                completed: completed_tx,
             },
             supervisor,
         ));
@@ -342,6 +312,7 @@ impl Deployment {
             actor,
             outputs,
             events,
+            closed,
         })
     }
 
@@ -361,6 +332,7 @@ impl Deployment {
         tokio::select! {
             biased;
             Some(e) = self.events.recv() => Update::Checkpoint(e),
+            Ok(()) = self.closed.changed() => Update::WindowsClosed(*self.closed.borrow_and_update()),
             ended = &mut self.actor => {
                 Update::Ended(ended.unwrap_or_else(|e| Err(JobError::Task("deployment", e.to_string()))))
             }
@@ -402,6 +374,9 @@ struct Controls {
     /// The command channels of the sources running here.
     sources: Vec<mpsc::Sender<SourceCommand>>,
     uploader: mpsc::Sender<UploaderMsg>,
+    /// Tells the sink which checkpoints completed (never full: the newest
+    /// completion is all it needs).
+    completed: tokio::sync::watch::Sender<u64>,
 }
 
 /// The deployment's actor: turns messages into what its tasks watch (the
@@ -431,6 +406,11 @@ async fn run_actor(
                     controls.abort.cancel();
                 }
                 Some(DeploymentMsg::Completed(n)) => {
+                    controls.completed.send_if_modified(|c| {
+                        let newer = n > *c;
+                        *c = (*c).max(n);
+                        newer
+                    });
                     // The uploader ends only with the deployment.
                     let _ = controls.uploader.try_send(UploaderMsg::Completed(n));
                     for source in &controls.sources {

@@ -1,7 +1,7 @@
 //! What a deployment runs: the partitions of the job, this worker's slot in
 //! the assignment, and where its files go.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use weir_common::generator::GeneratorParams;
 use weir_common::keygroup::KeyGroupRange;
@@ -157,52 +157,51 @@ impl DeploymentPlan {
 /// Where this worker's files go.
 #[derive(Clone, Debug)]
 pub struct Layout {
-    /// JSONL output directory (JSONL sink only).
+    /// JSONL output directory (JSONL sink only): a directory of part files
+    /// per table.
     pub jsonl_dir: Option<PathBuf>,
+    /// Directory of the dead letters' part files.
     pub dead_letters: PathBuf,
-    pub late_file: Option<PathBuf>,
+    /// Directory of the late readings' part files (`late.policy: file`).
+    pub late_dir: Option<PathBuf>,
     /// RocksDB directory of this deployment.
     pub state: PathBuf,
+    /// Where this deployment's sink stages rows for ClickHouse.
+    pub staging: PathBuf,
 }
 
 impl Layout {
-    /// Where files go on a worker. Several workers may share directories
-    /// (one machine, one volume), so a cluster worker puts its files in a
-    /// subdirectory named after it; a single-process job (`weir local`)
-    /// writes directly where the spec says. Every generation gets its own
-    /// state directory, since the previous one may still be closing.
+    /// Where files go on a worker. Output directories are shared by all
+    /// workers of a job (part files are named after the epoch and the key
+    /// groups of the task that wrote them, so they never collide, and a
+    /// worker that commits another's epoch after a failure finds its part
+    /// if it is there). State and staging are the deployment's own: in a
+    /// subdirectory named after the worker (a single-process job, `weir
+    /// local`, has no name), one per generation, since the previous one may
+    /// still be closing.
     pub fn of(spec: &JobSpec, worker_id: Option<&str>, generation: u64) -> Self {
-        let own = |p: &Path| match worker_id {
-            Some(id) => p.join(id),
-            None => p.to_owned(),
-        };
-        let own_file = |p: &Path| match (worker_id, p.parent(), p.file_name()) {
-            (Some(id), Some(dir), Some(name)) => dir.join(id).join(name),
-            _ => p.to_owned(),
-        };
-        let jsonl_dir = spec.sink.jsonl.as_ref().map(|j| own(&j.dir));
-        let dead_letters = match (&spec.dead_letter.path, &jsonl_dir) {
-            (Some(p), _) => own_file(p),
-            (None, Some(dir)) => dir.join("dead_letters.jsonl"),
-            (None, None) => own(&spec.state.dir).join("dead_letters.jsonl"),
-        };
-        let late_file = match (spec.late.policy, &spec.late.path) {
-            (LatePolicy::File, Some(p)) => Some(own_file(p)),
+        let jsonl_dir = spec.sink.jsonl.as_ref().map(|j| j.dir.clone());
+        let late_dir = match (spec.late.policy, &spec.late.path) {
+            (LatePolicy::File, Some(p)) => Some(p.clone()),
             _ => None,
         };
-        let state = match worker_id {
-            Some(id) => spec
-                .state
-                .dir
-                .join(id)
-                .join(format!("state-gen-{generation}")),
-            None => spec.state.dir.join("state"),
+        let own = match worker_id {
+            Some(id) => spec.state.dir.join(id),
+            None => spec.state.dir.clone(),
+        };
+        let (state, staging) = match worker_id {
+            Some(_) => (
+                own.join(format!("state-gen-{generation}")),
+                own.join(format!("staging-gen-{generation}")),
+            ),
+            None => (own.join("state"), own.join("staging")),
         };
         Layout {
             jsonl_dir,
-            dead_letters,
-            late_file,
+            dead_letters: spec.dead_letter_dir(),
+            late_dir,
             state,
+            staging,
         }
     }
 }
@@ -303,16 +302,19 @@ mod tests {
         spec.sink.jsonl = Some(weir_common::spec::JsonlSinkSpec { dir: "/out".into() });
         let local = Layout::of(&spec, None, 3);
         assert_eq!(local.jsonl_dir, Some(PathBuf::from("/out")));
-        assert_eq!(local.dead_letters, PathBuf::from("/out/dead_letters.jsonl"));
+        assert_eq!(local.dead_letters, PathBuf::from("/out/dead_letters"));
         assert_eq!(local.state, PathBuf::from("weir-data/state"));
+        assert_eq!(local.staging, PathBuf::from("weir-data/staging"));
+        // Workers share the output directories, not state and staging.
         let w = Layout::of(&spec, Some("w-1"), 3);
-        assert_eq!(w.jsonl_dir, Some(PathBuf::from("/out/w-1")));
-        assert_eq!(w.dead_letters, PathBuf::from("/out/w-1/dead_letters.jsonl"));
+        assert_eq!(w.jsonl_dir, Some(PathBuf::from("/out")));
+        assert_eq!(w.dead_letters, PathBuf::from("/out/dead_letters"));
         assert_eq!(w.state, PathBuf::from("weir-data/w-1/state-gen-3"));
-        spec.dead_letter.path = Some("/dl/bad.jsonl".into());
+        assert_eq!(w.staging, PathBuf::from("weir-data/w-1/staging-gen-3"));
+        spec.dead_letter.path = Some("/dl/bad".into());
         assert_eq!(
             Layout::of(&spec, Some("w-1"), 1).dead_letters,
-            PathBuf::from("/dl/w-1/bad.jsonl")
+            PathBuf::from("/dl/bad")
         );
     }
 }

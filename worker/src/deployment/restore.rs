@@ -1,5 +1,8 @@
 //! Fetching this worker's part of a checkpoint before its tasks start: the
-//! state files that overlap its key groups, and its inputs' watermarks.
+//! state files that overlap its key groups, its inputs' watermarks, and the
+//! uncommitted sink epochs it commits again: those of every task of the
+//! checkpoint whose key groups start in this worker's (exactly one worker
+//! of a generation takes each task's epochs, whatever the new assignment).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -18,6 +21,8 @@ pub(super) struct Restored {
     pub inputs: Vec<(i64, bool)>,
     pub fired: i64,
     pub windows: Vec<RestoredWindow>,
+    /// Sink epochs to commit again.
+    pub sink_epochs: Vec<weir_proto::cluster::SinkEpoch>,
     pub files: usize,
     pub bytes: u64,
 }
@@ -59,7 +64,11 @@ pub(super) async fn fetch(
     let mut by_window: BTreeMap<i64, Vec<RestoredFile>> = BTreeMap::new();
     let mut fetched = BTreeSet::new();
     let mut total = 0u64;
+    let mut sink_epochs = Vec::new();
     for task in &metadata.tasks {
+        if u16::try_from(task.key_group_start).is_ok_and(|kg| mine.contains(kg)) {
+            sink_epochs.extend(task.sink_epochs.iter().cloned());
+        }
         if !overlaps(range(task.key_group_start, task.key_group_end), mine) {
             continue;
         }
@@ -100,6 +109,7 @@ pub(super) async fn fetch(
             .map(|w| w.unwrap_or((i64::MIN, false)))
             .collect(),
         fired: if fired == i64::MAX { i64::MIN } else { fired },
+        sink_epochs,
         files: fetched.len(),
         bytes: total,
         windows: by_window

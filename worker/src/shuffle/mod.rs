@@ -55,6 +55,10 @@ pub enum ShuffleError {
     Connect { peer: String, message: String },
     #[error("shuffle stream to worker {peer} failed: {status}")]
     Stream { peer: String, status: Status },
+    /// Dead letters stay in their source's process; one routed to a peer
+    /// is a bug, not something to drop.
+    #[error("dead letters were routed to worker {0}: they must stay with their source")]
+    Local(String),
 }
 
 /// A batch that could not be decoded (a peer speaking another version).
@@ -62,8 +66,9 @@ pub enum ShuffleError {
 #[error("malformed shuffle frame: {0}")]
 pub struct FrameError(String);
 
-/// Encodes an envelope for the wire.
-pub fn to_proto(envelope: &Envelope) -> pb::Envelope {
+/// Encodes an envelope for the wire; `None` for dead letters, which stay
+/// in the source's process (see [`Envelope::DeadLetters`]).
+pub fn to_proto(envelope: &Envelope) -> Option<pb::Envelope> {
     use pb::envelope::Body;
     let body = match envelope {
         Envelope::Records(batch) => {
@@ -123,8 +128,9 @@ pub fn to_proto(envelope: &Envelope) -> pb::Envelope {
             through: through.map(Into::into),
             watermark: *watermark,
         }),
+        Envelope::DeadLetters { .. } => return None,
     };
-    pb::Envelope { body: Some(body) }
+    Some(pb::Envelope { body: Some(body) })
 }
 
 /// Decodes an envelope from the wire.
@@ -387,7 +393,10 @@ pub async fn run_shuffle_out(
         let mut frame = new_frame(generation, input, &sender, &mut first);
         let mut bytes = 0;
         for envelope in pending.drain(..) {
-            let encoded = to_proto(&envelope);
+            let Some(encoded) = to_proto(&envelope) else {
+                call.abort();
+                return Err(ShuffleError::Local(peer.clone()));
+            };
             if let Some(pb::envelope::Body::Records(b)) = &encoded.body {
                 bytes += b.readings.len();
             }
@@ -539,7 +548,7 @@ mod tests {
                 watermark: 1_700_000_000_000,
             },
         ] {
-            let back = from_proto(to_proto(&envelope)).expect("decodes");
+            let back = from_proto(to_proto(&envelope).expect("encodes")).expect("decodes");
             assert_eq!(back, envelope);
         }
     }
@@ -548,7 +557,7 @@ mod tests {
     fn malformed_batches_are_errors() {
         let mut batch = RecordBatch::with_capacity(0, 1);
         batch.push(Reading::default(), Position::Offset(1));
-        let mut encoded = to_proto(&Envelope::Records(batch));
+        let mut encoded = to_proto(&Envelope::Records(batch)).expect("encodes");
         if let Some(pb::envelope::Body::Records(b)) = &mut encoded.body {
             b.count = 2;
         }

@@ -1,122 +1,43 @@
-//! The sink task: batches result rows and writes them, retrying until they
-//! are written.
+//! The sink task: stages the window task's output by epoch and commits an
+//! epoch once its checkpoint has completed (two-phase, as Flink's
+//! `TwoPhaseCommitSinkFunction` and `FileSink`).
 //!
-//! Rows arrive from the window task in bursts (a window closing). The task
-//! collects them and writes when a batch is full or its oldest row has waited
-//! long enough. A write that fails for a reason that may pass (ClickHouse
-//! down, disk full) is retried with exponential backoff for as long as it
-//! takes: the task does not take new rows meanwhile, so its bounded input
-//! channel fills and the whole job slows to a stop instead of losing or
-//! buffering without limit. Before each insert into ClickHouse, rows the
-//! server already has are dropped from the batch, so nothing is written
-//! twice. A write that cannot succeed (wrong schema, bad credentials) fails
-//! the job with the error.
+//! Rows the window task emits between the barriers of checkpoints `n - 1`
+//! and `n` are epoch `n`. They are staged as they arrive (see [`epoch`]).
+//! At barrier `n` the epoch is sealed: its files are forced to disk and
+//! uploaded to the checkpoint store, and the checkpoint uploader is told
+//! which epochs the task has not committed yet — checkpoint `n` holds them.
+//! When the coordinator completes checkpoint `n`, every epoch up to `n` is
+//! committed (see [`commit`]). A recovery restores a checkpoint and commits
+//! the epochs it holds again from their staged copies, never from
+//! recomputed rows, so whether a reading went into a window or was late is
+//! decided once, and a commit recognises what is already written.
 //!
-//! At a checkpoint's barrier ([`SinkMsg::Barrier`]) everything received
-//! before it is written, and the checkpoint uploader is told: a checkpoint
-//! completes only once its output is written.
+//! Output therefore appears when its checkpoint completes: what the job
+//! emitted after the last completed checkpoint when it stops or fails is
+//! not written, and the job emits it again from that checkpoint.
 
-mod pending;
+pub mod commit;
+pub mod epoch;
+pub mod output;
 
-use std::sync::Arc;
+use std::collections::VecDeque;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
-use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
-use weir_common::rows::Table;
-use weir_common::sink::clickhouse::ClickHouseWriter;
-use weir_common::sink::jsonl::{JsonlFile, JsonlWriter};
-use weir_common::sink::{SinkError, TableRows};
+use tokio::sync::{mpsc, watch};
+use weir_common::sink::{OutputBatch, SinkError};
 
 use crate::checkpoint::UploaderMsg;
-use crate::lease::Lease;
 use crate::metrics::JobMetrics;
 use crate::window::SinkMsg;
-pub use pending::Pending;
+pub use commit::Committer;
+pub use epoch::{SealedEpoch, Stager};
+pub use output::{late_to_main, tables_for, Destination, Destinations, Output};
 
-/// Where the main output goes.
-pub enum TableWriter {
-    Jsonl(JsonlWriter),
-    ClickHouse(Box<ClickHouseWriter>),
-}
-
-/// The sink's writers: the main one, and the late-readings file when the
-/// late policy is `file`.
-pub struct SinkWriter {
-    pub main: TableWriter,
-    pub late_file: Option<JsonlFile>,
-}
-
-impl SinkWriter {
-    /// Writes `rows` except those at the indexes in `skip`, all or nothing.
-    async fn write(&mut self, rows: TableRows<'_>, skip: &[usize]) -> Result<(), SinkError> {
-        if let (Some(file), TableRows::LateReadings(late)) = (&mut self.late_file, rows) {
-            return file.append_rows(late);
-        }
-        match &mut self.main {
-            TableWriter::Jsonl(w) => w.write(rows),
-            TableWriter::ClickHouse(c) => c.insert(rows, skip).await,
-        }
-    }
-
-    /// Whether rows of `table` must be looked up before they are written
-    /// (ClickHouse; the JSONL writer rolls back failed appends instead).
-    fn looks_up(&self, table: Table) -> bool {
-        let to_late_file = table == Table::LateReadings && self.late_file.is_some();
-        matches!(self.main, TableWriter::ClickHouse(_)) && !to_late_file
-    }
-
-    /// The indexes of the rows the destination already has. `newest` is
-    /// what is known of the newest window in the row's table (asked here
-    /// the first time): rows of newer windows are not looked up.
-    async fn existing(
-        &self,
-        rows: TableRows<'_>,
-        newest: &mut Option<Option<u32>>,
-        metrics: &JobMetrics,
-    ) -> Result<Vec<usize>, SinkError> {
-        let TableWriter::ClickHouse(c) = &self.main else {
-            return Ok(Vec::new());
-        };
-        if let Some(ours) = rows.newest_window() {
-            let theirs = match *newest {
-                Some(known) => known,
-                None => {
-                    JobMetrics::add(&metrics.sink_lookups, 1);
-                    let found = c.newest_window(rows.table()).await?;
-                    tracing::debug!(table = ?rows.table(), newest = ?found, "newest window written");
-                    *newest = Some(found);
-                    found
-                }
-            };
-            if theirs.is_none_or(|theirs| ours > theirs) {
-                return Ok(Vec::new());
-            }
-        }
-        JobMetrics::add(&metrics.sink_lookups, 1);
-        c.existing(rows).await
-    }
-
-    async fn finish(&mut self) -> Result<(), SinkError> {
-        if let Some(file) = &mut self.late_file {
-            file.sync()?;
-        }
-        match &mut self.main {
-            TableWriter::Jsonl(w) => w.sync(),
-            TableWriter::ClickHouse(_) => Ok(()),
-        }
-    }
-}
-
-/// Batching and retry settings.
+/// Commit and retry settings.
 #[derive(Clone, Debug)]
 pub struct SinkConfig {
-    /// Write as soon as this many rows wait...
-    pub flush_rows: usize,
-    /// ...or the oldest waiting row has waited this long.
-    pub batch_interval: Duration,
-    /// At most this many rows per insert (or append) into one table.
+    /// At most this many rows per insert into ClickHouse.
     pub insert_rows: usize,
     pub retry_initial: Duration,
     pub retry_max: Duration,
@@ -125,397 +46,242 @@ pub struct SinkConfig {
 /// How the sink task ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SinkOutcome {
-    /// Everything the window task produced is written.
+    /// Everything the window task produced is committed.
     Finished,
-    /// Its input went away first (the job was stopped); what it had was
-    /// written.
-    Stopped,
-    /// Aborted while rows were still unwritten.
-    Aborted { unwritten: usize },
-}
-
-/// How much of what waits a write should take.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Flush {
-    /// Only full inserts: the rest waits for more rows or the interval.
-    Full,
-    /// Everything.
-    All,
+    /// Its input went away first (the job was stopped): the epochs of
+    /// completed checkpoints are committed, these rows are not.
+    Stopped { uncommitted: u64 },
+    /// Aborted; these staged rows were not committed.
+    Aborted { uncommitted: u64 },
 }
 
 pub struct SinkTask {
-    pub writer: SinkWriter,
-    pub config: SinkConfig,
-    pub metrics: Arc<JobMetrics>,
-    /// Cancelled to give up on retries (the job is failing or aborted).
-    pub abort: CancellationToken,
-    /// Told when everything before a checkpoint's barriers is written.
+    pub stager: Stager,
+    pub committer: Committer,
+    /// Names staged files in the store (`shared/<instance>-e<n>-<output>`).
+    pub instance: String,
+    /// Told which epochs each checkpoint holds.
     pub checkpoints: Option<mpsc::Sender<UploaderMsg>>,
-    /// The worker's lease: no write starts once it has run out.
-    pub lease: Arc<Lease>,
+    /// The newest checkpoint the coordinator completed.
+    pub completed: watch::Receiver<u64>,
+    /// Epochs of the restored checkpoint: committed before anything else.
+    pub restored: Vec<SealedEpoch>,
 }
 
-/// The newest window each table may hold rows of (by [`Table`] index):
-/// unknown until asked, then what the table had when this deployment
-/// started, raised by every insert whose fate is unknown. Windows are
-/// emitted oldest first, so once the rows pass it no lookup is needed.
-///
-/// Rows written meanwhile by another process for the same windows (a
-/// deployment that was replaced but is still writing) are not seen; only
-/// fencing (the exactly-once issue) rules those out.
-type Newest = [Option<Option<u32>>; 3];
+/// How a wait ended.
+enum Next {
+    Go,
+    Aborted,
+}
 
 impl SinkTask {
     pub async fn run(mut self, mut rx: mpsc::Receiver<SinkMsg>) -> Result<SinkOutcome, SinkError> {
-        let mut pending = Pending::default();
-        let mut newest: Newest = [None; 3];
-        let mut oldest: Option<Instant> = None;
+        let mut sealed: VecDeque<SealedEpoch> = std::mem::take(&mut self.restored).into();
+        if !sealed.is_empty() {
+            tracing::info!(
+                epochs = sealed.len(),
+                rows = sealed.iter().map(SealedEpoch::rows).sum::<u64>(),
+                "committing the epochs of the restored checkpoint"
+            );
+            // Their checkpoint completed: all of them are committed now.
+            if let Next::Aborted = self.commit_through(&mut sealed, u64::MAX).await? {
+                return Ok(self.aborted(&sealed));
+            }
+        }
+        let mut watching = true;
         loop {
-            let deadline = oldest.map(|t| t + self.config.batch_interval);
-            let msg = tokio::select! {
-                msg = rx.recv() => Some(msg),
-                _ = sleep_until_opt(deadline) => None,
-            };
-            let flush = match msg {
-                Some(Some(SinkMsg::Rows(rows))) => {
-                    if pending.is_empty() {
-                        oldest = Some(Instant::now());
-                    }
-                    pending.push(rows);
-                    if pending.len() < self.config.flush_rows {
+            tokio::select! {
+                biased;
+                _ = self.committer.abort.cancelled() => return Ok(self.aborted(&sealed)),
+                changed = self.completed.changed(), if watching => {
+                    if changed.is_err() {
+                        watching = false;
                         continue;
                     }
-                    Flush::Full
-                }
-                Some(Some(SinkMsg::Barrier(n))) => {
-                    // Everything before the barriers is part of checkpoint
-                    // `n`: written before the checkpoint can complete.
-                    if !self
-                        .write_pending(&mut pending, &mut newest, Flush::All)
-                        .await?
-                    {
-                        return Ok(SinkOutcome::Aborted {
-                            unwritten: pending.len(),
-                        });
+                    let done = *self.completed.borrow_and_update();
+                    if let Next::Aborted = self.commit_through(&mut sealed, done).await? {
+                        return Ok(self.aborted(&sealed));
                     }
-                    oldest = None;
-                    if let Some(tx) = &self.checkpoints {
-                        // The uploader ends only with the deployment.
-                        let _ = tx.send(UploaderMsg::Flushed(n)).await;
-                    }
-                    continue;
                 }
-                Some(end) => {
-                    if !self
-                        .write_pending(&mut pending, &mut newest, Flush::All)
-                        .await?
-                    {
-                        return Ok(SinkOutcome::Aborted {
-                            unwritten: pending.len(),
-                        });
-                    }
-                    self.writer.finish().await?;
-                    return Ok(match end {
-                        Some(_) => SinkOutcome::Finished,
-                        None => SinkOutcome::Stopped,
-                    });
-                }
-                None => Flush::All, // the oldest row has waited long enough
-            };
-            if !self.write_pending(&mut pending, &mut newest, flush).await? {
-                return Ok(SinkOutcome::Aborted {
-                    unwritten: pending.len(),
-                });
-            }
-            if pending.is_empty() {
-                oldest = None;
-            }
-        }
-    }
-
-    /// Writes what waits, table by table in inserts of at most
-    /// `insert_rows` rows, retrying transient failures. With
-    /// [`Flush::Full`] a table's last partial insert waits for more rows
-    /// unless it has `flush_rows` itself. `Ok(false)` if aborted first.
-    async fn write_pending(
-        &mut self,
-        pending: &mut Pending,
-        newest: &mut Newest,
-        flush: Flush,
-    ) -> Result<bool, SinkError> {
-        let max = self.config.insert_rows.max(1);
-        for table in Table::ALL {
-            loop {
-                let waiting = pending.rows_of(table);
-                let partial = waiting < max && waiting < self.config.flush_rows;
-                if waiting == 0 || (flush == Flush::Full && partial) {
-                    break;
-                }
-                let rows = pending.front(table, max);
-                let n = rows.len();
-                if !self.write_rows(rows, &mut newest[table as usize]).await? {
-                    return Ok(false);
-                }
-                pending.consume(table, n);
-            }
-        }
-        Ok(true)
-    }
-
-    /// Writes one insert's worth of rows until it is written. Before each
-    /// attempt into ClickHouse — the first, since an earlier generation or
-    /// run may have written these rows, and every retry, since a failed
-    /// attempt may have reached the server anyway — the rows the server
-    /// already has are looked up and left out (unless they are of windows
-    /// newer than any the table holds: see [`Newest`]).
-    async fn write_rows(
-        &mut self,
-        rows: TableRows<'_>,
-        newest: &mut Option<Option<u32>>,
-    ) -> Result<bool, SinkError> {
-        let mut delay = self.config.retry_initial;
-        let mut failures = 0u32;
-        let looks_up = self.writer.looks_up(rows.table());
-        let mut check_first = looks_up;
-        if !self.lease.holds() {
-            tracing::warn!("the lease from the coordinator ran out: writing nothing more");
-            return Ok(false);
-        }
-        // Indexes of rows the table already has (ascending).
-        let mut existing: Vec<usize> = Vec::new();
-        loop {
-            // An aborted deployment must not wait for a hung request: the
-            // attempt is dropped (its rows are rechecked by whoever retries).
-            let abort = self.abort.clone();
-            let attempt = if check_first {
-                let checked = tokio::select! {
-                    biased;
-                    _ = abort.cancelled() => return Ok(false),
-                    r = self.writer.existing(rows, newest, &self.metrics) => r,
-                };
-                checked.map(|found| {
-                    // Rows found by an earlier look were counted then.
-                    let new = found.len().saturating_sub(existing.len());
-                    if new > 0 {
-                        tracing::info!(
-                            rows = new,
-                            "rows already in the table; not writing them again"
-                        );
-                        JobMetrics::add(&self.metrics.rows_written, new as u64);
-                    }
-                    existing = found;
-                    check_first = false;
-                    false
-                })
-            } else {
-                let result = tokio::select! {
-                    biased;
-                    _ = abort.cancelled() => return Ok(false),
-                    r = self.writer.write(rows, &existing) => r,
-                };
-                match &result {
-                    Ok(()) => {
-                        let n = rows.len() - existing.len();
-                        JobMetrics::add(&self.metrics.rows_written, n as u64);
-                    }
-                    // Some of the rows may be in the table now. (Still
-                    // unknown, the newest window is asked before the next
-                    // attempt anyway.)
-                    Err(_) => {
-                        if let (Some(known), Some(ours)) = (newest.as_mut(), rows.newest_window()) {
-                            *known = Some(known.map_or(ours, |k| k.max(ours)));
+                msg = rx.recv() => match msg {
+                    Some(SinkMsg::Rows(batch)) => {
+                        if let Next::Aborted = self.stage(&batch).await? {
+                            return Ok(self.aborted(&sealed));
                         }
                     }
+                    Some(SinkMsg::Barrier(n)) => {
+                        if let Some(epoch) = self.stager.seal(n)? {
+                            sealed.push_back(epoch);
+                        }
+                        if let Next::Aborted = self.hand_over(&mut sealed, n).await {
+                            return Ok(self.aborted(&sealed));
+                        }
+                    }
+                    Some(SinkMsg::End) => return self.finish(sealed).await,
+                    None => {
+                        // Stopped: what completed checkpoints hold is
+                        // committed; the rest is emitted again on resume.
+                        let done = *self.completed.borrow();
+                        if let Next::Aborted = self.commit_through(&mut sealed, done).await? {
+                            return Ok(self.aborted(&sealed));
+                        }
+                        let uncommitted = self.uncommitted(&sealed);
+                        if uncommitted > 0 {
+                            tracing::info!(
+                                rows = uncommitted,
+                                "stopped: rows emitted after the last completed checkpoint are not written (they are emitted again when the job resumes)"
+                            );
+                        }
+                        return Ok(SinkOutcome::Stopped { uncommitted });
+                    }
+                },
+            }
+        }
+    }
+
+    fn uncommitted(&self, sealed: &VecDeque<SealedEpoch>) -> u64 {
+        sealed.iter().map(SealedEpoch::rows).sum::<u64>() + self.stager.rows()
+    }
+
+    fn aborted(&self, sealed: &VecDeque<SealedEpoch>) -> SinkOutcome {
+        SinkOutcome::Aborted {
+            uncommitted: self.uncommitted(sealed),
+        }
+    }
+
+    /// Stages a batch, retrying what may pass (a full disk).
+    async fn stage(&mut self, batch: &OutputBatch) -> Result<Next, SinkError> {
+        let mut done = [false; 4];
+        let mut delay = self.committer.config.retry_initial;
+        loop {
+            match self.stager.stage(batch, &mut done) {
+                Ok(()) => break,
+                Err(e) if e.is_retryable() => {
+                    tracing::warn!(error = %e, retry_in = ?delay, "cannot stage output; retrying (input is held back meanwhile)");
                 }
-                check_first = looks_up;
-                result.map(|()| true)
-            };
-            let err = match attempt {
-                Ok(true) => break,
-                Ok(false) => continue,
-                Err(e) if e.is_retryable() => e,
                 Err(e) => return Err(e),
-            };
-            failures += 1;
-            JobMetrics::add(&self.metrics.sink_retries, 1);
-            // The first failure and then every tenth, not every retry.
-            if failures == 1 || failures.is_multiple_of(10) {
-                tracing::warn!(
-                    error = %err,
-                    kind = err.kind(),
-                    failures,
-                    unwritten_rows = rows.len() - existing.len(),
-                    retry_in = ?delay,
-                    "sink write failed; retrying (input is held back meanwhile)"
-                );
             }
             if !self.pause(&mut delay).await {
-                return Ok(false);
+                return Ok(Next::Aborted);
             }
         }
-        if failures > 0 {
-            tracing::info!(after_failures = failures, "sink writes again");
+        if !batch.dead_letters.is_empty() {
+            JobMetrics::add(
+                &self.committer.metrics.dead_letters,
+                batch.dead_letters.len() as u64,
+            );
         }
-        Ok(true)
+        Ok(Next::Go)
+    }
+
+    /// Commits the sealed epochs up to checkpoint `done`, oldest first.
+    async fn commit_through(
+        &mut self,
+        sealed: &mut VecDeque<SealedEpoch>,
+        done: u64,
+    ) -> Result<Next, SinkError> {
+        while let Some(epoch) = sealed.front_mut().filter(|e| e.epoch <= done) {
+            let rows = epoch.rows();
+            if !self.committer.commit(epoch).await? {
+                return Ok(Next::Aborted);
+            }
+            tracing::debug!(epoch = epoch.epoch, rows, "epoch committed");
+            sealed.pop_front();
+        }
+        Ok(Next::Go)
+    }
+
+    /// Uploads what the store does not have of the sealed epochs and tells
+    /// the checkpoint uploader which of them checkpoint `n` holds. A failed
+    /// upload declines the checkpoint (the next one uploads again).
+    async fn hand_over(&mut self, sealed: &mut VecDeque<SealedEpoch>, n: u64) -> Next {
+        let mut failure = None;
+        'upload: for epoch in sealed.iter_mut() {
+            for file in epoch.files.iter_mut().filter(|f| f.key.is_none()) {
+                let key = format!(
+                    "shared/{}-e{}-{}",
+                    self.instance,
+                    epoch.epoch,
+                    file.output.name()
+                );
+                let put = tokio::select! {
+                    biased;
+                    _ = self.committer.abort.cancelled() => return Next::Aborted,
+                    r = self.committer.store.put_file(&key, &file.path) => r,
+                };
+                match put {
+                    Ok(_) => file.key = Some(key),
+                    Err(e) => {
+                        failure = Some(format!("cannot keep staged output: {e}"));
+                        break 'upload;
+                    }
+                }
+            }
+        }
+        let Some(tx) = &self.checkpoints else {
+            return Next::Go;
+        };
+        let msg = match failure {
+            Some(reason) => UploaderMsg::StageFailed {
+                checkpoint: n,
+                reason,
+            },
+            None => UploaderMsg::Staged {
+                checkpoint: n,
+                epochs: sealed.iter().filter_map(SealedEpoch::to_pb).collect(),
+            },
+        };
+        // The uploader ends only with the deployment.
+        let _ = tx.send(msg).await;
+        Next::Go
+    }
+
+    /// The window task has emitted everything (after the final
+    /// checkpoint's barriers): waits for the checkpoints that hold the
+    /// sealed epochs to complete, and commits them.
+    async fn finish(mut self, mut sealed: VecDeque<SealedEpoch>) -> Result<SinkOutcome, SinkError> {
+        if self.stager.rows() > 0 {
+            return Err(SinkError::Staged {
+                message: format!(
+                    "{} rows were emitted after the job's final checkpoint: no checkpoint covers them",
+                    self.stager.rows()
+                ),
+                retryable: false,
+            });
+        }
+        loop {
+            let done = *self.completed.borrow_and_update();
+            if let Next::Aborted = self.commit_through(&mut sealed, done).await? {
+                return Ok(self.aborted(&sealed));
+            }
+            if sealed.is_empty() {
+                return Ok(SinkOutcome::Finished);
+            }
+            tokio::select! {
+                biased;
+                _ = self.committer.abort.cancelled() => return Ok(self.aborted(&sealed)),
+                changed = self.completed.changed() => {
+                    if changed.is_err() {
+                        // The deployment is gone: nothing completes these.
+                        return Ok(self.aborted(&sealed));
+                    }
+                }
+            }
+        }
     }
 
     /// Sleeps for `delay` and doubles it (up to the maximum); `false` if
     /// aborted meanwhile.
     async fn pause(&self, delay: &mut Duration) -> bool {
         let sleep = *delay;
-        *delay = (*delay * 2).min(self.config.retry_max);
+        *delay = (*delay * 2).min(self.committer.config.retry_max);
         tokio::select! {
             biased;
-            _ = self.abort.cancelled() => false,
+            _ = self.committer.abort.cancelled() => false,
             _ = tokio::time::sleep(sleep) => true,
         }
     }
 }
 
-async fn sleep_until_opt(t: Option<Instant>) {
-    match t {
-        Some(t) => tokio::time::sleep_until(t).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Tables the main writer of a job writes, given its late policy.
-pub fn tables_for(aggregates: &[weir_common::spec::Aggregate], late_to_main: bool) -> Vec<Table> {
-    use weir_common::spec::Aggregate;
-    let mut tables = Vec::new();
-    if aggregates.contains(&Aggregate::SensorsLocal) {
-        tables.push(Table::SensorsLocal);
-    }
-    if aggregates.contains(&Aggregate::SensorAggregates1m) {
-        tables.push(Table::SensorAggregates);
-    }
-    if late_to_main {
-        tables.push(Table::LateReadings);
-    }
-    tables
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use weir_common::rows::LateReadingRow;
-    use weir_common::sink::OutputBatch;
-
-    fn late_row(i: usize) -> LateReadingRow {
-        LateReadingRow {
-            device_id: weir_common::reading::Reading::device_id(i as i32),
-            event_time: 0,
-            timestamp_ms: 0,
-            window_end: 60,
-            watermark_ms: 0,
-            source: "s".into(),
-            position: i.to_string(),
-            reading: "{}".into(),
-        }
-    }
-
-    fn task(dir: &std::path::Path, batch_rows: usize, interval: Duration) -> SinkTask {
-        SinkTask {
-            writer: SinkWriter {
-                main: TableWriter::Jsonl(
-                    JsonlWriter::create(dir, &[Table::LateReadings]).expect("writer"),
-                ),
-                late_file: None,
-            },
-            config: SinkConfig {
-                flush_rows: batch_rows,
-                insert_rows: batch_rows,
-                batch_interval: interval,
-                retry_initial: Duration::from_millis(10),
-                retry_max: Duration::from_millis(100),
-            },
-            metrics: Arc::new(JobMetrics::default()),
-            abort: CancellationToken::new(),
-            checkpoints: None,
-            lease: Arc::new(Lease::default()),
-        }
-    }
-
-    #[tokio::test]
-    async fn nothing_is_written_once_the_lease_has_run_out() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let t = task(dir.path(), 1, Duration::from_secs(1));
-        let lease = t.lease.clone();
-        let (tx, rx) = mpsc::channel(4);
-        let handle = tokio::spawn(t.run(rx));
-        let rows = |r: std::ops::Range<usize>| OutputBatch {
-            late: r.map(late_row).collect(),
-            ..OutputBatch::default()
-        };
-        lease.renew(Some(Duration::from_secs(60)));
-        tx.send(SinkMsg::Rows(rows(0..2))).await.expect("send");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert_eq!(lines(dir.path()), 2, "written while the lease holds");
-        lease.renew(Some(Duration::ZERO));
-        tx.send(SinkMsg::Rows(rows(2..4))).await.expect("send");
-        let _ = tx.send(SinkMsg::End).await;
-        let outcome = handle.await.expect("join").expect("ok");
-        assert!(
-            matches!(outcome, SinkOutcome::Aborted { .. }),
-            "{outcome:?}"
-        );
-        assert_eq!(
-            lines(dir.path()),
-            2,
-            "nothing written after the lease ran out"
-        );
-    }
-
-    fn lines(dir: &std::path::Path) -> usize {
-        std::fs::read_to_string(dir.join("late_readings.jsonl"))
-            .expect("read")
-            .lines()
-            .count()
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn writes_full_batches_at_once_and_the_rest_after_the_interval() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let t = task(dir.path(), 3, Duration::from_secs(1));
-        let metrics = t.metrics.clone();
-        let (tx, rx) = mpsc::channel(4);
-        let handle = tokio::spawn(t.run(rx));
-        let rows = |r: std::ops::Range<usize>| OutputBatch {
-            late: r.map(late_row).collect(),
-            ..OutputBatch::default()
-        };
-        tx.send(SinkMsg::Rows(rows(0..2))).await.expect("send");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        assert_eq!(lines(dir.path()), 0, "below batch size and interval");
-        tx.send(SinkMsg::Rows(rows(2..3))).await.expect("send");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        assert_eq!(lines(dir.path()), 3, "a full batch is written at once");
-        tx.send(SinkMsg::Rows(rows(3..4))).await.expect("send");
-        tokio::time::sleep(Duration::from_millis(1100)).await;
-        assert_eq!(lines(dir.path()), 4, "the interval flushes a partial batch");
-        tx.send(SinkMsg::Rows(rows(4..5))).await.expect("send");
-        tx.send(SinkMsg::End).await.expect("send");
-        assert_eq!(
-            handle.await.expect("join").expect("ok"),
-            SinkOutcome::Finished
-        );
-        assert_eq!(lines(dir.path()), 5);
-        assert_eq!(metrics.snapshot().rows_written, 5);
-    }
-
-    #[tokio::test]
-    async fn closed_input_flushes_and_reports_stopped() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let t = task(dir.path(), 100, Duration::from_secs(60));
-        let (tx, rx) = mpsc::channel(4);
-        tx.send(SinkMsg::Rows(OutputBatch {
-            late: vec![late_row(1)],
-            ..OutputBatch::default()
-        }))
-        .await
-        .expect("send");
-        drop(tx);
-        assert_eq!(t.run(rx).await.expect("ok"), SinkOutcome::Stopped);
-        assert_eq!(lines(dir.path()), 1);
-    }
-}
+mod tests;

@@ -107,6 +107,16 @@ impl PartitionReader for FileReader {
                     let data = match codec.decompress(data, &mut self.scratch) {
                         Ok(d) => d,
                         Err(reason) => {
+                            let restored = match count.checked_sub(1) {
+                                Some(last) => {
+                                    !out.consumed(Position::Offset(first.saturating_add(last)))
+                                }
+                                None => out.region_restored(Position::Offset(first)),
+                            };
+                            if restored {
+                                // In the restored checkpoint: written before.
+                                return Ok(Pulled::Progress);
+                            }
                             out.dead_letter(
                                 format!(
                                     "records {first}..{} (block at byte {offset})",
@@ -128,6 +138,10 @@ impl PartitionReader for FileReader {
                     bytes,
                     reason,
                 } => {
+                    if out.region_restored(Position::Offset(self.ordinal)) {
+                        // In the restored checkpoint: written before.
+                        return Ok(Pulled::Progress);
+                    }
                     out.dead_letter(
                         format!(
                             "bytes {offset}..{} (after record {})",
@@ -165,6 +179,12 @@ fn decode_block(
         match plan.decode_from(&mut input, &mut reading) {
             Ok(()) => out.reading(&reading, Position::Offset(first.saturating_add(i))),
             Err(e) => {
+                // The rest of the block goes with it: its position is the
+                // block's last record.
+                let last = first.saturating_add(count.saturating_sub(1));
+                if !out.consumed(Position::Offset(last)) {
+                    return; // in the restored checkpoint: written before
+                }
                 out.dead_letter(
                     format!(
                         "records {}..{} (block at byte {block_offset})",
@@ -181,6 +201,14 @@ fn decode_block(
         }
     }
     if !input.is_empty() {
+        // Trailing bytes go with the block's last record (in the restored
+        // checkpoint if it is). A block of no records has no position: its
+        // bytes are kept whenever they are read.
+        if let Some(last) = count.checked_sub(1) {
+            if !out.consumed(Position::Offset(first.saturating_add(last))) {
+                return;
+            }
+        }
         let place = match count.checked_sub(1) {
             Some(last) => format!("after record {}", first.saturating_add(last)),
             None => "in a block of no records".to_owned(),
@@ -215,6 +243,32 @@ mod tests {
             },
             Routing::single(128),
         )
+    }
+
+    /// After a restore, undecodable records the checkpoint covers are not
+    /// dead-lettered again; those after it are, once.
+    #[test]
+    fn dead_letters_in_the_restored_checkpoint_are_not_written_again() {
+        // Records 10..13 of a block, none of them a datum.
+        let garbage = [0xffu8; 11];
+        for (through, written) in [(13u64, 0usize), (9, 1)] {
+            let mut out = emitter();
+            out.restore_after(Position::Offset(through), i64::MIN);
+            // Record 9, read again first (the checkpoint's own position is
+            // seen, as in a real restore).
+            assert!(!out.consumed(Position::Offset(9)));
+            decode_block(&DecodePlan::contract(), &garbage, 4, 10, 0, &mut out);
+            let dead: Vec<_> = out.take_dead_letters().collect();
+            assert_eq!(
+                dead.len(),
+                written,
+                "checkpoint through {through}: {dead:?}"
+            );
+        }
+        let mut out = emitter();
+        out.restore_after(Position::Offset(13), i64::MIN);
+        assert!(out.region_restored(Position::Offset(13)));
+        assert!(!out.region_restored(Position::Offset(14)));
     }
 
     #[test]

@@ -30,7 +30,6 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use weir_common::dead_letter::DeadLetter;
 use weir_common::position::Position;
 
 use crate::checkpoint::CheckpointEvent;
@@ -139,7 +138,6 @@ pub struct SourceWiring {
     pub input: u32,
     pub emitter: Emitter,
     pub destinations: Vec<mpsc::Sender<Envelope>>,
-    pub dead_letters: mpsc::Sender<DeadLetter>,
     pub metrics: Arc<JobMetrics>,
     pub limits: SourceLimits,
     pub stop: CancellationToken,
@@ -155,7 +153,6 @@ impl SourceWiring {
             reader,
             emitter: self.emitter,
             destinations: self.destinations,
-            dead_letters: self.dead_letters,
             metrics: self.metrics,
             limits: self.limits,
             stop: self.stop,
@@ -173,7 +170,6 @@ pub struct SourceTask<R> {
     pub reader: R,
     pub emitter: Emitter,
     pub destinations: Vec<mpsc::Sender<Envelope>>,
-    pub dead_letters: mpsc::Sender<DeadLetter>,
     pub metrics: Arc<JobMetrics>,
     pub limits: SourceLimits,
     /// Cancelled to stop reading (the rest of the job drains normally).
@@ -435,7 +431,8 @@ impl<R: PartitionReader> SourceTask<R> {
         }
     }
 
-    /// Sends queued envelopes and dead letters; `false` if a receiver is gone.
+    /// Sends queued envelopes (dead letters among them); `false` if a
+    /// receiver is gone.
     async fn deliver(&mut self, counted: &mut (u64, u64)) -> bool {
         let m = &self.metrics;
         JobMetrics::add(&m.records_in, self.emitter.emitted() - counted.0);
@@ -450,11 +447,6 @@ impl<R: PartitionReader> SourceTask<R> {
         if let Some(p) = m.partitions.get(self.input as usize) {
             p.records.store(self.emitter.emitted(), Relaxed);
             p.watermark.store(self.emitter.watermark(), Relaxed);
-        }
-        for letter in self.emitter.take_dead_letters().collect::<Vec<_>>() {
-            if self.dead_letters.send(letter).await.is_err() {
-                return false;
-            }
         }
         let outbox: Vec<(Route, Envelope)> = self.emitter.take_outbox().collect();
         for (route, envelope) in outbox {

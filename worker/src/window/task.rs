@@ -22,11 +22,30 @@ use crate::state::StateError;
 #[derive(Debug)]
 pub enum SinkMsg {
     Rows(OutputBatch),
-    /// Checkpoint `n`'s barriers: once everything sent before is written,
-    /// tell the checkpoint uploader.
+    /// Checkpoint `n`'s barriers: the rows sent before (since the previous
+    /// barrier) are epoch `n`.
     Barrier(u64),
-    /// Every window has been emitted: flush and finish.
+    /// Every window has been emitted (and the final checkpoint's barriers
+    /// have passed): commit and finish.
     End,
+}
+
+/// Tells the deployment that every window ending at or before the
+/// watermark is closed (their rows are emitted): the coordinator then takes
+/// a checkpoint that commits them. The end of input (+∞) is left to the
+/// final checkpoint.
+fn report_closed(closed: &tokio::sync::watch::Sender<i64>, watermark: i64, window_ms: i64) {
+    if watermark == i64::MIN || watermark == i64::MAX {
+        return;
+    }
+    let Some(through) = watermark.checked_sub(watermark.rem_euclid(window_ms)) else {
+        return;
+    };
+    closed.send_if_modified(|c| {
+        let newer = through > *c;
+        *c = (*c).max(through);
+        newer
+    });
 }
 
 /// How a window task ended.
@@ -52,9 +71,12 @@ pub async fn run_window_task(
     mut inputs: Inputs,
     sink: mpsc::Sender<SinkMsg>,
     checkpoints: mpsc::Sender<UploaderMsg>,
+    windows_closed: tokio::sync::watch::Sender<i64>,
     metrics: Arc<JobMetrics>,
     stop: CancellationToken,
 ) -> Result<WindowOutcome, StateError> {
+    let window_ms = op.config.window_ms.max(1);
+    let mut last_watermark = i64::MIN;
     let mut produced = Produced::default();
     let n_inputs = op.config.input_names.len();
     let mut closed = vec![false; n_inputs];
@@ -93,6 +115,9 @@ pub async fn run_window_task(
                 if let Step::Aligned(n) = aligner.on_end(input as usize) {
                     aligned = Some(n);
                 }
+            }
+            Envelope::DeadLetters { letters, .. } => {
+                produced.rows.dead_letters.extend(letters);
             }
             Envelope::Closed { input } => {
                 if let Some(c) = closed.get_mut(input as usize) {
@@ -151,7 +176,12 @@ pub async fn run_window_task(
             }
         }
         JobMetrics::add(&metrics.late_records, std::mem::take(&mut produced.late));
-        metrics.watermark.store(op.watermark(), Relaxed);
+        let watermark = op.watermark();
+        if watermark != last_watermark {
+            last_watermark = watermark;
+            report_closed(&windows_closed, watermark, window_ms);
+        }
+        metrics.watermark.store(watermark, Relaxed);
         metrics.state_spills.store(op.spills(), Relaxed);
         metrics
             .open_accumulators
