@@ -13,8 +13,10 @@ pub mod cluster;
 pub mod expected;
 pub mod http;
 pub mod process;
+pub mod proxy;
 pub mod pulsar_broker;
 pub mod s3;
+pub mod soak;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -52,12 +54,16 @@ pub fn weir_bin() -> &'static Path {
         if let Ok(p) = std::env::var("WEIR_BIN") {
             return PathBuf::from(p);
         }
-        // Test executables live in <target>/<profile>/deps/.
+        // Test executables live in <target>/<profile>/deps/, the harness's
+        // own binaries (`weir-soak`) in <target>/<profile>/.
         let exe = std::env::current_exe().expect("current exe");
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("test binary is in <target>/<profile>/deps");
+        let dir = exe.parent().expect("an executable is in a directory");
+        let profile_dir = if dir.file_name().is_some_and(|n| n == "deps") {
+            dir.parent()
+                .expect("test binary is in <target>/<profile>/deps")
+        } else {
+            dir
+        };
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let profile = profile_dir
             .file_name()

@@ -1,0 +1,726 @@
+//! The fault-injection soak: a Pulsar job on a real cluster under steady
+//! load while faults strike at random (seeded) times, then its output
+//! checked against an independent computation.
+//!
+//! The test broker holds a 4-partition topic; `weir produce` publishes a
+//! generated data set (with readings late by more than the allowed
+//! out-of-orderness) at a steady rate while a coordinator and 3 workers
+//! read it into ClickHouse 18.16 (merges stopped, so a duplicate stays
+//! visible) or into JSON-lines files, and undecodable messages are injected
+//! now and then. Faults, one at a time at seeded random times, every kind
+//! once in a seeded order before any kind comes again:
+//!
+//! - SIGKILL of a worker (started again under the same id, as a
+//!   StatefulSet would), or of the coordinator (started again);
+//! - SIGSTOP of a worker for longer than its lease, then SIGCONT;
+//! - ClickHouse frozen (SIGSTOP) while a generation changes, then resumed;
+//! - the broker dropping every connection;
+//! - a network partition between a worker and the coordinator, or between
+//!   the workers and ClickHouse, through [`FaultProxy`].
+//!
+//! When the producer is done the job reads to the end of the topic and
+//! finishes. Then every (device, window) must be in each table exactly once
+//! (read without `FINAL`) with the values the computation gives for the
+//! readings that were not late, every late reading must be one of the
+//! input's and be there once, and every injected message must be a dead
+//! letter once. Lateness itself is not computed independently: with several
+//! partitions it depends on how they interleave, which is exactly why a
+//! reading's fate must be decided once (see the sink's epochs).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value as Json};
+
+use crate::clickhouse::ClickHouse;
+use crate::cluster::Cluster;
+use crate::expected::{compute, read_avro, Reading, Rows};
+use crate::proxy::FaultProxy;
+use crate::pulsar_broker::{BrokerConfig, TestBroker};
+use crate::{args, generate, read_parts, wait_for, weir};
+
+const TOPIC: &str = "persistent://public/default/soak";
+const PARTITIONS: u32 = 4;
+const WORKERS: usize = 3;
+const MINUTE: i64 = 60_000;
+/// Windows are checked against the readings that were not late, computed
+/// with no lateness at all.
+const NO_LATENESS: i64 = i64::MAX / 4;
+/// The coordinator counts a silent worker lost after this; workers hold a
+/// lease of three quarters of it.
+const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// Where the job writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sink {
+    ClickHouse,
+    Jsonl,
+}
+
+#[derive(Clone, Debug)]
+pub struct SoakConfig {
+    /// How long the producer publishes (faults strike meanwhile).
+    pub duration: Duration,
+    /// Mean time between faults (each is ±50%).
+    pub fault_every: Duration,
+    pub seed: u64,
+    /// Messages published per second.
+    pub rate: u32,
+    pub devices: u32,
+    pub sink: Sink,
+}
+
+/// What a soak did and found.
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    /// `(seconds into the run, fault)`.
+    pub faults: Vec<(f64, String)>,
+    pub records: u64,
+    pub dead_letters_injected: u64,
+    pub rows_checked: u64,
+    pub late_readings: u64,
+    pub lost: u64,
+    pub duplicated: u64,
+    /// Rows whose values differ from the computation, or that it does not
+    /// have.
+    pub wrong: u64,
+    /// Anything else that went wrong (the job failed, late readings that
+    /// are not the input's...).
+    pub problems: Vec<String>,
+    pub elapsed: Duration,
+    pub generations: u64,
+    pub checkpoints: u64,
+}
+
+impl Report {
+    pub fn is_exact(&self) -> bool {
+        self.lost == 0 && self.duplicated == 0 && self.wrong == 0 && self.problems.is_empty()
+    }
+
+    pub fn print(&self) {
+        println!("soak: {} faults injected", self.faults.len());
+        for (at, f) in &self.faults {
+            println!("  {at:7.1} s  {f}");
+        }
+        println!(
+            "soak: {} records, {} undecodable messages injected, {:.0} s, {} generations, {} checkpoints",
+            self.records,
+            self.dead_letters_injected,
+            self.elapsed.as_secs_f64(),
+            self.generations,
+            self.checkpoints
+        );
+        println!(
+            "soak: rows checked {}, late readings {}, lost {}, duplicated {}, wrong {}",
+            self.rows_checked, self.late_readings, self.lost, self.duplicated, self.wrong
+        );
+        for p in &self.problems {
+            println!("soak: PROBLEM {p}");
+        }
+        println!(
+            "soak: {}",
+            if self.is_exact() {
+                "exactly once"
+            } else {
+                "NOT EXACT"
+            }
+        );
+    }
+}
+
+/// A small deterministic generator for the fault schedule.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        // xorshift64*
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    KillWorker,
+    KillCoordinator,
+    StopWorker,
+    FreezeClickHouseWhileGenerationChanges,
+    DropBrokerConnections,
+    PartitionWorkerFromCoordinator,
+    PartitionClickHouse,
+}
+
+impl Fault {
+    fn all(sink: Sink) -> Vec<Fault> {
+        let mut all = vec![
+            Fault::KillWorker,
+            Fault::KillCoordinator,
+            Fault::StopWorker,
+            Fault::DropBrokerConnections,
+            Fault::PartitionWorkerFromCoordinator,
+        ];
+        if sink == Sink::ClickHouse {
+            all.push(Fault::FreezeClickHouseWhileGenerationChanges);
+            all.push(Fault::PartitionClickHouse);
+        }
+        all
+    }
+}
+
+/// Everything the soak runs; fields drop in order (processes before the
+/// servers they use).
+struct Rig {
+    cluster: Cluster,
+    /// By worker: its proxy to the coordinator.
+    coordinator_proxies: Vec<FaultProxy>,
+    ch_proxy: Option<FaultProxy>,
+    ch: Option<ClickHouse>,
+    broker: TestBroker,
+    coordinator_args: Vec<String>,
+}
+
+impl Rig {
+    fn worker_id(i: usize) -> String {
+        format!("w-{i}")
+    }
+
+    fn start_worker(&mut self, i: usize) {
+        let addr = self.coordinator_proxies[i].addr();
+        self.cluster.start_worker_via(&Self::worker_id(i), &addr);
+    }
+
+    /// Injects `fault`; returns what was done.
+    fn inject(&mut self, fault: Fault, rng: &mut Rng) -> String {
+        let i = rng.below(WORKERS as u64) as usize;
+        let id = Self::worker_id(i);
+        let lease = HEARTBEAT_TIMEOUT * 3 / 4;
+        match fault {
+            Fault::KillWorker => {
+                self.cluster.kill_worker(&id);
+                std::thread::sleep(Duration::from_millis(500));
+                self.start_worker(i);
+                format!("SIGKILL worker {id}, started again")
+            }
+            Fault::KillCoordinator => {
+                let args = self.coordinator_args.clone();
+                self.cluster
+                    .restart_coordinator(&args, || std::thread::sleep(Duration::from_millis(500)));
+                "SIGKILL coordinator, started again".into()
+            }
+            Fault::StopWorker => {
+                let pause = lease + Duration::from_secs(3);
+                self.cluster.signal_worker(&id, "STOP");
+                std::thread::sleep(pause);
+                self.cluster.signal_worker(&id, "CONT");
+                format!("SIGSTOP worker {id} for {pause:?} (lease {lease:?}), SIGCONT")
+            }
+            Fault::FreezeClickHouseWhileGenerationChanges => {
+                let Some(ch) = &self.ch else {
+                    return "no ClickHouse".into();
+                };
+                ch.pause();
+                self.cluster.kill_worker(&id);
+                std::thread::sleep(Duration::from_millis(500));
+                self.start_worker(i);
+                std::thread::sleep(Duration::from_secs(4));
+                if let Some(ch) = &self.ch {
+                    ch.resume();
+                }
+                format!("SIGSTOP ClickHouse, SIGKILL worker {id} (a new generation), SIGCONT ClickHouse 4.5 s later")
+            }
+            Fault::DropBrokerConnections => {
+                self.broker.drop_connections();
+                "the broker dropped every connection".into()
+            }
+            Fault::PartitionWorkerFromCoordinator => {
+                let cut = HEARTBEAT_TIMEOUT + Duration::from_secs(2);
+                self.coordinator_proxies[i].partition();
+                std::thread::sleep(cut);
+                self.coordinator_proxies[i].heal();
+                format!("network partition worker {id} ↔ coordinator for {cut:?}, healed")
+            }
+            Fault::PartitionClickHouse => {
+                let cut = Duration::from_secs(5);
+                if let Some(p) = &self.ch_proxy {
+                    p.partition();
+                    std::thread::sleep(cut);
+                    p.heal();
+                }
+                format!("network partition workers ↔ ClickHouse for {cut:?}, healed")
+            }
+        }
+    }
+}
+
+/// Runs a soak in `dir`; returns what it found (it does not panic on
+/// wrong output: the caller decides).
+pub fn run(dir: &Path, config: &SoakConfig) -> Report {
+    let started = Instant::now();
+    let mut report = Report::default();
+    let mut rng = Rng(config.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let records = u64::from(config.rate) * config.duration.as_secs().max(1);
+    report.records = records;
+    // Event time runs 5 times faster than the wall clock: windows close
+    // every 12 s of the run.
+    let event_rate = (config.rate / 5).max(1);
+    let stream = generate(
+        dir,
+        "stream.avro",
+        &[
+            "--records",
+            &records.to_string(),
+            "--devices",
+            &config.devices.to_string(),
+            "--rate",
+            &event_rate.to_string(),
+            "--disorder-ms",
+            "8000",
+            "--seed",
+            &config.seed.to_string(),
+        ],
+    );
+    let broker = TestBroker::start(BrokerConfig {
+        partitions: PARTITIONS,
+        ..BrokerConfig::default()
+    })
+    .expect("start the test broker");
+    broker.create_topic(TOPIC, PARTITIONS);
+
+    let (ch, ch_proxy) = match config.sink {
+        Sink::ClickHouse => {
+            let ch = ClickHouse::start(dir);
+            ch.apply_weir_ddl(dir, "soak");
+            let proxy = FaultProxy::start(
+                format!("127.0.0.1:{}", ch.http_port())
+                    .parse()
+                    .expect("address"),
+            );
+            (Some(ch), Some(proxy))
+        }
+        Sink::Jsonl => (None, None),
+    };
+    let mut coordinator_args = args(&[
+        "--pulsar",
+        &broker.url(),
+        "--topic",
+        TOPIC,
+        "--until-idle",
+        "8s",
+        "--data-dir",
+        "data",
+        "--min-workers",
+        &WORKERS.to_string(),
+        "--heartbeat-timeout",
+        &format!("{}s", HEARTBEAT_TIMEOUT.as_secs()),
+        "--checkpoint-interval",
+        "3s",
+    ]);
+    match (&ch_proxy, config.sink) {
+        (Some(p), Sink::ClickHouse) => coordinator_args.extend(args(&[
+            "--clickhouse",
+            &format!("http://{}", p.addr()),
+            "--database",
+            "soak",
+        ])),
+        _ => coordinator_args.extend(args(&["--output", "out"])),
+    }
+    let cluster = Cluster::start(dir, &coordinator_args, 0);
+    let coordinator: std::net::SocketAddr = format!("127.0.0.1:{}", cluster.grpc_port)
+        .parse()
+        .expect("address");
+    let coordinator_proxies = (0..WORKERS)
+        .map(|_| FaultProxy::start(coordinator))
+        .collect();
+    let mut rig = Rig {
+        cluster,
+        coordinator_proxies,
+        ch_proxy,
+        ch,
+        broker,
+        coordinator_args,
+    };
+    for i in 0..WORKERS {
+        rig.start_worker(i);
+    }
+    rig.cluster.wait_state("running", Duration::from_secs(120));
+
+    let mut producer = weir(
+        dir,
+        "produce",
+        &args(&[
+            "produce",
+            "--quiet",
+            "--pulsar",
+            &rig.broker.url(),
+            "--topic",
+            TOPIC,
+            "--input",
+            &stream[0].display().to_string(),
+            "--rate",
+            &config.rate.to_string(),
+        ]),
+    );
+    // Every kind of fault in a seeded order, then again in another: a short
+    // run meets each kind.
+    let mut deck: Vec<Fault> = Vec::new();
+    let mut injected = BTreeSet::new();
+    let mut next_fault = jitter(&mut rng, config.fault_every);
+    let mut next_letter = Duration::from_secs(2);
+    let run_started = Instant::now();
+    loop {
+        if producer.try_status().is_some() {
+            break;
+        }
+        let now = run_started.elapsed();
+        if now >= next_letter {
+            let p = rng.below(u64::from(PARTITIONS)) as u32;
+            let partition = format!("{TOPIC}-partition-{p}");
+            let (ledger, entry) = rig.broker.inject(&partition, Some("bad"), &[0x0e, 0xff]);
+            injected.insert((partition, format!("{ledger}:{entry}:-1")));
+            next_letter = now + Duration::from_millis(1500 + rng.below(1000));
+        }
+        if now >= next_fault {
+            if deck.is_empty() {
+                deck = Fault::all(config.sink);
+                for k in (1..deck.len()).rev() {
+                    deck.swap(k, rng.below(k as u64 + 1) as usize);
+                }
+            }
+            let fault = deck.pop().expect("a fault");
+            let at = started.elapsed().as_secs_f64();
+            let what = rig.inject(fault, &mut rng);
+            println!("soak: {at:7.1} s  {what}");
+            report.faults.push((at, what));
+            next_fault = run_started.elapsed() + jitter(&mut rng, config.fault_every);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    report.dead_letters_injected = injected.len() as u64;
+    if !producer.try_status().is_some_and(|status| status.success()) {
+        report
+            .problems
+            .push(format!("the producer failed: {}", producer.logs()));
+    }
+
+    // The job reads to the end of the topic and finishes.
+    let mut last = Json::Null;
+    let finished = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wait_for("the job to finish", Duration::from_secs(300), || {
+            last = rig.cluster.job();
+            last["state"] == "finished" || last["state"] == "failed"
+        });
+    }));
+    report.generations = last["generation"].as_u64().unwrap_or(0);
+    let (_, checkpoints) = rig.cluster.rest("GET", "/api/v1/checkpoints");
+    report.checkpoints = checkpoints["completed"].as_u64().unwrap_or(0);
+    if finished.is_err() || last["state"] != "finished" {
+        report.problems.push(format!(
+            "the job did not finish: {last}\n{}",
+            tail(&rig.cluster.logs(), 60)
+        ));
+        report.elapsed = started.elapsed();
+        return report;
+    }
+
+    let (readings, whole) = read_avro(&stream[0]);
+    assert!(whole, "the generated stream is whole");
+    let output = match config.sink {
+        Sink::ClickHouse => {
+            let ch = rig.ch.as_ref().expect("ClickHouse");
+            Output {
+                sensors_local: ch.rows("soak", "sensors_local"),
+                aggregates: ch.rows("soak", "sensor_aggregates_1m"),
+                late: ch.rows("soak", "late_readings"),
+                dead_letters: lines_of(&dir.join("data/dead_letters")),
+            }
+        }
+        Sink::Jsonl => {
+            let out = dir.join("out");
+            Output {
+                sensors_local: lines_of(&out.join("sensors_local")),
+                aggregates: lines_of(&out.join("sensor_aggregates_1m")),
+                late: lines_of(&out.join("late_readings")),
+                dead_letters: lines_of(&out.join("dead_letters")),
+            }
+        }
+    };
+    check(&readings, &output, &injected, &mut report);
+    report.elapsed = started.elapsed();
+    report
+}
+
+fn jitter(rng: &mut Rng, mean: Duration) -> Duration {
+    let ms = mean.as_millis() as u64;
+    Duration::from_millis(ms / 2 + rng.below(ms.max(1)))
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Output rows as JSON objects, one per line of output.
+struct Output {
+    sensors_local: Vec<Map<String, Json>>,
+    aggregates: Vec<Map<String, Json>>,
+    late: Vec<Map<String, Json>>,
+    dead_letters: Vec<Map<String, Json>>,
+}
+
+/// The lines of the committed parts in `dir`, as JSON objects.
+fn lines_of(dir: &Path) -> Vec<Map<String, Json>> {
+    read_parts(dir)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .filter_map(|l| match serde_json::from_str(l) {
+            Ok(Json::Object(m)) => Some(m),
+            _ => None,
+        })
+        .collect()
+}
+
+fn number(v: Option<&Json>) -> Option<f64> {
+    match v? {
+        Json::Number(n) => n.as_f64(),
+        Json::String(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+fn text(v: Option<&Json>) -> String {
+    v.and_then(Json::as_str).unwrap_or_default().to_owned()
+}
+
+/// Compares the output with the computation; fills the report's counts.
+fn check(
+    readings: &[Reading],
+    output: &Output,
+    injected: &BTreeSet<(String, String)>,
+    report: &mut Report,
+) {
+    // Late readings: each once (by source and position), each one of the
+    // input's: by device and event time, and among readings of a device in
+    // the same millisecond the one of the closest temperature.
+    let mut by_key: BTreeMap<(String, i64), Vec<usize>> = BTreeMap::new();
+    for (i, r) in readings.iter().enumerate() {
+        by_key
+            .entry((format!("sensor_{}", r.sensor_id), r.timestamp))
+            .or_default()
+            .push(i);
+    }
+    let mut late_input = vec![false; readings.len()];
+    let mut positions = BTreeSet::new();
+    let mut stray = 0u64;
+    for row in &output.late {
+        if !positions.insert((text(row.get("source")), text(row.get("position")))) {
+            report.duplicated += 1;
+            continue;
+        }
+        let reading: Json = serde_json::from_str(&text(row.get("reading"))).unwrap_or(Json::Null);
+        let key = (
+            text(row.get("device_id")),
+            number(row.get("timestamp_ms")).unwrap_or(f64::NAN) as i64,
+        );
+        let candidates = by_key.get(&key).map(Vec::as_slice).unwrap_or_default();
+        let best = candidates
+            .iter()
+            .copied()
+            .filter(|&i| !late_input[i])
+            .max_by_key(|&i| same_fields(&reading, &readings[i]));
+        match best {
+            Some(i) => late_input[i] = true,
+            None => stray += 1,
+        }
+    }
+    report.late_readings = positions.len() as u64;
+    report.rows_checked += output.late.len() as u64;
+    if stray > 0 {
+        report.problems.push(format!(
+            "{stray} late readings are not readings of the input"
+        ));
+    }
+    // The readings that were not late go into windows.
+    let remaining: Vec<Reading> = readings
+        .iter()
+        .zip(&late_input)
+        .filter(|(_, late)| !**late)
+        .map(|(r, _)| r.clone())
+        .collect();
+    // Every reading counted once: in a window or late.
+    let in_windows: u64 = output
+        .aggregates
+        .iter()
+        .filter_map(|r| number(r.get("readings")))
+        .map(|n| n as u64)
+        .sum();
+    let accounted = in_windows + positions.len() as u64;
+    if accounted != readings.len() as u64 {
+        report.problems.push(format!(
+            "{} readings in the input, {in_windows} in windows and {} late: {}",
+            readings.len(),
+            positions.len(),
+            if accounted > readings.len() as u64 {
+                "some counted twice"
+            } else {
+                "some lost"
+            }
+        ));
+    }
+    let expected = compute(&[("all".to_owned(), remaining)], MINUTE, NO_LATENESS);
+    compare(
+        "sensors_local",
+        &expected.sensors_local,
+        &output.sensors_local,
+        "time",
+        report,
+    );
+    compare(
+        "sensor_aggregates_1m",
+        &expected.aggregates,
+        &output.aggregates,
+        "window_start",
+        report,
+    );
+    // Dead letters: every injected message once.
+    let mut letters = BTreeSet::new();
+    for l in &output.dead_letters {
+        let key = (text(l.get("source")), text(l.get("position")));
+        if !letters.insert(key.clone()) {
+            report.duplicated += 1;
+        } else if !injected.contains(&key) {
+            report
+                .problems
+                .push(format!("an unexpected dead letter {key:?}"));
+        }
+    }
+    report.lost += injected.difference(&letters).count() as u64;
+    report.rows_checked += output.dead_letters.len() as u64;
+}
+
+/// How many measurements of a late reading's JSON equal the input
+/// reading's (to tell apart readings of a device in the same millisecond).
+/// Within a relative 1e-12: serde_json's default float parsing can be a
+/// unit in the last place off.
+fn same_fields(json: &Json, r: &Reading) -> usize {
+    [
+        ("temperature", r.temperature),
+        ("humidity", r.humidity),
+        ("pressure", r.pressure),
+        ("batteryLevel", r.battery_level),
+        ("co2Level", r.co2_level),
+        ("noiseLevel", r.noise_level),
+        ("lightLevel", r.light_level),
+        ("signalStrength", r.signal_strength),
+        ("bytesSent", r.bytes_sent as f64),
+        ("bytesReceived", r.bytes_received as f64),
+    ]
+    .iter()
+    .filter(|(name, v)| {
+        json[*name]
+            .as_f64()
+            .is_some_and(|j| j == *v || (j - v).abs() <= 1e-12 * j.abs().max(v.abs()))
+    })
+    .count()
+}
+
+/// Counts the rows of `expected` missing from `actual`, rows there twice,
+/// and rows that differ or that the computation does not have.
+fn compare(
+    table: &str,
+    expected: &Rows,
+    actual: &[Map<String, Json>],
+    time_column: &str,
+    report: &mut Report,
+) {
+    report.rows_checked += actual.len() as u64;
+    let mut seen: BTreeMap<(String, u64), &Map<String, Json>> = BTreeMap::new();
+    for row in actual {
+        let key = (
+            text(row.get("device_id")),
+            number(row.get(time_column)).unwrap_or(-1.0) as u64,
+        );
+        if seen.insert(key, row).is_some() {
+            report.duplicated += 1;
+        }
+    }
+    let mut wrong_examples = Vec::new();
+    for (key, want) in expected {
+        let Some(got) = seen.get(key) else {
+            report.lost += 1;
+            continue;
+        };
+        // As `assert_rows_match` compares: strings as strings, numbers
+        // (ClickHouse quotes 64-bit ones) within 1e-9 relative.
+        let mut columns: Vec<(&String, &Json)> = want.iter().collect();
+        // The count first: it tells a reading too many from one too few.
+        columns.sort_by_key(|(c, _)| c.as_str() != "readings");
+        let differences: Vec<String> = columns
+            .into_iter()
+            .filter_map(|(col, w)| {
+                let g = got.get(col);
+                let same = match (w, g) {
+                    (Json::String(a), Some(Json::String(b))) if number(Some(w)).is_none() => a == b,
+                    _ => match (number(Some(w)), number(g)) {
+                        (Some(a), Some(b)) => {
+                            a == b || (a - b).abs() <= 1e-9 * a.abs().max(b.abs())
+                        }
+                        _ => Some(w) == g,
+                    },
+                };
+                (!same).then(|| format!("{col} {} (expected {w})", g.unwrap_or(&Json::Null)))
+            })
+            .collect();
+        if !differences.is_empty() {
+            report.wrong += 1;
+            if wrong_examples.len() < 3 {
+                wrong_examples.push(format!("{key:?}: {}", differences.join(", ")));
+            }
+        }
+    }
+    let unexpected = seen.keys().filter(|k| !expected.contains_key(*k)).count() as u64;
+    report.wrong += unexpected;
+    if !wrong_examples.is_empty() || unexpected > 0 {
+        report.problems.push(format!(
+            "{table}: {unexpected} rows the computation does not have; differing rows such as {}",
+            wrong_examples.join(", ")
+        ));
+    }
+}
+
+/// The soak's directory and settings from the environment, for the script
+/// (`scripts/soak.sh`): `SOAK_MINUTES`, `SOAK_FAULT_EVERY_S`, `SOAK_SEED`,
+/// `SOAK_RATE`, `SOAK_SINK` (`clickhouse` or `jsonl`).
+pub fn config_from_env() -> SoakConfig {
+    let get = |k: &str, d: u64| -> u64 {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    SoakConfig {
+        duration: Duration::from_secs(get("SOAK_MINUTES", 10) * 60),
+        fault_every: Duration::from_secs(get("SOAK_FAULT_EVERY_S", 20)),
+        seed: get("SOAK_SEED", 1),
+        rate: get("SOAK_RATE", 2000) as u32,
+        devices: get("SOAK_DEVICES", 1000) as u32,
+        sink: match std::env::var("SOAK_SINK").as_deref() {
+            Ok("jsonl") => Sink::Jsonl,
+            _ => Sink::ClickHouse,
+        },
+    }
+}
+
+/// A scratch directory for a soak run that is kept for inspection.
+pub fn kept_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("weir-soak-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("soak directory");
+    dir
+}
