@@ -17,6 +17,11 @@
 #   bench/checkpoints.sh
 #   DEVICES=500 STORES="local" bench/checkpoints.sh
 #   WEIR=/tmp/weir-old bench/checkpoints.sh
+#
+# With epoch commits, the `local` and `s3` rows also include staging the
+# output, keeping it in the checkpoint and committing it after completion
+# (and checkpoints taken as windows close): compare them with a build
+# before epoch commits (WEIR=) for what commits cost.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -38,6 +43,11 @@ RATE_LIMIT="${RATE_LIMIT:-150000}"
 if [ -z "${WEIR:-}" ]; then
   cargo build --locked --release --workspace --bin weir
   WEIR="$CARGO_TARGET_DIR/release/weir"
+fi
+# Builds with epoch commits also checkpoint when windows close.
+NO_WINDOW_CLOSE=""
+if "$WEIR" local --help 2>/dev/null | grep -q -- --checkpoint-on-window-close; then
+  NO_WINDOW_CLOSE="--checkpoint-on-window-close false"
 fi
 DATA="$CARGO_TARGET_DIR/bench-data"
 mkdir -p "$DATA"
@@ -73,8 +83,16 @@ mean_field() { # log key
     awk '{ s += $1; n++ } END { if (n) printf "%.0f", s / n; else printf "-" }'
 }
 
-printf '%-8s %-6s %8s %14s %8s %6s %9s %12s %14s\n' \
-  devices store cpu_s "records/cpu-s" rss_MB ckpts mean_ms mean_bytes mean_uploaded
+# Mean and maximum wait of committed rows (from the first row of an epoch
+# to its commit: for window rows, from the watermark passing the window to
+# the rows being visible), over the "epoch committed" log lines.
+commit_wait() { # log
+  grep "epoch committed" "$1" | grep -o "waited_ms=[0-9]*" | cut -d= -f2 |
+    awk '{ s += $1; n++; if ($1 > m) m = $1 } END { if (n) printf "%.0f/%d", s / n, m; else printf "-" }'
+}
+
+printf '%-8s %-6s %8s %14s %8s %6s %9s %12s %14s %14s\n' \
+  devices store cpu_s "records/cpu-s" rss_MB ckpts mean_ms mean_bytes mean_uploaded wait_ms_avg/max
 
 for devices in $DEVICES; do
   input=$(data_set "$devices")
@@ -86,7 +104,10 @@ for devices in $DEVICES; do
       --rate-limit "$RATE_LIMIT" --quiet)
     envs=()
     case $store in
-      none) args+=(--checkpoint-interval 1h) ;;
+      # No checkpoint at all: no interval, and (in builds that have them)
+      # no checkpoints when windows close. Output is then committed by the
+      # final checkpoint alone.
+      none) args+=(--checkpoint-interval 1h $NO_WINDOW_CLOSE) ;;
       local) args+=(--checkpoint-interval "$INTERVAL") ;;
       s3)
         [ -n "$S3_PORT" ] || start_s3
@@ -104,11 +125,11 @@ for devices in $DEVICES; do
       "$WEIR" "${args[@]}" > "$out/log" 2>&1
     read -r user sys rss_kb < "$out/time"
     cpu=$(echo "$user + $sys" | bc -l)
-    printf '%-8s %-6s %8.2f %14.0f %8.0f %6s %9s %12s %14s\n' \
+    printf '%-8s %-6s %8.2f %14.0f %8.0f %6s %9s %12s %14s %14s\n' \
       "$devices" "$store" "$cpu" "$(echo "$RECORDS / $cpu" | bc -l)" "$(echo "$rss_kb / 1024" | bc -l)" \
       "$(grep -c 'checkpoint completed' "$out/log" || true)" \
       "$(mean_field "$out/log" duration_ms)" "$(mean_field "$out/log" bytes)" \
-      "$(mean_field "$out/log" incremental_bytes)"
+      "$(mean_field "$out/log" incremental_bytes)" "$(commit_wait "$out/log")"
   done
 done
 

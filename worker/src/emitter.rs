@@ -652,4 +652,22 @@ mod tests {
         assert_eq!(dl[0].kind, "event-time-out-of-range");
         assert!(!e.has_pending());
     }
+
+    /// Dead letters go to the local window task in order with the
+    /// barriers (their epoch is the barrier's that follows them), one
+    /// envelope for consecutive ones.
+    #[test]
+    fn dead_letters_keep_their_place_before_and_after_a_barrier() {
+        let routing = Routing::new(vec![0; 128], 2, Some(1));
+        let mut e = Emitter::new(config(10), routing);
+        e.dead_letter("1".into(), 1, "truncated", "x".into(), b"a");
+        e.dead_letter("2".into(), 1, "truncated", "x".into(), b"b");
+        e.barrier(4);
+        e.dead_letter("3".into(), 1, "truncated", "x".into(), b"c");
+        let out = describe(&mut e);
+        assert_eq!(out[0], "To(1) dead letters 2");
+        assert!(out[1].contains("barrier 4"), "{out:?}");
+        assert_eq!(out.last().map(String::as_str), Some("To(1) dead letters 1"));
+        assert_eq!(e.bad(), 3);
+    }
 }

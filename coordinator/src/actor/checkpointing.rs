@@ -532,3 +532,81 @@ pub(crate) fn checkpoint_of_metadata_key(key: &str) -> Option<u64> {
         .parse()
         .ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(state_file: &str, staged: Option<&str>) -> pb::TaskState {
+        pb::TaskState {
+            worker_id: "w".into(),
+            windows: vec![pb::WindowState {
+                end: 60_000,
+                files: vec![pb::StateFile {
+                    key: state_file.into(),
+                    ..Default::default()
+                }],
+            }],
+            sink_epochs: staged
+                .map(|key| pb::SinkEpoch {
+                    epoch: 3,
+                    outputs: vec![pb::StagedOutput {
+                        output: "sensors_local".into(),
+                        key: key.into(),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                })
+                .into_iter()
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    /// Retention keeps what the kept checkpoints reference — state files
+    /// and the staged output of their uncommitted epochs — and deletes the
+    /// rest.
+    #[tokio::test]
+    async fn retention_keeps_the_staged_output_kept_checkpoints_reference() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = CheckpointStore::local(dir.path(), "job");
+        let tasks = [
+            task("shared/a.sst", None),
+            task("shared/b.sst", Some("shared/i-e2-sensors_local")),
+            task("shared/c.sst", Some("shared/i-e3-sensors_local")),
+            task("shared/c.sst", Some("shared/i-e3-sensors_local")),
+        ];
+        for (i, t) in tasks.iter().enumerate() {
+            let n = i as u64 + 1;
+            let metadata = ckpt::CheckpointMetadata {
+                checkpoint: n,
+                tasks: vec![t.clone()],
+                ..Default::default()
+            };
+            store
+                .put(&metadata_key(n), metadata.encode_to_vec())
+                .await
+                .expect("put");
+        }
+        for key in [
+            "shared/a.sst",
+            "shared/b.sst",
+            "shared/c.sst",
+            "shared/i-e2-sensors_local",
+            "shared/i-e3-sensors_local",
+        ] {
+            store.put(key, b"x".to_vec()).await.expect("put");
+        }
+        retain(&store, 4, 2).await.expect("retain");
+        let left = store.list("").await.expect("list");
+        assert_eq!(
+            left,
+            [
+                "chk-3/_metadata",
+                "chk-4/_metadata",
+                "shared/c.sst",
+                "shared/i-e3-sensors_local"
+            ]
+        );
+    }
+}

@@ -50,15 +50,23 @@ pub(super) async fn fetch(
         checkpoint: from.checkpoint,
         message: format!("{} ({})", what, store.describe()),
     };
-    let bytes = store
-        .get(&from.metadata)
-        .await
-        .map_err(|e| fail(e.to_string()))?;
+    // A store that fails for a reason that may pass (unreachable, I/O) is
+    // not a damaged checkpoint: the generation fails and is tried again,
+    // rather than the job falling back to an older checkpoint whose
+    // successors' output is already committed.
+    let store_error = |e: weir_common::checkpoint::StoreError| {
+        if e.is_retryable() {
+            JobError::Checkpoint(format!("cannot fetch checkpoint {}: {e}", from.checkpoint))
+        } else {
+            fail(e.to_string())
+        }
+    };
+    let bytes = store.get(&from.metadata).await.map_err(store_error)?;
     let metadata = CheckpointMetadata::decode(bytes.as_slice())
         .map_err(|e| fail(format!("{}: {e}", from.metadata)))?;
     tokio::fs::create_dir_all(dir)
         .await
-        .map_err(|e| fail(format!("{}: {e}", dir.display())))?;
+        .map_err(|e| JobError::Checkpoint(format!("cannot restore into {}: {e}", dir.display())))?;
     let mut watermarks: Vec<Option<(i64, bool)>> = vec![None; inputs];
     let mut fired = i64::MAX;
     let mut by_window: BTreeMap<i64, Vec<RestoredFile>> = BTreeMap::new();
@@ -90,10 +98,7 @@ pub(super) async fn fetch(
                     continue;
                 }
                 let local = dir.join(format!("{}.sst", fetched.len()));
-                total += store
-                    .get_file(&f.key, &local)
-                    .await
-                    .map_err(|e| fail(e.to_string()))?;
+                total += store.get_file(&f.key, &local).await.map_err(store_error)?;
                 by_window.entry(window.end).or_default().push(RestoredFile {
                     local,
                     spill: f.spill,

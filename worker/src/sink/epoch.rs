@@ -54,6 +54,9 @@ pub struct SealedEpoch {
     pub files: Vec<StagedFile>,
     /// Taken over from a checkpoint: it may have been committed before.
     pub restored: bool,
+    /// When its first row was staged (emitted): its rows have waited since
+    /// at most this long for their commit (`None` when restored).
+    pub first_row_at: Option<std::time::Instant>,
 }
 
 impl SealedEpoch {
@@ -142,6 +145,7 @@ impl SealedEpoch {
             key_groups,
             files,
             restored: true,
+            first_row_at: None,
         })
     }
 }
@@ -166,6 +170,8 @@ pub struct Stager {
     open: [Option<Stage>; 4],
     /// Rows staged in the open epoch, by output.
     rows: [u64; 4],
+    /// When the open epoch's first row was staged.
+    first_row_at: Option<std::time::Instant>,
     /// Dead-letter kinds logged (each kind once).
     seen_kinds: HashSet<String>,
 }
@@ -185,6 +191,7 @@ impl Stager {
             seq: 0,
             open: Default::default(),
             rows: [0; 4],
+            first_row_at: None,
             seen_kinds: HashSet::new(),
         }
     }
@@ -198,6 +205,9 @@ impl Stager {
     /// staged by an earlier call that failed part way, so that a retry
     /// stages each row once.
     pub fn stage(&mut self, batch: &OutputBatch, done: &mut [bool; 4]) -> Result<(), SinkError> {
+        if !batch.is_empty() && self.first_row_at.is_none() {
+            self.first_row_at = Some(std::time::Instant::now());
+        }
         for output in Output::ALL {
             if done[output.index()] {
                 continue;
@@ -309,6 +319,7 @@ impl Stager {
         }
         self.seq += 1;
         self.rows = [0; 4];
+        let first_row_at = self.first_row_at.take();
         if files.is_empty() {
             return Ok(None);
         }
@@ -317,6 +328,7 @@ impl Stager {
             key_groups: self.key_groups,
             files,
             restored: false,
+            first_row_at,
         }))
     }
 }

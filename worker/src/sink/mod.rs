@@ -185,7 +185,12 @@ impl SinkTask {
             if !self.committer.commit(epoch).await? {
                 return Ok(Next::Aborted);
             }
-            tracing::debug!(epoch = epoch.epoch, rows, "epoch committed");
+            // How long its rows waited (from the first one's emission: for
+            // window rows, the watermark passing their window).
+            let waited_ms = epoch
+                .first_row_at
+                .map(|t| weir_common::time::millis(t.elapsed()));
+            tracing::info!(epoch = epoch.epoch, rows, waited_ms, "epoch committed");
             sealed.pop_front();
         }
         Ok(Next::Go)
