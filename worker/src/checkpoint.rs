@@ -100,21 +100,10 @@ impl Uploader {
                     staged = Some((checkpoint, epochs));
                 }
                 Some(UploaderMsg::StageFailed { checkpoint, reason }) => {
-                    tracing::warn!(checkpoint, %reason, "checkpoint declined");
                     if ready.as_ref().is_some_and(|a| a.checkpoint == checkpoint) {
                         ready = None;
                     }
-                    let declined = pb::CheckpointDeclined {
-                        generation: self.generation,
-                        checkpoint,
-                        reason,
-                    };
-                    if self
-                        .events
-                        .send(CheckpointEvent::Declined(declined))
-                        .await
-                        .is_err()
-                    {
+                    if !self.decline(checkpoint, reason).await {
                         return;
                     }
                 }
@@ -145,19 +134,8 @@ impl Uploader {
                             ready = Some(ack);
                         }
                         Err(reason) => {
-                            tracing::warn!(checkpoint = n, %reason, "checkpoint declined");
                             ready = None;
-                            let declined = pb::CheckpointDeclined {
-                                generation: self.generation,
-                                checkpoint: n,
-                                reason,
-                            };
-                            if self
-                                .events
-                                .send(CheckpointEvent::Declined(declined))
-                                .await
-                                .is_err()
-                            {
+                            if !self.decline(n, reason).await {
                                 return;
                             }
                         }
@@ -178,6 +156,21 @@ impl Uploader {
                 }
             }
         }
+    }
+
+    /// Tells the coordinator this task cannot complete `checkpoint`;
+    /// `false` if the deployment is gone.
+    async fn decline(&self, checkpoint: u64, reason: String) -> bool {
+        tracing::warn!(checkpoint, %reason, "checkpoint declined");
+        let declined = pb::CheckpointDeclined {
+            generation: self.generation,
+            checkpoint,
+            reason,
+        };
+        self.events
+            .send(CheckpointEvent::Declined(declined))
+            .await
+            .is_ok()
     }
 
     /// Uploads the files the store does not have; returns the ack.

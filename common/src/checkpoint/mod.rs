@@ -218,7 +218,8 @@ impl CheckpointStore {
     }
 
     /// Copies the local file `from` into the store as `key`; returns its
-    /// size.
+    /// size. `from` must not change afterwards: a store in a directory on
+    /// the same file system links it instead of copying it.
     pub async fn put_file(&self, key: &str, from: &Path) -> Result<u64, StoreError> {
         match &self.backend {
             Backend::Local(l) => l.put_file(key, from).await,
