@@ -366,7 +366,7 @@ impl Committer {
 
     /// Sleeps for `delay` and doubles it (up to the maximum); `false` if
     /// aborted meanwhile.
-    async fn pause(&self, delay: &mut Duration) -> bool {
+    pub(super) async fn pause(&self, delay: &mut Duration) -> bool {
         let sleep = *delay;
         *delay = (*delay * 2).min(self.config.retry_max);
         tokio::select! {

@@ -161,7 +161,7 @@ impl SinkTask {
                 }
                 Err(e) => return Err(e),
             }
-            if !self.pause(&mut delay).await {
+            if !self.committer.pause(&mut delay).await {
                 return Ok(Next::Aborted);
             }
         }
@@ -272,18 +272,6 @@ impl SinkTask {
                     }
                 }
             }
-        }
-    }
-
-    /// Sleeps for `delay` and doubles it (up to the maximum); `false` if
-    /// aborted meanwhile.
-    async fn pause(&self, delay: &mut Duration) -> bool {
-        let sleep = *delay;
-        *delay = (*delay * 2).min(self.committer.config.retry_max);
-        tokio::select! {
-            biased;
-            _ = self.committer.abort.cancelled() => false,
-            _ = tokio::time::sleep(sleep) => true,
         }
     }
 }
