@@ -48,8 +48,8 @@ enum Command {
     Produce(produce::ProduceArgs),
     /// Print (or apply) the DDL of the output tables.
     Ddl(ddl::DdlArgs),
-    /// Print the default job spec as YAML.
-    Spec,
+    /// Print the default job spec as YAML, or check a spec file (`--check`).
+    Spec(SpecArgs),
 }
 
 fn init_logging() {
@@ -87,6 +87,24 @@ fn tune_allocator() {
     }
 }
 
+#[derive(clap::Args, Debug)]
+struct SpecArgs {
+    /// Validate this spec file and print it with every default filled in
+    /// (exit status 1 and the offending key when it is invalid): a check
+    /// before deploying it, e.g. in a Helm chart's ConfigMap.
+    #[arg(long, value_name = "FILE")]
+    check: Option<std::path::PathBuf>,
+}
+
+fn print_spec(args: SpecArgs) -> anyhow::Result<()> {
+    let spec = match &args.check {
+        Some(path) => weir_common::spec::JobSpec::load(path)?,
+        None => weir_common::spec::JobSpec::default(),
+    };
+    print!("{}", serde_yaml::to_string(&spec)?);
+    Ok(())
+}
+
 fn main() -> ExitCode {
     tune_allocator();
     let cli = Cli::parse();
@@ -99,9 +117,7 @@ fn main() -> ExitCode {
         Command::Gen(args) => gen::run(args),
         Command::Produce(args) => produce::run(args),
         Command::Ddl(args) => ddl::run(args),
-        Command::Spec => serde_yaml::to_string(&weir_common::spec::JobSpec::default())
-            .map(|yaml| print!("{yaml}"))
-            .map_err(anyhow::Error::from),
+        Command::Spec(args) => print_spec(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
