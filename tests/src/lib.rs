@@ -70,7 +70,11 @@ pub fn weir_bin() -> &'static Path {
             .and_then(|s| s.to_str())
             .unwrap_or("debug");
         let mut cmd = std::process::Command::new(cargo);
-        cmd.args(["build", "--quiet", "--workspace", "--bin", "weir"]);
+        // With every target, as nextest builds them: features are then
+        // unified the same way (dev-dependencies turn some on), so this
+        // finds the binary built and does not rebuild half the workspace
+        // with other features — which the next test build would undo.
+        cmd.args(["build", "--quiet", "--workspace", "--all-targets"]);
         if profile == "release" {
             cmd.arg("--release");
         }
