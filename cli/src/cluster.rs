@@ -9,6 +9,7 @@ use clap::Args;
 use weir_common::spec::{JobSpec, SourceKind};
 use weir_common::tasks::TaskGroup;
 use weir_coordinator::discovery::Discovery;
+use weir_coordinator::kubernetes::WorkerSet;
 use weir_coordinator::{Coordinator, CoordinatorConfig};
 use weir_worker::node::{WorkerConfig, WorkerNode};
 
@@ -33,6 +34,21 @@ pub struct CoordinatorArgs {
     /// Quiet time after workers join or leave before redeploying.
     #[arg(long, default_value = "1s")]
     pub settle: weir_common::spec::Duration,
+    /// Watch the workers' StatefulSet: its replicas are the workers the job
+    /// runs on, and `weir ctl rescale` patches them. Uses the pod's service
+    /// account (or KUBECONFIG outside a cluster).
+    #[arg(long)]
+    pub kubernetes: bool,
+    /// The workers' StatefulSet (with --kubernetes).
+    #[arg(long, env = "WEIR_WORKER_STATEFULSET", default_value = "weir-worker")]
+    pub worker_statefulset: String,
+    /// Its namespace (default: the coordinator's own).
+    #[arg(long, env = "WEIR_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// How long a rescale waits for the workers it asked for to register
+    /// before it goes on with those there are.
+    #[arg(long, default_value = "3m")]
+    pub rescale_patience: weir_common::spec::Duration,
 }
 
 #[derive(Args, Debug)]
@@ -52,6 +68,11 @@ pub struct WorkerArgs {
     /// Working directory for state, overriding the job spec's.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// On SIGTERM the worker waits this long for the coordinator to
+    /// checkpoint its state and run the job without it (keep it below the
+    /// pod's termination grace period).
+    #[arg(long, default_value = "90s")]
+    pub leave_timeout: weir_common::spec::Duration,
 }
 
 /// The coordinator's configuration for a spec: paths made absolute (workers
@@ -90,13 +111,22 @@ pub fn coordinator_config(
 
 pub fn run_coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
     let spec = args.job.resolve()?;
-    let config = coordinator_config(
+    let mut config = coordinator_config(
         spec,
         args.heartbeat_timeout.std(),
         args.min_workers,
         args.settle.std(),
     )?;
+    config.rescale_patience = args.rescale_patience.std();
     runtime()?.block_on(async move {
+        if args.kubernetes {
+            let set =
+                WorkerSet::from_environment(args.namespace.as_deref(), &args.worker_statefulset)
+                    .await
+                    .context("--kubernetes")?;
+            tracing::info!(statefulset = %set.target(), "watching the workers' StatefulSet");
+            config.worker_set = Some(set);
+        }
         let root = TaskGroup::root();
         let coordinator = Coordinator::start(config, args.listen, Some(args.http), &root).await?;
         let failure = tokio::select! {
@@ -123,12 +153,21 @@ pub fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
         data_dir: args.data_dir,
         own_subdirectories: true,
     };
+    let leave_timeout = args.leave_timeout.std();
     runtime()?.block_on(async move {
         let root = TaskGroup::root();
         let node = WorkerNode::start(config, &root).await?;
         tracing::info!(address = %node.local_addr, "worker listening");
         let failure = tokio::select! {
-            r = wait_for_signal() => { r?; None }
+            r = wait_for_signal() => {
+                r?;
+                // A scale-down, an upgrade, a drained node: hand the work
+                // over through a checkpoint before going.
+                if node.leave(leave_timeout).await {
+                    tracing::info!("left the cluster: the job runs without this worker");
+                }
+                None
+            }
             reason = node.stopped() => reason,
         };
         tracing::info!("shutting down");

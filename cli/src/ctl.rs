@@ -59,6 +59,10 @@ pub enum CtlCommand {
     },
     /// Change the checkpoint interval of the running job (e.g. 30s).
     CheckpointInterval { interval: SpecDuration },
+    /// Run the job on N workers: on Kubernetes, patches the workers'
+    /// StatefulSet's scale (as `kubectl scale` does); the coordinator then
+    /// rescales the job from a checkpoint.
+    Rescale { workers: u32 },
 }
 
 pub fn run(args: CtlArgs) -> anyhow::Result<()> {
@@ -77,6 +81,11 @@ pub fn run(args: CtlArgs) -> anyhow::Result<()> {
             from.as_ref()
                 .map(|f| serde_json::json!({ "from": f }).to_string())
                 .unwrap_or_default(),
+        ),
+        CtlCommand::Rescale { workers } => (
+            "POST",
+            "/api/v1/job/rescale",
+            serde_json::json!({ "workers": workers }).to_string(),
         ),
         CtlCommand::Checkpoints => ("GET", "/api/v1/checkpoints", String::new()),
         CtlCommand::Checkpoint { savepoint } => (
@@ -230,7 +239,18 @@ fn print_job(j: &JobStatus) {
         println!("error       {}", j.error);
     }
     println!("generation  {}", j.generation);
-    println!("workers     {}", j.workers);
+    let rescaling = if j.rescaling.is_empty() {
+        String::new()
+    } else {
+        format!(", rescaling ({})", j.rescaling)
+    };
+    println!(
+        "workers     {} (wanted {}{rescaling})",
+        j.workers, j.desired_workers
+    );
+    if !j.kubernetes.is_empty() {
+        println!("kubernetes  {}", j.kubernetes);
+    }
     println!(
         "records     {} in ({}/s), {} rows out ({}/s)",
         group(j.records_in),
@@ -261,6 +281,26 @@ fn print_job(j: &JobStatus) {
             if p.finished { "yes" } else { "no" },
             p.name
         );
+    }
+    if !j.rescales.is_empty() {
+        println!();
+        println!(
+            "{:<24} {:>4} {:>4} {:<8} {:>10} {:>10} {:>9}  OUTCOME",
+            "RESCALED", "FROM", "TO", "CAUSE", "CHECKPOINT", "GENERATION", "TOOK"
+        );
+        for r in &j.rescales {
+            println!(
+                "{:<24} {:>4} {:>4} {:<8} {:>10} {:>10} {:>7}ms  {}",
+                format_utc_ms(r.started_ms),
+                r.from,
+                r.to,
+                r.cause,
+                r.checkpoint,
+                r.generation,
+                r.duration_ms,
+                r.outcome
+            );
+        }
     }
 }
 

@@ -9,6 +9,7 @@
 //! | GET | `/api/v1/job` | `JobStatus` |
 //! | POST | `/api/v1/job/stop` | `JobStatus`, or 409 if there is nothing to stop |
 //! | POST | `/api/v1/job/resume` | `JobStatus`, or 409 unless stopped or failed |
+//! | POST | `/api/v1/job/rescale` `{"workers": N}` | `JobStatus`; 409 outside Kubernetes or when the API refuses, 503 when it may work later |
 //!
 //! Errors are JSON `{"error": "..."}` with a 4xx/5xx status.
 
@@ -59,6 +60,11 @@ impl api::admin_server::Admin for AdminService {
         Ok(tonic::Response::new(self.handle.resume(from).await?))
     }
 
+    async fn rescale(&self, r: Request<api::RescaleRequest>) -> Reply<api::JobStatus> {
+        let workers = r.into_inner().workers;
+        Ok(tonic::Response::new(self.handle.rescale(workers).await?))
+    }
+
     async fn list_checkpoints(
         &self,
         _: Request<api::ListCheckpointsRequest>,
@@ -102,6 +108,7 @@ impl From<AdminError> for ApiError {
             AdminError::Conflict(m) => ApiError(StatusCode::CONFLICT, m),
             AdminError::Invalid(m) => ApiError(StatusCode::BAD_REQUEST, m),
             AdminError::Unavailable => ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+            AdminError::TryAgain(m) => ApiError(StatusCode::SERVICE_UNAVAILABLE, m),
         }
     }
 }
@@ -113,6 +120,7 @@ pub fn router(handle: CoordinatorHandle) -> axum::Router {
         .route("/api/v1/job", get(job))
         .route("/api/v1/job/stop", post(stop))
         .route("/api/v1/job/resume", post(resume))
+        .route("/api/v1/job/rescale", post(rescale))
         .route(
             "/api/v1/checkpoints",
             get(checkpoints).post(trigger_checkpoint),
@@ -165,6 +173,14 @@ async fn resume(
     let request: api::ResumeJobRequest = body(&bytes)?;
     let from = Some(request.from).filter(|f| !f.trim().is_empty());
     Ok(Json(h.resume(from).await?))
+}
+
+async fn rescale(
+    State(h): State<CoordinatorHandle>,
+    bytes: axum::body::Bytes,
+) -> Result<Json<api::JobStatus>, ApiError> {
+    let request: api::RescaleRequest = body(&bytes)?;
+    Ok(Json(h.rescale(request.workers).await?))
 }
 
 async fn checkpoints(

@@ -12,7 +12,8 @@
 //! - [`scheduler`]: partitions and key-group ranges over the live workers.
 //! - [`checkpoints`]: the checkpoint coordinator's state machine;
 //!   [`restore`]: which completed checkpoint a job restores;
-//!   [`discovery`]: a Pulsar topic's partitions.
+//!   [`discovery`]: a Pulsar topic's partitions; [`kubernetes`]: the
+//!   workers' StatefulSet (its replicas are the workers the job wants).
 //! - [`control`]: the workers' control streams; [`admin`]: the admin API
 //!   over gRPC and REST; [`prometheus`]: `/metrics`.
 
@@ -21,9 +22,12 @@ pub mod admin;
 pub mod checkpoints;
 pub mod control;
 pub mod discovery;
+pub mod kubernetes;
 pub mod prometheus;
 pub mod restore;
 pub mod scheduler;
+#[cfg(test)]
+mod testing;
 
 use std::net::SocketAddr;
 
@@ -168,10 +172,18 @@ impl Coordinator {
         config.address = grpc_addr.to_string();
         let tasks = parent.child();
         let shutdown = tasks.token().clone();
+        let worker_set = config.worker_set.clone();
         let (handle, actor) = actor::spawn(config, checkpoints, shutdown.clone());
         tasks.spawn_critical("the coordinator actor", async move {
             actor.await.map_err(|e| e.to_string())
         });
+        if let Some(set) = worker_set {
+            let watch = set.watch(handle.clone(), shutdown.clone());
+            tasks.spawn_critical("the StatefulSet watch", async move {
+                watch.await;
+                Ok::<(), std::convert::Infallible>(())
+            });
+        }
         if let Some((discovery, client)) = discovered {
             let run = discovery::run(discovery, client, handle.clone(), shutdown.clone());
             tasks.spawn_critical("partition discovery", async move {

@@ -175,6 +175,19 @@ impl Cluster {
         proc.signal(signal);
     }
 
+    /// SIGTERMs a worker, as Kubernetes does to a pod it removes, and
+    /// waits (up to `timeout`) for it to leave; returns its exit status.
+    pub fn stop_worker(&mut self, id: &str, timeout: Duration) -> std::process::ExitStatus {
+        let i = self
+            .workers
+            .iter()
+            .position(|(w, _, _)| w == id)
+            .unwrap_or_else(|| panic!("no worker {id}"));
+        let (_, _, mut proc) = self.workers.remove(i);
+        proc.signal("TERM");
+        proc.wait(timeout)
+    }
+
     /// SIGKILLs a worker.
     pub fn kill_worker(&mut self, id: &str) {
         let i = self

@@ -26,6 +26,12 @@
 //! letter once. Lateness itself is not computed independently: with several
 //! partitions it depends on how they interleave, which is exactly why a
 //! reading's fate must be decided once (see the sink's epochs).
+//!
+//! The same rig rescales instead ([`Schedule::Replicas`]): workers are
+//! started, or stopped with SIGTERM (the highest ids first), as a
+//! StatefulSet scaled to each count in turn would; every rescale must end
+//! with a generation that restored a checkpoint taken for it, on every key
+//! group, and the output must again be exactly once.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -42,7 +48,10 @@ use crate::{args, generate, read_parts, wait_for, weir};
 
 const TOPIC: &str = "persistent://public/default/soak";
 const PARTITIONS: u32 = 4;
+/// Workers of a fault soak.
 const WORKERS: usize = 3;
+/// The job's key groups (the spec's default `state.max_parallelism`).
+const MAX_PARALLELISM: u16 = 128;
 const MINUTE: i64 = 60_000;
 /// Windows are checked against the readings that were not late, computed
 /// with no lateness at all.
@@ -58,12 +67,24 @@ pub enum Sink {
     Jsonl,
 }
 
+/// What happens to the cluster while the producer publishes.
+#[derive(Clone, Debug)]
+pub enum Schedule {
+    /// Faults of every kind, about this far apart (each ±50%).
+    Faults(Duration),
+    /// Start with `initial` workers; at each `(time, count)` scale to
+    /// `count` workers.
+    Replicas {
+        initial: usize,
+        changes: Vec<(Duration, usize)>,
+    },
+}
+
 #[derive(Clone, Debug)]
 pub struct SoakConfig {
     /// How long the producer publishes (faults strike meanwhile).
     pub duration: Duration,
-    /// Mean time between faults (each is ±50%).
-    pub fault_every: Duration,
+    pub schedule: Schedule,
     pub seed: u64,
     /// Messages published per second.
     pub rate: u32,
@@ -76,6 +97,8 @@ pub struct SoakConfig {
 pub struct Report {
     /// `(seconds into the run, fault)`.
     pub faults: Vec<(f64, String)>,
+    /// The job status's rescales (a replicas schedule), oldest first.
+    pub rescales: Vec<Json>,
     pub records: u64,
     pub dead_letters_injected: u64,
     pub rows_checked: u64,
@@ -102,6 +125,9 @@ impl Report {
         println!("soak: {} faults injected", self.faults.len());
         for (at, f) in &self.faults {
             println!("  {at:7.1} s  {f}");
+        }
+        for r in &self.rescales {
+            println!("soak: rescale {r}");
         }
         println!(
             "soak: {} records, {} undecodable messages injected, {:.0} s, {} generations, {} checkpoints",
@@ -178,6 +204,8 @@ impl Fault {
 /// servers they use).
 struct Rig {
     cluster: Cluster,
+    /// Workers running now (`w-0` .. `w-{running-1}`).
+    running: usize,
     /// By worker: its proxy to the coordinator.
     coordinator_proxies: Vec<FaultProxy>,
     ch_proxy: Option<FaultProxy>,
@@ -196,9 +224,83 @@ impl Rig {
         self.cluster.start_worker_via(&Self::worker_id(i), &addr);
     }
 
+    /// Scales to `n` workers as a StatefulSet does: new ones get the next
+    /// ids; the highest ids are stopped with SIGTERM, and must leave
+    /// cleanly (exit 0) once the coordinator released them.
+    fn scale_to(&mut self, n: usize, problems: &mut Vec<String>) -> String {
+        let from = self.running;
+        for i in from..n {
+            self.start_worker(i);
+        }
+        for i in (n..from).rev() {
+            let id = Self::worker_id(i);
+            let asked = Instant::now();
+            let status = self.cluster.stop_worker(&id, Duration::from_secs(120));
+            if !status.success() {
+                problems.push(format!(
+                    "worker {id} did not leave cleanly on SIGTERM: {status}"
+                ));
+            }
+            // Released once the checkpoint completed, not after its leave
+            // timeout (90 s).
+            if asked.elapsed() > Duration::from_secs(30) {
+                problems.push(format!(
+                    "worker {id} took {:?} to leave: the coordinator did not release it",
+                    asked.elapsed()
+                ));
+            }
+        }
+        self.running = n;
+        format!("scaled from {from} to {n} workers")
+    }
+
+    /// Waits for the job status to show `count` rescales, the last one
+    /// ended; checks that it restored a checkpoint of its own on every key
+    /// group.
+    fn rescaled(&self, count: usize, to: usize, report: &mut Report) {
+        let mut job = Json::Null;
+        let ended = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            wait_for("the rescale to end", Duration::from_secs(120), || {
+                job = self.cluster.job();
+                job["rescales"].as_array().map_or(0, Vec::len) >= count
+                    && job["rescaling"].as_str().unwrap_or("").is_empty()
+            })
+        }));
+        if ended.is_err() {
+            report
+                .problems
+                .push(format!("rescale {count} did not end: {job}"));
+            return;
+        }
+        let r = job["rescales"][0].clone();
+        let checkpoint = r["checkpoint"].as_u64().unwrap_or(0);
+        if r["outcome"] != "done" || r["to"].as_u64() != Some(to as u64) || checkpoint == 0 {
+            report
+                .problems
+                .push(format!("rescale {count} went otherwise than planned: {r}"));
+        }
+        // The new generation restored that checkpoint on every key group
+        // (the metrics of all its workers, once they have reported).
+        let mut restored = Json::Null;
+        let whole = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            wait_for("the restored key groups", Duration::from_secs(20), || {
+                restored = self.cluster.job();
+                restored["restored_checkpoint"].as_u64() == Some(checkpoint)
+                    && restored["restored_key_groups"].as_u64() == Some(u64::from(MAX_PARALLELISM))
+            })
+        }));
+        if whole.is_err() {
+            report.problems.push(format!(
+                "rescale {count}: the new generation did not restore checkpoint {checkpoint} on every key group: restored_checkpoint {}, restored_key_groups {}",
+                restored["restored_checkpoint"], restored["restored_key_groups"]
+            ));
+        }
+        report.rescales.push(r);
+    }
+
     /// Injects `fault`; returns what was done.
     fn inject(&mut self, fault: Fault, rng: &mut Rng) -> String {
-        let i = rng.below(WORKERS as u64) as usize;
+        let i = rng.below(self.running as u64) as usize;
         let id = Self::worker_id(i);
         let lease = HEARTBEAT_TIMEOUT * 3 / 4;
         match fault {
@@ -315,8 +417,6 @@ pub fn run(dir: &Path, config: &SoakConfig) -> Report {
         "8s",
         "--data-dir",
         "data",
-        "--min-workers",
-        &WORKERS.to_string(),
         "--heartbeat-timeout",
         &format!("{}s", HEARTBEAT_TIMEOUT.as_secs()),
         "--checkpoint-interval",
@@ -331,22 +431,29 @@ pub fn run(dir: &Path, config: &SoakConfig) -> Report {
         ])),
         _ => coordinator_args.extend(args(&["--output", "out"])),
     }
+    let (initial, most) = match &config.schedule {
+        Schedule::Faults(_) => (WORKERS, WORKERS),
+        Schedule::Replicas { initial, changes } => (
+            *initial,
+            changes.iter().map(|c| c.1).fold(*initial, usize::max),
+        ),
+    };
+    coordinator_args.extend(args(&["--min-workers", &initial.to_string()]));
     let cluster = Cluster::start(dir, &coordinator_args, 0);
     let coordinator: std::net::SocketAddr = format!("127.0.0.1:{}", cluster.grpc_port)
         .parse()
         .expect("address");
-    let coordinator_proxies = (0..WORKERS)
-        .map(|_| FaultProxy::start(coordinator))
-        .collect();
+    let coordinator_proxies = (0..most).map(|_| FaultProxy::start(coordinator)).collect();
     let mut rig = Rig {
         cluster,
+        running: initial,
         coordinator_proxies,
         ch_proxy,
         ch,
         broker,
         coordinator_args,
     };
-    for i in 0..WORKERS {
+    for i in 0..initial {
         rig.start_worker(i);
     }
     rig.cluster.wait_state("running", Duration::from_secs(120));
@@ -371,7 +478,12 @@ pub fn run(dir: &Path, config: &SoakConfig) -> Report {
     // run meets each kind.
     let mut deck: Vec<Fault> = Vec::new();
     let mut injected = BTreeSet::new();
-    let mut next_fault = jitter(&mut rng, config.fault_every);
+    let (fault_every, mut changes) = match &config.schedule {
+        Schedule::Faults(every) => (Some(*every), Vec::new()),
+        Schedule::Replicas { changes, .. } => (None, changes.clone()),
+    };
+    changes.reverse();
+    let mut next_fault = fault_every.map(|every| jitter(&mut rng, every));
     let mut next_letter = Duration::from_secs(2);
     let run_started = Instant::now();
     loop {
@@ -386,7 +498,16 @@ pub fn run(dir: &Path, config: &SoakConfig) -> Report {
             injected.insert((partition, format!("{ledger}:{entry}:-1")));
             next_letter = now + Duration::from_millis(1500 + rng.below(1000));
         }
-        if now >= next_fault {
+        if changes.last().is_some_and(|(at, _)| now >= *at) {
+            let (_, n) = changes.pop().expect("a change");
+            let at = started.elapsed().as_secs_f64();
+            let what = rig.scale_to(n, &mut report.problems);
+            println!("soak: {at:7.1} s  {what}");
+            report.faults.push((at, what));
+            let count = report.rescales.len() + 1;
+            rig.rescaled(count, n, &mut report);
+        }
+        if let Some(every) = fault_every.filter(|_| next_fault.is_some_and(|due| now >= due)) {
             if deck.is_empty() {
                 deck = Fault::all(config.sink);
                 for k in (1..deck.len()).rev() {
@@ -398,7 +519,7 @@ pub fn run(dir: &Path, config: &SoakConfig) -> Report {
             let what = rig.inject(fault, &mut rng);
             println!("soak: {at:7.1} s  {what}");
             report.faults.push((at, what));
-            next_fault = run_started.elapsed() + jitter(&mut rng, config.fault_every);
+            next_fault = Some(run_started.elapsed() + jitter(&mut rng, every));
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -707,7 +828,7 @@ pub fn config_from_env() -> SoakConfig {
     };
     SoakConfig {
         duration: Duration::from_secs(get("SOAK_MINUTES", 10) * 60),
-        fault_every: Duration::from_secs(get("SOAK_FAULT_EVERY_S", 20)),
+        schedule: Schedule::Faults(Duration::from_secs(get("SOAK_FAULT_EVERY_S", 20))),
         seed: get("SOAK_SEED", 1),
         rate: get("SOAK_RATE", 2000) as u32,
         devices: get("SOAK_DEVICES", 1000) as u32,

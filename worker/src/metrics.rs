@@ -75,6 +75,9 @@ pub struct JobMetrics {
     pub partitions: Vec<PartitionMetrics>,
     /// The checkpoint this deployment restored its state from (0: none).
     pub restored_checkpoint: AtomicU64,
+    /// Key groups (and bytes) restored from it.
+    pub restored_key_groups: AtomicU64,
+    pub restored_bytes: AtomicU64,
     phase: AtomicU8,
 }
 
@@ -125,6 +128,8 @@ impl JobMetrics {
                 .map(|_| PartitionMetrics::default())
                 .collect(),
             restored_checkpoint: AtomicU64::new(0),
+            restored_key_groups: AtomicU64::new(0),
+            restored_bytes: AtomicU64::new(0),
             phase: AtomicU8::new(Phase::WaitingForSink as u8),
         }
     }

@@ -6,6 +6,11 @@
 //! run the deployment the coordinator sends (replacing the previous one),
 //! report how it ends. If the stream breaks, the worker aborts what it runs
 //! — the coordinator will have given its work to others — and dials again.
+//!
+//! A worker asked to stop ([`WorkerNode::leave`], on SIGTERM) says so and
+//! goes on with its part of the running generation until the coordinator
+//! has checkpointed its state and runs the job without it (`Release`); it
+//! does not dial again after that.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -77,11 +82,19 @@ struct Shared {
     /// The lease from the coordinator, renewed by the control loop and
     /// checked by every deployment's sink.
     lease: Arc<crate::lease::Lease>,
+    /// Cancelled when the worker is asked to leave.
+    leaving: CancellationToken,
+    /// Cancelled when a leaving worker has nothing more to do: the
+    /// coordinator released it, or the control stream is gone.
+    left: CancellationToken,
+    /// Whether the coordinator released it (its state is in a checkpoint).
+    released: std::sync::atomic::AtomicBool,
 }
 
 /// A running worker.
 pub struct WorkerNode {
     pub local_addr: SocketAddr,
+    shared: Arc<Shared>,
     /// The node's tasks: its server and its control loop.
     tasks: TaskGroup,
 }
@@ -140,12 +153,43 @@ impl WorkerNode {
             .advertise
             .clone()
             .unwrap_or_else(|| local_addr.to_string());
-        let control = control_loop(config, coordinator, advertise, registry, shared, shutdown);
+        let control = control_loop(
+            config,
+            coordinator,
+            advertise,
+            registry,
+            shared.clone(),
+            shutdown,
+        );
         tasks.spawn_critical("the control loop", async move {
             control.await;
             Ok::<(), std::convert::Infallible>(())
         });
-        Ok(WorkerNode { local_addr, tasks })
+        Ok(WorkerNode {
+            local_addr,
+            shared,
+            tasks,
+        })
+    }
+
+    /// Leaves the cluster cleanly: tells the coordinator, keeps running its
+    /// part of the job until the coordinator has taken a checkpoint and
+    /// deployed a generation without it, then stops dialing. Returns whether
+    /// the coordinator released it within `patience` (false: not connected,
+    /// or too slow — its work then moves on as for a lost worker).
+    pub async fn leave(&self, patience: Duration) -> bool {
+        self.shared.leaving.cancel();
+        if !self.shared.connected.load(Relaxed) {
+            return false;
+        }
+        tokio::select! {
+            _ = self.shared.left.cancelled() => {}
+            _ = tokio::time::sleep(patience) => {
+                tracing::warn!(?patience, "the coordinator did not release this worker in time; leaving anyway");
+            }
+            _ = self.tasks.stopped() => {}
+        }
+        self.shared.released.load(Relaxed)
     }
 
     /// Resolves when the node stops: `Some(reason)` when one of its tasks
@@ -233,6 +277,13 @@ async fn control_loop(
             }
         }
         shared.connected.store(false, Relaxed);
+        if shared.leaving.is_cancelled() {
+            // Released, or cut off while leaving: no new registration (it
+            // would only be a member for a moment).
+            shared.left.cancel();
+            shutdown.cancelled().await;
+            return;
+        }
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(delay) => {}
@@ -286,9 +337,20 @@ impl Session<'_> {
         let mut current: Option<Deployment> = None;
         // When a draining deployment is given up.
         let mut abort_at: Option<tokio::time::Instant> = None;
+        let mut announced_leaving = false;
         let result = loop {
             tokio::select! {
                 _ = self.shutdown.cancelled() => break Ok(()),
+                _ = self.shared.leaving.cancelled(), if !announced_leaving => {
+                    announced_leaving = true;
+                    tracing::info!("leaving: the coordinator takes a checkpoint and runs the job without this worker, then releases it");
+                    let event = pb::worker_event::Event::Leaving(pb::Leaving {
+                        reason: "asked to stop (SIGTERM)".into(),
+                    });
+                    if events.send(pb::WorkerEvent { event: Some(event) }).await.is_err() {
+                        break Err("the control stream closed".to_string());
+                    }
+                }
                 command = commands.message() => match command {
                     Ok(Some(c)) => {
                         match self.handle(c, &mut current, &events).await {
@@ -298,6 +360,11 @@ impl Session<'_> {
                             }
                             Some(Directive::AbortAt(at)) => abort_at = Some(at),
                             Some(Directive::Deployed) => abort_at = None,
+                            Some(Directive::Released { checkpoint }) => {
+                                tracing::info!(checkpoint, "released by the coordinator: the job runs without this worker");
+                                self.shared.released.store(true, Relaxed);
+                                break Ok(());
+                            }
                             None => {}
                         }
                         // Every message from the coordinator renews the lease.
@@ -366,10 +433,12 @@ impl Session<'_> {
             }
         };
         if let Some(d) = current.take() {
-            tracing::warn!(
-                generation = d.generation,
-                "lost the coordinator; aborting the deployment"
-            );
+            if !self.shared.released.load(Relaxed) {
+                tracing::warn!(
+                    generation = d.generation,
+                    "lost the coordinator; aborting the deployment"
+                );
+            }
             d.send(DeploymentMsg::Abort).await;
             let _ = d.wait().await;
         }
@@ -391,6 +460,11 @@ impl Session<'_> {
             }),
             // Renews the lease, as every command does.
             Command::Keepalive(_) => None,
+            // What it ran after the checkpoint is not committed; the
+            // deployment is aborted as the session ends.
+            Command::Release(r) => Some(Directive::Released {
+                checkpoint: r.checkpoint,
+            }),
             Command::Deploy(deploy) => {
                 if let Some(old) = current.take() {
                     tracing::info!(
@@ -597,6 +671,8 @@ enum Directive {
     AbortAt(tokio::time::Instant),
     /// A new deployment replaced the previous one.
     Deployed,
+    /// The coordinator released this leaving worker.
+    Released { checkpoint: u64 },
 }
 
 /// How long a cancelled deployment may take to write what it emitted.
@@ -685,6 +761,8 @@ pub fn metrics_of(generation: u64, m: &JobMetrics) -> pb::WorkerMetrics {
             .map(|c| c.load(Relaxed))
             .collect(),
         restored_checkpoint: m.restored_checkpoint.load(Relaxed),
+        restored_key_groups: u32::try_from(m.restored_key_groups.load(Relaxed)).unwrap_or(u32::MAX),
+        restored_bytes: m.restored_bytes.load(Relaxed),
     }
 }
 

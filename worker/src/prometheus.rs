@@ -21,6 +21,24 @@ pub fn render(out: &mut String, worker: &str, generation: u64, m: &JobMetrics) {
         generation.to_string(),
     );
     metric(
+        "weir_restored_checkpoint",
+        "gauge",
+        "The checkpoint this deployment restored its state from (0: none).",
+        m.restored_checkpoint.load(Relaxed).to_string(),
+    );
+    metric(
+        "weir_restored_key_groups",
+        "gauge",
+        "Key groups whose state this deployment restored from a checkpoint.",
+        m.restored_key_groups.load(Relaxed).to_string(),
+    );
+    metric(
+        "weir_restored_bytes",
+        "gauge",
+        "Bytes of state this deployment fetched from the checkpoint store.",
+        m.restored_bytes.load(Relaxed).to_string(),
+    );
+    metric(
         "weir_records_in_total",
         "counter",
         "Readings read by this worker's sources.",

@@ -202,6 +202,7 @@ impl Actor {
                     },
                     id,
                 );
+                self.rescale_checkpoint_completed(id);
                 let last = match self.stop_after {
                     Some((StopAfter::Savepoint, _)) => savepoint,
                     Some((StopAfter::Checkpoint, _)) => !self.checkpoints.pending(),

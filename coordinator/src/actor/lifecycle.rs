@@ -113,22 +113,19 @@ impl Actor {
         } else {
             1
         };
-        if self.workers.len() < needed {
+        let active = self.active_workers().count();
+        if active < needed {
             if let Job::Running(g) | Job::Restarting { failed: g, .. } = &self.job {
                 let g = g.clone();
                 self.cancel_generation(g.number, &g.assignment);
-                tracing::warn!(
-                    live = self.workers.len(),
-                    needed,
-                    "too few workers; waiting"
-                );
+                tracing::warn!(live = active, needed, "too few workers; waiting");
             }
             self.job = Job::Waiting;
+            self.release_leaving();
             return;
         }
         let members: Vec<Member> = self
-            .workers
-            .iter()
+            .active_workers()
             .map(|(id, w)| Member {
                 id: id.clone(),
                 data_address: w.data_address.clone(),
@@ -205,7 +202,11 @@ impl Actor {
             assignment: Some(assignment.clone()),
         };
         let mut unreachable = Vec::new();
-        for (id, w) in self.workers.iter_mut() {
+        for (id, w) in self
+            .workers
+            .iter_mut()
+            .filter(|(_, w)| w.presence == Presence::Active)
+        {
             w.state = pb::DeploymentState::Unspecified;
             w.metrics = None;
             let command = pb::CoordinatorCommand {
@@ -216,9 +217,29 @@ impl Actor {
             }
         }
         self.job = Job::Running(Generation::new(number, assignment));
+        self.generation_broken = false;
+        self.release_leaving();
         for id in unreachable {
             tracing::warn!(worker = %id, "worker lost: cannot send it the deployment");
             self.remove(&id);
+        }
+    }
+
+    /// Releases the leaving workers: the running generation (if any) does
+    /// without them, and what they held is in the checkpoint it restored.
+    pub(super) fn release_leaving(&mut self) {
+        let restored = match &self.job {
+            Job::Running(g) => g.assignment.restore_checkpoint,
+            _ => 0,
+        };
+        let leaving: Vec<String> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| w.presence == Presence::Leaving)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in leaving {
+            self.release(&id, restored);
         }
     }
 
@@ -520,6 +541,7 @@ mod tests {
         assert!(matches!(&a.job, Job::Running(g) if g.number == 1));
         // Settled: no worker left, the job waits.
         a.membership = Membership::Changing {
+            first: Instant::now() - a.config.settle,
             last: Instant::now() - a.config.settle,
         };
         a.tick();

@@ -20,6 +20,10 @@ impl Actor {
             return;
         }
         tracing::info!(worker = %register.worker_id, address = %register.data_address, version = %register.version, "worker registered");
+        if self.workers.contains_key(&register.worker_id) {
+            // Registered again: its deployment ended with its old stream.
+            self.lost_from_generation(&register.worker_id);
+        }
         self.workers.insert(
             register.worker_id,
             Worker {
@@ -29,18 +33,78 @@ impl Actor {
                 last_seen: Instant::now(),
                 metrics: None,
                 state: pb::DeploymentState::Unspecified,
+                presence: Presence::Active,
             },
         );
-        self.membership = Membership::Changing {
-            last: Instant::now(),
-        };
+        self.membership_changed();
     }
 
     pub(super) fn remove(&mut self, id: &str) {
         if self.workers.remove(id).is_some() {
-            self.membership = Membership::Changing {
-                last: Instant::now(),
+            self.lost_from_generation(id);
+            self.membership_changed();
+        }
+    }
+
+    /// Workers came or went: a new generation once it has been quiet for
+    /// `settle` (the first change is kept, for how long a rescale took).
+    pub(super) fn membership_changed(&mut self) {
+        let now = Instant::now();
+        let first = match self.membership {
+            Membership::Changing { first, .. } => first,
+            Membership::Settled => now,
+        };
+        self.membership = Membership::Changing { first, last: now };
+    }
+
+    /// A worker of the running generation is gone: the generation cannot
+    /// take another checkpoint.
+    fn lost_from_generation(&mut self, id: &str) {
+        if let Job::Running(g) = &self.job {
+            if g.assignment.workers.iter().any(|s| s.worker_id == id) {
+                self.generation_broken = true;
+            }
+        }
+    }
+
+    /// Workers that stay (not leaving).
+    pub(super) fn active_workers(&self) -> impl Iterator<Item = (&String, &Worker)> {
+        self.workers
+            .iter()
+            .filter(|(_, w)| w.presence == Presence::Active)
+    }
+
+    /// A worker was asked to stop: it leaves once a checkpoint holds its
+    /// state and a generation without it runs (at once when no
+    /// generation runs).
+    fn leaving(&mut self, id: &str, reason: &str) {
+        let Some(worker) = self.workers.get_mut(id) else {
+            return;
+        };
+        if worker.presence == Presence::Leaving {
+            return;
+        }
+        worker.presence = Presence::Leaving;
+        let running = matches!(&self.job, Job::Running(g) if g.assignment.workers.iter().any(|s| s.worker_id == id));
+        if !running {
+            tracing::info!(worker = %id, %reason, "worker leaving; it runs nothing, so it goes at once");
+            self.release(id, 0);
+            return;
+        }
+        tracing::info!(worker = %id, %reason, "worker leaving: it goes once a checkpoint holds its state and the job runs without it");
+        self.membership_changed();
+    }
+
+    /// Lets a leaving worker go; it is no longer a member.
+    pub(super) fn release(&mut self, id: &str, checkpoint: u64) {
+        if let Some(w) = self.workers.remove(id) {
+            let release = pb::CoordinatorCommand {
+                command: Some(pb::coordinator_command::Command::Release(pb::Release {
+                    checkpoint,
+                })),
             };
+            let _ = w.commands.try_send(Ok(release));
+            tracing::info!(worker = %id, checkpoint, "released a leaving worker");
         }
     }
 
@@ -75,6 +139,7 @@ impl Actor {
                     self.windows_closed(id, e.through);
                 }
             }
+            pb::worker_event::Event::Leaving(l) => self.leaving(id, &l.reason),
             pb::worker_event::Event::CheckpointAck(a) => self.checkpoint_ack(id, a),
             pb::worker_event::Event::CheckpointDeclined(d) => self.checkpoint_declined(id, d),
             pb::worker_event::Event::Report(r) => {
@@ -93,6 +158,7 @@ impl Actor {
                     }
                 }
                 match state {
+                    pb::DeploymentState::Running => self.advance_rescale(),
                     pb::DeploymentState::Finished => self.maybe_finished(),
                     pb::DeploymentState::Failed => {
                         if r.unrestorable_checkpoint != 0 {

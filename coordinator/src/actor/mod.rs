@@ -20,12 +20,14 @@
 //! `membership.rs` (workers and their events), `lifecycle.rs` (generations,
 //! stop, resume), `checkpointing.rs` (triggers, acks, completion, the final
 //! checkpoint after the end of the inputs) and `status.rs` (what the admin
-//! API shows).
+//! API shows), `rescale.rs` (planned changes of the workers, carried out
+//! from a fresh checkpoint).
 
 mod checkpointing;
 pub(crate) use checkpointing::checkpoint_of_metadata_key;
 mod lifecycle;
 mod membership;
+mod rescale;
 mod status;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -43,6 +45,7 @@ use weir_proto::convert::position_of;
 use weir_common::checkpoint::CheckpointStore;
 
 use crate::checkpoints::{CheckpointCoordinator, MetadataContext, Timing};
+use crate::kubernetes::{KubeError, ReplicasSeen, WorkerSet};
 use crate::restore::RestorePoint;
 use crate::scheduler::{assign, Member};
 
@@ -64,6 +67,13 @@ pub struct CoordinatorConfig {
     pub address: String,
     /// How to find the topic's partitions again (Pulsar jobs).
     pub discovery: Option<crate::discovery::Discovery>,
+    /// The workers' StatefulSet (`--kubernetes`): its replicas are the
+    /// workers the job should run on, and a rescale patches them.
+    pub worker_set: Option<WorkerSet>,
+    /// How long a rescale waits for the workers it asked for to register
+    /// (or for leaving ones to announce it) before it goes on with the
+    /// workers it has.
+    pub rescale_patience: Duration,
 }
 
 impl CoordinatorConfig {
@@ -78,6 +88,8 @@ impl CoordinatorConfig {
             settle: Duration::from_secs(1),
             address: String::new(),
             discovery: None,
+            worker_set: None,
+            rescale_patience: Duration::from_secs(180),
         }
     }
 
@@ -99,6 +111,9 @@ pub enum AdminError {
     Invalid(String),
     #[error("the coordinator is shutting down")]
     Unavailable,
+    /// Could not be done now; the same request may succeed later.
+    #[error("{0}")]
+    TryAgain(String),
 }
 
 impl From<AdminError> for Status {
@@ -107,6 +122,7 @@ impl From<AdminError> for Status {
             AdminError::Conflict(m) => Status::failed_precondition(m),
             AdminError::Invalid(m) => Status::invalid_argument(m),
             AdminError::Unavailable => Status::unavailable(e.to_string()),
+            AdminError::TryAgain(m) => Status::unavailable(m),
         }
     }
 }
@@ -156,6 +172,19 @@ pub(crate) enum Msg {
     /// Stops after a final checkpoint (`savepoint`: a savepoint).
     StopAfterCheckpoint {
         savepoint: bool,
+        reply: oneshot::Sender<Result<api::JobStatus, AdminError>>,
+    },
+    /// What the coordinator sees of the workers' StatefulSet.
+    Replicas(ReplicasSeen),
+    /// `weir ctl rescale N`.
+    Rescale {
+        workers: u32,
+        reply: oneshot::Sender<Result<api::JobStatus, AdminError>>,
+    },
+    /// The StatefulSet's scale was patched (or not).
+    Scaled {
+        workers: u32,
+        result: Result<(), KubeError>,
         reply: oneshot::Sender<Result<api::JobStatus, AdminError>>,
     },
     /// A checkpoint's metadata was written to the store (or not).
@@ -239,6 +268,18 @@ impl CoordinatorHandle {
         .await?
     }
 
+    /// Runs the job on `workers` workers: on Kubernetes, patches the
+    /// workers' StatefulSet's scale (the watch then rescales the job from a
+    /// checkpoint, as after `kubectl scale`).
+    pub async fn rescale(&self, workers: u32) -> Result<api::JobStatus, AdminError> {
+        self.ask(|reply| Msg::Rescale { workers, reply }).await?
+    }
+
+    #[cfg(test)]
+    pub(crate) fn for_test(tx: mpsc::Sender<Msg>) -> Self {
+        CoordinatorHandle { tx }
+    }
+
     pub(crate) async fn send(&self, msg: Msg) -> bool {
         self.tx.send(msg).await.is_ok()
     }
@@ -254,6 +295,17 @@ struct Worker {
     metrics: Option<pb::WorkerMetrics>,
     /// State of its deployment of the current generation.
     state: pb::DeploymentState,
+    presence: Presence,
+}
+
+/// Whether a worker stays.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Presence {
+    Active,
+    /// It was asked to stop (SIGTERM) and said so: it goes on with the
+    /// running generation until a checkpoint holds its state and a
+    /// generation without it runs; then it is released.
+    Leaving,
 }
 
 /// The job's lifecycle.
@@ -339,9 +391,10 @@ impl Job {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Membership {
     Settled,
-    /// Changed, last at this instant: a new generation is deployed once it
-    /// has been quiet for `settle`.
+    /// Changed, first and last at these instants: a new generation is
+    /// deployed once it has been quiet for `settle`.
     Changing {
+        first: Instant,
         last: Instant,
     },
 }
@@ -368,6 +421,18 @@ pub(crate) struct Actor {
     /// Stop the job once the requested final checkpoint completes (or
     /// fails).
     stop_after: Option<(StopAfter, Instant)>,
+    /// A worker of the running generation was lost (or re-registered, which
+    /// aborted its deployment) since it was deployed: the next generation
+    /// restores the latest completed checkpoint, as no new one can be
+    /// taken.
+    generation_broken: bool,
+    /// The workers' StatefulSet's replicas (`--kubernetes`), once seen.
+    desired: Option<u32>,
+    /// The latest error watching the StatefulSet, until it is read again.
+    kube_trouble: Option<String>,
+    rescale: Option<rescale::Rescale>,
+    /// Rescales, newest first.
+    rescales: VecDeque<api::RescaleInfo>,
 }
 
 /// How long a stop waits for its final checkpoint before it stops
@@ -420,6 +485,11 @@ impl Actor {
             store: setup.store,
             restorable: setup.restorable.into(),
             stop_after: None,
+            generation_broken: false,
+            desired: None,
+            kube_trouble: None,
+            rescale: None,
+            rescales: VecDeque::new(),
             metadata_context,
             mailbox,
             config,
@@ -464,14 +534,15 @@ impl Actor {
             tracing::warn!(worker = %id, ?timeout, "worker lost: no heartbeat");
             self.remove(&id);
         }
-        if let Membership::Changing { last } = self.membership {
+        if let Membership::Changing { first, last } = self.membership {
             if !self.job.deploys_on_change() {
                 self.membership = Membership::Settled;
             } else if now.duration_since(last) >= self.config.settle {
                 self.membership = Membership::Settled;
-                self.deploy_or_wait();
+                self.membership_settled(first);
             }
         }
+        self.advance_rescale();
         if let Job::Restarting { at, .. } = self.job {
             if now >= at {
                 self.deploy_or_wait();
@@ -529,6 +600,15 @@ impl Actor {
             }
             Msg::StopAfterCheckpoint { savepoint, reply } => {
                 let _ = reply.send(self.stop_after_checkpoint(savepoint));
+            }
+            Msg::Replicas(seen) => self.replicas_seen(seen),
+            Msg::Rescale { workers, reply } => self.rescale_requested(workers, reply),
+            Msg::Scaled {
+                workers,
+                result,
+                reply,
+            } => {
+                let _ = reply.send(self.scaled(workers, result));
             }
             Msg::CheckpointWritten { generation, result } => {
                 self.checkpoint_written(generation, result)

@@ -113,6 +113,7 @@ impl Actor {
             Some(_) => "done",
             None => "",
         };
+        let (rescaling, rescales) = self.rescale_status();
         api::JobStatus {
             name: self.config.spec.name.clone(),
             state: self.job.name().to_owned(),
@@ -140,6 +141,21 @@ impl Actor {
             shuffled_by_key_group: shuffled,
             phase: phase.to_owned(),
             restored_checkpoint: generation.map_or(0, |g| g.assignment.restore_checkpoint),
+            restored_key_groups: metrics.iter().map(|(_, m)| m.restored_key_groups).sum(),
+            restored_bytes: sum(|m| m.restored_bytes),
+            rescales,
+            rescaling,
+            desired_workers: self
+                .desired
+                .unwrap_or_else(|| self.active_workers().count() as u32),
+            kubernetes: match &self.config.worker_set {
+                None => String::new(),
+                Some(set) => match (&self.kube_trouble, self.desired) {
+                    (Some(e), _) => format!("statefulset {}: {e}", set.target()),
+                    (None, Some(n)) => format!("statefulset {}: {n} replicas", set.target()),
+                    (None, None) => format!("statefulset {}: not read yet", set.target()),
+                },
+            },
         }
     }
 
@@ -165,6 +181,7 @@ impl Actor {
                     _ => Vec::new(),
                 };
                 let state = match w.state {
+                    _ if w.presence == Presence::Leaving => "leaving",
                     pb::DeploymentState::Unspecified if slot.is_some() => "deploying",
                     pb::DeploymentState::Unspecified => "registered",
                     pb::DeploymentState::Running => "running",

@@ -130,6 +130,14 @@ async fn run(
             metrics
                 .restored_checkpoint
                 .store(from.checkpoint, std::sync::atomic::Ordering::Relaxed);
+            let range = plan.slots[plan.me].key_groups;
+            metrics.restored_key_groups.store(
+                u64::from(range.end.saturating_sub(range.start)),
+                std::sync::atomic::Ordering::Relaxed,
+            );
+            metrics
+                .restored_bytes
+                .store(r.bytes, std::sync::atomic::Ordering::Relaxed);
             Some(r)
         }
         None => None,
