@@ -96,4 +96,12 @@ install_test_deps() {
   apt_install clickhouse-server
   install_python_tools
   install_k8s_tools
+  install_image_tools
+}
+
+# What the image test (tests/tests/image.rs) needs: podman without a daemon,
+# mmdebstrap for a base image when no registry answers, runc for hosts
+# whose cgroup layout crun refuses (see scripts/image.sh).
+install_image_tools() {
+  apt_install podman buildah mmdebstrap runc
 }
