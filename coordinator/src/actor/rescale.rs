@@ -122,9 +122,9 @@ impl Actor {
         self.advance_rescale();
     }
 
-    /// Whether the workers that should run the job are not the running
+    /// Whether the workers there are (not leaving) are not the running
     /// generation's.
-    fn workers_differ(&self) -> bool {
+    fn members_differ(&self) -> bool {
         let Job::Running(g) = &self.job else {
             return false;
         };
@@ -136,9 +136,17 @@ impl Actor {
             .map(|s| s.worker_id.as_str())
             .collect();
         active != running
-            || self
-                .desired
-                .is_some_and(|d| d as usize != g.assignment.workers.len())
+    }
+
+    /// Whether the workers that should run the job (those there are, or
+    /// as many as the StatefulSet asks for) are not the running
+    /// generation's.
+    fn workers_differ(&self) -> bool {
+        self.members_differ()
+            || match (&self.job, self.desired) {
+                (Job::Running(g), Some(d)) => d as usize != g.assignment.workers.len(),
+                _ => false,
+            }
     }
 
     /// A rescale, counted from `since` (when the change was first seen).
@@ -177,7 +185,27 @@ impl Actor {
             // Nothing runs that a leaving worker could be needed for.
             self.release_leaving();
         }
-        let Some(r) = &self.rescale else { return };
+        let Some(r) = &self.rescale else {
+            // A change that came while another rescale was deploying (a
+            // worker leaving, say) is a rescale of its own.
+            if matches!(self.job, Job::Running(_))
+                && !self.generation_broken
+                && self.membership == Membership::Settled
+                && self.members_differ()
+            {
+                let leaving = self
+                    .workers
+                    .values()
+                    .any(|w| w.presence == Presence::Leaving);
+                let cause = if leaving {
+                    Cause::Leaving
+                } else {
+                    Cause::Joined
+                };
+                self.begin_rescale(cause, Instant::now());
+            }
+            return;
+        };
         match r.phase {
             Phase::Workers => {
                 if !matches!(self.job, Job::Running(_)) || self.generation_broken {
@@ -195,6 +223,15 @@ impl Actor {
                 }
                 if !self.workers_differ() {
                     self.end_rescale("nothing to change: the job runs on these workers".into());
+                    return;
+                }
+                if !self.members_differ() {
+                    // Only the StatefulSet's count differs: its pods did
+                    // not come (or go). A redeploy would change nothing.
+                    self.end_rescale(format!(
+                        "the StatefulSet asks for {target} workers, {active} are registered after {:?}; nothing changed",
+                        self.config.rescale_patience
+                    ));
                     return;
                 }
                 if active != target {
@@ -307,7 +344,7 @@ impl Actor {
             .job
             .generation()
             .filter(|g| g.number == generation)
-            .map_or(0, |g| g.assignment.workers.len() as u32);
+            .map_or(r.from, |g| g.assignment.workers.len() as u32);
         let duration = r.started.elapsed();
         tracing::info!(
             from = r.from,
@@ -432,6 +469,7 @@ mod tests {
     use weir_proto::cluster::worker_event::Event;
 
     use super::super::AdminError;
+    use crate::kubernetes::ReplicasSeen;
     use crate::testing::{FakeWorker, TestCoordinator};
     use weir_proto::cluster as pb;
 
@@ -592,6 +630,101 @@ mod tests {
         let job = c.job().await;
         assert_eq!(job.rescaling, "deploying");
         assert!(c.job().await.rescales.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_worker_leaving_while_a_rescale_deploys_gets_a_rescale_of_its_own() {
+        let (c, mut workers) = running(&["w1", "w2"]).await;
+        workers.push(FakeWorker::connect(&c, "w3", 3).await);
+        for w in &mut workers[..2] {
+            w.checkpoint().await;
+        }
+        // Generation 2 is sent; w2 is asked to stop before it runs.
+        let mut deploys = Vec::new();
+        for w in &mut workers {
+            deploys.push(
+                w.expect(|c| match c {
+                    Command::Deploy(d) => Some(d),
+                    _ => None,
+                })
+                .await,
+            );
+        }
+        workers[1]
+            .send(Event::Leaving(pb::Leaving::default()))
+            .await;
+        for (w, d) in workers.iter().zip(&deploys) {
+            w.send(Event::Report(pb::DeploymentReport {
+                generation: d.generation,
+                state: pb::DeploymentState::Running as i32,
+                ..Default::default()
+            }))
+            .await;
+        }
+        // Then a checkpoint of generation 2 on all three, and generation 3
+        // without w2, which is released.
+        let mut checkpoint = 0;
+        for w in &mut workers {
+            let t = w.checkpoint().await;
+            assert_eq!(t.generation, 2);
+            checkpoint = t.checkpoint;
+        }
+        for i in [0, 2] {
+            let deploy = workers[i].deployed().await;
+            assert_eq!(deploy.generation, 3);
+            assert_eq!(ids(&deploy), ["w1", "w3"]);
+            assert_eq!(
+                deploy.assignment.map(|a| a.restore_checkpoint),
+                Some(checkpoint)
+            );
+        }
+        let released = workers[1]
+            .expect(|c| match c {
+                Command::Release(r) => Some(r),
+                _ => None,
+            })
+            .await;
+        assert_eq!(released.checkpoint, checkpoint);
+        for _ in 0..100 {
+            if c.job().await.rescales.len() == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let causes: Vec<String> = c
+            .job()
+            .await
+            .rescales
+            .iter()
+            .map(|r| format!("{} {}->{} {}", r.cause, r.from, r.to, r.outcome))
+            .collect();
+        assert_eq!(causes, ["leaving 3->2 done", "joined 2->3 done"]);
+    }
+
+    #[tokio::test]
+    async fn replicas_that_never_register_change_nothing_after_the_patience() {
+        let c = TestCoordinator::start(|config| {
+            config.rescale_patience = Duration::from_millis(300);
+        });
+        let mut w1 = FakeWorker::connect(&c, "w1", 0).await;
+        w1.deployed().await;
+        assert!(
+            c.handle
+                .send(super::super::Msg::Replicas(ReplicasSeen::Replicas(3)))
+                .await
+        );
+        let r = rescaled(&c).await;
+        assert_eq!(
+            (r.from, r.to, r.cause.as_str(), r.checkpoint),
+            (1, 1, "replicas", 0)
+        );
+        assert!(
+            r.outcome.contains("asks for 3 workers, 1 are registered"),
+            "{r:?}"
+        );
+        // No checkpoint, no redeploy: the job runs on as it was.
+        assert_eq!(w1.quiet(Duration::from_millis(300)).await, None);
+        assert_eq!(c.job().await.generation, 1);
     }
 
     #[tokio::test]
