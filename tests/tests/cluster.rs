@@ -398,6 +398,38 @@ fn admin_api_answers_every_endpoint_and_refuses_bad_requests() {
         assert_eq!(status, 400, "{bad}: {body}");
         assert!(body.contains("error"), "{body}");
     }
+    // Rescaling: without --kubernetes the coordinator cannot start workers
+    // and says how to rescale; 0 workers is a bad request; the job status
+    // shows the workers wanted and the (empty) history.
+    for (request, want) in [
+        (r#"{"workers": 3}"#, 409),
+        (r#"{"workers": 0}"#, 400),
+        ("{", 400),
+    ] {
+        let (status, body) =
+            weir_tests::http::request(cluster.http_port, "POST", "/api/v1/job/rescale", request)
+                .expect("request");
+        assert_eq!(status, want, "{request}: {body}");
+        assert!(body.contains("error"), "{body}");
+    }
+    let mut ctl = weir(
+        dir,
+        "ctl-rescale",
+        &args(&[
+            "ctl",
+            "--coordinator",
+            &format!("http://127.0.0.1:{}", cluster.http_port),
+            "rescale",
+            "3",
+        ]),
+    );
+    let status = ctl.wait(Duration::from_secs(30));
+    assert!(!status.success(), "refused outside Kubernetes");
+    assert!(ctl.stderr().contains("--kubernetes"), "{}", ctl.stderr());
+    let job = cluster.job();
+    assert_eq!(job["desired_workers"], 1, "{job}");
+    assert_eq!(job["rescaling"], "", "{job}");
+    assert_eq!(job["kubernetes"], "", "{job}");
     let (status, body) = cluster.rest("POST", "/api/v1/job/resume");
     assert_eq!(status, 409, "resume while running");
     assert!(
