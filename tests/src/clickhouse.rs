@@ -32,14 +32,31 @@ impl ClickHouse {
         let dir = dir.join("clickhouse");
         std::fs::create_dir_all(dir.join("data")).expect("clickhouse data dir");
         let mut ch = ClickHouse {
-            http_port: free_port(),
-            tcp_port: free_port(),
+            http_port: 0,
+            tcp_port: 0,
             dir,
             proc: None,
             starts: 0,
         };
-        ch.write_config();
-        ch.launch();
+        // A free port is free only until someone else binds it (another
+        // test's process, between our probe and the server's bind): a
+        // server that finds its port taken is started again on new ones.
+        for attempt in 1.. {
+            ch.http_port = free_port();
+            ch.tcp_port = free_port();
+            while ch.tcp_port == ch.http_port {
+                ch.tcp_port = free_port();
+            }
+            ch.write_config();
+            let _ = std::fs::remove_file(ch.dir.join("server.err.log"));
+            match ch.try_launch() {
+                Ok(()) => break,
+                Err(e) if attempt < 5 && e.contains("Address already in use") => {
+                    eprintln!("clickhouse: a port was taken meanwhile; new ports");
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
         ch
     }
 
@@ -94,6 +111,14 @@ impl ClickHouse {
     }
 
     fn launch(&mut self) {
+        if let Err(e) = self.try_launch() {
+            panic!("{e}");
+        }
+    }
+
+    /// Starts the server and waits until it answers; `Err`: it exited, with
+    /// its own words.
+    fn try_launch(&mut self) -> Result<(), String> {
         self.starts += 1;
         let mut cmd = Command::new(server_binary());
         cmd.arg(format!("--config-file={}/config.xml", self.dir.display()))
@@ -102,6 +127,7 @@ impl ClickHouse {
         self.proc = Some(proc);
         let port = self.http_port;
         let dir = self.dir.clone();
+        let mut died = None;
         wait_for(
             "ClickHouse to accept queries",
             Duration::from_secs(60),
@@ -112,16 +138,24 @@ impl ClickHouse {
                         if let Some(status) = p.try_status() {
                             let err = std::fs::read_to_string(dir.join("server.err.log"))
                                 .unwrap_or_default();
-                            panic!(
+                            died = Some(format!(
                                 "clickhouse-server exited with {status}\n{}\n{err}",
                                 p.logs()
-                            );
+                            ));
+                            return true;
                         }
                     }
                     false
                 }
             },
         );
+        match died {
+            Some(e) => {
+                self.proc = None;
+                Err(e)
+            }
+            None => Ok(()),
+        }
     }
 
     /// The HTTP URL Weir connects to.

@@ -178,26 +178,26 @@ impl Cluster {
     /// SIGTERMs a worker, as Kubernetes does to a pod it removes, and
     /// waits (up to `timeout`) for it to leave; returns its exit status.
     pub fn stop_worker(&mut self, id: &str, timeout: Duration) -> std::process::ExitStatus {
-        let i = self
-            .workers
-            .iter()
-            .position(|(w, _, _)| w == id)
-            .unwrap_or_else(|| panic!("no worker {id}"));
-        let (_, _, mut proc) = self.workers.remove(i);
+        let mut proc = self.take_worker(id);
         proc.signal("TERM");
         proc.wait(timeout)
     }
 
     /// SIGKILLs a worker.
     pub fn kill_worker(&mut self, id: &str) {
+        let mut proc = self.take_worker(id);
+        proc.signal("KILL");
+        proc.wait(Duration::from_secs(30));
+    }
+
+    /// Takes worker `id`'s process out of the cluster.
+    fn take_worker(&mut self, id: &str) -> Proc {
         let i = self
             .workers
             .iter()
             .position(|(w, _, _)| w == id)
             .unwrap_or_else(|| panic!("no worker {id}"));
-        let (_, _, mut proc) = self.workers.remove(i);
-        proc.signal("KILL");
-        proc.wait(Duration::from_secs(30));
+        self.workers.remove(i).2
     }
 
     /// SIGKILLs the coordinator, runs `between`, and starts a new one on

@@ -108,18 +108,23 @@ impl Actor {
                 // Joined and left again, or re-registered: nothing to do.
                 return;
             }
-            let leaving = self
-                .workers
-                .values()
-                .any(|w| w.presence == Presence::Leaving);
-            let cause = if leaving {
-                Cause::Leaving
-            } else {
-                Cause::Joined
-            };
-            self.begin_rescale(cause, since);
+            self.begin_rescale(self.membership_cause(), since);
         }
         self.advance_rescale();
+    }
+
+    /// Why the workers differ from the running generation's: some are
+    /// leaving, or (else) some joined.
+    fn membership_cause(&self) -> Cause {
+        let leaving = self
+            .workers
+            .values()
+            .any(|w| w.presence == Presence::Leaving);
+        if leaving {
+            Cause::Leaving
+        } else {
+            Cause::Joined
+        }
     }
 
     /// Whether the workers there are (not leaving) are not the running
@@ -193,16 +198,7 @@ impl Actor {
                 && self.membership == Membership::Settled
                 && self.members_differ()
             {
-                let leaving = self
-                    .workers
-                    .values()
-                    .any(|w| w.presence == Presence::Leaving);
-                let cause = if leaving {
-                    Cause::Leaving
-                } else {
-                    Cause::Joined
-                };
-                self.begin_rescale(cause, Instant::now());
+                self.begin_rescale(self.membership_cause(), Instant::now());
             }
             return;
         };
