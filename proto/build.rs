@@ -7,6 +7,7 @@ fn main() {
         "weir/shuffle.proto",
         "weir/admin.proto",
         "weir/checkpoint.proto",
+        "weir/raft.proto",
     ];
     for p in protos {
         println!("cargo:rerun-if-changed={p}");

@@ -5,6 +5,7 @@
 //! - [`shuffle`]: worker → worker record exchange.
 //! - [`admin`]: the coordinator's admin API.
 //! - [`checkpoint`]: state handles and checkpoint metadata in the store.
+//! - [`raft`]: coordinator ⇄ coordinator raft (high availability).
 //! - [`convert`]: between wire messages and Weir's types.
 
 pub mod cluster {
@@ -21,6 +22,11 @@ pub mod admin {
 
 pub mod checkpoint {
     tonic::include_proto!("weir.checkpoint");
+}
+
+/// The coordinators' raft RPCs (bodies are openraft's messages).
+pub mod raft {
+    tonic::include_proto!("weir.raft");
 }
 
 pub mod convert;

@@ -15,12 +15,14 @@
 //!   the same database so that a restarted coordinator starts from the
 //!   latest one and raft re-applies the committed entries after it.
 //! - [`command`]: what is replicated.
+//! - [`network`]: raft between coordinators over gRPC (`weir.raft.Raft`).
 //!
 //! The store is checked against openraft's own storage test suite
 //! (`tests/storage_suite.rs`).
 
 pub mod command;
 pub mod log_store;
+pub mod network;
 pub mod state_machine;
 
 use std::io::Cursor;
