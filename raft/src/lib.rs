@@ -16,11 +16,13 @@
 //!   latest one and raft re-applies the committed entries after it.
 //! - [`command`]: what is replicated.
 //! - [`network`]: raft between coordinators over gRPC (`weir.raft.Raft`).
+//! - [`group`]: the static peer list and the one safe initialisation.
 //!
 //! The store is checked against openraft's own storage test suite
 //! (`tests/storage_suite.rs`).
 
 pub mod command;
+pub mod group;
 pub mod log_store;
 pub mod network;
 pub mod state_machine;

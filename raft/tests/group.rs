@@ -4,56 +4,73 @@
 //! new ones.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::{BasicNode, Raft};
+use openraft::Raft;
 use tempfile::TempDir;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
-use weir_raft::network::{Network, RaftService};
-use weir_raft::{open, CheckpointPointer, Command, NodeId, StateMachine, TypeConfig};
+use weir_raft::group::{Group, GroupConfig};
+use weir_raft::network::RaftService;
+use weir_raft::{CheckpointPointer, Command, NodeId, StateMachine, TypeConfig};
 
 struct Node {
     raft: Raft<TypeConfig>,
     sm: StateMachine,
     stop: CancellationToken,
-    _dir: TempDir,
+    initialised: bool,
 }
 
-async fn node(id: NodeId, listener: TcpListener) -> Node {
-    let dir = TempDir::new().expect("a temporary directory");
-    let (log, sm) = open(dir.path()).expect("open the store");
-    let config = openraft::Config {
-        heartbeat_interval: 100,
-        election_timeout_min: 400,
-        election_timeout_max: 800,
-        ..Default::default()
-    }
-    .validate()
-    .expect("a valid config");
-    let raft = Raft::new(id, Arc::new(config), Network, log, sm.clone())
-        .await
-        .expect("raft starts");
+/// Starts coordinator `id` of `peers` on `listener`, its store in `dir`.
+async fn node(
+    id: NodeId,
+    peers: &BTreeMap<NodeId, String>,
+    dir: &std::path::Path,
+    listener: TcpListener,
+) -> Node {
+    let group = Group::start(GroupConfig {
+        node_id: id,
+        peers: peers.clone(),
+        dir: dir.to_owned(),
+        heartbeat: Duration::from_millis(100),
+        election: Duration::from_millis(400),
+    })
+    .await
+    .expect("raft starts");
     let stop = CancellationToken::new();
     let server = tonic::transport::Server::builder()
-        .add_service(RaftService::new(raft.clone()))
+        .add_service(RaftService::new(group.raft.clone()))
         .serve_with_incoming_shutdown(
             TcpListenerStream::new(listener),
             stop.clone().cancelled_owned(),
         );
     tokio::spawn(server);
     Node {
-        raft,
-        sm,
+        raft: group.raft,
+        sm: group.state,
         stop,
-        _dir: dir,
+        initialised: group.initialised,
     }
 }
 
-/// The leader every node in `nodes` names (other than `gone`, whom they
-/// name until they notice it is gone).
+async fn stop(node: Node) {
+    node.stop.cancel();
+    node.raft.shutdown().await.expect("shut down");
+}
+
+/// Three listeners on free loopback ports, and the peer list naming them.
+async fn bind_three() -> (Vec<TcpListener>, BTreeMap<NodeId, String>) {
+    let mut listeners = Vec::new();
+    let mut peers = BTreeMap::new();
+    for id in 0..3u64 {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        peers.insert(id, l.local_addr().expect("address").to_string());
+        listeners.push(l);
+    }
+    (listeners, peers)
+}
+
 async fn leader_among(nodes: &[&Node], gone: Option<NodeId>) -> NodeId {
     for _ in 0..100 {
         let leaders: Vec<Option<NodeId>> = nodes
@@ -95,23 +112,18 @@ fn completed(checkpoint: u64) -> Command {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_coordinators_elect_replicate_and_survive_the_leader() {
-    let mut listeners = Vec::new();
-    let mut members = BTreeMap::new();
-    for id in 0..3u64 {
-        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = l.local_addr().expect("address").to_string();
-        members.insert(id, BasicNode::new(addr));
-        listeners.push(l);
-    }
+    let (listeners, peers) = bind_three().await;
+    let dirs: Vec<TempDir> = (0..3).map(|_| TempDir::new().expect("tempdir")).collect();
     let mut nodes = Vec::new();
     for (id, l) in listeners.into_iter().enumerate() {
-        nodes.push(node(id as u64, l).await);
+        nodes.push(node(id as u64, &peers, dirs[id].path(), l).await);
     }
-    nodes[0]
-        .raft
-        .initialize(members)
-        .await
-        .expect("initialised");
+    let initialised: Vec<bool> = nodes.iter().map(|n| n.initialised).collect();
+    assert_eq!(
+        initialised,
+        [true, false, false],
+        "only the lowest id initialises"
+    );
     let all: Vec<&Node> = nodes.iter().collect();
     let leader = leader_among(&all, None).await;
     // A follower refuses writes and names the leader.
@@ -134,9 +146,7 @@ async fn three_coordinators_elect_replicate_and_survive_the_leader() {
     everywhere(&all, 1).await;
 
     // The leader stops (its server too): the others elect one of them.
-    let gone = nodes.remove(leader as usize);
-    gone.stop.cancel();
-    gone.raft.shutdown().await.expect("shut down");
+    stop(nodes.remove(leader as usize)).await;
     let rest: Vec<&Node> = nodes.iter().collect();
     let new_leader = leader_among(&rest, Some(leader)).await;
     assert_ne!(new_leader, leader);
@@ -151,8 +161,70 @@ async fn three_coordinators_elect_replicate_and_survive_the_leader() {
         .expect("the new leader writes with two of three");
     let rest: Vec<&Node> = nodes.iter().collect();
     everywhere(&rest, 2).await;
-    for n in &nodes {
-        n.stop.cancel();
-        n.raft.shutdown().await.expect("shut down");
+    for n in nodes {
+        stop(n).await;
+    }
+}
+
+/// All three stop and start again on their stores: nobody initialises
+/// again, a leader is elected, and the record is what was committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_coordinators_restarted_resume_from_their_stores() {
+    let dirs: Vec<TempDir> = (0..3).map(|_| TempDir::new().expect("tempdir")).collect();
+    let (listeners, peers) = bind_three().await;
+    let mut nodes = Vec::new();
+    for (id, l) in listeners.into_iter().enumerate() {
+        nodes.push(node(id as u64, &peers, dirs[id].path(), l).await);
+    }
+    let all: Vec<&Node> = nodes.iter().collect();
+    let leader = leader_among(&all, None).await;
+    for checkpoint in 1..=3 {
+        nodes[leader as usize]
+            .raft
+            .client_write(completed(checkpoint))
+            .await
+            .expect("written");
+    }
+    everywhere(&all, 3).await;
+    for n in nodes {
+        stop(n).await;
+    }
+
+    // Again, on the same addresses (a StatefulSet's stable names).
+    let mut listeners = Vec::new();
+    for addr in peers.values() {
+        let mut bound = None;
+        for _ in 0..50 {
+            match TcpListener::bind(addr).await {
+                Ok(l) => {
+                    bound = Some(l);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+        listeners.push(bound.expect("the address is free again"));
+    }
+    let mut nodes = Vec::new();
+    for (id, l) in listeners.into_iter().enumerate() {
+        nodes.push(node(id as u64, &peers, dirs[id].path(), l).await);
+    }
+    assert!(
+        nodes.iter().all(|n| !n.initialised),
+        "nobody initialises twice"
+    );
+    let all: Vec<&Node> = nodes.iter().collect();
+    let leader = leader_among(&all, None).await;
+    nodes[leader as usize]
+        .raft
+        .client_write(completed(4))
+        .await
+        .expect("the group takes writes again");
+    everywhere(&all, 4).await;
+    let record = nodes[0].sm.record();
+    let ids: Vec<u64> = record.checkpoints.iter().map(|p| p.checkpoint).collect();
+    assert_eq!(ids, [1, 2, 3, 4]);
+    for n in nodes {
+        stop(n).await;
     }
 }
