@@ -29,15 +29,26 @@ async fn node(
     dir: &std::path::Path,
     listener: TcpListener,
 ) -> Node {
-    let group = Group::start(GroupConfig {
+    let config = GroupConfig {
         node_id: id,
         peers: peers.clone(),
         dir: dir.to_owned(),
         heartbeat: Duration::from_millis(100),
         election: Duration::from_millis(400),
-    })
-    .await
-    .expect("raft starts");
+    };
+    // In one process a store is free again only once the stopped raft's
+    // tasks have dropped it (a restarted coordinator is a new process).
+    let mut attempts = 0;
+    let group = loop {
+        match Group::start(config.clone()).await {
+            Ok(group) => break group,
+            Err(e) if attempts < 100 && e.to_string().contains("lock") => {
+                attempts += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("raft does not start: {e}"),
+        }
+    };
     let stop = CancellationToken::new();
     let server = tonic::transport::Server::builder()
         .add_service(RaftService::new(group.raft.clone()))
