@@ -33,18 +33,22 @@
 //! with a generation that restored a checkpoint taken for it, on every key
 //! group, and the output must again be exactly once.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use serde_json::{Map, Value as Json};
+use serde_json::Value as Json;
+
+mod check;
+pub use check::{check, lines_of, Output};
 
 use crate::clickhouse::ClickHouse;
 use crate::cluster::Cluster;
-use crate::expected::{compute, read_avro, Reading, Rows};
+use crate::expected::read_avro;
+use crate::process::Proc;
 use crate::proxy::FaultProxy;
 use crate::pulsar_broker::{BrokerConfig, TestBroker};
-use crate::{args, generate, read_parts, wait_for, weir};
+use crate::{args, generate, wait_for, weir};
 
 const TOPIC: &str = "persistent://public/default/soak";
 const PARTITIONS: u32 = 4;
@@ -156,9 +160,13 @@ impl Report {
 }
 
 /// A small deterministic generator for the fault schedule.
-struct Rng(u64);
+pub struct Rng(u64);
 
 impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
     fn next(&mut self) -> u64 {
         // xorshift64*
         self.0 ^= self.0 >> 12;
@@ -167,7 +175,7 @@ impl Rng {
         self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
 
-    fn below(&mut self, n: u64) -> u64 {
+    pub fn below(&mut self, n: u64) -> u64 {
         self.next() % n.max(1)
     }
 }
@@ -208,9 +216,7 @@ struct Rig {
     running: usize,
     /// By worker: its proxy to the coordinator.
     coordinator_proxies: Vec<FaultProxy>,
-    ch_proxy: Option<FaultProxy>,
-    ch: Option<ClickHouse>,
-    broker: TestBroker,
+    servers: Servers,
     coordinator_args: Vec<String>,
 }
 
@@ -324,7 +330,7 @@ impl Rig {
                 format!("SIGSTOP worker {id} for {pause:?} (lease {lease:?}), SIGCONT")
             }
             Fault::FreezeClickHouseWhileGenerationChanges => {
-                let Some(ch) = &self.ch else {
+                let Some(ch) = &self.servers.ch else {
                     return "no ClickHouse".into();
                 };
                 ch.pause();
@@ -332,13 +338,13 @@ impl Rig {
                 std::thread::sleep(Duration::from_millis(500));
                 self.start_worker(i);
                 std::thread::sleep(Duration::from_secs(4));
-                if let Some(ch) = &self.ch {
+                if let Some(ch) = &self.servers.ch {
                     ch.resume();
                 }
                 format!("SIGSTOP ClickHouse, SIGKILL worker {id} (a new generation), SIGCONT ClickHouse 4.5 s later")
             }
             Fault::DropBrokerConnections => {
-                self.broker.drop_connections();
+                self.servers.broker.drop_connections();
                 "the broker dropped every connection".into()
             }
             Fault::PartitionWorkerFromCoordinator => {
@@ -350,7 +356,7 @@ impl Rig {
             }
             Fault::PartitionClickHouse => {
                 let cut = Duration::from_secs(5);
-                if let Some(p) = &self.ch_proxy {
+                if let Some(p) = &self.servers.ch_proxy {
                     p.partition();
                     std::thread::sleep(cut);
                     p.heal();
@@ -363,74 +369,199 @@ impl Rig {
 
 /// Runs a soak in `dir`; returns what it found (it does not panic on
 /// wrong output: the caller decides).
+/// The soak's input and the servers it reads from and writes to.
+pub struct Servers {
+    /// The generated stream `weir produce` publishes.
+    pub stream: PathBuf,
+    pub broker: TestBroker,
+    pub ch: Option<ClickHouse>,
+    /// Between the workers and ClickHouse.
+    pub ch_proxy: Option<FaultProxy>,
+}
+
+impl Servers {
+    /// Generates the data set (event time runs 5 times faster than the
+    /// wall clock: windows close every 12 s of the run) and starts the
+    /// broker with the topic, and ClickHouse with the contract's tables.
+    pub fn start(dir: &Path, config: &SoakConfig) -> Servers {
+        let records = config.records();
+        let event_rate = (config.rate / 5).max(1);
+        let stream = generate(
+            dir,
+            "stream.avro",
+            &[
+                "--records",
+                &records.to_string(),
+                "--devices",
+                &config.devices.to_string(),
+                "--rate",
+                &event_rate.to_string(),
+                "--disorder-ms",
+                "8000",
+                "--seed",
+                &config.seed.to_string(),
+            ],
+        );
+        let broker = TestBroker::start(BrokerConfig {
+            partitions: PARTITIONS,
+            ..BrokerConfig::default()
+        })
+        .expect("start the test broker");
+        broker.create_topic(TOPIC, PARTITIONS);
+        let (ch, ch_proxy) = match config.sink {
+            Sink::ClickHouse => {
+                let ch = ClickHouse::start(dir);
+                ch.apply_weir_ddl(dir, "soak");
+                let proxy = FaultProxy::start(
+                    format!("127.0.0.1:{}", ch.http_port())
+                        .parse()
+                        .expect("address"),
+                );
+                (Some(ch), Some(proxy))
+            }
+            Sink::Jsonl => (None, None),
+        };
+        Servers {
+            stream: stream[0].clone(),
+            broker,
+            ch,
+            ch_proxy,
+        }
+    }
+
+    /// The job's flags: the topic, read until idle, into the sink, with
+    /// short heartbeats and checkpoints every 3 s.
+    pub fn job_args(&self, sink: Sink) -> Vec<String> {
+        let mut job = args(&[
+            "--pulsar",
+            &self.broker.url(),
+            "--topic",
+            TOPIC,
+            "--until-idle",
+            "8s",
+            "--data-dir",
+            "data",
+            "--heartbeat-timeout",
+            &format!("{}s", HEARTBEAT_TIMEOUT.as_secs()),
+            "--checkpoint-interval",
+            "3s",
+        ]);
+        match (&self.ch_proxy, sink) {
+            (Some(p), Sink::ClickHouse) => job.extend(args(&[
+                "--clickhouse",
+                &format!("http://{}", p.addr()),
+                "--database",
+                "soak",
+            ])),
+            _ => job.extend(args(&["--output", "out"])),
+        }
+        job
+    }
+
+    /// Starts publishing the stream at the configured rate.
+    pub fn produce(&self, dir: &Path, config: &SoakConfig) -> Proc {
+        weir(
+            dir,
+            "produce",
+            &args(&[
+                "produce",
+                "--quiet",
+                "--pulsar",
+                &self.broker.url(),
+                "--topic",
+                TOPIC,
+                "--input",
+                &self.stream.display().to_string(),
+                "--rate",
+                &config.rate.to_string(),
+            ]),
+        )
+    }
+
+    /// Publishes an undecodable message to a random partition now and
+    /// then (call it often; it keeps its own time).
+    pub fn inject_dead_letters(&self, letters: &mut DeadLetters, rng: &mut Rng) {
+        let now = letters.started.elapsed();
+        if now < letters.next {
+            return;
+        }
+        let p = rng.below(u64::from(PARTITIONS)) as u32;
+        let partition = format!("{TOPIC}-partition-{p}");
+        let (ledger, entry) = self.broker.inject(&partition, Some("bad"), &[0x0e, 0xff]);
+        letters
+            .injected
+            .insert((partition, format!("{ledger}:{entry}:-1")));
+        letters.next = now + Duration::from_millis(1500 + rng.below(1000));
+    }
+
+    /// Reads the job's output and checks it against the computation.
+    pub fn verify(&self, dir: &Path, sink: Sink, letters: &DeadLetters, report: &mut Report) {
+        report.dead_letters_injected = letters.injected.len() as u64;
+        let (readings, whole) = read_avro(&self.stream);
+        assert!(whole, "the generated stream is whole");
+        let output = match sink {
+            Sink::ClickHouse => {
+                let ch = self.ch.as_ref().expect("ClickHouse");
+                Output {
+                    sensors_local: ch.rows("soak", "sensors_local"),
+                    aggregates: ch.rows("soak", "sensor_aggregates_1m"),
+                    late: ch.rows("soak", "late_readings"),
+                    dead_letters: lines_of(&dir.join("data/dead_letters")),
+                }
+            }
+            Sink::Jsonl => {
+                let out = dir.join("out");
+                Output {
+                    sensors_local: lines_of(&out.join("sensors_local")),
+                    aggregates: lines_of(&out.join("sensor_aggregates_1m")),
+                    late: lines_of(&out.join("late_readings")),
+                    dead_letters: lines_of(&out.join("dead_letters")),
+                }
+            }
+        };
+        check(&readings, &output, &letters.injected, report);
+    }
+}
+
+/// The undecodable messages injected, by (partition, position).
+pub struct DeadLetters {
+    pub injected: BTreeSet<(String, String)>,
+    started: Instant,
+    next: Duration,
+}
+
+impl DeadLetters {
+    pub fn new() -> Self {
+        DeadLetters {
+            injected: BTreeSet::new(),
+            started: Instant::now(),
+            next: Duration::from_secs(2),
+        }
+    }
+}
+
+impl Default for DeadLetters {
+    fn default() -> Self {
+        DeadLetters::new()
+    }
+}
+
+impl SoakConfig {
+    /// Readings published in all.
+    pub fn records(&self) -> u64 {
+        u64::from(self.rate) * self.duration.as_secs().max(1)
+    }
+}
+
+/// Runs a soak in `dir`; returns what it found (it does not panic on
+/// wrong output: the caller decides).
 pub fn run(dir: &Path, config: &SoakConfig) -> Report {
     let started = Instant::now();
     let mut report = Report::default();
-    let mut rng = Rng(config.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
-    let records = u64::from(config.rate) * config.duration.as_secs().max(1);
-    report.records = records;
-    // Event time runs 5 times faster than the wall clock: windows close
-    // every 12 s of the run.
-    let event_rate = (config.rate / 5).max(1);
-    let stream = generate(
-        dir,
-        "stream.avro",
-        &[
-            "--records",
-            &records.to_string(),
-            "--devices",
-            &config.devices.to_string(),
-            "--rate",
-            &event_rate.to_string(),
-            "--disorder-ms",
-            "8000",
-            "--seed",
-            &config.seed.to_string(),
-        ],
-    );
-    let broker = TestBroker::start(BrokerConfig {
-        partitions: PARTITIONS,
-        ..BrokerConfig::default()
-    })
-    .expect("start the test broker");
-    broker.create_topic(TOPIC, PARTITIONS);
-
-    let (ch, ch_proxy) = match config.sink {
-        Sink::ClickHouse => {
-            let ch = ClickHouse::start(dir);
-            ch.apply_weir_ddl(dir, "soak");
-            let proxy = FaultProxy::start(
-                format!("127.0.0.1:{}", ch.http_port())
-                    .parse()
-                    .expect("address"),
-            );
-            (Some(ch), Some(proxy))
-        }
-        Sink::Jsonl => (None, None),
-    };
-    let mut coordinator_args = args(&[
-        "--pulsar",
-        &broker.url(),
-        "--topic",
-        TOPIC,
-        "--until-idle",
-        "8s",
-        "--data-dir",
-        "data",
-        "--heartbeat-timeout",
-        &format!("{}s", HEARTBEAT_TIMEOUT.as_secs()),
-        "--checkpoint-interval",
-        "3s",
-    ]);
-    match (&ch_proxy, config.sink) {
-        (Some(p), Sink::ClickHouse) => coordinator_args.extend(args(&[
-            "--clickhouse",
-            &format!("http://{}", p.addr()),
-            "--database",
-            "soak",
-        ])),
-        _ => coordinator_args.extend(args(&["--output", "out"])),
-    }
+    let mut rng = Rng::new(config.seed);
+    report.records = config.records();
+    let servers = Servers::start(dir, config);
+    let mut coordinator_args = servers.job_args(config.sink);
     let (initial, most) = match &config.schedule {
         Schedule::Faults(_) => (WORKERS, WORKERS),
         Schedule::Replicas { initial, changes } => (
@@ -448,9 +579,7 @@ pub fn run(dir: &Path, config: &SoakConfig) -> Report {
         cluster,
         running: initial,
         coordinator_proxies,
-        ch_proxy,
-        ch,
-        broker,
+        servers,
         coordinator_args,
     };
     for i in 0..initial {
@@ -458,46 +587,24 @@ pub fn run(dir: &Path, config: &SoakConfig) -> Report {
     }
     rig.cluster.wait_state("running", Duration::from_secs(120));
 
-    let mut producer = weir(
-        dir,
-        "produce",
-        &args(&[
-            "produce",
-            "--quiet",
-            "--pulsar",
-            &rig.broker.url(),
-            "--topic",
-            TOPIC,
-            "--input",
-            &stream[0].display().to_string(),
-            "--rate",
-            &config.rate.to_string(),
-        ]),
-    );
+    let mut producer = rig.servers.produce(dir, config);
     // Every kind of fault in a seeded order, then again in another: a short
     // run meets each kind.
     let mut deck: Vec<Fault> = Vec::new();
-    let mut injected = BTreeSet::new();
+    let mut letters = DeadLetters::new();
     let (fault_every, mut changes) = match &config.schedule {
         Schedule::Faults(every) => (Some(*every), Vec::new()),
         Schedule::Replicas { changes, .. } => (None, changes.clone()),
     };
     changes.reverse();
     let mut next_fault = fault_every.map(|every| jitter(&mut rng, every));
-    let mut next_letter = Duration::from_secs(2);
     let run_started = Instant::now();
     loop {
         if producer.try_status().is_some() {
             break;
         }
         let now = run_started.elapsed();
-        if now >= next_letter {
-            let p = rng.below(u64::from(PARTITIONS)) as u32;
-            let partition = format!("{TOPIC}-partition-{p}");
-            let (ledger, entry) = rig.broker.inject(&partition, Some("bad"), &[0x0e, 0xff]);
-            injected.insert((partition, format!("{ledger}:{entry}:-1")));
-            next_letter = now + Duration::from_millis(1500 + rng.below(1000));
-        }
+        rig.servers.inject_dead_letters(&mut letters, &mut rng);
         if changes.last().is_some_and(|(at, _)| now >= *at) {
             let (_, n) = changes.pop().expect("a change");
             let at = started.elapsed().as_secs_f64();
@@ -523,7 +630,6 @@ pub fn run(dir: &Path, config: &SoakConfig) -> Report {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    report.dead_letters_injected = injected.len() as u64;
     if !producer.try_status().is_some_and(|status| status.success()) {
         report
             .problems
@@ -550,270 +656,19 @@ pub fn run(dir: &Path, config: &SoakConfig) -> Report {
         return report;
     }
 
-    let (readings, whole) = read_avro(&stream[0]);
-    assert!(whole, "the generated stream is whole");
-    let output = match config.sink {
-        Sink::ClickHouse => {
-            let ch = rig.ch.as_ref().expect("ClickHouse");
-            Output {
-                sensors_local: ch.rows("soak", "sensors_local"),
-                aggregates: ch.rows("soak", "sensor_aggregates_1m"),
-                late: ch.rows("soak", "late_readings"),
-                dead_letters: lines_of(&dir.join("data/dead_letters")),
-            }
-        }
-        Sink::Jsonl => {
-            let out = dir.join("out");
-            Output {
-                sensors_local: lines_of(&out.join("sensors_local")),
-                aggregates: lines_of(&out.join("sensor_aggregates_1m")),
-                late: lines_of(&out.join("late_readings")),
-                dead_letters: lines_of(&out.join("dead_letters")),
-            }
-        }
-    };
-    check(&readings, &output, &injected, &mut report);
+    rig.servers.verify(dir, config.sink, &letters, &mut report);
     report.elapsed = started.elapsed();
     report
 }
 
-fn jitter(rng: &mut Rng, mean: Duration) -> Duration {
+pub fn jitter(rng: &mut Rng, mean: Duration) -> Duration {
     let ms = mean.as_millis() as u64;
     Duration::from_millis(ms / 2 + rng.below(ms.max(1)))
 }
 
-fn tail(text: &str, lines: usize) -> String {
+pub fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
-}
-
-/// Output rows as JSON objects, one per line of output.
-struct Output {
-    sensors_local: Vec<Map<String, Json>>,
-    aggregates: Vec<Map<String, Json>>,
-    late: Vec<Map<String, Json>>,
-    dead_letters: Vec<Map<String, Json>>,
-}
-
-/// The lines of the committed parts in `dir`, as JSON objects.
-fn lines_of(dir: &Path) -> Vec<Map<String, Json>> {
-    read_parts(dir)
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .filter_map(|l| match serde_json::from_str(l) {
-            Ok(Json::Object(m)) => Some(m),
-            _ => None,
-        })
-        .collect()
-}
-
-fn number(v: Option<&Json>) -> Option<f64> {
-    match v? {
-        Json::Number(n) => n.as_f64(),
-        Json::String(s) => s.parse().ok(),
-        _ => None,
-    }
-}
-
-fn text(v: Option<&Json>) -> String {
-    v.and_then(Json::as_str).unwrap_or_default().to_owned()
-}
-
-/// Compares the output with the computation; fills the report's counts.
-fn check(
-    readings: &[Reading],
-    output: &Output,
-    injected: &BTreeSet<(String, String)>,
-    report: &mut Report,
-) {
-    // Late readings: each once (by source and position), each one of the
-    // input's: by device and event time, and among readings of a device in
-    // the same millisecond the one of the closest temperature.
-    let mut by_key: BTreeMap<(String, i64), Vec<usize>> = BTreeMap::new();
-    for (i, r) in readings.iter().enumerate() {
-        by_key
-            .entry((format!("sensor_{}", r.sensor_id), r.timestamp))
-            .or_default()
-            .push(i);
-    }
-    let mut late_input = vec![false; readings.len()];
-    let mut positions = BTreeSet::new();
-    let mut stray = 0u64;
-    for row in &output.late {
-        if !positions.insert((text(row.get("source")), text(row.get("position")))) {
-            report.duplicated += 1;
-            continue;
-        }
-        let reading: Json = serde_json::from_str(&text(row.get("reading"))).unwrap_or(Json::Null);
-        let key = (
-            text(row.get("device_id")),
-            number(row.get("timestamp_ms")).unwrap_or(f64::NAN) as i64,
-        );
-        let candidates = by_key.get(&key).map(Vec::as_slice).unwrap_or_default();
-        let best = candidates
-            .iter()
-            .copied()
-            .filter(|&i| !late_input[i])
-            .max_by_key(|&i| same_fields(&reading, &readings[i]));
-        match best {
-            Some(i) => late_input[i] = true,
-            None => stray += 1,
-        }
-    }
-    report.late_readings = positions.len() as u64;
-    report.rows_checked += output.late.len() as u64;
-    if stray > 0 {
-        report.problems.push(format!(
-            "{stray} late readings are not readings of the input"
-        ));
-    }
-    // The readings that were not late go into windows.
-    let remaining: Vec<Reading> = readings
-        .iter()
-        .zip(&late_input)
-        .filter(|(_, late)| !**late)
-        .map(|(r, _)| r.clone())
-        .collect();
-    // Every reading counted once: in a window or late.
-    let in_windows: u64 = output
-        .aggregates
-        .iter()
-        .filter_map(|r| number(r.get("readings")))
-        .map(|n| n as u64)
-        .sum();
-    let accounted = in_windows + positions.len() as u64;
-    if accounted != readings.len() as u64 {
-        report.problems.push(format!(
-            "{} readings in the input, {in_windows} in windows and {} late: {}",
-            readings.len(),
-            positions.len(),
-            if accounted > readings.len() as u64 {
-                "some counted twice"
-            } else {
-                "some lost"
-            }
-        ));
-    }
-    let expected = compute(&[("all".to_owned(), remaining)], MINUTE, NO_LATENESS);
-    compare(
-        "sensors_local",
-        &expected.sensors_local,
-        &output.sensors_local,
-        "time",
-        report,
-    );
-    compare(
-        "sensor_aggregates_1m",
-        &expected.aggregates,
-        &output.aggregates,
-        "window_start",
-        report,
-    );
-    // Dead letters: every injected message once.
-    let mut letters = BTreeSet::new();
-    for l in &output.dead_letters {
-        let key = (text(l.get("source")), text(l.get("position")));
-        if !letters.insert(key.clone()) {
-            report.duplicated += 1;
-        } else if !injected.contains(&key) {
-            report
-                .problems
-                .push(format!("an unexpected dead letter {key:?}"));
-        }
-    }
-    report.lost += injected.difference(&letters).count() as u64;
-    report.rows_checked += output.dead_letters.len() as u64;
-}
-
-/// How many measurements of a late reading's JSON equal the input
-/// reading's (to tell apart readings of a device in the same millisecond).
-/// Within a relative 1e-12: serde_json's default float parsing can be a
-/// unit in the last place off.
-fn same_fields(json: &Json, r: &Reading) -> usize {
-    [
-        ("temperature", r.temperature),
-        ("humidity", r.humidity),
-        ("pressure", r.pressure),
-        ("batteryLevel", r.battery_level),
-        ("co2Level", r.co2_level),
-        ("noiseLevel", r.noise_level),
-        ("lightLevel", r.light_level),
-        ("signalStrength", r.signal_strength),
-        ("bytesSent", r.bytes_sent as f64),
-        ("bytesReceived", r.bytes_received as f64),
-    ]
-    .iter()
-    .filter(|(name, v)| {
-        json[*name]
-            .as_f64()
-            .is_some_and(|j| j == *v || (j - v).abs() <= 1e-12 * j.abs().max(v.abs()))
-    })
-    .count()
-}
-
-/// Counts the rows of `expected` missing from `actual`, rows there twice,
-/// and rows that differ or that the computation does not have.
-fn compare(
-    table: &str,
-    expected: &Rows,
-    actual: &[Map<String, Json>],
-    time_column: &str,
-    report: &mut Report,
-) {
-    report.rows_checked += actual.len() as u64;
-    let mut seen: BTreeMap<(String, u64), &Map<String, Json>> = BTreeMap::new();
-    for row in actual {
-        let key = (
-            text(row.get("device_id")),
-            number(row.get(time_column)).unwrap_or(-1.0) as u64,
-        );
-        if seen.insert(key, row).is_some() {
-            report.duplicated += 1;
-        }
-    }
-    let mut wrong_examples = Vec::new();
-    for (key, want) in expected {
-        let Some(got) = seen.get(key) else {
-            report.lost += 1;
-            continue;
-        };
-        // As `assert_rows_match` compares: strings as strings, numbers
-        // (ClickHouse quotes 64-bit ones) within 1e-9 relative.
-        let mut columns: Vec<(&String, &Json)> = want.iter().collect();
-        // The count first: it tells a reading too many from one too few.
-        columns.sort_by_key(|(c, _)| c.as_str() != "readings");
-        let differences: Vec<String> = columns
-            .into_iter()
-            .filter_map(|(col, w)| {
-                let g = got.get(col);
-                let same = match (w, g) {
-                    (Json::String(a), Some(Json::String(b))) if number(Some(w)).is_none() => a == b,
-                    _ => match (number(Some(w)), number(g)) {
-                        (Some(a), Some(b)) => {
-                            a == b || (a - b).abs() <= 1e-9 * a.abs().max(b.abs())
-                        }
-                        _ => Some(w) == g,
-                    },
-                };
-                (!same).then(|| format!("{col} {} (expected {w})", g.unwrap_or(&Json::Null)))
-            })
-            .collect();
-        if !differences.is_empty() {
-            report.wrong += 1;
-            if wrong_examples.len() < 3 {
-                wrong_examples.push(format!("{key:?}: {}", differences.join(", ")));
-            }
-        }
-    }
-    let unexpected = seen.keys().filter(|k| !expected.contains_key(*k)).count() as u64;
-    report.wrong += unexpected;
-    if !wrong_examples.is_empty() || unexpected > 0 {
-        report.problems.push(format!(
-            "{table}: {unexpected} rows the computation does not have; differing rows such as {}",
-            wrong_examples.join(", ")
-        ));
-    }
 }
 
 /// The soak's directory and settings from the environment, for the script
