@@ -134,7 +134,7 @@ impl Group {
         let raft = Raft::new(
             config.node_id,
             Arc::new(raft_config),
-            Network,
+            Network::new(config.peers.clone()),
             log,
             state.clone(),
         )

@@ -31,8 +31,25 @@ use crate::{NodeId, TypeConfig};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Opens connections to the other coordinators.
+///
+/// At the addresses this coordinator was given (`--peers`), not those in
+/// the group's membership (the first coordinator's list, when it
+/// initialised the group): each may reach the others its own way (a
+/// different DNS name, a proxy), and a list corrected on restart takes
+/// effect at once. A member missing from the list is dialled at its
+/// membership address.
 #[derive(Clone, Default)]
-pub struct Network;
+pub struct Network {
+    peers: std::sync::Arc<std::collections::BTreeMap<NodeId, String>>,
+}
+
+impl Network {
+    pub fn new(peers: std::collections::BTreeMap<NodeId, String>) -> Self {
+        Network {
+            peers: std::sync::Arc::new(peers),
+        }
+    }
+}
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Peer;
@@ -40,7 +57,11 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Peer {
         Peer {
             target,
-            addr: node.addr.clone(),
+            addr: self
+                .peers
+                .get(&target)
+                .cloned()
+                .unwrap_or_else(|| node.addr.clone()),
             client: None,
         }
     }
