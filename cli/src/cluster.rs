@@ -49,11 +49,81 @@ pub struct CoordinatorArgs {
     /// before it goes on with those there are.
     #[arg(long, default_value = "3m")]
     pub rescale_patience: weir_common::spec::Duration,
+    /// The coordinators of a raft group, this one included:
+    /// `0=HOST:PORT,1=HOST:PORT,2=HOST:PORT` (their gRPC addresses; raft
+    /// runs over the gRPC port). Without it this coordinator runs alone.
+    #[arg(long, env = "WEIR_PEERS")]
+    pub peers: Option<String>,
+    /// This coordinator's id in --peers (default: the number at the end of
+    /// the host name, as in a StatefulSet's `weir-coordinator-2`).
+    #[arg(long, env = "WEIR_NODE_ID")]
+    pub node_id: Option<u64>,
+    /// Where the raft log and state are kept (default: `raft-<id>` in the
+    /// job's state directory). Keep it across restarts: a coordinator that
+    /// lost it rejoins as a new member would not.
+    #[arg(long)]
+    pub raft_dir: Option<PathBuf>,
+    /// The raft leader's heartbeat interval.
+    #[arg(long, default_value = "250ms")]
+    pub raft_heartbeat: weir_common::spec::Duration,
+    /// A follower that hears no heartbeat for between this and twice this
+    /// starts an election; a leader that cannot reach a majority for this
+    /// long steps down.
+    #[arg(long, default_value = "1500ms")]
+    pub raft_election: weir_common::spec::Duration,
+}
+
+/// The raft group of `--peers`, if any.
+fn raft_group(
+    args: &CoordinatorArgs,
+    state_dir: &std::path::Path,
+) -> anyhow::Result<Option<weir_raft::group::GroupConfig>> {
+    let Some(peers) = &args.peers else {
+        return Ok(None);
+    };
+    let peers = weir_raft::group::parse_peers(peers).context("--peers")?;
+    let node_id = match args.node_id {
+        Some(id) => id,
+        None => node_id_from_hostname().context(
+            "--node-id is needed with --peers (the host name does not end in -<number>)",
+        )?,
+    };
+    if !peers.contains_key(&node_id) {
+        bail!("--node-id {node_id} is not in --peers");
+    }
+    let heartbeat = args.raft_heartbeat.std();
+    let election = args.raft_election.std();
+    if election < heartbeat * 3 {
+        bail!("--raft-election must be at least three --raft-heartbeat intervals");
+    }
+    let dir = args
+        .raft_dir
+        .clone()
+        .unwrap_or_else(|| state_dir.join(format!("raft-{node_id}")));
+    Ok(Some(weir_raft::group::GroupConfig {
+        node_id,
+        peers,
+        dir,
+        heartbeat,
+        election,
+    }))
+}
+
+fn node_id_from_hostname() -> Option<u64> {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    ordinal(host.trim())
+}
+
+/// The number after the last `-` of a StatefulSet pod's name.
+fn ordinal(name: &str) -> Option<u64> {
+    name.rsplit_once('-')?.1.parse().ok()
 }
 
 #[derive(Args, Debug)]
 pub struct WorkerArgs {
-    /// The coordinator's gRPC address (host:port).
+    /// The coordinator's gRPC address (host:port), or the addresses of a
+    /// raft group's coordinators, comma-separated: the worker finds the
+    /// leader among them.
     #[arg(long, env = "WEIR_COORDINATOR_GRPC")]
     pub coordinator: String,
     /// Address for the shuffle (gRPC) and /healthz, /readyz, /metrics.
@@ -118,6 +188,7 @@ pub fn run_coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
         args.settle.std(),
     )?;
     config.rescale_patience = args.rescale_patience.std();
+    config.raft = raft_group(&args, &config.spec.state.dir)?;
     runtime()?.block_on(async move {
         if args.kubernetes {
             let set =
@@ -204,4 +275,14 @@ async fn wait_for_signal() -> anyhow::Result<()> {
         _ = term.recv() => {}
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_ordinal_of_a_statefulset_pod() {
+        assert_eq!(super::ordinal("weir-coordinator-2"), Some(2));
+        assert_eq!(super::ordinal("weir-coordinator"), None);
+        assert_eq!(super::ordinal("host"), None);
+    }
 }

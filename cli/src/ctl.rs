@@ -14,7 +14,10 @@ use crate::local::group;
 
 #[derive(Args, Debug)]
 pub struct CtlArgs {
-    /// The coordinator's HTTP address.
+    /// The coordinator's HTTP address, or those of a raft group's
+    /// coordinators, comma-separated: any of them answers (a follower asks
+    /// the leader); one that cannot be reached, or has no leader to ask,
+    /// is skipped for the next.
     #[arg(
         long,
         env = "WEIR_COORDINATOR",
@@ -66,7 +69,15 @@ pub enum CtlCommand {
 }
 
 pub fn run(args: CtlArgs) -> anyhow::Result<()> {
-    let base = args.coordinator.trim_end_matches('/').to_owned();
+    let bases: Vec<String> = args
+        .coordinator
+        .split(',')
+        .map(|b| b.trim().trim_end_matches('/').to_owned())
+        .filter(|b| !b.is_empty())
+        .collect();
+    if bases.is_empty() {
+        bail!("--coordinator names no address");
+    }
     let (method, path, request_body) = match &args.command {
         CtlCommand::Status => ("GET", "/api/v1/job", String::new()),
         CtlCommand::Workers => ("GET", "/api/v1/cluster", String::new()),
@@ -99,7 +110,7 @@ pub fn run(args: CtlArgs) -> anyhow::Result<()> {
             serde_json::json!({ "interval_ms": interval.as_millis() }).to_string(),
         ),
     };
-    let body = request(&base, method, path, &request_body)?;
+    let body = request_any(&bases, method, path, &request_body)?;
     if args.json {
         println!("{body}");
         return Ok(());
@@ -131,13 +142,69 @@ pub fn run(args: CtlArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Why a request to one coordinator did not get an answer.
+enum Failure {
+    /// Unreachable, or no leader to ask (503): another may answer.
+    Elsewhere(anyhow::Error),
+    /// The API refused the request; another coordinator would too.
+    Refused(anyhow::Error),
+}
+
+/// The request, to each coordinator in turn until one answers.
+fn request_any(bases: &[String], method: &str, path: &str, body: &str) -> anyhow::Result<String> {
+    let mut errors = Vec::new();
+    for base in bases {
+        match request(base, method, path, body) {
+            Ok(answer) => return Ok(answer),
+            Err(Failure::Refused(e)) => return Err(e),
+            Err(Failure::Elsewhere(e)) if bases.len() == 1 => return Err(e),
+            Err(Failure::Elsewhere(e)) => errors.push(format!("{e:#}")),
+        }
+    }
+    bail!("no coordinator answered: {}", errors.join("; "))
+}
+
 /// One HTTP/1.1 request; the answer's body, or an error with the API's
 /// message.
-fn request(base: &str, method: &str, path: &str, body: &str) -> anyhow::Result<String> {
-    let hostport = base
-        .strip_prefix("http://")
-        .ok_or_else(|| anyhow!("--coordinator must be an http:// URL, not `{base}`"))?;
+fn request(base: &str, method: &str, path: &str, body: &str) -> Result<String, Failure> {
+    let elsewhere = Failure::Elsewhere;
+    let hostport = base.strip_prefix("http://").ok_or_else(|| {
+        Failure::Refused(anyhow!(
+            "--coordinator must be an http:// URL, not `{base}`"
+        ))
+    })?;
     let hostport = hostport.split('/').next().unwrap_or(hostport);
+    exchange(base, hostport, method, path, body).map_err(|e| match e {
+        Exchange::Io(e) => elsewhere(e),
+        Exchange::Status(503, e) => elsewhere(e),
+        Exchange::Status(_, e) => Failure::Refused(e),
+    })
+}
+
+enum Exchange {
+    Io(anyhow::Error),
+    Status(u16, anyhow::Error),
+}
+
+impl From<std::io::Error> for Exchange {
+    fn from(e: std::io::Error) -> Self {
+        Exchange::Io(e.into())
+    }
+}
+
+impl From<anyhow::Error> for Exchange {
+    fn from(e: anyhow::Error) -> Self {
+        Exchange::Io(e)
+    }
+}
+
+fn exchange(
+    base: &str,
+    hostport: &str,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> Result<String, Exchange> {
     let mut stream = TcpStream::connect(hostport)
         .with_context(|| format!("cannot reach the coordinator at {base}"))?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
@@ -195,7 +262,10 @@ fn request(base: &str, method: &str, path: &str, body: &str) -> anyhow::Result<S
             .ok()
             .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
             .unwrap_or(body);
-        bail!("the coordinator refused ({status}): {message}");
+        return Err(Exchange::Status(
+            status,
+            anyhow!("the coordinator at {base} refused ({status}): {message}"),
+        ));
     }
     Ok(body)
 }
@@ -250,6 +320,23 @@ fn print_job(j: &JobStatus) {
     );
     if !j.kubernetes.is_empty() {
         println!("kubernetes  {}", j.kubernetes);
+    }
+    if let Some(r) = &j.raft {
+        let members: Vec<String> = r
+            .members
+            .iter()
+            .map(|m| format!("{}={} (log {})", m.id, m.address, m.matched_index))
+            .collect();
+        println!(
+            "raft        leader {}, term {}, members {}",
+            if r.has_leader {
+                r.leader.to_string()
+            } else {
+                "none".into()
+            },
+            r.term,
+            members.join(", ")
+        );
     }
     println!(
         "records     {} in ({}/s), {} rows out ({}/s)",

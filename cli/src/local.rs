@@ -10,7 +10,7 @@ use clap::Args;
 use tokio::time::{interval, Instant, MissedTickBehavior};
 use weir_common::spec::{JobSpec, LatePolicy, SinkKind};
 use weir_common::tasks::TaskGroup;
-use weir_coordinator::{Coordinator, CoordinatorHandle};
+use weir_coordinator::{Coordinator, Gateway};
 use weir_proto::admin::JobStatus;
 use weir_worker::node::{WorkerConfig, WorkerNode};
 
@@ -84,10 +84,7 @@ pub fn run(args: LocalArgs) -> anyhow::Result<()> {
 
 /// Shows progress until the job ends; Ctrl-C (or SIGTERM) stops it, a
 /// second Ctrl-C gives up waiting for the stop.
-async fn watch(
-    handle: &CoordinatorHandle,
-    quiet: bool,
-) -> anyhow::Result<(Ending, JobStatus, Duration)> {
+async fn watch(handle: &Gateway, quiet: bool) -> anyhow::Result<(Ending, JobStatus, Duration)> {
     let started = Instant::now();
     let mut progress = Progress::new(quiet);
     let mut ticker = interval(Duration::from_millis(250));

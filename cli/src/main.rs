@@ -35,9 +35,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the job in this process (generator → RocksDB → JSON lines by default).
-    Local(local::LocalArgs),
+    Local(Box<local::LocalArgs>),
     /// Run the coordinator of a cluster.
-    Coordinator(cluster::CoordinatorArgs),
+    Coordinator(Box<cluster::CoordinatorArgs>),
     /// Run a worker of a cluster.
     Worker(cluster::WorkerArgs),
     /// Query and control a running coordinator.
@@ -110,8 +110,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     let result = match cli.command {
-        Command::Local(args) => local::run(args),
-        Command::Coordinator(args) => cluster::run_coordinator(args),
+        Command::Local(args) => local::run(*args),
+        Command::Coordinator(args) => cluster::run_coordinator(*args),
         Command::Worker(args) => cluster::run_worker(args),
         Command::Ctl(args) => ctl::run(args),
         Command::Gen(args) => gen::run(args),

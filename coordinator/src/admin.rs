@@ -21,16 +21,27 @@ use axum::Json;
 use tonic::{Request, Status};
 use weir_proto::admin as api;
 
-use crate::actor::{AdminError, CoordinatorHandle};
+use crate::actor::AdminError;
+use crate::gateway::{Gateway, PROXIED_KEY};
 
 /// The gRPC face of the admin API.
 pub struct AdminService {
-    handle: CoordinatorHandle,
+    gateway: Gateway,
 }
 
 impl AdminService {
-    pub fn new(handle: CoordinatorHandle) -> Self {
-        AdminService { handle }
+    pub fn new(gateway: Gateway) -> Self {
+        AdminService { gateway }
+    }
+
+    /// Where `request` is answered: a request a follower proxied here is
+    /// never proxied again.
+    fn route<T>(&self, request: &Request<T>) -> Gateway {
+        if request.metadata().contains_key(PROXIED_KEY) {
+            self.gateway.unproxied()
+        } else {
+            self.gateway.clone()
+        }
     }
 }
 
@@ -38,47 +49,48 @@ type Reply<T> = Result<tonic::Response<T>, Status>;
 
 #[tonic::async_trait]
 impl api::admin_server::Admin for AdminService {
-    async fn get_cluster(&self, _: Request<api::GetClusterRequest>) -> Reply<api::ClusterStatus> {
-        Ok(tonic::Response::new(self.handle.cluster().await?))
+    async fn get_cluster(&self, r: Request<api::GetClusterRequest>) -> Reply<api::ClusterStatus> {
+        Ok(tonic::Response::new(self.route(&r).cluster().await?))
     }
 
-    async fn get_job(&self, _: Request<api::GetJobRequest>) -> Reply<api::JobStatus> {
-        Ok(tonic::Response::new(self.handle.job().await?))
+    async fn get_job(&self, r: Request<api::GetJobRequest>) -> Reply<api::JobStatus> {
+        Ok(tonic::Response::new(self.route(&r).job().await?))
     }
 
     async fn stop_job(&self, r: Request<api::StopJobRequest>) -> Reply<api::JobStatus> {
-        let status = if r.into_inner().savepoint {
-            self.handle.stop_with_savepoint().await?
-        } else {
-            self.handle.stop().await?
-        };
-        Ok(tonic::Response::new(status))
+        let gateway = self.route(&r);
+        Ok(tonic::Response::new(
+            gateway.stop_request(r.into_inner()).await?,
+        ))
     }
 
     async fn resume_job(&self, r: Request<api::ResumeJobRequest>) -> Reply<api::JobStatus> {
+        let gateway = self.route(&r);
         let from = Some(r.into_inner().from).filter(|f| !f.trim().is_empty());
-        Ok(tonic::Response::new(self.handle.resume(from).await?))
+        Ok(tonic::Response::new(gateway.resume(from).await?))
     }
 
     async fn rescale(&self, r: Request<api::RescaleRequest>) -> Reply<api::JobStatus> {
+        let gateway = self.route(&r);
         let workers = r.into_inner().workers;
-        Ok(tonic::Response::new(self.handle.rescale(workers).await?))
+        Ok(tonic::Response::new(gateway.rescale(workers).await?))
     }
 
     async fn list_checkpoints(
         &self,
-        _: Request<api::ListCheckpointsRequest>,
+        r: Request<api::ListCheckpointsRequest>,
     ) -> Reply<api::CheckpointList> {
-        Ok(tonic::Response::new(self.handle.checkpoints().await?))
+        Ok(tonic::Response::new(self.route(&r).checkpoints().await?))
     }
 
     async fn trigger_checkpoint(
         &self,
         r: Request<api::TriggerCheckpointRequest>,
     ) -> Reply<api::CheckpointList> {
+        let gateway = self.route(&r);
         let savepoint = r.into_inner().savepoint;
         Ok(tonic::Response::new(
-            self.handle.trigger_checkpoint(savepoint).await?,
+            gateway.trigger_checkpoint(savepoint).await?,
         ))
     }
 
@@ -86,9 +98,10 @@ impl api::admin_server::Admin for AdminService {
         &self,
         r: Request<api::SetCheckpointIntervalRequest>,
     ) -> Reply<api::CheckpointList> {
+        let gateway = self.route(&r);
         let interval = std::time::Duration::from_millis(r.into_inner().interval_ms);
         Ok(tonic::Response::new(
-            self.handle.set_checkpoint_interval(interval).await?,
+            gateway.set_checkpoint_interval(interval).await?,
         ))
     }
 }
@@ -114,7 +127,7 @@ impl From<AdminError> for ApiError {
 }
 
 /// The REST router.
-pub fn router(handle: CoordinatorHandle) -> axum::Router {
+pub fn router(gateway: Gateway) -> axum::Router {
     axum::Router::new()
         .route("/api/v1/cluster", get(cluster))
         .route("/api/v1/job", get(job))
@@ -134,14 +147,14 @@ pub fn router(handle: CoordinatorHandle) -> axum::Router {
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(handle)
+        .with_state(gateway)
 }
 
-async fn cluster(State(h): State<CoordinatorHandle>) -> Result<Json<api::ClusterStatus>, ApiError> {
+async fn cluster(State(h): State<Gateway>) -> Result<Json<api::ClusterStatus>, ApiError> {
     Ok(Json(h.cluster().await?))
 }
 
-async fn job(State(h): State<CoordinatorHandle>) -> Result<Json<api::JobStatus>, ApiError> {
+async fn job(State(h): State<Gateway>) -> Result<Json<api::JobStatus>, ApiError> {
     Ok(Json(h.job().await?))
 }
 
@@ -155,19 +168,15 @@ fn body<T: serde::de::DeserializeOwned + Default>(bytes: &[u8]) -> Result<T, Api
 }
 
 async fn stop(
-    State(h): State<CoordinatorHandle>,
+    State(h): State<Gateway>,
     bytes: axum::body::Bytes,
 ) -> Result<Json<api::JobStatus>, ApiError> {
     let request: api::StopJobRequest = body(&bytes)?;
-    Ok(Json(if request.savepoint {
-        h.stop_with_savepoint().await?
-    } else {
-        h.stop().await?
-    }))
+    Ok(Json(h.stop_request(request).await?))
 }
 
 async fn resume(
-    State(h): State<CoordinatorHandle>,
+    State(h): State<Gateway>,
     bytes: axum::body::Bytes,
 ) -> Result<Json<api::JobStatus>, ApiError> {
     let request: api::ResumeJobRequest = body(&bytes)?;
@@ -176,21 +185,19 @@ async fn resume(
 }
 
 async fn rescale(
-    State(h): State<CoordinatorHandle>,
+    State(h): State<Gateway>,
     bytes: axum::body::Bytes,
 ) -> Result<Json<api::JobStatus>, ApiError> {
     let request: api::RescaleRequest = body(&bytes)?;
     Ok(Json(h.rescale(request.workers).await?))
 }
 
-async fn checkpoints(
-    State(h): State<CoordinatorHandle>,
-) -> Result<Json<api::CheckpointList>, ApiError> {
+async fn checkpoints(State(h): State<Gateway>) -> Result<Json<api::CheckpointList>, ApiError> {
     Ok(Json(h.checkpoints().await?))
 }
 
 async fn trigger_checkpoint(
-    State(h): State<CoordinatorHandle>,
+    State(h): State<Gateway>,
     bytes: axum::body::Bytes,
 ) -> Result<Json<api::CheckpointList>, ApiError> {
     let request: api::TriggerCheckpointRequest = body(&bytes)?;
@@ -198,7 +205,7 @@ async fn trigger_checkpoint(
 }
 
 async fn set_checkpoint_interval(
-    State(h): State<CoordinatorHandle>,
+    State(h): State<Gateway>,
     bytes: axum::body::Bytes,
 ) -> Result<Json<api::CheckpointList>, ApiError> {
     let request: api::SetCheckpointIntervalRequest = body(&bytes)?;
@@ -206,7 +213,7 @@ async fn set_checkpoint_interval(
     Ok(Json(h.set_checkpoint_interval(interval).await?))
 }
 
-async fn readyz(State(h): State<CoordinatorHandle>) -> Result<&'static str, ApiError> {
+async fn readyz(State(h): State<Gateway>) -> Result<&'static str, ApiError> {
     h.job().await?;
     Ok("ready\n")
 }
@@ -231,11 +238,23 @@ async fn method_not_allowed(uri: Uri) -> ApiError {
     )
 }
 
-async fn metrics(State(h): State<CoordinatorHandle>) -> Result<impl IntoResponse, ApiError> {
-    let job = h.job().await?;
-    let cluster = h.cluster().await?;
-    let checkpoints = h.checkpoints().await?;
-    let text = crate::prometheus::render(&job, &cluster, &checkpoints);
+/// The job's metrics on the coordinator that runs it; on a follower only
+/// that it does not (see [`crate::prometheus::render_leadership`]).
+async fn metrics(State(h): State<Gateway>) -> Result<impl IntoResponse, ApiError> {
+    let text = match h.local_handle() {
+        Some(local) => {
+            let job = local.job().await?;
+            let cluster = local.cluster().await?;
+            let checkpoints = local.checkpoints().await?;
+            let mut text = crate::prometheus::render(&job, &cluster, &checkpoints);
+            text.push_str(&crate::prometheus::render_leadership(
+                true,
+                job.raft.as_ref(),
+            ));
+            text
+        }
+        None => crate::prometheus::render_leadership(false, h.raft_status().as_ref()),
+    };
     Ok((
         [(
             axum::http::header::CONTENT_TYPE,

@@ -11,17 +11,18 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use weir_proto::cluster as pb;
 
-use crate::actor::{CoordinatorHandle, Msg};
+use crate::actor::Msg;
+use crate::gateway::Gateway;
 
 pub struct ControlService {
-    handle: CoordinatorHandle,
+    gateway: Gateway,
     connections: AtomicU64,
 }
 
 impl ControlService {
-    pub fn new(handle: CoordinatorHandle) -> Self {
+    pub fn new(gateway: Gateway) -> Self {
         ControlService {
-            handle,
+            gateway,
             connections: AtomicU64::new(0),
         }
     }
@@ -54,11 +55,15 @@ impl pb::cluster_server::Cluster for ControlService {
                 "Register.data_address must not be empty",
             ));
         }
+        // Workers register with the coordinator that runs the job; the
+        // others tell them where it is.
+        let Some(handle) = self.gateway.local_handle() else {
+            return Err(self.gateway.not_leader());
+        };
         let id = register.worker_id.clone();
         let conn = self.connections.fetch_add(1, Relaxed) + 1;
         let (commands, rx) = mpsc::channel(16);
-        if !self
-            .handle
+        if !handle
             .send(Msg::Connected {
                 register,
                 conn,
@@ -68,7 +73,6 @@ impl pb::cluster_server::Cluster for ControlService {
         {
             return Err(Status::unavailable("the coordinator is shutting down"));
         }
-        let handle = self.handle.clone();
         tokio::spawn(async move {
             while let Ok(Some(message)) = events.message().await {
                 if let Some(event) = message.event {

@@ -7,6 +7,12 @@
 //!  gRPC Admin ──────► AdminService ─────────────────┘
 //! ```
 //!
+//! With three coordinators (`config.raft`), the actor runs on the raft
+//! group's leader only ([`leadership`]); the servers run on every one and
+//! reach the actor through a [`gateway`]: locally on the leader, proxied
+//! (admin) or redirected (workers) on a follower. The leader records the
+//! job's control state in raft ([`raft_link`], `recorder`).
+//!
 //! - [`actor`]: the one task that owns the state; everything else is a
 //!   handle to it.
 //! - [`scheduler`]: partitions and key-group ranges over the live workers.
@@ -22,8 +28,12 @@ pub mod admin;
 pub mod checkpoints;
 pub mod control;
 pub mod discovery;
+pub mod gateway;
 pub mod kubernetes;
+mod leadership;
 pub mod prometheus;
+pub mod raft_link;
+mod recorder;
 pub mod restore;
 pub mod scheduler;
 #[cfg(test)]
@@ -38,6 +48,7 @@ use weir_proto::admin::admin_server::AdminServer;
 use weir_proto::cluster::cluster_server::ClusterServer;
 
 pub use actor::{AdminError, CoordinatorConfig, CoordinatorHandle};
+pub use gateway::{Gateway, Route};
 
 /// Why the coordinator could not start.
 #[derive(Debug, thiserror::Error)]
@@ -52,16 +63,20 @@ pub enum CoordinatorError {
     Pulsar(#[from] weir_common::pulsar::PulsarError),
     #[error("checkpoints: {0}")]
     Checkpoint(String),
+    #[error("the coordinators' raft group: {0}")]
+    Raft(String),
 }
 
 /// A running coordinator.
 pub struct Coordinator {
-    /// Where workers and gRPC admin clients connect.
+    /// Where workers and gRPC admin clients connect (and, in a group, the
+    /// other coordinators' raft).
     pub grpc_addr: SocketAddr,
     /// Where the REST API and `/metrics` are served, if anywhere.
     pub http_addr: Option<SocketAddr>,
-    handle: CoordinatorHandle,
-    /// The coordinator's tasks: actor, servers, partition discovery.
+    gateway: Gateway,
+    /// The coordinator's tasks: servers, raft, and the job's parts while
+    /// it runs the job.
     tasks: TaskGroup,
 }
 
@@ -78,7 +93,7 @@ async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), Coordinator
 /// Opens the job's checkpoint store (`checkpoint.store`, by default
 /// `checkpoints` under the state directory; the spec the workers get names
 /// it) and finds the newest checkpoint there, so that numbering goes on.
-async fn open_checkpoints(
+pub(crate) async fn open_checkpoints(
     spec: &mut weir_common::spec::JobSpec,
 ) -> Result<actor::CheckpointSetup, CoordinatorError> {
     use weir_common::checkpoint::{CheckpointStore, StoreLocation};
@@ -142,28 +157,17 @@ async fn open_checkpoints(
 }
 
 impl Coordinator {
-    /// Binds `grpc` (workers, gRPC admin) and `http` (REST, metrics) and
-    /// starts serving, as a child of `parent`: the coordinator stops with
-    /// it, or on its own when one of its tasks fails
-    /// ([`Coordinator::stopped`]).
+    /// Binds `grpc` (workers, gRPC admin, raft) and `http` (REST, metrics)
+    /// and starts serving, as a child of `parent`: the coordinator stops
+    /// with it, or on its own when one of its tasks fails
+    /// ([`Coordinator::stopped`]). Alone it runs the job at once; in a
+    /// raft group (`config.raft`) while it leads.
     pub async fn start(
         mut config: CoordinatorConfig,
         grpc: SocketAddr,
         http: Option<SocketAddr>,
         parent: &TaskGroup,
     ) -> Result<Self, CoordinatorError> {
-        // The topic's partitions before anything else: a broker that cannot
-        // be reached, or refuses us, fails here with the cause.
-        let discovered = match &config.discovery {
-            Some(d) => {
-                let (client, names) = d.start().await?;
-                tracing::info!(topic = %d.topic, partitions = names.len(), "found the input topic");
-                config.partitions = names;
-                Some((d.clone(), client))
-            }
-            None => None,
-        };
-        let checkpoints = open_checkpoints(&mut config.spec).await?;
         let (grpc_listener, grpc_addr) = bind(grpc).await?;
         let http_bound = match http {
             Some(addr) => Some(bind(addr).await?),
@@ -172,34 +176,55 @@ impl Coordinator {
         config.address = grpc_addr.to_string();
         let tasks = parent.child();
         let shutdown = tasks.token().clone();
-        let worker_set = config.worker_set.clone();
-        let (handle, actor) = actor::spawn(config, checkpoints, shutdown.clone());
-        tasks.spawn_critical("the coordinator actor", async move {
-            actor.await.map_err(|e| e.to_string())
-        });
-        if let Some(set) = worker_set {
-            let watch = set.watch(handle.clone(), shutdown.clone());
-            tasks.spawn_critical("the StatefulSet watch", async move {
-                watch.await;
-                Ok::<(), std::convert::Infallible>(())
-            });
-        }
-        if let Some((discovery, client)) = discovered {
-            let run = discovery::run(discovery, client, handle.clone(), shutdown.clone());
-            tasks.spawn_critical("partition discovery", async move {
-                run.await;
-                Ok::<(), std::convert::Infallible>(())
-            });
-        }
+        let (gateway, raft_service) = match config.raft.clone() {
+            None => {
+                let leading = leadership::lead(config, None, &tasks).await?;
+                let gateway = Gateway::local(leading.handle.clone());
+                tasks.spawn_critical("the job", async move {
+                    match leading.tasks.stopped().await {
+                        Some(reason) => Err(reason),
+                        None => Ok(()),
+                    }
+                });
+                (gateway, None)
+            }
+            Some(group) => {
+                let checks = leadership::Checks {
+                    every: group.election / 2,
+                    patience: group.election,
+                };
+                let (node_id, peers) = (group.node_id, group.peers.clone());
+                let started = weir_raft::group::Group::start(group)
+                    .await
+                    .map_err(|e| CoordinatorError::Raft(e.to_string()))?;
+                let raft = started.raft.clone();
+                let link = raft_link::RaftLink::new(started.raft, started.state, node_id, peers);
+                let (route, routes) = tokio::sync::watch::channel(Route::NoLeader);
+                let gateway = Gateway::new(routes, Some(link.clone()));
+                let follow =
+                    leadership::follow_the_group(config, link, route, tasks.clone(), checks);
+                tasks.spawn_critical("raft leadership", follow);
+                {
+                    let (raft, shutdown) = (raft.clone(), shutdown.clone());
+                    // Lets go of the store when the coordinator stops.
+                    tasks.spawn_critical("raft shutdown", async move {
+                        shutdown.cancelled().await;
+                        raft.shutdown().await.map_err(|e| e.to_string())
+                    });
+                }
+                (gateway, Some(weir_raft::network::RaftService::new(raft)))
+            }
+        };
         {
-            let (handle, shutdown) = (handle.clone(), shutdown.clone());
+            let (gateway, shutdown) = (gateway.clone(), shutdown.clone());
             tasks.spawn_critical("the coordinator's gRPC server", async move {
                 tonic::transport::Server::builder()
                     .tcp_nodelay(true)
                     .add_service(ClusterServer::new(control::ControlService::new(
-                        handle.clone(),
+                        gateway.clone(),
                     )))
-                    .add_service(AdminServer::new(admin::AdminService::new(handle)))
+                    .add_service(AdminServer::new(admin::AdminService::new(gateway)))
+                    .add_optional_service(raft_service)
                     .serve_with_incoming_shutdown(
                         TcpListenerStream::new(grpc_listener),
                         shutdown.cancelled(),
@@ -209,7 +234,7 @@ impl Coordinator {
         }
         let http_addr = match http_bound {
             Some((listener, addr)) => {
-                let (router, shutdown) = (admin::router(handle.clone()), shutdown.clone());
+                let (router, shutdown) = (admin::router(gateway.clone()), shutdown.clone());
                 tasks.spawn_critical("the coordinator's HTTP server", async move {
                     axum::serve(listener, router)
                         .with_graceful_shutdown(shutdown.cancelled_owned())
@@ -223,13 +248,15 @@ impl Coordinator {
         Ok(Coordinator {
             grpc_addr,
             http_addr,
-            handle,
+            gateway,
             tasks,
         })
     }
 
-    pub fn handle(&self) -> CoordinatorHandle {
-        self.handle.clone()
+    /// The admin API of this coordinator (which answers from the leader
+    /// when it does not lead).
+    pub fn handle(&self) -> Gateway {
+        self.gateway.clone()
     }
 
     /// Resolves when the coordinator stops: `Some(reason)` when one of its

@@ -177,3 +177,41 @@ fn checkpoint_metrics(out: &mut String, c: &api::CheckpointList) {
         );
     }
 }
+
+/// Whether this coordinator runs the job, and its raft group as it sees
+/// it (a follower shows only this: the job's numbers are the leader's, and
+/// would be counted twice).
+pub fn render_leadership(leads: bool, raft: Option<&api::RaftStatus>) -> String {
+    let mut out = String::new();
+    write_metric(
+        &mut out,
+        "weir_coordinator_leader",
+        "gauge",
+        "1 on the coordinator that runs the job (the raft group's leader), else 0.",
+        if leads { "1" } else { "0" },
+    );
+    if let Some(r) = raft {
+        write_metric(
+            &mut out,
+            "weir_raft_term",
+            "gauge",
+            "The raft term this coordinator is in.",
+            &r.term.to_string(),
+        );
+        write_metric(
+            &mut out,
+            "weir_raft_last_log_index",
+            "gauge",
+            "The last entry of this coordinator's raft log.",
+            &r.last_log_index.to_string(),
+        );
+        write_metric(
+            &mut out,
+            "weir_raft_last_applied_index",
+            "gauge",
+            "The last raft entry applied to this coordinator's job record.",
+            &r.last_applied.to_string(),
+        );
+    }
+    out
+}

@@ -37,7 +37,7 @@ impl TestCoordinator {
             last: 0,
             restorable: Vec::new(),
         };
-        let (handle, _task) = actor::spawn(config, setup, shutdown.clone());
+        let (handle, _task) = actor::spawn(config, setup, shutdown.clone(), None, None);
         TestCoordinator {
             handle,
             shutdown,

@@ -10,6 +10,11 @@
 
 pub mod cluster {
     tonic::include_proto!("weir.cluster");
+
+    /// Metadata of the status a coordinator that does not lead its raft
+    /// group refuses a worker (or an admin client) with: the leader's gRPC
+    /// address.
+    pub const LEADER_KEY: &str = "weir-leader";
 }
 
 pub mod shuffle {

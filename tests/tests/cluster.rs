@@ -478,7 +478,7 @@ fn admin_api_answers_every_endpoint_and_refuses_bad_requests() {
             .expect_err("resume while running");
         assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
         let stopped = client
-            .stop_job(StopJobRequest { savepoint: false })
+            .stop_job(StopJobRequest::default())
             .await
             .expect("StopJob")
             .into_inner();

@@ -33,6 +33,7 @@ use weir_common::spec::StartFrom;
 use weir_common::tasks::TaskGroup;
 use weir_proto::cluster as pb;
 use weir_proto::cluster::cluster_client::ClusterClient;
+use weir_proto::cluster::LEADER_KEY;
 use weir_proto::convert::position_of;
 use weir_proto::shuffle::shuffle_server::ShuffleServer;
 
@@ -49,7 +50,8 @@ use crate::shuffle::{ShuffleRegistry, ShuffleService, MAX_MESSAGE_BYTES};
 pub struct WorkerConfig {
     /// Stable identity (the pod name on Kubernetes).
     pub id: String,
-    /// The coordinator's gRPC address (`host:port` or `http://host:port`).
+    /// The coordinator's gRPC address (`host:port` or `http://host:port`),
+    /// or a raft group's coordinators' addresses, comma-separated.
     pub coordinator: String,
     /// Where to listen for peers and HTTP.
     pub listen: SocketAddr,
@@ -89,6 +91,8 @@ struct Shared {
     left: CancellationToken,
     /// Whether the coordinator released it (its state is in a checkpoint).
     released: std::sync::atomic::AtomicBool,
+    /// The latest raft term of a coordinator it registered with.
+    term: std::sync::atomic::AtomicU64,
 }
 
 /// A running worker.
@@ -117,7 +121,16 @@ impl WorkerNode {
                 addr: config.listen,
                 source,
             })?;
-        let coordinator = normalize_address(&config.coordinator)?;
+        let coordinators = config
+            .coordinator
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(normalize_address)
+            .collect::<Result<Vec<_>, _>>()?;
+        if coordinators.is_empty() {
+            return Err(WorkerError::CoordinatorAddress(config.coordinator.clone()));
+        }
         let registry = Arc::new(ShuffleRegistry::default());
         let shared = Arc::new(Shared::default());
         let tasks = parent.child();
@@ -155,7 +168,7 @@ impl WorkerNode {
             .unwrap_or_else(|| local_addr.to_string());
         let control = control_loop(
             config,
-            coordinator,
+            coordinators,
             advertise,
             registry,
             shared.clone(),
@@ -253,15 +266,22 @@ async fn metrics(State((registry, shared, id)): State<HttpState>) -> impl IntoRe
 }
 
 /// Dials the coordinator until shutdown, serving one connection at a time.
+/// With several coordinators (a raft group) it dials the leader a
+/// follower names, or else the next one in turn; the backoff grows only
+/// after every one was tried.
 async fn control_loop(
     config: WorkerConfig,
-    coordinator: String,
+    coordinators: Vec<String>,
     advertise: String,
     registry: Arc<ShuffleRegistry>,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
 ) {
-    let mut delay = Duration::from_millis(100);
+    const FIRST: Duration = Duration::from_millis(100);
+    let mut delay = FIRST;
+    let mut next = 0usize;
+    let mut tried = 0usize;
+    let mut redirect: Option<String> = None;
     while !shutdown.is_cancelled() {
         let session = Session {
             config: &config,
@@ -270,12 +290,42 @@ async fn control_loop(
             shared: &shared,
             shutdown: &shutdown,
         };
-        match session.run(&coordinator).await {
-            Ok(()) => delay = Duration::from_millis(100),
-            Err(e) => {
-                tracing::warn!(coordinator = %coordinator, error = %e, retry_in = ?delay, "no connection to the coordinator");
+        let coordinator = match redirect.take() {
+            Some(leader) => leader,
+            None => {
+                let c = coordinators[next % coordinators.len()].clone();
+                next = next.wrapping_add(1);
+                tried += 1;
+                c
             }
-        }
+        };
+        let mut named = None;
+        let wait = match session.run(&coordinator, &mut named).await {
+            Ok(()) => {
+                delay = FIRST;
+                tried = 0;
+                FIRST
+            }
+            Err(e) => {
+                match named.as_deref().map(normalize_address) {
+                    Some(Ok(leader)) if leader != coordinator => {
+                        tracing::info!(coordinator = %coordinator, leader = %leader, "this coordinator does not lead; dialing the leader");
+                        redirect = Some(leader);
+                    }
+                    _ => {
+                        tracing::warn!(coordinator = %coordinator, error = %e, retry_in = ?delay, "no connection to the coordinator");
+                    }
+                }
+                if redirect.is_some() || tried < coordinators.len() {
+                    FIRST
+                } else {
+                    tried = 0;
+                    let wait = delay;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                    wait
+                }
+            }
+        };
         shared.connected.store(false, Relaxed);
         if shared.leaving.is_cancelled() {
             // Released, or cut off while leaving: no new registration (it
@@ -286,9 +336,8 @@ async fn control_loop(
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(delay) => {}
+            _ = tokio::time::sleep(wait) => {}
         }
-        delay = (delay * 2).min(Duration::from_secs(5));
     }
 }
 
@@ -301,8 +350,10 @@ struct Session<'a> {
 }
 
 impl Session<'_> {
-    /// One connection: returns when it ends (error: why).
-    async fn run(&self, coordinator: &str) -> Result<(), String> {
+    /// One connection: returns when it ends (error: why). A coordinator
+    /// that does not lead its raft group refuses the registration and
+    /// names the leader in `leader`.
+    async fn run(&self, coordinator: &str, leader: &mut Option<String>) -> Result<(), String> {
         let channel = tonic::transport::Endpoint::from_shared(coordinator.to_owned())
             .map_err(|e| e.to_string())?
             .connect_timeout(Duration::from_secs(5))
@@ -323,7 +374,14 @@ impl Session<'_> {
         let mut commands = client
             .control(ReceiverStream::new(rx))
             .await
-            .map_err(|s| s.message().to_owned())?
+            .map_err(|s| {
+                *leader = s
+                    .metadata()
+                    .get(LEADER_KEY)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                s.message().to_owned()
+            })?
             .into_inner();
         self.shared.connected.store(true, Relaxed);
         tracing::info!(coordinator, worker = %self.config.id, "connected to the coordinator");
@@ -354,6 +412,9 @@ impl Session<'_> {
                 command = commands.message() => match command {
                     Ok(Some(c)) => {
                         match self.handle(c, &mut current, &events).await {
+                            Some(Directive::Refused { term, seen }) => {
+                                break Err(format!("the coordinator leads raft term {term}, but this worker has followed a leader of term {seen}: it was deposed"));
+                            }
                             Some(Directive::Registered { heartbeat: interval, lease: l }) => {
                                 heartbeat = tokio::time::interval(interval);
                                 lease = l;
@@ -454,10 +515,18 @@ impl Session<'_> {
     ) -> Option<Directive> {
         use pb::coordinator_command::Command;
         match command.command? {
-            Command::Registered(r) => Some(Directive::Registered {
-                heartbeat: Duration::from_millis(u64::from(r.heartbeat_interval_ms.max(50))),
-                lease: (r.lease_ms > 0).then(|| Duration::from_millis(u64::from(r.lease_ms))),
-            }),
+            Command::Registered(r) => {
+                // Fenced as generations are: a coordinator of an older
+                // term was deposed, whatever it believes.
+                let seen = self.shared.term.fetch_max(r.term, Relaxed);
+                if r.term < seen {
+                    return Some(Directive::Refused { term: r.term, seen });
+                }
+                Some(Directive::Registered {
+                    heartbeat: Duration::from_millis(u64::from(r.heartbeat_interval_ms.max(50))),
+                    lease: (r.lease_ms > 0).then(|| Duration::from_millis(u64::from(r.lease_ms))),
+                })
+            }
             // Renews the lease, as every command does.
             Command::Keepalive(_) => None,
             // What it ran after the checkpoint is not committed; the
@@ -661,6 +730,8 @@ impl Session<'_> {
 
 /// What a command changes in the control loop.
 enum Directive {
+    /// The coordinator's raft term is older than one this worker followed.
+    Refused { term: u64, seen: u64 },
     /// Heartbeat at this interval; hold a lease of this length (renewed by
     /// every command).
     Registered {

@@ -399,7 +399,40 @@ impl Actor {
                     .as_ref()
                     .and_then(|g| g.start_ms);
                 let (id, generation) = (metadata.checkpoint, metadata.generation);
+                let recorder = self.recorder.clone();
                 tokio::spawn(async move {
+                    // In the raft group first: a leader deposed meanwhile
+                    // cannot record it, and so never completes it.
+                    if let Some(recorder) = recorder {
+                        let pointer = weir_raft::CheckpointPointer {
+                            checkpoint: id,
+                            generation,
+                            metadata: metadata_key(id),
+                            savepoint: metadata.savepoint,
+                            completed_ms: super::now_ms(),
+                        };
+                        let asked = std::time::Instant::now();
+                        let recorded = recorder
+                            .record_and_wait(weir_raft::Command::CheckpointCompleted(pointer))
+                            .await;
+                        tracing::info!(
+                            checkpoint = id,
+                            raft_ms = asked.elapsed().as_secs_f64() * 1000.0,
+                            ok = recorded.is_ok(),
+                            "checkpoint recorded in the raft group"
+                        );
+                        if let Err(e) = recorded {
+                            let error =
+                                format!("cannot record the checkpoint in the raft group: {e}");
+                            let _ = tx
+                                .send(Msg::CheckpointWritten {
+                                    generation,
+                                    result: Err((id, error)),
+                                })
+                                .await;
+                            return;
+                        }
+                    }
                     let result = complete(&store, &metadata, retention)
                         .await
                         .map(|()| metadata)

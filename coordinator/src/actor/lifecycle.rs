@@ -216,6 +216,7 @@ impl Actor {
                 unreachable.push(id.clone());
             }
         }
+        self.record_deployed(number, &assignment);
         self.job = Job::Running(Generation::new(number, assignment));
         self.generation_broken = false;
         self.release_leaving();

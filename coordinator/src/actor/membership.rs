@@ -13,6 +13,7 @@ impl Actor {
                     )
                     .unwrap_or(u32::MAX),
                     lease_ms: u32::try_from(self.config.lease().as_millis()).unwrap_or(u32::MAX),
+                    term: self.term,
                 },
             )),
         };

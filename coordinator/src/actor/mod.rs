@@ -27,6 +27,7 @@ mod checkpointing;
 pub(crate) use checkpointing::checkpoint_of_metadata_key;
 mod lifecycle;
 mod membership;
+mod record;
 mod rescale;
 mod status;
 
@@ -46,8 +47,11 @@ use weir_common::checkpoint::CheckpointStore;
 
 use crate::checkpoints::{CheckpointCoordinator, MetadataContext, Timing};
 use crate::kubernetes::{KubeError, ReplicasSeen, WorkerSet};
+use crate::raft_link::RaftLink;
+use crate::recorder::Recorder;
 use crate::restore::RestorePoint;
 use crate::scheduler::{assign, Member};
+use weir_raft::Lifecycle;
 
 /// How the coordinator runs the job.
 #[derive(Clone, Debug)]
@@ -74,6 +78,9 @@ pub struct CoordinatorConfig {
     /// (or for leaving ones to announce it) before it goes on with the
     /// workers it has.
     pub rescale_patience: Duration,
+    /// The coordinators' raft group (`--peers`); none: this coordinator
+    /// alone runs the job.
+    pub raft: Option<weir_raft::group::GroupConfig>,
 }
 
 impl CoordinatorConfig {
@@ -90,6 +97,7 @@ impl CoordinatorConfig {
             discovery: None,
             worker_set: None,
             rescale_patience: Duration::from_secs(180),
+            raft: None,
         }
     }
 
@@ -433,6 +441,16 @@ pub(crate) struct Actor {
     rescale: Option<rescale::Rescale>,
     /// Rescales, newest first.
     rescales: VecDeque<api::RescaleInfo>,
+    /// The raft group this coordinator leads (absent with a single
+    /// coordinator).
+    raft: Option<RaftLink>,
+    /// Writes the job's control state to `raft`, in order.
+    recorder: Option<Recorder>,
+    /// The raft term this coordinator leads in (0 alone): workers refuse
+    /// a coordinator of an older term.
+    term: u64,
+    /// The lifecycle last sent to the recorder.
+    recorded_lifecycle: Option<(Lifecycle, String)>,
 }
 
 /// How long a stop waits for its final checkpoint before it stops
@@ -455,14 +473,21 @@ pub struct CheckpointSetup {
     pub restorable: Vec<RestorePoint>,
 }
 
-/// Starts the actor; it ends when `shutdown` is cancelled.
+/// Starts the actor; it ends when `shutdown` is cancelled. With `raft`,
+/// it carries on from the group's record and records its changes through
+/// `recorder`.
 pub fn spawn(
     config: CoordinatorConfig,
     checkpoints: CheckpointSetup,
     shutdown: CancellationToken,
+    raft: Option<RaftLink>,
+    recorder: Option<Recorder>,
 ) -> (CoordinatorHandle, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(256);
-    let actor = Actor::new(config, checkpoints, tx.clone());
+    let mut actor = Actor::new(config, checkpoints, tx.clone());
+    if let Some(link) = raft {
+        actor.carry_on(link, recorder);
+    }
     let task = tokio::spawn(actor.run(rx, shutdown));
     (CoordinatorHandle { tx }, task)
 }
@@ -490,6 +515,10 @@ impl Actor {
             kube_trouble: None,
             rescale: None,
             rescales: VecDeque::new(),
+            raft: None,
+            recorder: None,
+            term: 0,
+            recorded_lifecycle: None,
             metadata_context,
             mailbox,
             config,
@@ -515,6 +544,7 @@ impl Actor {
                 },
                 _ = tick.tick() => self.tick(),
             }
+            self.record_lifecycle();
         }
         self.mark_finished_now().await;
     }

@@ -351,7 +351,7 @@ impl Actor {
             %outcome,
             "rescale ended"
         );
-        self.rescales.push_front(api::RescaleInfo {
+        let info = api::RescaleInfo {
             from: r.from,
             to,
             cause: r.cause.name().to_owned(),
@@ -360,7 +360,9 @@ impl Actor {
             started_ms: r.started_ms,
             duration_ms: weir_common::time::millis(duration),
             outcome,
-        });
+        };
+        self.record_rescale(&info);
+        self.rescales.push_front(info);
         self.rescales.truncate(HISTORY);
     }
 

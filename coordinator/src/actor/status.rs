@@ -143,6 +143,7 @@ impl Actor {
             restored_checkpoint: generation.map_or(0, |g| g.assignment.restore_checkpoint),
             restored_key_groups: metrics.iter().map(|(_, m)| m.restored_key_groups).sum(),
             restored_bytes: sum(|m| m.restored_bytes),
+            raft: self.raft_status(),
             rescales,
             rescaling,
             desired_workers: self
