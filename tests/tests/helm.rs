@@ -116,6 +116,7 @@ const VALUE_SETS: &[&[&str]] = &[
     &[],
     &["helm/values/eks-irsa.yaml"],
     &["helm/values/observability.yaml"],
+    &["helm/values/ha.yaml"],
 ];
 
 #[test]
@@ -177,20 +178,71 @@ fn the_values_schema_rejects_bad_values_with_the_offending_key() {
     }
 }
 
-/// Three coordinators need the raft group that does not exist yet: the
-/// chart says so instead of starting three independent jobs.
+/// Three coordinators: a raft group of the StatefulSet's pods, found by
+/// their names in the headless Service, each with its raft store on a
+/// volume, at most one evicted at a time.
 #[test]
-fn three_coordinators_are_refused_until_high_availability_exists() {
+fn three_coordinators_form_a_raft_group_of_the_statefulsets_pods() {
+    let docs = documents(&template(&["helm/values/ha.yaml"]));
+    let sts = kind_named(&docs, "StatefulSet", "weir-coordinator");
+    assert_eq!(sts["spec"]["replicas"], 3);
+    assert_eq!(sts["spec"]["serviceName"], "weir-coordinator-headless");
+    let a = args(sts);
+    let peers = a
+        .iter()
+        .find_map(|a| a.strip_prefix("--peers="))
+        .expect("--peers");
+    let ns = "stream";
+    assert_eq!(
+        peers,
+        (0..3)
+            .map(|i| format!(
+                "{i}=weir-coordinator-{i}.weir-coordinator-headless.{ns}.svc.cluster.local:7070"
+            ))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    // The node id is the pod's ordinal, from its host name.
+    assert!(!a.iter().any(|a| a.starts_with("--node-id")));
+    assert!(a.contains(&"--raft-dir=/var/lib/weir-raft/store".to_owned()));
+    let claims = sts["spec"]["volumeClaimTemplates"]
+        .as_sequence()
+        .expect("volume claims");
+    assert_eq!(claims.len(), 1);
+    assert_eq!(claims[0]["metadata"]["name"], "raft");
+    let mounts = sts["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+        .as_sequence()
+        .expect("mounts");
+    assert!(mounts
+        .iter()
+        .any(|m| m["name"] == "raft" && m["mountPath"] == "/var/lib/weir-raft"));
+    let pdb = kind_named(&docs, "PodDisruptionBudget", "weir-coordinator");
+    assert_eq!(pdb["spec"]["maxUnavailable"], 1);
+    let headless = kind_named(&docs, "Service", "weir-coordinator-headless");
+    assert_eq!(headless["spec"]["publishNotReadyAddresses"], true);
+    // One coordinator: no raft flags, no volume.
+    let docs = documents(&template(&[]));
+    let sts = kind_named(&docs, "StatefulSet", "weir-coordinator");
+    assert!(!args(sts).iter().any(|a| a.starts_with("--peers")));
+    assert!(sts["spec"]["volumeClaimTemplates"].is_null());
+}
+
+/// A coordinator of a group without a volume would lose its raft store
+/// with its pod, and could not rejoin: refused.
+#[test]
+fn three_coordinators_without_raft_volumes_are_refused() {
     let out = helm(&[
         "template",
         "weir",
         "helm/weir",
         "-f",
-        "helm/values/refused-ha.yaml",
+        "helm/values/ha.yaml",
+        "--set",
+        "coordinator.raft.persistence.enabled=false",
     ]);
     assert!(!out.status.success());
     assert!(
-        text(&out).contains("needs coordinator high availability"),
+        text(&out).contains("needs coordinator.raft.persistence.enabled"),
         "{}",
         text(&out)
     );

@@ -56,6 +56,18 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 
 {{/* The coordinator's gRPC address, as workers dial it. */}}
+{{/*
+The raft group's members (`--peers`): every coordinator pod by its name in
+the headless Service, ids by ordinal.
+*/}}
+{{- define "weir.coordinatorPeers" -}}
+{{- $peers := list -}}
+{{- range $i := until (int .Values.coordinator.replicas) -}}
+{{- $peers = append $peers (printf "%d=%s-%d.%s-headless.%s.svc.%s:%v" $i (include "weir.coordinator" $) $i (include "weir.coordinator" $) $.Release.Namespace $.Values.clusterDomain $.Values.coordinator.ports.grpc) -}}
+{{- end -}}
+{{- join "," $peers -}}
+{{- end }}
+
 {{- define "weir.coordinatorGrpc" -}}
 {{ include "weir.coordinator" . }}.{{ .Release.Namespace }}.svc.{{ .Values.clusterDomain }}:{{ .Values.coordinator.ports.grpc }}
 {{- end }}
@@ -149,8 +161,8 @@ when IRSA is not used), and the secrets the job reads.
 Refuses value combinations that would render but not run.
 */}}
 {{- define "weir.validate" -}}
-{{- if gt (int .Values.coordinator.replicas) 1 -}}
-{{- fail "coordinator.replicas: 3 needs coordinator high availability (a raft group of coordinators), which this version of Weir does not have yet; use 1" -}}
+{{- if and (gt (int .Values.coordinator.replicas) 1) (not .Values.coordinator.raft.persistence.enabled) -}}
+{{- fail "coordinator.replicas: 3 needs coordinator.raft.persistence.enabled: a coordinator that loses its raft store cannot rejoin the group" -}}
 {{- end -}}
 {{- $ckpt := default dict .Values.job.spec.checkpoint -}}
 {{- $store := default "" $ckpt.store -}}
