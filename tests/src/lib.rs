@@ -11,6 +11,7 @@ pub mod avro_file;
 pub mod clickhouse;
 pub mod cluster;
 pub mod expected;
+pub mod ha;
 pub mod http;
 pub mod process;
 pub mod proxy;

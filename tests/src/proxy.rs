@@ -81,6 +81,10 @@ fn accept_loop(listener: TcpListener, target: SocketAddr, shared: Arc<Shared>) {
                     let _ = client.shutdown(Shutdown::Both);
                     continue;
                 };
+                // As the endpoints do: a forwarded small message (a raft
+                // heartbeat) must not wait for Nagle's algorithm.
+                let _ = client.set_nodelay(true);
+                let _ = server.set_nodelay(true);
                 let epoch = shared.epoch.load(SeqCst);
                 for (from, to) in [(&client, &server), (&server, &client)] {
                     let (Ok(from), Ok(to)) = (from.try_clone(), to.try_clone()) else {
