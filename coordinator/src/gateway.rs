@@ -301,3 +301,65 @@ fn from_status(id: u64, address: &str, status: Status) -> AdminError {
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gateway(route: Route) -> (watch::Sender<Route>, Gateway) {
+        let (tx, rx) = watch::channel(route);
+        (tx, Gateway::new(rx, None))
+    }
+
+    #[test]
+    fn a_follower_names_the_leader_in_its_refusal() {
+        let (_tx, g) = gateway(Route::Leader {
+            id: 2,
+            address: "127.0.0.1:7070".into(),
+        });
+        let status = g.not_leader();
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        assert_eq!(
+            status
+                .metadata()
+                .get(LEADER_KEY)
+                .and_then(|v| v.to_str().ok()),
+            Some("127.0.0.1:7070")
+        );
+        let (_tx, g) = gateway(Route::NoLeader);
+        let status = g.not_leader();
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        assert!(status.metadata().get(LEADER_KEY).is_none());
+        assert!(g.local_handle().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_proxied_request_is_not_proxied_again() {
+        // Two coordinators that each believe the other leads (for a moment,
+        // in an election) answer "try again" instead of passing the request
+        // back and forth.
+        let (_tx, g) = gateway(Route::Leader {
+            id: 1,
+            address: "127.0.0.1:1".into(),
+        });
+        match g.unproxied().job().await {
+            Err(AdminError::TryAgain(m)) => assert!(m.contains("coordinator 1"), "{m}"),
+            other => panic!("unexpected {:?}", other.map(|_| ())),
+        }
+        let (_tx, g) = gateway(Route::NoLeader);
+        assert!(matches!(g.cluster().await, Err(AdminError::TryAgain(_))));
+    }
+
+    #[tokio::test]
+    async fn the_route_follows_the_leadership() {
+        let (tx, g) = gateway(Route::NoLeader);
+        let mut watching = g.clone();
+        tx.send_replace(Route::Leader {
+            id: 0,
+            address: "127.0.0.1:2".into(),
+        });
+        assert!(watching.route_changed().await);
+        assert!(matches!(watching.route(), Route::Leader { id: 0, .. }));
+        assert!(matches!(g.route(), Route::Leader { id: 0, .. }));
+    }
+}
