@@ -33,19 +33,7 @@ KILLS="${KILLS:-5}"
 RAFT_HEARTBEAT="${RAFT_HEARTBEAT:-250ms}"
 RAFT_ELECTION="${RAFT_ELECTION:-1500ms}"
 
-if [ -z "${WEIR:-}" ]; then
-  cargo build --locked --release --workspace --bin weir
-  WEIR="$CARGO_TARGET_DIR/release/weir"
-fi
-DATA="$CARGO_TARGET_DIR/bench-data"
-mkdir -p "$DATA"
-WORK="$(mktemp -d)"
-declare -A PID
-cleanup() {
-  for p in "${PID[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+cluster_bench_prepare
 
 input=$(data_set "$DEVICES")
 dir="$WORK/run"

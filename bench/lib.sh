@@ -15,3 +15,26 @@ data_set() {
   fi
   echo "$DATA/$name.avro"
 }
+
+# What a cluster benchmark needs first: the release binary (unless $WEIR
+# names one), the data-set cache $DATA, a work directory $WORK removed at
+# exit, and PID (a name → process id map) whose processes are killed at
+# exit.
+cluster_bench_prepare() {
+  if [ -z "${WEIR:-}" ]; then
+    cargo build --locked --release --workspace --bin weir
+    WEIR="$CARGO_TARGET_DIR/release/weir"
+  fi
+  DATA="$CARGO_TARGET_DIR/bench-data"
+  mkdir -p "$DATA"
+  WORK="$(mktemp -d)"
+  declare -gA PID=()
+  trap cluster_bench_cleanup EXIT
+}
+
+cluster_bench_cleanup() {
+  for p in "${PID[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  # Reaped quietly (bash would report each as killed).
+  for p in "${PID[@]}"; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}

@@ -34,19 +34,7 @@ INTERVAL="${INTERVAL:-10s}"
 RATE_LIMIT="${RATE_LIMIT:-100000}"
 SETTLE="${SETTLE:-1s}"
 
-if [ -z "${WEIR:-}" ]; then
-  cargo build --locked --release --workspace --bin weir
-  WEIR="$CARGO_TARGET_DIR/release/weir"
-fi
-DATA="$CARGO_TARGET_DIR/bench-data"
-mkdir -p "$DATA"
-WORK="$(mktemp -d)"
-declare -A PID
-cleanup() {
-  for p in "${PID[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+cluster_bench_prepare
 
 job() { curl -fsS "http://127.0.0.1:$http/api/v1/job" 2>/dev/null || echo '{}'; }
 # A field of the job status's newest rescale, once there are $1 of them.

@@ -66,9 +66,10 @@ pub struct CoordinatorArgs {
     /// The raft leader's heartbeat interval.
     #[arg(long, default_value = "250ms")]
     pub raft_heartbeat: weir_common::spec::Duration,
-    /// A follower that hears no heartbeat for between this and twice this
-    /// starts an election; a leader that cannot reach a majority for this
-    /// long steps down.
+    /// A follower that hears nothing from the leader for 2.5–3 times this
+    /// starts an election (openraft's leader lease, 1.5 × this, plus its
+    /// election timeout, 1–1.5 × this); a leader that cannot reach a
+    /// majority for this long steps down, well before.
     #[arg(long, default_value = "1500ms")]
     pub raft_election: weir_common::spec::Duration,
 }

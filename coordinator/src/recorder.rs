@@ -38,7 +38,12 @@ impl Recorder {
                     },
                 };
                 let what = command_name(&command);
-                let result = link.write(command, RECORD_PATIENCE).await;
+                // A leader that steps down stops at once: a write in
+                // flight has no majority anyway (its waiter hears "stopped").
+                let result = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    result = link.write(command, RECORD_PATIENCE) => result,
+                };
                 match (&result, reply) {
                     (_, Some(reply)) => {
                         let _ = reply.send(result);

@@ -71,7 +71,10 @@ pub struct GroupConfig {
     /// The store's directory.
     pub dir: PathBuf,
     pub heartbeat: Duration,
-    /// Elections start after a silence of between `election` and twice it.
+    /// A follower that hears nothing from the leader for its lease
+    /// (openraft's `election_timeout_max`, 1.5 × this) plus a random
+    /// election timeout (between this and 1.5 × this) starts an election:
+    /// 2.5–3 × this in all.
     pub election: Duration,
 }
 
@@ -126,7 +129,7 @@ impl Group {
             cluster_name: "weir-coordinators".into(),
             heartbeat_interval: millis(config.heartbeat),
             election_timeout_min: millis(config.election),
-            election_timeout_max: millis(config.election * 2),
+            election_timeout_max: millis(config.election * 3 / 2),
             ..Default::default()
         }
         .validate()

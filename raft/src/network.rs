@@ -143,7 +143,14 @@ impl Peer {
             Err(status) => {
                 let message = format!("{} ({})", status.message(), self.addr);
                 return Err(match status.code() {
-                    tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => {
+                    // Not reached, or no answer in time (tonic reports a
+                    // broken connection as `Unknown`, its own timeout as
+                    // `Cancelled`): openraft backs off instead of retrying
+                    // at once (and logging each failure).
+                    tonic::Code::Unavailable
+                    | tonic::Code::DeadlineExceeded
+                    | tonic::Code::Unknown
+                    | tonic::Code::Cancelled => {
                         // Connect again next time.
                         self.client = None;
                         CallError::Unreachable(message)

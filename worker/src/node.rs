@@ -307,23 +307,28 @@ async fn control_loop(
                 FIRST
             }
             Err(e) => {
-                match named.as_deref().map(normalize_address) {
-                    Some(Ok(leader)) if leader != coordinator => {
-                        tracing::info!(coordinator = %coordinator, leader = %leader, "this coordinator does not lead; dialing the leader");
+                if let Some(Ok(leader)) = named.as_deref().map(normalize_address) {
+                    if leader != coordinator {
                         redirect = Some(leader);
                     }
-                    _ => {
-                        tracing::warn!(coordinator = %coordinator, error = %e, retry_in = ?delay, "no connection to the coordinator");
-                    }
                 }
-                if redirect.is_some() || tried < coordinators.len() {
+                let wait = if redirect.is_some() || tried < coordinators.len() {
                     FIRST
                 } else {
                     tried = 0;
                     let wait = delay;
                     delay = (delay * 2).min(Duration::from_secs(5));
                     wait
+                };
+                match &redirect {
+                    Some(leader) => {
+                        tracing::info!(coordinator = %coordinator, leader = %leader, "this coordinator does not lead; dialing the leader")
+                    }
+                    None => {
+                        tracing::warn!(coordinator = %coordinator, error = %e, retry_in = ?wait, "no connection to the coordinator")
+                    }
                 }
+                wait
             }
         };
         shared.connected.store(false, Relaxed);
@@ -354,14 +359,6 @@ impl Session<'_> {
     /// that does not lead its raft group refuses the registration and
     /// names the leader in `leader`.
     async fn run(&self, coordinator: &str, leader: &mut Option<String>) -> Result<(), String> {
-        let channel = tonic::transport::Endpoint::from_shared(coordinator.to_owned())
-            .map_err(|e| e.to_string())?
-            .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true)
-            .connect()
-            .await
-            .map_err(|e| error_chain(&e))?;
-        let mut client = ClusterClient::new(channel);
         let (events, rx) = mpsc::channel::<pb::WorkerEvent>(64);
         let register = pb::WorkerEvent {
             event: Some(pb::worker_event::Event::Register(pb::Register {
@@ -370,18 +367,31 @@ impl Session<'_> {
                 version: env!("CARGO_PKG_VERSION").to_owned(),
             })),
         };
-        events.send(register).await.map_err(|e| e.to_string())?;
-        let mut commands = client
-            .control(ReceiverStream::new(rx))
-            .await
-            .map_err(|s| {
+        // Bounded as a whole: a coordinator that accepts the connection and
+        // then says nothing (frozen, or behind a cut link) is left for the
+        // next one.
+        let dial = async {
+            let channel = tonic::transport::Endpoint::from_shared(coordinator.to_owned())
+                .map_err(|e| e.to_string())?
+                .connect_timeout(DIAL_PATIENCE)
+                .tcp_nodelay(true)
+                .connect()
+                .await
+                .map_err(|e| error_chain(&e))?;
+            let mut client = ClusterClient::new(channel);
+            events.send(register).await.map_err(|e| e.to_string())?;
+            client.control(ReceiverStream::new(rx)).await.map_err(|s| {
                 *leader = s
                     .metadata()
                     .get(LEADER_KEY)
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_owned);
                 s.message().to_owned()
-            })?
+            })
+        };
+        let mut commands = tokio::time::timeout(DIAL_PATIENCE, dial)
+            .await
+            .map_err(|_| format!("no answer within {DIAL_PATIENCE:?}"))??
             .into_inner();
         self.shared.connected.store(true, Relaxed);
         tracing::info!(coordinator, worker = %self.config.id, "connected to the coordinator");
@@ -745,6 +755,9 @@ enum Directive {
     /// The coordinator released this leaving worker.
     Released { checkpoint: u64 },
 }
+
+/// How long dialling a coordinator and registering may take.
+const DIAL_PATIENCE: Duration = Duration::from_secs(5);
 
 /// How long a cancelled deployment may take to write what it emitted.
 const DRAIN_LIMIT: Duration = Duration::from_secs(30);

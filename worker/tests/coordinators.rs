@@ -216,3 +216,29 @@ async fn a_worker_refuses_a_coordinator_of_an_older_term() {
     node.shutdown().await;
     group.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_that_never_answers_is_left_for_the_next() {
+    let group = TaskGroup::root();
+    // Accepts connections and says nothing, as a frozen coordinator, or
+    // one behind a cut link, does.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let silent_addr = silent.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in silent.incoming().flatten() {
+            held.push(conn);
+        }
+    });
+    let (leader, mut at_leader) = scripted(vec![Answer::Lead { term: 1 }], &group).await;
+    let node = worker(format!("{silent_addr},{leader}"), &group).await;
+    assert_eq!(
+        next(&mut at_leader).await,
+        Seen::Session {
+            term: 1,
+            heartbeats: 3
+        }
+    );
+    node.shutdown().await;
+    group.shutdown().await;
+}
