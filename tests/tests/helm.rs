@@ -202,6 +202,19 @@ fn three_coordinators_form_a_raft_group_of_the_statefulsets_pods() {
             .collect::<Vec<_>>()
             .join(",")
     );
+    // Workers know every coordinator pod and find the leader among them.
+    let worker = kind_named(&docs, "StatefulSet", "weir-worker");
+    let pods = (0..3)
+        .map(|i| {
+            format!("weir-coordinator-{i}.weir-coordinator-headless.{ns}.svc.cluster.local:7070")
+        })
+        .collect::<Vec<_>>()
+        .join(",");
+    assert!(
+        args(worker).contains(&format!("--coordinator={pods}")),
+        "{:?}",
+        args(worker)
+    );
     // The node id is the pod's ordinal, from its host name.
     assert!(!a.iter().any(|a| a.starts_with("--node-id")));
     assert!(a.contains(&"--raft-dir=/var/lib/weir-raft/store".to_owned()));

@@ -68,8 +68,21 @@ the headless Service, ids by ordinal.
 {{- join "," $peers -}}
 {{- end }}
 
+{{/*
+Where workers dial the coordinator: the Service; with a raft group, every
+coordinator pod by its headless name (reachable while not ready, as during
+an election), and the worker finds the leader among them.
+*/}}
 {{- define "weir.coordinatorGrpc" -}}
+{{- if gt (int .Values.coordinator.replicas) 1 -}}
+{{- $pods := list -}}
+{{- range $i := until (int .Values.coordinator.replicas) -}}
+{{- $pods = append $pods (printf "%s-%d.%s-headless.%s.svc.%s:%v" (include "weir.coordinator" $) $i (include "weir.coordinator" $) $.Release.Namespace $.Values.clusterDomain $.Values.coordinator.ports.grpc) -}}
+{{- end -}}
+{{- join "," $pods -}}
+{{- else -}}
 {{ include "weir.coordinator" . }}.{{ .Release.Namespace }}.svc.{{ .Values.clusterDomain }}:{{ .Values.coordinator.ports.grpc }}
+{{- end -}}
 {{- end }}
 
 {{/*
