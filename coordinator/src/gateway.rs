@@ -176,18 +176,6 @@ impl Gateway {
         .await
     }
 
-    pub async fn stop(&self) -> Result<api::JobStatus, AdminError> {
-        self.stop_request(api::StopJobRequest::default()).await
-    }
-
-    pub async fn stop_with_savepoint(&self) -> Result<api::JobStatus, AdminError> {
-        self.stop_request(api::StopJobRequest {
-            savepoint: true,
-            ..Default::default()
-        })
-        .await
-    }
-
     pub async fn stop_with_checkpoint(&self) -> Result<api::JobStatus, AdminError> {
         self.stop_request(api::StopJobRequest {
             after_checkpoint: true,
