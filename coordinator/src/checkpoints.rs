@@ -179,6 +179,12 @@ impl CheckpointCoordinator {
         }
     }
 
+    /// Numbers the next checkpoint after `n` at least (one that another
+    /// leader asked for).
+    pub fn number_after(&mut self, n: u64) {
+        self.next_id = self.next_id.max(n.saturating_add(1));
+    }
+
     pub fn timing(&self) -> Timing {
         self.timing
     }

@@ -78,7 +78,15 @@ pub fn render(
         "# HELP weir_job_state The job's state (1 for the current one)."
     );
     let _ = writeln!(out, "# TYPE weir_job_state gauge");
-    for state in ["waiting", "running", "finished", "stopped", "failed"] {
+    for state in [
+        "waiting",
+        "adopting",
+        "running",
+        "restarting",
+        "finished",
+        "stopped",
+        "failed",
+    ] {
         let _ = writeln!(
             out,
             "weir_job_state{{state=\"{state}\"}} {}",

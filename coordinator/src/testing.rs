@@ -72,6 +72,7 @@ impl FakeWorker {
             worker_id: id.into(),
             data_address: format!("127.0.0.1:{}", 20_000 + conn),
             version: "test".into(),
+            ..Default::default()
         };
         assert!(
             c.handle

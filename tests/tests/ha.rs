@@ -66,32 +66,52 @@ fn note(report: &mut Report, started: Instant, what: String) {
 
 /// SIGKILLs the leader after `before` ran, measures the failover, and
 /// starts the killed coordinator again (as its StatefulSet would).
+/// Returns the generation before the kill and after the next checkpoint.
 fn kill_leader(
     group: &mut Group,
     report: &mut Report,
     started: Instant,
     what: &str,
     before: impl FnOnce(&mut Group),
-) {
+) -> (u64, u64) {
     let (leader, _) = group.wait_leader(None, Duration::from_secs(60));
     let checkpoint = group.latest_checkpoint();
+    let generation = group.job()["generation"].as_u64().unwrap_or(0);
     before(group);
     let killed = Instant::now();
     group.kill_coordinator(leader);
     let (new, elected) = group.wait_leader(Some(leader), Duration::from_secs(60));
     let checkpointed = next_checkpoint(group, checkpoint, Duration::from_secs(120));
     let since_kill = killed.elapsed();
+    let after = group.job()["generation"].as_u64().unwrap_or(0);
+    let how = if after == generation {
+        format!("generation {generation} adopted")
+    } else {
+        format!("generation {generation} replaced by {after}")
+    };
     note(
         report,
         started,
         format!(
-            "SIGKILL leader {leader} {what}: coordinator {new} leads after {} ms, next checkpoint after {} ms",
+            "SIGKILL leader {leader} {what}: coordinator {new} leads after {} ms, next checkpoint after {} ms, {how}",
             elected.as_millis(),
             since_kill.as_millis().max(checkpointed.as_millis())
         ),
     );
     std::thread::sleep(Duration::from_millis(500));
     group.start_coordinator(leader);
+    (generation, after)
+}
+
+/// The job's flags with the coordinator's heartbeat timeout set to
+/// `timeout` (workers' leases are three quarters of it).
+fn with_heartbeat_timeout(mut job: Vec<String>, timeout: Duration) -> Vec<String> {
+    let at = job
+        .iter()
+        .position(|a| a == "--heartbeat-timeout")
+        .expect("the soak's job flags set a heartbeat timeout");
+    job[at + 1] = format!("{}ms", timeout.as_millis());
+    job
 }
 
 #[test]
@@ -118,7 +138,11 @@ fn three_coordinators_survive_their_leaders_loss_and_the_output_is_exact() {
         started,
         "data set generated, broker and ClickHouse up".into(),
     );
-    let mut job_args = servers.job_args(config.sink);
+    // Leases (6 s) that outlast an election (about 2.5 s with these raft
+    // timings) and the workers finding the new leader: a new leader adopts
+    // the running generation.
+    let mut job_args =
+        with_heartbeat_timeout(servers.job_args(config.sink), Duration::from_secs(8));
     job_args.extend(args(&["--min-workers", "3"]));
     let mut group = Group::start(dir, 3, &job_args);
     note(
@@ -177,19 +201,27 @@ fn three_coordinators_survive_their_leaders_loss_and_the_output_is_exact() {
         format!("admin requests on follower {follower} reached leader {leader}"),
     );
 
-    // The leader killed at a random moment.
+    // The leader killed at a random moment: the new leader adopts the
+    // running generation (its workers kept running it).
     pump(&servers, &mut letters, &mut rng, Duration::from_secs(3));
-    kill_leader(
+    let (before, after) = kill_leader(
         &mut group,
         &mut report,
         started,
         "at a random moment",
         |_| {},
     );
+    assert_eq!(
+        before,
+        after,
+        "the new leader did not adopt the running generation\n{}",
+        tail(&group.logs(), 80)
+    );
     pump(&servers, &mut letters, &mut rng, Duration::from_secs(4));
 
-    // The leader killed while a checkpoint is in flight.
-    kill_leader(
+    // The leader killed while a checkpoint is in flight: adopted too (the
+    // workers abandon its barriers for the new leader's first checkpoint).
+    let (before, after) = kill_leader(
         &mut group,
         &mut report,
         started,
@@ -200,10 +232,16 @@ fn three_coordinators_survive_their_leaders_loss_and_the_output_is_exact() {
             std::thread::sleep(Duration::from_millis(150));
         },
     );
+    assert_eq!(
+        before,
+        after,
+        "the new leader did not adopt the generation\n{}",
+        tail(&group.logs(), 80)
+    );
     pump(&servers, &mut letters, &mut rng, Duration::from_secs(4));
 
     // The leader killed while a rescale is under way (a fourth worker
-    // joined).
+    // joined): adopted or redeployed, depending on how far it got.
     kill_leader(&mut group, &mut report, started, "during a rescale", |g| {
         g.start_worker("w-3");
         let seen = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -281,8 +319,10 @@ fn three_coordinators_survive_their_leaders_loss_and_the_output_is_exact() {
     group.heal(leader);
     pump(&servers, &mut letters, &mut rng, Duration::from_secs(4));
 
-    // All three restarted: the job resumes from the raft record.
+    // All three restarted: the job resumes from the raft record (adopted,
+    // when a leader is back before the workers' leases ran out).
     let generation = group.job()["generation"].as_u64().unwrap_or(0);
+    let checkpoint = group.latest_checkpoint();
     for i in 0..group.len() {
         group.kill_coordinator(i);
     }
@@ -291,14 +331,18 @@ fn three_coordinators_survive_their_leaders_loss_and_the_output_is_exact() {
         group.start_coordinator(i);
     }
     let (leader, took) = group.wait_leader(None, Duration::from_secs(60));
-    wait_for("the job to run again", Duration::from_secs(120), || {
-        let job = group.job();
-        job["state"] == "running" && job["generation"].as_u64() > Some(generation)
-    });
+    let checkpointed = next_checkpoint(&group, checkpoint, Duration::from_secs(120));
+    let job = group.job();
+    assert_eq!(job["state"], "running", "{job}");
+    let now = job["generation"].as_u64().unwrap_or(0);
+    assert!(
+        now >= generation,
+        "generations went back: {generation} → {now}"
+    );
     note(
         &mut report,
         started,
-        format!("all three coordinators SIGKILLed and started again: coordinator {leader} leads after {} ms; generations go on after {generation}", took.as_millis()),
+        format!("all three coordinators SIGKILLed and started again: coordinator {leader} leads after {} ms, next checkpoint after {} ms; generation {generation} → {now}", took.as_millis(), checkpointed.as_millis()),
     );
 
     // The producer finishes; the job reads to the end and finishes.

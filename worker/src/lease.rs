@@ -1,14 +1,19 @@
 //! The worker's lease from the coordinator, shared with what writes.
 //!
 //! The control loop renews it with every message from the coordinator; the
-//! sink starts no write once it has run out. A worker that was frozen
+//! sink starts no write while it does not hold. A worker that was frozen
 //! (SIGSTOP, a VM pause) past its lease therefore writes nothing when it
 //! wakes, even before its control loop has noticed: by then the
-//! coordinator may have given its work to another generation.
+//! coordinator may have given its work to another generation. A worker
+//! that lost its raft group's leader revokes the lease at once and keeps
+//! computing: its writes wait until a new leader adopts its generation
+//! (and renews the lease), or the deployment is aborted.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
 
 /// Milliseconds since the process's first look at the clock.
 fn now_ms() -> u64 {
@@ -22,22 +27,55 @@ fn now_ms() -> u64 {
 #[derive(Debug, Default)]
 pub struct Lease {
     ends_ms: AtomicU64,
+    /// Wakes writers waiting for the lease.
+    renewed: tokio::sync::Notify,
 }
+
+/// `ends_ms` of a revoked lease.
+const REVOKED: u64 = 1;
 
 impl Lease {
     /// Renews the lease for `length` from now (`None`: no lease).
     pub fn renew(&self, length: Option<Duration>) {
         let ends = length.map_or(0, |l| {
-            now_ms().saturating_add(weir_common::time::millis(l)).max(1)
+            now_ms()
+                .saturating_add(weir_common::time::millis(l))
+                .max(REVOKED + 1)
         });
         self.ends_ms.store(ends, Relaxed);
+        self.renewed.notify_waiters();
+    }
+
+    /// Ends the lease now (the coordinator that gave it is gone); only a
+    /// renewal lets writes start again.
+    pub fn revoke(&self) {
+        self.ends_ms.store(REVOKED, Relaxed);
     }
 
     /// Whether a write may start now.
     pub fn holds(&self) -> bool {
         match self.ends_ms.load(Relaxed) {
             0 => true,
+            REVOKED => false,
             ends => now_ms() < ends,
+        }
+    }
+
+    /// Waits until the lease holds: `false` when `abort` comes first.
+    pub async fn held(&self, abort: &CancellationToken) -> bool {
+        loop {
+            let renewed = self.renewed.notified();
+            if self.holds() {
+                return true;
+            }
+            tokio::select! {
+                biased;
+                _ = abort.cancelled() => return false,
+                _ = renewed => {}
+                // A lease can also hold again without a notification only
+                // by a renewal; this is a safety net, not a poll for one.
+                _ = tokio::time::sleep(std::time::Duration::from_millis(250)) => {}
+            }
         }
     }
 }
@@ -58,5 +96,30 @@ mod tests {
         assert!(lease.holds());
         lease.renew(None);
         assert!(lease.holds());
+        lease.revoke();
+        assert!(!lease.holds(), "revoked");
+    }
+
+    #[tokio::test]
+    async fn writers_wait_for_a_renewal_or_an_abort() {
+        let lease = std::sync::Arc::new(Lease::default());
+        lease.revoke();
+        let abort = CancellationToken::new();
+        let waiter = {
+            let (lease, abort) = (lease.clone(), abort.clone());
+            tokio::spawn(async move { lease.held(&abort).await })
+        };
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert!(!waiter.is_finished(), "waits while revoked");
+        lease.renew(Some(Duration::from_secs(60)));
+        assert!(waiter.await.expect("joins"), "renewed");
+
+        lease.revoke();
+        let waiter = {
+            let (lease, abort) = (lease.clone(), abort.clone());
+            tokio::spawn(async move { lease.held(&abort).await })
+        };
+        abort.cancel();
+        assert!(!waiter.await.expect("joins"), "aborted");
     }
 }

@@ -81,6 +81,7 @@ impl Cluster for Scripted {
                     heartbeat_interval_ms: 50,
                     lease_ms: 0,
                     term,
+                    keep: 0,
                 },
             )),
         };

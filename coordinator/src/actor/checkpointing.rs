@@ -92,8 +92,11 @@ impl Actor {
     /// completes, the sources acknowledge their input and close, and the
     /// job finishes. (Checkpoints due meanwhile have the same effect.)
     pub(super) fn input_ended(&mut self, input: u32) {
-        let Job::Running(g) = &mut self.job else {
-            return;
+        // While adopting: what the workers told while no leader was there.
+        let g = match &mut self.job {
+            Job::Running(g) => g,
+            Job::Adopting(a) => &mut a.generation,
+            _ => return,
         };
         let partitions = g.assignment.partition_owner.len();
         if (input as usize) >= partitions || !g.ended_inputs.insert(input) {
@@ -117,8 +120,10 @@ impl Actor {
         if !self.config.spec.checkpoint.on_window_close {
             return;
         }
-        let Job::Running(g) = &mut self.job else {
-            return;
+        let g = match &mut self.job {
+            Job::Running(g) => g,
+            Job::Adopting(a) => &mut a.generation,
+            _ => return,
         };
         let slot = g
             .closed_through

@@ -26,14 +26,21 @@ impl Actor {
             "new input partitions; redeploying to read them"
         );
         self.config.partitions = names;
-        if matches!(self.job, Job::Running(_)) {
-            self.deploy_or_wait();
+        match self.job {
+            Job::Running(_) => self.deploy_or_wait(),
+            // The recorded generation does not read them: not adopted.
+            Job::Adopting(_) => {
+                self.job = Job::Waiting;
+                self.deploy_or_wait();
+            }
+            _ => {}
         }
     }
 
     pub(super) fn generation_mut(&mut self) -> Option<&mut Generation> {
         match &mut self.job {
             Job::Waiting => None,
+            Job::Adopting(a) => Some(&mut a.generation),
             Job::Running(g) | Job::Finished(g) | Job::Stopped(g) => Some(g),
             Job::Restarting { failed, .. } => Some(failed),
             Job::Failed { generation, .. } => Some(generation),
@@ -280,6 +287,15 @@ impl Actor {
                 self.cancel_generation(g.number, &g.assignment);
                 self.job = Job::Stopped(g);
             }
+            Job::Adopting(a) => {
+                let g = a.generation.clone();
+                tracing::info!(
+                    generation = g.number,
+                    "stopping the job before adopting its generation"
+                );
+                self.cancel_generation(g.number, &g.assignment);
+                self.job = Job::Stopped(g);
+            }
             Job::Waiting => {
                 self.job = Job::Stopped(Generation::new(
                     self.last_generation,
@@ -305,9 +321,9 @@ impl Actor {
     fn resumable(&self) -> Result<(), AdminError> {
         match &self.job {
             Job::Stopped(_) | Job::Failed { .. } => Ok(()),
-            Job::Running(_) | Job::Restarting { .. } | Job::Waiting => Err(AdminError::Conflict(
-                "the job is running; stop it before resuming".into(),
-            )),
+            Job::Running(_) | Job::Restarting { .. } | Job::Waiting | Job::Adopting(_) => Err(
+                AdminError::Conflict("the job is running; stop it before resuming".into()),
+            ),
             Job::Finished(_) => Err(AdminError::Conflict(
                 "the job has finished; there is nothing to resume".into(),
             )),
@@ -386,9 +402,9 @@ impl Actor {
                 self.deploy_or_wait();
                 Ok(self.job_status())
             }
-            Job::Running(_) | Job::Restarting { .. } | Job::Waiting => Err(AdminError::Conflict(
-                "the job is running; stop it before resuming".into(),
-            )),
+            Job::Running(_) | Job::Restarting { .. } | Job::Waiting | Job::Adopting(_) => Err(
+                AdminError::Conflict("the job is running; stop it before resuming".into()),
+            ),
             Job::Finished(_) => Err(AdminError::Conflict(
                 "the job has finished; there is nothing to resume".into(),
             )),

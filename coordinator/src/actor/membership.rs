@@ -5,6 +5,11 @@ use super::*;
 
 impl Actor {
     pub(super) fn connected(&mut self, register: pb::Register, conn: u64, commands: Commands) {
+        if self.workers.contains_key(&register.worker_id) {
+            // Registered again: its deployment ended with its old stream.
+            self.lost_from_generation(&register.worker_id);
+        }
+        let keep = self.keeps(&register);
         let registered = pb::CoordinatorCommand {
             command: Some(pb::coordinator_command::Command::Registered(
                 pb::Registered {
@@ -14,17 +19,14 @@ impl Actor {
                     .unwrap_or(u32::MAX),
                     lease_ms: u32::try_from(self.config.lease().as_millis()).unwrap_or(u32::MAX),
                     term: self.term,
+                    keep,
                 },
             )),
         };
         if commands.try_send(Ok(registered)).is_err() {
             return;
         }
-        tracing::info!(worker = %register.worker_id, address = %register.data_address, version = %register.version, "worker registered");
-        if self.workers.contains_key(&register.worker_id) {
-            // Registered again: its deployment ended with its old stream.
-            self.lost_from_generation(&register.worker_id);
-        }
+        tracing::info!(worker = %register.worker_id, address = %register.data_address, version = %register.version, keeps = keep, "worker registered");
         self.workers.insert(
             register.worker_id,
             Worker {
@@ -61,10 +63,12 @@ impl Actor {
     /// A worker of the running generation is gone: the generation cannot
     /// take another checkpoint.
     fn lost_from_generation(&mut self, id: &str) {
-        if let Job::Running(g) = &self.job {
-            if g.assignment.workers.iter().any(|s| s.worker_id == id) {
+        match &mut self.job {
+            Job::Running(g) if g.assignment.workers.iter().any(|s| s.worker_id == id) => {
                 self.generation_broken = true;
             }
+            Job::Adopting(a) => a.lost(id),
+            _ => {}
         }
     }
 
@@ -149,6 +153,13 @@ impl Actor {
                 }
                 let state = pb::DeploymentState::try_from(r.state)
                     .unwrap_or(pb::DeploymentState::Unspecified);
+                if let Job::Adopting(a) = &mut self.job {
+                    // It ended while no leader was there: deployed anew.
+                    if state != pb::DeploymentState::Running {
+                        a.lost(id);
+                    }
+                    return;
+                }
                 worker.state = state;
                 if let Some(m) = &r.metrics {
                     worker.metrics = Some(m.clone());

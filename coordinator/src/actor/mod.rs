@@ -23,6 +23,7 @@
 //! API shows), `rescale.rs` (planned changes of the workers, carried out
 //! from a fresh checkpoint).
 
+mod adopt;
 mod checkpointing;
 pub(crate) use checkpointing::checkpoint_of_metadata_key;
 mod lifecycle;
@@ -320,6 +321,9 @@ enum Presence {
 enum Job {
     /// No deployment (not enough workers yet).
     Waiting,
+    /// A new raft leader waits for the workers of the generation its
+    /// predecessor ran, to adopt it (`adopt.rs`).
+    Adopting(adopt::Adoption),
     Running(Generation),
     /// A generation failed; the next is deployed at `at`, after a backoff
     /// (or sooner, if membership changes meanwhile).
@@ -369,6 +373,7 @@ impl Job {
     fn name(&self) -> &'static str {
         match self {
             Job::Waiting => "waiting",
+            Job::Adopting(_) => "adopting",
             Job::Running(_) => "running",
             Job::Restarting { .. } => "restarting",
             Job::Finished(_) => "finished",
@@ -380,6 +385,7 @@ impl Job {
     fn generation(&self) -> Option<&Generation> {
         match self {
             Job::Waiting => None,
+            Job::Adopting(a) => Some(&a.generation),
             Job::Running(g) | Job::Finished(g) | Job::Stopped(g) => Some(g),
             Job::Restarting { failed, .. } => Some(failed),
             Job::Failed { generation, .. } => Some(generation),
@@ -564,8 +570,12 @@ impl Actor {
             tracing::warn!(worker = %id, ?timeout, "worker lost: no heartbeat");
             self.remove(&id);
         }
+        self.tick_adoption(now);
         if let Membership::Changing { first, last } = self.membership {
-            if !self.job.deploys_on_change() {
+            if matches!(self.job, Job::Adopting(_)) {
+                // Settled once the generation is adopted (a rescale if the
+                // workers differ from its) or replaced.
+            } else if !self.job.deploys_on_change() {
                 self.membership = Membership::Settled;
             } else if now.duration_since(last) >= self.config.settle {
                 self.membership = Membership::Settled;

@@ -22,14 +22,15 @@ use crate::recorder::Recorder;
 impl Actor {
     /// Takes over from the group's record: generations go on after the
     /// last one recorded, the rescale history is kept, and a job that was
-    /// stopped, failed or finished stays so (a running one is deployed
-    /// again, from the latest checkpoint, once workers register).
+    /// stopped, failed or finished stays so; a running one is adopted if
+    /// its workers come back with it, and else deployed again from the
+    /// latest checkpoint (`adopt.rs`).
     pub(super) fn carry_on(&mut self, link: RaftLink, recorder: Option<Recorder>) {
         let record = link.record();
         self.term = link.term();
         self.last_generation = record.generation;
         self.rescales = record.rescales.iter().rev().map(rescale_info).collect();
-        self.job = job_of(&record);
+        self.job = job_of(&record, self.config.lease());
         self.recorded_lifecycle = Some((record.lifecycle, record.error.clone()));
         tracing::info!(
             term = self.term,
@@ -91,6 +92,8 @@ impl Actor {
 fn lifecycle_of(job: &Job) -> (Lifecycle, String) {
     match job {
         Job::Waiting => (Lifecycle::Waiting, String::new()),
+        // As recorded: it runs, unless it is replaced.
+        Job::Adopting(_) => (Lifecycle::Running, String::new()),
         Job::Running(_) => (Lifecycle::Running, String::new()),
         Job::Restarting { .. } => (Lifecycle::Restarting, String::new()),
         Job::Finished(_) => (Lifecycle::Finished, String::new()),
@@ -99,9 +102,10 @@ fn lifecycle_of(job: &Job) -> (Lifecycle, String) {
     }
 }
 
-/// The job as the record leaves it: ended states stay; anything else is
-/// deployed again.
-fn job_of(record: &JobRecord) -> Job {
+/// The job as the record leaves it: ended states stay; a running
+/// generation waits to be adopted (for at most `lease`, after which its
+/// workers have aborted it); anything else is deployed again.
+fn job_of(record: &JobRecord, lease: std::time::Duration) -> Job {
     let generation = || {
         let assignment = pb::Assignment::decode(record.assignment.as_slice()).unwrap_or_default();
         Generation::new(record.generation, assignment)
@@ -113,6 +117,14 @@ fn job_of(record: &JobRecord) -> Job {
             generation: generation(),
             error: record.error.clone(),
         },
+        Lifecycle::Running if record.generation != 0 => {
+            let g = generation();
+            if g.assignment.workers.is_empty() {
+                Job::Waiting
+            } else {
+                Job::Adopting(super::adopt::Adoption::new(g, lease))
+            }
+        }
         Lifecycle::Waiting | Lifecycle::Running | Lifecycle::Restarting => Job::Waiting,
     }
 }
@@ -155,7 +167,7 @@ mod tests {
         ] {
             record.lifecycle = lifecycle;
             record.error = "boom".into();
-            let job = job_of(&record);
+            let job = job_of(&record, std::time::Duration::from_secs(5));
             assert_eq!(job.name(), expect, "{lifecycle:?}");
             if let Some(g) = job.generation() {
                 assert_eq!(g.number, 7);
@@ -169,5 +181,35 @@ mod tests {
                 assert_eq!(back, lifecycle);
             }
         }
+    }
+
+    #[test]
+    fn a_running_generation_with_workers_waits_to_be_adopted() {
+        let assignment = pb::Assignment {
+            workers: vec![pb::WorkerSlot {
+                worker_id: "w1".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let mut record = JobRecord {
+            generation: 3,
+            assignment: assignment.encode_to_vec(),
+            lifecycle: Lifecycle::Running,
+            ..Default::default()
+        };
+        let job = job_of(&record, std::time::Duration::from_secs(5));
+        assert_eq!(job.name(), "adopting");
+        assert_eq!(job.generation().map(|g| g.number), Some(3));
+        assert_eq!(
+            lifecycle_of(&job).0,
+            Lifecycle::Running,
+            "recorded as it was"
+        );
+        record.lifecycle = Lifecycle::Restarting;
+        assert_eq!(
+            job_of(&record, std::time::Duration::from_secs(5)).name(),
+            "waiting"
+        );
     }
 }

@@ -26,6 +26,134 @@ use crate::deployment::{
 };
 use crate::shuffle::ShuffleRegistry;
 
+/// The deployment this worker runs, and what the control loop knows of it.
+struct Running {
+    deployment: Deployment,
+    /// The newest checkpoint it was asked for.
+    last_checkpoint: u64,
+    /// Whether a new leader may adopt it: not once it was told to stop
+    /// its sources (a stop or a rescale was under way) or was cancelled.
+    adoptable: bool,
+}
+
+/// What outlives one connection to a coordinator.
+#[derive(Default)]
+struct Carried {
+    current: Option<Running>,
+    /// When the lease from the coordinator ends (`None`: no lease).
+    lease_ends: Option<tokio::time::Instant>,
+    /// `current` runs with no coordinator: its raft group's leader was
+    /// lost while the lease held, and the next leader may adopt it. Its
+    /// writes wait (the lease is revoked) until one does, and it is
+    /// aborted when the lease would have run out.
+    orphaned: bool,
+    /// What the orphaned deployment had to say meanwhile, for the leader
+    /// that adopts it.
+    offline: Vec<pb::worker_event::Event>,
+}
+
+/// Events kept for an adopting leader at most (acks of checkpoints the
+/// old leader asked for, windows closed, inputs ended).
+const OFFLINE_EVENTS: usize = 256;
+
+impl Carried {
+    /// The generation a leader may adopt (0: none).
+    fn adoptable(&self) -> (u64, u64) {
+        match &self.current {
+            Some(r) if self.orphaned && r.adoptable => (r.deployment.generation, r.last_checkpoint),
+            _ => (0, 0),
+        }
+    }
+
+    /// The connection to the coordinator ended: the deployment is kept,
+    /// orphaned, when a new raft leader may adopt it (the lease still
+    /// holds and it was a leader's: `term` is not 0); else aborted.
+    async fn connection_lost(&mut self, term: u64, lease: &crate::lease::Lease, keep: bool) {
+        let Some(r) = &self.current else { return };
+        let holds = self
+            .lease_ends
+            .is_some_and(|end| end > tokio::time::Instant::now());
+        if keep && term != 0 && holds && r.adoptable {
+            // Nothing is written until a coordinator renews the lease.
+            lease.revoke();
+            if !self.orphaned {
+                tracing::warn!(
+                    generation = r.deployment.generation,
+                    "lost the coordinator; the deployment goes on without writing until a new leader adopts it (or its lease runs out)"
+                );
+            }
+            self.orphaned = true;
+            return;
+        }
+        self.abort("lost the coordinator; aborting the deployment")
+            .await;
+    }
+
+    async fn abort(&mut self, why: &str) {
+        self.orphaned = false;
+        self.offline.clear();
+        if let Some(r) = self.current.take() {
+            tracing::warn!(generation = r.deployment.generation, "{why}");
+            r.deployment.send(DeploymentMsg::Abort).await;
+            let _ = r.deployment.wait().await;
+        }
+    }
+
+    /// Looks after an orphaned deployment while no coordinator is
+    /// connected: keeps what it reports, aborts it when its lease would
+    /// have run out. Returns after one such step (pending without one).
+    async fn tend(&mut self) {
+        if !self.orphaned {
+            return std::future::pending().await;
+        }
+        tokio::select! {
+            update = next_from_current(&mut self.current) => {
+                let event = match update {
+                    Update::Ended(outcome) => {
+                        let Some(r) = self.current.take() else { return };
+                        self.orphaned = false;
+                        self.offline.clear();
+                        log_end(r.deployment.generation, &outcome);
+                        return;
+                    }
+                    Update::WindowsClosed(through) => {
+                        let Some(r) = &self.current else { return };
+                        self.offline.retain(|e| !matches!(e, pb::worker_event::Event::WindowsClosed(_)));
+                        pb::worker_event::Event::WindowsClosed(pb::WindowsClosed {
+                            generation: r.deployment.generation,
+                            through,
+                        })
+                    }
+                    Update::Checkpoint(event) => {
+                        let Some(r) = &self.current else { return };
+                        checkpoint_event(r.deployment.generation, event)
+                    }
+                };
+                if self.offline.len() >= OFFLINE_EVENTS {
+                    self.offline.remove(0);
+                }
+                self.offline.push(event);
+            }
+            _ = sleep_until_opt(self.lease_ends) => {
+                self.abort("no leader adopted the deployment within its lease; aborting it").await;
+            }
+        }
+    }
+
+    /// Waits `wait`, tending an orphaned deployment meanwhile; `false`:
+    /// shut down first.
+    async fn wait(&mut self, wait: Duration, shutdown: &CancellationToken) -> bool {
+        let until = tokio::time::Instant::now() + wait;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return false,
+                _ = tokio::time::sleep_until(until) => return true,
+                _ = self.tend() => {}
+            }
+        }
+    }
+}
+
 /// Dials the coordinator until shutdown, serving one connection at a time.
 /// With several coordinators (a raft group) it dials the leader a
 /// follower names, or else the next one in turn; the backoff grows only
@@ -43,6 +171,7 @@ pub(super) async fn control_loop(
     let mut next = 0usize;
     let mut tried = 0usize;
     let mut redirect: Option<String> = None;
+    let mut carried = Carried::default();
     while !shutdown.is_cancelled() {
         let session = Session {
             config: &config,
@@ -61,7 +190,8 @@ pub(super) async fn control_loop(
             }
         };
         let mut named = None;
-        let wait = match session.run(&coordinator, &mut named).await {
+        let outcome = session.run(&coordinator, &mut named, &mut carried).await;
+        let wait = match outcome {
             Ok(()) => {
                 delay = FIRST;
                 tried = 0;
@@ -93,6 +223,13 @@ pub(super) async fn control_loop(
             }
         };
         shared.connected.store(false, Relaxed);
+        // Shut down, released, or leaving: nothing is kept for a leader.
+        let keep = !shutdown.is_cancelled()
+            && !shared.leaving.is_cancelled()
+            && !shared.released.load(Relaxed);
+        carried
+            .connection_lost(shared.term.load(Relaxed), &shared.lease, keep)
+            .await;
         if shared.leaving.is_cancelled() {
             // Released, or cut off while leaving: no new registration (it
             // would only be a member for a moment).
@@ -100,11 +237,19 @@ pub(super) async fn control_loop(
             shutdown.cancelled().await;
             return;
         }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(wait) => {}
+        // A deployment that a new leader may adopt cannot wait long.
+        let wait = if carried.orphaned {
+            wait.min(Duration::from_millis(250))
+        } else {
+            wait
+        };
+        if !carried.wait(wait, &shutdown).await {
+            break;
         }
     }
+    carried
+        .abort("shutting down; aborting the deployment")
+        .await;
 }
 
 struct Session<'a> {
@@ -119,13 +264,21 @@ impl Session<'_> {
     /// One connection: returns when it ends (error: why). A coordinator
     /// that does not lead its raft group refuses the registration and
     /// names the leader in `leader`.
-    async fn run(&self, coordinator: &str, leader: &mut Option<String>) -> Result<(), String> {
+    async fn run(
+        &self,
+        coordinator: &str,
+        leader: &mut Option<String>,
+        carried: &mut Carried,
+    ) -> Result<(), String> {
         let (events, rx) = mpsc::channel::<pb::WorkerEvent>(64);
+        let (generation, last_checkpoint) = carried.adoptable();
         let register = pb::WorkerEvent {
             event: Some(pb::worker_event::Event::Register(pb::Register {
                 worker_id: self.config.id.clone(),
                 data_address: self.advertise.to_owned(),
                 version: env!("CARGO_PKG_VERSION").to_owned(),
+                generation,
+                last_checkpoint,
             })),
         };
         // Bounded as a whole: a coordinator that accepts the connection and
@@ -150,26 +303,35 @@ impl Session<'_> {
                 s.message().to_owned()
             })
         };
-        let mut commands = tokio::time::timeout(DIAL_PATIENCE, dial)
-            .await
-            .map_err(|_| format!("no answer within {DIAL_PATIENCE:?}"))??
-            .into_inner();
+        let mut dial = std::pin::pin!(tokio::time::timeout(DIAL_PATIENCE, dial));
+        let mut commands = loop {
+            tokio::select! {
+                dialed = &mut dial => {
+                    break dialed
+                        .map_err(|_| format!("no answer within {DIAL_PATIENCE:?}"))??
+                        .into_inner();
+                }
+                _ = carried.tend() => {}
+            }
+        };
         self.shared.connected.store(true, Relaxed);
         tracing::info!(coordinator, worker = %self.config.id, "connected to the coordinator");
+        if !carried.orphaned {
+            // This coordinator's lease starts with its first message.
+            carried.lease_ends = None;
+        }
 
         let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
-        // The lease from the coordinator, and when it runs out: a worker cut
-        // off from the coordinator (or frozen, or with a frozen
-        // coordinator) stops writing before its work is given to others.
+        // The lease from the coordinator: a worker cut off from the
+        // coordinator (or frozen, or with a frozen coordinator) stops
+        // writing before its work is given to others.
         let mut lease: Option<Duration> = None;
-        let mut lease_ends: Option<tokio::time::Instant> = None;
-        let mut current: Option<Deployment> = None;
         // When a draining deployment is given up.
         let mut abort_at: Option<tokio::time::Instant> = None;
         let mut announced_leaving = false;
-        let result = loop {
+        loop {
             tokio::select! {
-                _ = self.shutdown.cancelled() => break Ok(()),
+                _ = self.shutdown.cancelled() => return Ok(()),
                 _ = self.shared.leaving.cancelled(), if !announced_leaving => {
                     announced_leaving = true;
                     tracing::info!("leaving: the coordinator takes a checkpoint and runs the job without this worker, then releases it");
@@ -177,111 +339,124 @@ impl Session<'_> {
                         reason: "asked to stop (SIGTERM)".into(),
                     });
                     if events.send(pb::WorkerEvent { event: Some(event) }).await.is_err() {
-                        break Err("the control stream closed".to_string());
+                        return Err("the control stream closed".to_string());
                     }
                 }
                 command = commands.message() => match command {
                     Ok(Some(c)) => {
-                        match self.handle(c, &mut current, &events).await {
+                        match self.handle(c, &mut carried.current, &events).await {
                             Some(Directive::Refused { term, seen }) => {
-                                break Err(format!("the coordinator leads raft term {term}, but this worker has followed a leader of term {seen}: it was deposed"));
+                                return Err(format!("the coordinator leads raft term {term}, but this worker has followed a leader of term {seen}: it was deposed"));
                             }
-                            Some(Directive::Registered { heartbeat: interval, lease: l }) => {
+                            Some(Directive::Registered { heartbeat: interval, lease: l, keep }) => {
                                 heartbeat = tokio::time::interval(interval);
                                 lease = l;
+                                self.kept_or_not(keep, carried, &events).await?;
                             }
                             Some(Directive::AbortAt(at)) => abort_at = Some(at),
                             Some(Directive::Deployed) => abort_at = None,
                             Some(Directive::Released { checkpoint }) => {
                                 tracing::info!(checkpoint, "released by the coordinator: the job runs without this worker");
                                 self.shared.released.store(true, Relaxed);
-                                break Ok(());
+                                return Ok(());
                             }
                             None => {}
                         }
                         // Every message from the coordinator renews the lease.
-                        lease_ends = lease.map(|l| tokio::time::Instant::now() + l);
+                        carried.lease_ends = lease.map(|l| tokio::time::Instant::now() + l);
                         self.shared.lease.renew(lease);
                     }
-                    Ok(None) => break Err("the coordinator closed the control stream".to_string()),
-                    Err(status) => break Err(format!("control stream failed: {}", status.message())),
+                    Ok(None) => return Err("the coordinator closed the control stream".to_string()),
+                    Err(status) => return Err(format!("control stream failed: {}", status.message())),
                 },
                 _ = heartbeat.tick() => {
-                    let metrics = current.as_ref().map(|d| metrics_of(d.generation, &d.metrics()));
+                    let metrics = carried.current.as_ref().map(|r| metrics_of(r.deployment.generation, &r.deployment.metrics()));
                     let event = pb::worker_event::Event::Heartbeat(pb::Heartbeat { metrics });
                     if events.send(pb::WorkerEvent { event: Some(event) }).await.is_err() {
-                        break Err("the control stream closed".to_string());
+                        return Err("the control stream closed".to_string());
                     }
                 }
-                update = next_from_current(&mut current) => {
-                    let outcome = match update {
-                        Update::Ended(outcome) => outcome,
+                update = next_from_current(&mut carried.current) => {
+                    let Some(r) = &carried.current else { continue };
+                    let generation = r.deployment.generation;
+                    let event = match update {
+                        Update::Ended(outcome) => {
+                            abort_at = None;
+                            let Some(r) = carried.current.take() else { continue };
+                            log_end(generation, &outcome);
+                            pb::worker_event::Event::Report(end_report(&r.deployment, &outcome))
+                        }
                         Update::WindowsClosed(through) => {
-                            let Some(d) = &current else { continue };
-                            let event = pb::worker_event::Event::WindowsClosed(pb::WindowsClosed {
-                                generation: d.generation,
+                            pb::worker_event::Event::WindowsClosed(pb::WindowsClosed {
+                                generation,
                                 through,
-                            });
-                            if events.send(pb::WorkerEvent { event: Some(event) }).await.is_err() {
-                                break Err("the control stream closed".to_string());
-                            }
-                            continue;
+                            })
                         }
-                        Update::Checkpoint(event) => {
-                            let event = match event {
-                                CheckpointEvent::Ack(a) => pb::worker_event::Event::CheckpointAck(a),
-                                CheckpointEvent::Declined(d) => pb::worker_event::Event::CheckpointDeclined(d),
-                                CheckpointEvent::InputEnded(input) => {
-                                    let Some(d) = &current else { continue };
-                                    pb::worker_event::Event::InputEnded(pb::InputEnded {
-                                        generation: d.generation,
-                                        input,
-                                    })
-                                }
-                            };
-                            if events.send(pb::WorkerEvent { event: Some(event) }).await.is_err() {
-                                break Err("the control stream closed".to_string());
-                            }
-                            continue;
-                        }
+                        Update::Checkpoint(event) => checkpoint_event(generation, event),
                     };
-                    abort_at = None;
-                    let Some(d) = current.take() else { continue };
-                    self.report_end(&d, outcome, &events).await;
+                    if events.send(pb::WorkerEvent { event: Some(event) }).await.is_err() {
+                        return Err("the control stream closed".to_string());
+                    }
                 }
-                _ = sleep_until_opt(lease_ends) => {
-                    break Err(format!(
+                _ = sleep_until_opt(carried.lease_ends) => {
+                    return Err(format!(
                         "no word from the coordinator within its lease ({:?}): it may have given this worker's work to others",
                         lease.unwrap_or_default()
                     ));
                 }
                 _ = sleep_until_opt(abort_at) => {
                     abort_at = None;
-                    if let Some(d) = &current {
-                        tracing::warn!(generation = d.generation, limit = ?DRAIN_LIMIT, "draining took too long; aborting");
-                        d.send(DeploymentMsg::Abort).await;
+                    if let Some(r) = &carried.current {
+                        tracing::warn!(generation = r.deployment.generation, limit = ?DRAIN_LIMIT, "draining took too long; aborting");
+                        r.deployment.send(DeploymentMsg::Abort).await;
                     }
                 }
             }
-        };
-        if let Some(d) = current.take() {
-            if !self.shared.released.load(Relaxed) {
-                tracing::warn!(
-                    generation = d.generation,
-                    "lost the coordinator; aborting the deployment"
-                );
-            }
-            d.send(DeploymentMsg::Abort).await;
-            let _ = d.wait().await;
         }
-        result
+    }
+
+    /// The coordinator said which generation this worker keeps (see
+    /// `Registered.keep`): an orphaned deployment of it goes on, and what
+    /// it reported meanwhile is sent; any other is aborted.
+    async fn kept_or_not(
+        &self,
+        keep: u64,
+        carried: &mut Carried,
+        events: &mpsc::Sender<pb::WorkerEvent>,
+    ) -> Result<(), String> {
+        let kept = carried
+            .current
+            .as_ref()
+            .is_some_and(|r| keep != 0 && r.deployment.generation == keep && carried.orphaned);
+        if !kept {
+            carried
+                .abort("the coordinator does not adopt this deployment; aborting it")
+                .await;
+            return Ok(());
+        }
+        tracing::info!(
+            generation = keep,
+            events = carried.offline.len(),
+            "the leader adopts this worker's deployment"
+        );
+        carried.orphaned = false;
+        for event in std::mem::take(&mut carried.offline) {
+            if events
+                .send(pb::WorkerEvent { event: Some(event) })
+                .await
+                .is_err()
+            {
+                return Err("the control stream closed".to_string());
+            }
+        }
+        Ok(())
     }
 
     /// Handles one command; returns what the control loop must change.
     async fn handle(
         &self,
         command: pb::CoordinatorCommand,
-        current: &mut Option<Deployment>,
+        current: &mut Option<Running>,
         events: &mpsc::Sender<pb::WorkerEvent>,
     ) -> Option<Directive> {
         use pb::coordinator_command::Command;
@@ -296,6 +471,7 @@ impl Session<'_> {
                 Some(Directive::Registered {
                     heartbeat: Duration::from_millis(u64::from(r.heartbeat_interval_ms.max(50))),
                     lease: (r.lease_ms > 0).then(|| Duration::from_millis(u64::from(r.lease_ms))),
+                    keep: r.keep,
                 })
             }
             // Renews the lease, as every command does.
@@ -308,12 +484,12 @@ impl Session<'_> {
             Command::Deploy(deploy) => {
                 if let Some(old) = current.take() {
                     tracing::info!(
-                        old = old.generation,
+                        old = old.deployment.generation,
                         new = deploy.generation,
                         "replacing the deployment"
                     );
-                    old.send(DeploymentMsg::Abort).await;
-                    let _ = old.wait().await;
+                    old.deployment.send(DeploymentMsg::Abort).await;
+                    let _ = old.deployment.wait().await;
                 }
                 let generation = deploy.generation;
                 match self.start(deploy).await {
@@ -321,7 +497,11 @@ impl Session<'_> {
                         tracing::info!(generation, "deployment running");
                         send_report(events, generation, pb::DeploymentState::Running, None, None)
                             .await;
-                        *current = Some(d);
+                        *current = Some(Running {
+                            deployment: d,
+                            last_checkpoint: 0,
+                            adoptable: true,
+                        });
                     }
                     Err(e) => {
                         tracing::error!(generation, error = %e, "cannot start the deployment");
@@ -338,18 +518,31 @@ impl Session<'_> {
                 Some(Directive::Deployed)
             }
             Command::TriggerCheckpoint(t) => {
-                if let Some(d) = current.as_ref().filter(|d| d.generation == t.generation) {
-                    d.send(DeploymentMsg::Trigger {
-                        checkpoint: t.checkpoint,
-                        stop_sources: t.stop_sources,
-                    })
-                    .await;
+                if let Some(r) = current
+                    .as_mut()
+                    .filter(|r| r.deployment.generation == t.generation)
+                {
+                    r.last_checkpoint = r.last_checkpoint.max(t.checkpoint);
+                    // Its sources stop for good: a stop or a rescale, which
+                    // a new leader could not carry on.
+                    r.adoptable &= !t.stop_sources;
+                    r.deployment
+                        .send(DeploymentMsg::Trigger {
+                            checkpoint: t.checkpoint,
+                            stop_sources: t.stop_sources,
+                        })
+                        .await;
                 }
                 None
             }
             Command::CheckpointCompleted(c) => {
-                if let Some(d) = current.as_ref().filter(|d| d.generation == c.generation) {
-                    d.send(DeploymentMsg::Completed(c.checkpoint)).await;
+                if let Some(r) = current
+                    .as_ref()
+                    .filter(|r| r.deployment.generation == c.generation)
+                {
+                    r.deployment
+                        .send(DeploymentMsg::Completed(c.checkpoint))
+                        .await;
                 }
                 None
             }
@@ -358,10 +551,12 @@ impl Session<'_> {
                 None
             }
             Command::Cancel(cancel) => {
-                if let Some(d) = current
-                    .as_ref()
-                    .filter(|d| d.generation == cancel.generation)
+                if let Some(r) = current
+                    .as_mut()
+                    .filter(|r| r.deployment.generation == cancel.generation)
                 {
+                    r.adoptable = false;
+                    let d = &r.deployment;
                     // Drain in the background of the control loop (which keeps
                     // heartbeating); the end is reported when it comes.
                     tracing::info!(
@@ -461,42 +656,6 @@ impl Session<'_> {
         let layout = Layout::of(&plan.spec, own, plan.generation);
         Deployment::start(plan, layout, self.registry.clone()).await
     }
-
-    async fn report_end(
-        &self,
-        d: &Deployment,
-        outcome: Result<DeploymentOutcome, JobError>,
-        events: &mpsc::Sender<pb::WorkerEvent>,
-    ) {
-        let metrics = Some(metrics_of(d.generation, &d.metrics()));
-        let (state, error) = match &outcome {
-            Ok(DeploymentOutcome::Finished) => (pb::DeploymentState::Finished, String::new()),
-            Ok(other) => (pb::DeploymentState::Cancelled, format!("{other:?}")),
-            Err(e) => (pb::DeploymentState::Failed, e.to_string()),
-        };
-        match &outcome {
-            Ok(o) => tracing::info!(generation = d.generation, outcome = ?o, "deployment ended"),
-            Err(e) => tracing::error!(generation = d.generation, error = %e, "deployment failed"),
-        }
-        let unrestorable = match &outcome {
-            Err(JobError::Restore { checkpoint, .. }) => *checkpoint,
-            _ => 0,
-        };
-        let failure = match &outcome {
-            Err(e) => failure_of(e),
-            Ok(_) => pb::FailureKind::Transient,
-        };
-        let report = pb::DeploymentReport {
-            generation: d.generation,
-            state: state as i32,
-            error,
-            metrics,
-            unrestorable_checkpoint: unrestorable,
-            failure: failure as i32,
-        };
-        let event = pb::worker_event::Event::Report(report);
-        let _ = events.send(pb::WorkerEvent { event: Some(event) }).await;
-    }
 }
 
 /// What a command changes in the control loop.
@@ -504,10 +663,11 @@ enum Directive {
     /// The coordinator's raft term is older than one this worker followed.
     Refused { term: u64, seen: u64 },
     /// Heartbeat at this interval; hold a lease of this length (renewed by
-    /// every command).
+    /// every command); keep running generation `keep` (0: none).
     Registered {
         heartbeat: Duration,
         lease: Option<Duration>,
+        keep: u64,
     },
     /// Abort the (stopping) deployment at this instant.
     AbortAt(tokio::time::Instant),
@@ -531,10 +691,56 @@ async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
 }
 
 /// What the current deployment has to report (pending without one).
-async fn next_from_current(current: &mut Option<Deployment>) -> Update {
+async fn next_from_current(current: &mut Option<Running>) -> Update {
     match current {
-        Some(d) => d.next().await,
+        Some(r) => r.deployment.next().await,
         None => std::future::pending().await,
+    }
+}
+
+fn log_end(generation: u64, outcome: &Result<DeploymentOutcome, JobError>) {
+    match outcome {
+        Ok(o) => tracing::info!(generation, outcome = ?o, "deployment ended"),
+        Err(e) => tracing::error!(generation, error = %e, "deployment failed"),
+    }
+}
+
+/// How a deployment ended, for the coordinator.
+fn end_report(
+    d: &Deployment,
+    outcome: &Result<DeploymentOutcome, JobError>,
+) -> pb::DeploymentReport {
+    let (state, error) = match outcome {
+        Ok(DeploymentOutcome::Finished) => (pb::DeploymentState::Finished, String::new()),
+        Ok(other) => (pb::DeploymentState::Cancelled, format!("{other:?}")),
+        Err(e) => (pb::DeploymentState::Failed, e.to_string()),
+    };
+    let unrestorable = match outcome {
+        Err(JobError::Restore { checkpoint, .. }) => *checkpoint,
+        _ => 0,
+    };
+    let failure = match outcome {
+        Err(e) => failure_of(e),
+        Ok(_) => pb::FailureKind::Transient,
+    };
+    pb::DeploymentReport {
+        generation: d.generation,
+        state: state as i32,
+        error,
+        metrics: Some(metrics_of(d.generation, &d.metrics())),
+        unrestorable_checkpoint: unrestorable,
+        failure: failure as i32,
+    }
+}
+
+/// A checkpoint event's wire form.
+fn checkpoint_event(generation: u64, event: CheckpointEvent) -> pb::worker_event::Event {
+    match event {
+        CheckpointEvent::Ack(a) => pb::worker_event::Event::CheckpointAck(a),
+        CheckpointEvent::Declined(d) => pb::worker_event::Event::CheckpointDeclined(d),
+        CheckpointEvent::InputEnded(input) => {
+            pb::worker_event::Event::InputEnded(pb::InputEnded { generation, input })
+        }
     }
 }
 

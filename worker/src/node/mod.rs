@@ -5,7 +5,9 @@
 //! and keeps one control stream open: register, heartbeat with metrics,
 //! run the deployment the coordinator sends (replacing the previous one),
 //! report how it ends. If the stream breaks, the worker aborts what it runs
-//! — the coordinator will have given its work to others — and dials again.
+//! — the coordinator will have given its work to others — and dials again;
+//! if it was a raft group's leader's, it keeps the deployment running,
+//! writing nothing, for the next leader to adopt (`control.rs`).
 //!
 //! A worker asked to stop ([`WorkerNode::leave`], on SIGTERM) says so and
 //! goes on with its part of the running generation until the coordinator

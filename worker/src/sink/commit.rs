@@ -75,12 +75,21 @@ impl Committer {
         }
     }
 
-    /// Commits `epoch` whole; `Ok(false)` if aborted first (or the lease
-    /// ran out: a fenced worker writes nothing more).
+    /// Waits until the lease from the coordinator holds (a fenced worker
+    /// writes nothing); `false`: aborted first.
+    async fn lease_held(&self) -> bool {
+        if self.lease.holds() {
+            return true;
+        }
+        tracing::warn!("no lease from a coordinator: writing nothing until one renews it");
+        self.lease.held(&self.abort).await
+    }
+
+    /// Commits `epoch` whole; `Ok(false)` if aborted first (a fenced
+    /// worker waits for its lease meanwhile).
     pub async fn commit(&mut self, epoch: &mut SealedEpoch) -> Result<bool, SinkError> {
         for i in 0..epoch.files.len() {
-            if !self.lease.holds() {
-                tracing::warn!("the lease from the coordinator ran out: writing nothing more");
+            if !self.lease_held().await {
                 return Ok(false);
             }
             let file = epoch.files[i].clone();
@@ -261,8 +270,7 @@ impl Committer {
         let mut check_first = true;
         // An attempt was made that may still run on the server.
         let mut attempted = false;
-        if !self.lease.holds() {
-            tracing::warn!("the lease from the coordinator ran out: writing nothing more");
+        if !self.lease_held().await {
             return Ok(false);
         }
         // Indexes of rows the table already has (ascending).
@@ -304,8 +312,7 @@ impl Committer {
                     false
                 })
             } else {
-                if !self.lease.holds() {
-                    tracing::warn!("the lease from the coordinator ran out: writing nothing more");
+                if !self.lease_held().await {
                     return Ok(false);
                 }
                 let ch = self.clickhouse()?;
