@@ -9,12 +9,14 @@
 # time from the kill to another coordinator saying it runs the job (its own
 # /metrics, polled every 10 ms), and to the next completed checkpoint; then
 # it starts the killed coordinator again (as its StatefulSet would) and
-# waits a little. At the end: the raft write latency of every checkpoint
+# waits a little. GENERATION says whether the new leader adopted the
+# running generation or deployed a new one. At the end: the raft write latency of every checkpoint
 # completion (the leader's log: from asking the group to record it to a
 # majority having it on disk and applied), as percentiles.
 #
 #   bench/failover.sh
 #   INTERVAL=3s KILLS=10 bench/failover.sh
+#   WEIR=/path/to/weir bench/failover.sh     # a binary already built
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -74,6 +76,11 @@ latest() {
 c=[x["id"] for x in json.load(sys.stdin).get("checkpoints",[]) if x.get("state")=="COMPLETED"]
 print(max(c) if c else 0)' 2>/dev/null || echo 0
 }
+# The generation coordinator $1 runs.
+generation() {
+  curl -fsS -m 2 "http://127.0.0.1:${HTTP[$1]}/api/v1/job" 2>/dev/null \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin).get("generation",0))' 2>/dev/null || echo 0
+}
 now() { date +%s.%N; }
 ms_since() { echo "($(now) - $1) * 1000" | bc -l | xargs printf '%.0f'; }
 
@@ -81,7 +88,7 @@ for i in 0 1 2; do start_coordinator "$i"; done
 start_worker w-0
 start_worker w-1
 echo "3 coordinators (heartbeat $RAFT_HEARTBEAT, election $RAFT_ELECTION), 2 workers, $DEVICES devices, $RATE_LIMIT records/s, checkpoint every $INTERVAL"
-printf '%-5s %-7s %-7s %14s %18s\n' KILL KILLED LEADER "NEW LEADER" "NEXT CHECKPOINT"
+printf '%-5s %-7s %-7s %14s %18s  %s\n' KILL KILLED LEADER "NEW LEADER" "NEXT CHECKPOINT" GENERATION
 for k in $(seq 1 "$KILLS"); do
   l=""
   for _ in $(seq 1 1200); do
@@ -94,6 +101,7 @@ for k in $(seq 1 "$KILLS"); do
   # A moment after a checkpoint, as a failure at any time would be.
   for _ in $(seq 1 600); do [ "$(latest "$l")" -gt "$before" ] && break; sleep 0.05; done
   before=$(latest "$l")
+  gen_before=$(generation "$l")
   sleep "0.$((RANDOM % 10))"
   t0=$(now)
   kill -9 "${PID[c$l]}"
@@ -103,7 +111,9 @@ for k in $(seq 1 "$KILLS"); do
   elected=$(ms_since "$t0")
   while [ "$(latest "$new")" -le "$before" ]; do sleep 0.02; done
   checkpointed=$(ms_since "$t0")
-  printf '%-5s %-7s %-7s %11s ms %15s ms\n' "$k" "$l" "$new" "$elected" "$checkpointed"
+  gen_after=$(generation "$new")
+  if [ "$gen_after" = "$gen_before" ]; then how="$gen_before adopted"; else how="$gen_before -> $gen_after"; fi
+  printf '%-5s %-7s %-7s %11s ms %15s ms  %s\n' "$k" "$l" "$new" "$elected" "$checkpointed" "$how"
   sleep 0.5
   start_coordinator "$l"
   sleep 5

@@ -191,11 +191,11 @@ pub(super) async fn control_loop(
         };
         let mut named = None;
         let outcome = session.run(&coordinator, &mut named, &mut carried).await;
-        let wait = match outcome {
+        let (wait, failure) = match outcome {
             Ok(()) => {
                 delay = FIRST;
                 tried = 0;
-                FIRST
+                (FIRST, None)
             }
             Err(e) => {
                 if let Some(Ok(leader)) = named.as_deref().map(normalize_address) {
@@ -211,15 +211,7 @@ pub(super) async fn control_loop(
                     delay = (delay * 2).min(Duration::from_secs(5));
                     wait
                 };
-                match &redirect {
-                    Some(leader) => {
-                        tracing::info!(coordinator = %coordinator, leader = %leader, "this coordinator does not lead; dialing the leader")
-                    }
-                    None => {
-                        tracing::warn!(coordinator = %coordinator, error = %e, retry_in = ?wait, "no connection to the coordinator")
-                    }
-                }
-                wait
+                (wait, Some(e))
             }
         };
         shared.connected.store(false, Relaxed);
@@ -243,6 +235,15 @@ pub(super) async fn control_loop(
         } else {
             wait
         };
+        match (&redirect, failure) {
+            (Some(leader), Some(_)) => {
+                tracing::info!(coordinator = %coordinator, leader = %leader, "this coordinator does not lead; dialing the leader")
+            }
+            (None, Some(e)) => {
+                tracing::warn!(coordinator = %coordinator, error = %e, retry_in = ?wait, "no connection to the coordinator")
+            }
+            _ => {}
+        }
         if !carried.wait(wait, &shutdown).await {
             break;
         }
