@@ -28,8 +28,25 @@ use clap::{Parser, Subcommand};
     about = "Weir: a stream processor for per-device IoT windows"
 )]
 struct Cli {
+    /// How log lines are written (stderr): `text` for people, `json` (one
+    /// object per line: timestamp, level, fields, spans) for log
+    /// collectors such as Fluent Bit, Vector or CloudWatch.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value_t = LogFormat::Text,
+        env = "WEIR_LOG_FORMAT"
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -52,19 +69,22 @@ enum Command {
     Spec(SpecArgs),
 }
 
-fn init_logging() {
+fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("WEIR_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| EnvFilter::new("info,hyper=warn,hyper_util=warn,openraft=warn"));
     use std::io::IsTerminal;
     let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(colour)
         .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+        .with_target(false);
+    match format {
+        LogFormat::Text => logs.with_ansi(colour).init(),
+        // Targets kept: a collector filters on them.
+        LogFormat::Json => logs.json().with_target(true).with_ansi(false).init(),
+    }
 }
 
 /// Keeps glibc from returning batch buffers to the kernel after every use.
@@ -108,7 +128,7 @@ fn print_spec(args: SpecArgs) -> anyhow::Result<()> {
 fn main() -> ExitCode {
     tune_allocator();
     let cli = Cli::parse();
-    init_logging();
+    init_logging(cli.log_format);
     let result = match cli.command {
         Command::Local(args) => local::run(*args),
         Command::Coordinator(args) => cluster::run_coordinator(*args),
@@ -122,7 +142,11 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            match cli.log_format {
+                LogFormat::Text => eprintln!("error: {e:#}"),
+                // One object per line on stderr, as every other line.
+                LogFormat::Json => tracing::error!(error = %format!("{e:#}"), "exiting"),
+            }
             ExitCode::FAILURE
         }
     }

@@ -168,6 +168,7 @@ fn the_values_schema_rejects_bad_values_with_the_offending_key() {
         ("invalid-two-coordinators.yaml", "coordinator.replicas"),
         ("invalid-state-dir.yaml", "job.spec.state"),
         ("invalid-unknown-key.yaml", "wrokers"),
+        ("invalid-log-format.yaml", "logFormat"),
     ] {
         let path = format!("helm/values/{file}");
         let out = helm(&["template", "weir", "helm/weir", "-f", &path]);
@@ -375,6 +376,15 @@ fn workers_dial_the_coordinator_service_and_advertise_their_stable_names() {
     );
     // The variables the args use are defined.
     assert!(env(worker, "POD_NAME").is_some() && env(worker, "POD_NAMESPACE").is_some());
+    // JSON logs (for CloudWatch) on every pod, as the values ask.
+    let coordinator = kind_named(&docs, "StatefulSet", "weir-coordinator");
+    for sts in [worker, coordinator] {
+        assert_eq!(
+            env(sts, "WEIR_LOG_FORMAT").map(|e| &e["value"]),
+            Some(&Value::from("json")),
+            "{sts:?}"
+        );
+    }
     let svc = kind_named(&docs, "Service", "weir-coordinator");
     let ports: Vec<_> = svc["spec"]["ports"]
         .as_sequence()

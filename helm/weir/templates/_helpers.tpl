@@ -134,6 +134,8 @@ when IRSA is not used), and the secrets the job reads.
       fieldPath: metadata.namespace
 - name: WEIR_LOG
   value: {{ .Values.logLevel | quote }}
+- name: WEIR_LOG_FORMAT
+  value: {{ .Values.logFormat | quote }}
 {{- with .Values.s3.region }}
 - name: AWS_REGION
   value: {{ . | quote }}
