@@ -61,12 +61,23 @@ impl Lease {
         }
     }
 
-    /// Waits until the lease holds: `false` when `abort` comes first.
+    /// Whether it was revoked (rather than run out).
+    pub fn revoked(&self) -> bool {
+        self.ends_ms.load(Relaxed) == REVOKED
+    }
+
+    /// Waits while the lease is revoked, until it holds: `false` when
+    /// `abort` comes first, or when it ran out instead (a worker frozen or
+    /// cut off past its lease gives up for good: a renewal after that
+    /// would only be a stale message).
     pub async fn held(&self, abort: &CancellationToken) -> bool {
         loop {
             let renewed = self.renewed.notified();
             if self.holds() {
                 return true;
+            }
+            if !self.revoked() {
+                return false;
             }
             tokio::select! {
                 biased;
@@ -98,6 +109,18 @@ mod tests {
         assert!(lease.holds());
         lease.revoke();
         assert!(!lease.holds(), "revoked");
+    }
+
+    #[tokio::test]
+    async fn a_lease_that_ran_out_is_not_waited_for() {
+        let lease = Lease::default();
+        lease.renew(Some(Duration::ZERO));
+        // (A lease ends a millisecond or two after the clock's origin at
+        // the earliest.)
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let abort = CancellationToken::new();
+        let waited = tokio::time::timeout(Duration::from_secs(5), lease.held(&abort)).await;
+        assert_eq!(waited.ok(), Some(false), "gives up at once");
     }
 
     #[tokio::test]

@@ -195,6 +195,11 @@ async fn a_new_leader_adopts_what_a_worker_kept_running_or_has_it_aborted() {
     assert_eq!(second.register.generation, 1, "kept for a new leader");
     assert_eq!(second.register.last_checkpoint, 5);
     send(&second.commands, registered(2, 1)).await;
+    send(
+        &second.commands,
+        pb::coordinator_command::Command::Adopted(pb::Adopted { generation: 1 }),
+    )
+    .await;
     let before = heartbeat_where(&mut second, "generation 1 runs", |m| {
         m.is_some_and(|m| m.generation == 1)
     })

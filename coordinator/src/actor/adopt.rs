@@ -83,15 +83,18 @@ impl Actor {
     /// the generation; deploys a new one when that cannot happen.
     pub(super) fn tick_adoption(&mut self, now: Instant) {
         let Job::Adopting(a) = &self.job else { return };
-        let all_back = a
-            .generation
-            .assignment
-            .workers
+        let slots = &a.generation.assignment.workers;
+        let all_back = slots.iter().all(|s| a.kept.contains(&s.worker_id));
+        // Every worker of it registered (and told what it runs: a
+        // generation its predecessor deployed but had not recorded is
+        // numbered past), or the lease passed (any it still ran is
+        // aborted by then).
+        let all_heard = slots
             .iter()
-            .all(|s| a.kept.contains(&s.worker_id));
+            .all(|s| self.workers.contains_key(&s.worker_id));
         if all_back && !a.broken {
             self.adopt();
-        } else if a.broken || now >= a.until {
+        } else if (a.broken && all_heard) || now >= a.until {
             tracing::info!(
                 generation = a.generation.number,
                 back = a.kept.len(),
@@ -112,6 +115,13 @@ impl Actor {
         for slot in &generation.assignment.workers {
             if let Some(w) = self.workers.get_mut(&slot.worker_id) {
                 w.state = pb::DeploymentState::Running;
+                // Only now do its writes resume.
+                let adopted = pb::CoordinatorCommand {
+                    command: Some(pb::coordinator_command::Command::Adopted(pb::Adopted {
+                        generation: generation.number,
+                    })),
+                };
+                let _ = w.commands.try_send(Ok(adopted));
             }
         }
         tracing::info!(
@@ -206,6 +216,13 @@ mod tests {
         })
     }
 
+    fn adopted(commands: &[pb::coordinator_command::Command]) -> Option<u64> {
+        commands.iter().find_map(|c| match c {
+            pb::coordinator_command::Command::Adopted(a) => Some(a.generation),
+            _ => None,
+        })
+    }
+
     fn triggered(commands: &[pb::coordinator_command::Command]) -> Option<u64> {
         commands.iter().find_map(|c| match c {
             pb::coordinator_command::Command::TriggerCheckpoint(t) => Some(t.checkpoint),
@@ -226,6 +243,8 @@ mod tests {
         assert_eq!(kept(&c1), Some(4));
         assert_eq!(kept(&c2), Some(4));
         assert_eq!(deployed(&c1), None, "not redeployed");
+        assert_eq!(adopted(&c1), Some(4), "told to write again");
+        assert_eq!(adopted(&c2), Some(4));
         // A checkpoint at once, numbered after the old leader's (9).
         assert_eq!(triggered(&c1), Some(10));
         assert_eq!(triggered(&c2), Some(10));
@@ -244,6 +263,38 @@ mod tests {
         assert_eq!(deployed(&c1), Some(5), "replaced");
         assert_eq!(deployed(&c2), Some(5));
         assert!(matches!(&a.job, Job::Running(g) if g.number == 5));
+    }
+
+    #[test]
+    fn a_broken_adoption_waits_to_hear_every_worker_before_numbering_the_next() {
+        let mut a = leader();
+        let mut w2 = register(&mut a, "w2", 1002, 0, 0);
+        a.tick();
+        assert_eq!(
+            a.job.name(),
+            "adopting",
+            "w1 may run an unrecorded generation"
+        );
+        assert_eq!(deployed(&commands(&mut w2)), None);
+        // It does: generation 5, deployed by the old leader, not recorded.
+        let mut w1 = register(&mut a, "w1", 1001, 5, 0);
+        a.tick();
+        assert_eq!(deployed(&commands(&mut w1)), Some(6));
+        assert_eq!(deployed(&commands(&mut w2)), Some(6));
+    }
+
+    #[test]
+    fn a_worker_leaving_while_adopting_breaks_the_adoption() {
+        let mut a = leader();
+        let _w1 = register(&mut a, "w1", 1001, 4, 0);
+        let reason = pb::Leaving {
+            reason: "SIGTERM".into(),
+        };
+        a.event("w1", 0, pb::worker_event::Event::Leaving(reason));
+        let Job::Adopting(adoption) = &a.job else {
+            panic!("adopting, not {}", a.job.name());
+        };
+        assert!(adoption.broken);
     }
 
     #[test]

@@ -90,6 +90,10 @@ impl Actor {
             return;
         }
         worker.presence = Presence::Leaving;
+        if let Job::Adopting(a) = &mut self.job {
+            // It will not come back with the generation.
+            a.lost(id);
+        }
         let running = matches!(&self.job, Job::Running(g) if g.assignment.workers.iter().any(|s| s.worker_id == id));
         if !running {
             tracing::info!(worker = %id, %reason, "worker leaving; it runs nothing, so it goes at once");

@@ -28,7 +28,13 @@ impl Actor {
     pub(super) fn carry_on(&mut self, link: RaftLink, recorder: Option<Recorder>) {
         let record = link.record();
         self.term = link.term();
-        self.last_generation = record.generation;
+        // One number is left out after a generation that may run: its
+        // leader may have deployed the next one and died before recording
+        // it (workers that register say so, but not all may).
+        self.last_generation = match record.lifecycle {
+            Lifecycle::Running | Lifecycle::Restarting => record.generation.saturating_add(1),
+            _ => record.generation,
+        };
         self.rescales = record.rescales.iter().rev().map(rescale_info).collect();
         self.job = job_of(&record, self.config.lease());
         self.recorded_lifecycle = Some((record.lifecycle, record.error.clone()));

@@ -330,6 +330,9 @@ impl Session<'_> {
         // When a draining deployment is given up.
         let mut abort_at: Option<tokio::time::Instant> = None;
         let mut announced_leaving = false;
+        // A kept deployment that the leader has not adopted yet: its
+        // writes wait (the lease stays revoked) until `Adopted` says so.
+        let mut awaiting_adoption = false;
         loop {
             tokio::select! {
                 _ = self.shutdown.cancelled() => return Ok(()),
@@ -345,6 +348,14 @@ impl Session<'_> {
                 }
                 command = commands.message() => match command {
                     Ok(Some(c)) => {
+                        // A message read after the lease ran out (buffered
+                        // while the worker was frozen) renews nothing.
+                        if carried.lease_ends.is_some_and(|end| end <= tokio::time::Instant::now()) {
+                            return Err(format!(
+                                "no word from the coordinator within its lease ({:?}): it may have given this worker's work to others",
+                                lease.unwrap_or_default()
+                            ));
+                        }
                         match self.handle(c, &mut carried.current, &events).await {
                             Some(Directive::Refused { term, seen }) => {
                                 return Err(format!("the coordinator leads raft term {term}, but this worker has followed a leader of term {seen}: it was deposed"));
@@ -352,10 +363,25 @@ impl Session<'_> {
                             Some(Directive::Registered { heartbeat: interval, lease: l, keep }) => {
                                 heartbeat = tokio::time::interval(interval);
                                 lease = l;
-                                self.kept_or_not(keep, carried, &events).await?;
+                                awaiting_adoption = self.kept_or_not(keep, carried, &events).await?;
                             }
-                            Some(Directive::AbortAt(at)) => abort_at = Some(at),
-                            Some(Directive::Deployed) => abort_at = None,
+                            // A kept deployment cannot write what it emitted
+                            // (it was never adopted): aborted at once.
+                            Some(Directive::AbortAt(at)) => {
+                                abort_at = Some(if awaiting_adoption { tokio::time::Instant::now() } else { at });
+                            }
+                            Some(Directive::Deployed) => {
+                                abort_at = None;
+                                awaiting_adoption = false;
+                            }
+                            Some(Directive::Adopted(generation))
+                                if awaiting_adoption
+                                    && carried.current.as_ref().is_some_and(|r| r.deployment.generation == generation) =>
+                            {
+                                tracing::info!(generation, "the leader adopted this deployment; writing again");
+                                awaiting_adoption = false;
+                            }
+                            Some(Directive::Adopted(_)) => {}
                             Some(Directive::Released { checkpoint }) => {
                                 tracing::info!(checkpoint, "released by the coordinator: the job runs without this worker");
                                 self.shared.released.store(true, Relaxed);
@@ -363,9 +389,12 @@ impl Session<'_> {
                             }
                             None => {}
                         }
-                        // Every message from the coordinator renews the lease.
+                        // Every message from the coordinator renews the lease
+                        // (writes wait for the adoption of a kept deployment).
                         carried.lease_ends = lease.map(|l| tokio::time::Instant::now() + l);
-                        self.shared.lease.renew(lease);
+                        if !awaiting_adoption {
+                            self.shared.lease.renew(lease);
+                        }
                     }
                     Ok(None) => return Err("the coordinator closed the control stream".to_string()),
                     Err(status) => return Err(format!("control stream failed: {}", status.message())),
@@ -417,14 +446,15 @@ impl Session<'_> {
     }
 
     /// The coordinator said which generation this worker keeps (see
-    /// `Registered.keep`): an orphaned deployment of it goes on, and what
-    /// it reported meanwhile is sent; any other is aborted.
+    /// `Registered.keep`): an orphaned deployment of it goes on (writing
+    /// nothing until it is adopted: returns whether it waits for that),
+    /// and what it reported meanwhile is sent; any other is aborted.
     async fn kept_or_not(
         &self,
         keep: u64,
         carried: &mut Carried,
         events: &mpsc::Sender<pb::WorkerEvent>,
-    ) -> Result<(), String> {
+    ) -> Result<bool, String> {
         let kept = carried
             .current
             .as_ref()
@@ -433,12 +463,33 @@ impl Session<'_> {
             carried
                 .abort("the coordinator does not adopt this deployment; aborting it")
                 .await;
-            return Ok(());
+            if keep != 0 {
+                // It ended (or ran out of lease) while this worker dialed,
+                // after its registration named it: the leader must not
+                // adopt what is gone.
+                let gone = pb::DeploymentReport {
+                    generation: keep,
+                    state: pb::DeploymentState::Failed as i32,
+                    error: "the deployment ended before a leader adopted it".into(),
+                    metrics: None,
+                    unrestorable_checkpoint: 0,
+                    failure: pb::FailureKind::PeerLost as i32,
+                };
+                let event = pb::worker_event::Event::Report(gone);
+                if events
+                    .send(pb::WorkerEvent { event: Some(event) })
+                    .await
+                    .is_err()
+                {
+                    return Err("the control stream closed".to_string());
+                }
+            }
+            return Ok(false);
         }
         tracing::info!(
             generation = keep,
             events = carried.offline.len(),
-            "the leader adopts this worker's deployment"
+            "the leader may adopt this worker's deployment; it writes nothing until it does"
         );
         carried.orphaned = false;
         for event in std::mem::take(&mut carried.offline) {
@@ -450,7 +501,7 @@ impl Session<'_> {
                 return Err("the control stream closed".to_string());
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Handles one command; returns what the control loop must change.
@@ -477,6 +528,7 @@ impl Session<'_> {
             }
             // Renews the lease, as every command does.
             Command::Keepalive(_) => None,
+            Command::Adopted(a) => Some(Directive::Adopted(a.generation)),
             // What it ran after the checkpoint is not committed; the
             // deployment is aborted as the session ends.
             Command::Release(r) => Some(Directive::Released {
@@ -674,6 +726,8 @@ enum Directive {
     AbortAt(tokio::time::Instant),
     /// A new deployment replaced the previous one.
     Deployed,
+    /// The leader adopted this generation (the one kept).
+    Adopted(u64),
     /// The coordinator released this leaving worker.
     Released { checkpoint: u64 },
 }

@@ -75,13 +75,19 @@ impl Committer {
         }
     }
 
-    /// Waits until the lease from the coordinator holds (a fenced worker
-    /// writes nothing); `false`: aborted first.
+    /// Whether a write may start: at once with a lease; after a wait while
+    /// it is revoked (the raft leader was lost: a new one may adopt the
+    /// deployment); `false` when aborted first, or when it ran out (a
+    /// fenced worker writes nothing more).
     async fn lease_held(&self) -> bool {
         if self.lease.holds() {
             return true;
         }
-        tracing::warn!("no lease from a coordinator: writing nothing until one renews it");
+        if !self.lease.revoked() {
+            tracing::warn!("the lease from the coordinator ran out: writing nothing more");
+            return false;
+        }
+        tracing::warn!("no lease from a coordinator: writing nothing until a new leader adopts this deployment");
         self.lease.held(&self.abort).await
     }
 

@@ -258,7 +258,7 @@ fn h_destinations(dir: &Path) -> Destinations {
 }
 
 #[tokio::test]
-async fn nothing_is_committed_without_a_lease_until_one_is_renewed() {
+async fn nothing_is_committed_once_the_lease_has_run_out() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (t, mut h) = task(dir.path(), Vec::new());
     let (tx, rx) = mpsc::channel(8);
@@ -272,33 +272,56 @@ async fn nothing_is_committed_without_a_lease_until_one_is_renewed() {
         h.lines(&h.late_dir(), 1).is_some()
     })
     .await;
-    // The lease runs out (a frozen or cut-off worker), or is revoked (its
-    // raft leader was lost): completed epochs wait.
     h.lease.renew(Some(Duration::ZERO));
     tx.send(rows(2..4)).await.expect("send");
     tx.send(SinkMsg::Barrier(2)).await.expect("send");
     h.staged().await;
     h.completed.send(2).expect("send");
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    let outcome = tokio::time::timeout(Duration::from_secs(10), handle)
+        .await
+        .expect("ends")
+        .expect("join")
+        .expect("ok");
+    assert_eq!(outcome, SinkOutcome::Aborted { uncommitted: 4 });
     assert_eq!(
         h.lines(&h.late_dir(), 2),
         None,
-        "nothing committed while the lease does not hold"
+        "nothing committed after the lease ran out"
+    );
+}
+
+#[tokio::test]
+async fn a_revoked_lease_holds_commits_back_until_renewed_or_aborted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (t, mut h) = task(dir.path(), Vec::new());
+    let (tx, rx) = mpsc::channel(8);
+    let handle = tokio::spawn(t.run(rx));
+    // The raft leader was lost: completed epochs wait.
+    h.lease.revoke();
+    tx.send(rows(0..2)).await.expect("send");
+    tx.send(SinkMsg::Barrier(1)).await.expect("send");
+    h.staged().await;
+    h.completed.send(1).expect("send");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        h.lines(&h.late_dir(), 1),
+        None,
+        "nothing committed while the lease is revoked"
     );
     assert!(!handle.is_finished(), "it waits for a lease");
     // A new leader adopts the deployment: its lease is renewed, and what
     // waited is committed.
     h.lease.renew(Some(Duration::from_secs(60)));
-    eventually("epoch 2 is committed", || {
-        h.lines(&h.late_dir(), 2).is_some()
+    eventually("epoch 1 is committed", || {
+        h.lines(&h.late_dir(), 1).is_some()
     })
     .await;
-    // Revoked (the raft leader was lost): an abort ends the wait.
+    // Revoked again: an abort ends the wait.
     h.lease.revoke();
-    tx.send(rows(4..6)).await.expect("send");
-    tx.send(SinkMsg::Barrier(3)).await.expect("send");
+    tx.send(rows(2..4)).await.expect("send");
+    tx.send(SinkMsg::Barrier(2)).await.expect("send");
     h.staged().await;
-    h.completed.send(3).expect("send");
+    h.completed.send(2).expect("send");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!handle.is_finished(), "it waits for a lease");
     h.abort.cancel();
@@ -309,7 +332,7 @@ async fn nothing_is_committed_without_a_lease_until_one_is_renewed() {
         .expect("ok");
     assert_eq!(outcome, SinkOutcome::Aborted { uncommitted: 4 });
     assert_eq!(
-        h.lines(&h.late_dir(), 3),
+        h.lines(&h.late_dir(), 2),
         None,
         "nothing committed without a lease"
     );
