@@ -18,6 +18,7 @@ use weir_proto::cluster::cluster_client::ClusterClient;
 use weir_proto::cluster::LEADER_KEY;
 use weir_proto::convert::position_of;
 
+use super::carried::{Carried, Running};
 use super::{metrics_of, normalize_address, Shared, WorkerConfig};
 use crate::checkpoint::CheckpointEvent;
 use crate::deployment::{
@@ -25,134 +26,6 @@ use crate::deployment::{
     RestoreFrom, Slot, Update,
 };
 use crate::shuffle::ShuffleRegistry;
-
-/// The deployment this worker runs, and what the control loop knows of it.
-struct Running {
-    deployment: Deployment,
-    /// The newest checkpoint it was asked for.
-    last_checkpoint: u64,
-    /// Whether a new leader may adopt it: not once it was told to stop
-    /// its sources (a stop or a rescale was under way) or was cancelled.
-    adoptable: bool,
-}
-
-/// What outlives one connection to a coordinator.
-#[derive(Default)]
-struct Carried {
-    current: Option<Running>,
-    /// When the lease from the coordinator ends (`None`: no lease).
-    lease_ends: Option<tokio::time::Instant>,
-    /// `current` runs with no coordinator: its raft group's leader was
-    /// lost while the lease held, and the next leader may adopt it. Its
-    /// writes wait (the lease is revoked) until one does, and it is
-    /// aborted when the lease would have run out.
-    orphaned: bool,
-    /// What the orphaned deployment had to say meanwhile, for the leader
-    /// that adopts it.
-    offline: Vec<pb::worker_event::Event>,
-}
-
-/// Events kept for an adopting leader at most (acks of checkpoints the
-/// old leader asked for, windows closed, inputs ended).
-const OFFLINE_EVENTS: usize = 256;
-
-impl Carried {
-    /// The generation a leader may adopt (0: none).
-    fn adoptable(&self) -> (u64, u64) {
-        match &self.current {
-            Some(r) if self.orphaned && r.adoptable => (r.deployment.generation, r.last_checkpoint),
-            _ => (0, 0),
-        }
-    }
-
-    /// The connection to the coordinator ended: the deployment is kept,
-    /// orphaned, when a new raft leader may adopt it (the lease still
-    /// holds and it was a leader's: `term` is not 0); else aborted.
-    async fn connection_lost(&mut self, term: u64, lease: &crate::lease::Lease, keep: bool) {
-        let Some(r) = &self.current else { return };
-        let holds = self
-            .lease_ends
-            .is_some_and(|end| end > tokio::time::Instant::now());
-        if keep && term != 0 && holds && r.adoptable {
-            // Nothing is written until a coordinator renews the lease.
-            lease.revoke();
-            if !self.orphaned {
-                tracing::warn!(
-                    generation = r.deployment.generation,
-                    "lost the coordinator; the deployment goes on without writing until a new leader adopts it (or its lease runs out)"
-                );
-            }
-            self.orphaned = true;
-            return;
-        }
-        self.abort("lost the coordinator; aborting the deployment")
-            .await;
-    }
-
-    async fn abort(&mut self, why: &str) {
-        self.orphaned = false;
-        self.offline.clear();
-        if let Some(r) = self.current.take() {
-            tracing::warn!(generation = r.deployment.generation, "{why}");
-            r.deployment.send(DeploymentMsg::Abort).await;
-            let _ = r.deployment.wait().await;
-        }
-    }
-
-    /// Looks after an orphaned deployment while no coordinator is
-    /// connected: keeps what it reports, aborts it when its lease would
-    /// have run out. Returns after one such step (pending without one).
-    async fn tend(&mut self) {
-        if !self.orphaned {
-            return std::future::pending().await;
-        }
-        tokio::select! {
-            update = next_from_current(&mut self.current) => {
-                let event = match update {
-                    Update::Ended(outcome) => {
-                        let Some(r) = self.current.take() else { return };
-                        self.orphaned = false;
-                        self.offline.clear();
-                        log_end(r.deployment.generation, &outcome);
-                        return;
-                    }
-                    Update::WindowsClosed(through) => {
-                        let Some(r) = &self.current else { return };
-                        self.offline.retain(|e| !matches!(e, pb::worker_event::Event::WindowsClosed(_)));
-                        pb::worker_event::Event::WindowsClosed(pb::WindowsClosed {
-                            generation: r.deployment.generation,
-                            through,
-                        })
-                    }
-                    Update::Checkpoint(event) => {
-                        let Some(r) = &self.current else { return };
-                        checkpoint_event(r.deployment.generation, event)
-                    }
-                };
-                if self.offline.len() >= OFFLINE_EVENTS {
-                    self.offline.remove(0);
-                }
-                self.offline.push(event);
-            }
-            _ = sleep_until_opt(self.lease_ends) => {
-                self.abort("no leader adopted the deployment within its lease; aborting it").await;
-            }
-        }
-    }
-
-    /// Waits `wait`, tending an orphaned deployment meanwhile; `false`:
-    /// shut down first.
-    async fn wait(&mut self, wait: Duration, shutdown: &CancellationToken) -> bool {
-        let until = tokio::time::Instant::now() + wait;
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return false,
-                _ = tokio::time::sleep_until(until) => return true,
-                _ = self.tend() => {}
-            }
-        }
-    }
-}
 
 /// Dials the coordinator until shutdown, serving one connection at a time.
 /// With several coordinators (a raft group) it dials the leader a
@@ -738,7 +611,7 @@ const DIAL_PATIENCE: Duration = Duration::from_secs(5);
 /// How long a cancelled deployment may take to write what it emitted.
 const DRAIN_LIMIT: Duration = Duration::from_secs(30);
 
-async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+pub(super) async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
@@ -746,14 +619,14 @@ async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
 }
 
 /// What the current deployment has to report (pending without one).
-async fn next_from_current(current: &mut Option<Running>) -> Update {
+pub(super) async fn next_from_current(current: &mut Option<Running>) -> Update {
     match current {
         Some(r) => r.deployment.next().await,
         None => std::future::pending().await,
     }
 }
 
-fn log_end(generation: u64, outcome: &Result<DeploymentOutcome, JobError>) {
+pub(super) fn log_end(generation: u64, outcome: &Result<DeploymentOutcome, JobError>) {
     match outcome {
         Ok(o) => tracing::info!(generation, outcome = ?o, "deployment ended"),
         Err(e) => tracing::error!(generation, error = %e, "deployment failed"),
@@ -789,7 +662,7 @@ fn end_report(
 }
 
 /// A checkpoint event's wire form.
-fn checkpoint_event(generation: u64, event: CheckpointEvent) -> pb::worker_event::Event {
+pub(super) fn checkpoint_event(generation: u64, event: CheckpointEvent) -> pb::worker_event::Event {
     match event {
         CheckpointEvent::Ack(a) => pb::worker_event::Event::CheckpointAck(a),
         CheckpointEvent::Declined(d) => pb::worker_event::Event::CheckpointDeclined(d),

@@ -14,6 +14,7 @@
 //! has checkpointed its state and runs the job without it (`Release`); it
 //! does not dial again after that.
 
+mod carried;
 mod control;
 
 use std::net::SocketAddr;
