@@ -8,9 +8,11 @@ use anyhow::{bail, Context};
 use clap::Args;
 use weir_common::spec::{JobSpec, SourceKind};
 use weir_common::tasks::TaskGroup;
+use weir_coordinator::auth::{AdminAuth, Protected};
 use weir_coordinator::discovery::Discovery;
 use weir_coordinator::kubernetes::WorkerSet;
 use weir_coordinator::{Coordinator, CoordinatorConfig};
+use weir_proto::auth::{ClusterSecret, Secret};
 use weir_worker::node::{WorkerConfig, WorkerNode};
 
 use crate::overrides::JobFlags;
@@ -72,6 +74,34 @@ pub struct CoordinatorArgs {
     /// majority for this long steps down, well before.
     #[arg(long, default_value = "1500ms")]
     pub raft_election: weir_common::spec::Duration,
+    /// The environment variable holding the admin API's token: with it set,
+    /// every call that changes something needs `Authorization: Bearer
+    /// <token>` (401 / UNAUTHENTICATED without). Unset: the API is open.
+    #[arg(long, default_value = "WEIR_ADMIN_TOKEN")]
+    pub admin_token_env: String,
+    /// With an admin token, require it for reads too (status, checkpoints,
+    /// /metrics); /healthz and /readyz stay open.
+    #[arg(long)]
+    pub admin_token_for_reads: bool,
+    #[command(flatten)]
+    pub cluster: ClusterSecretArgs,
+}
+
+/// The cluster's shared secret (workers, coordinators).
+#[derive(Args, Debug)]
+pub struct ClusterSecretArgs {
+    /// The environment variable holding the cluster's shared secret: with
+    /// it set, workers and coordinators present it on every internal call
+    /// and refuse calls without it. Set it to the same value everywhere.
+    #[arg(long, default_value = "WEIR_CLUSTER_SECRET")]
+    pub cluster_secret_env: String,
+}
+
+impl ClusterSecretArgs {
+    pub fn secret(&self) -> anyhow::Result<ClusterSecret> {
+        let secret = Secret::from_env(&self.cluster_secret_env).context("--cluster-secret-env")?;
+        Ok(ClusterSecret::new(secret))
+    }
 }
 
 /// The raft group of `--peers`, if any.
@@ -107,6 +137,8 @@ fn raft_group(
         dir,
         heartbeat,
         election,
+        // The coordinator sets its cluster secret here.
+        secret: ClusterSecret::none(),
     }))
 }
 
@@ -144,6 +176,8 @@ pub struct WorkerArgs {
     /// pod's termination grace period).
     #[arg(long, default_value = "90s")]
     pub leave_timeout: weir_common::spec::Duration,
+    #[command(flatten)]
+    pub cluster: ClusterSecretArgs,
 }
 
 /// The coordinator's configuration for a spec: paths made absolute (workers
@@ -190,6 +224,23 @@ pub fn run_coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
     )?;
     config.rescale_patience = args.rescale_patience.std();
     config.raft = raft_group(&args, &config.spec.state.dir)?;
+    let token = Secret::from_env(&args.admin_token_env).context("--admin-token-env")?;
+    if token.is_none() {
+        tracing::warn!(variable = %args.admin_token_env, "no admin token: anyone who reaches the admin API can stop the job");
+    }
+    let protected = if args.admin_token_for_reads {
+        Protected::Everything
+    } else {
+        Protected::Writes
+    };
+    if args.admin_token_for_reads && token.is_none() {
+        bail!(
+            "--admin-token-for-reads needs an admin token in {}",
+            args.admin_token_env
+        );
+    }
+    config.admin_auth = AdminAuth::new(token, protected);
+    config.cluster_secret = args.cluster.secret()?;
     runtime()?.block_on(async move {
         if args.kubernetes {
             let set =
@@ -216,6 +267,7 @@ pub fn run_coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
 }
 
 pub fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
+    let secret = args.cluster.secret()?;
     let id = args.id.unwrap_or_else(default_worker_id);
     let config = WorkerConfig {
         id,
@@ -224,6 +276,7 @@ pub fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
         advertise: args.advertise,
         data_dir: args.data_dir,
         own_subdirectories: true,
+        secret,
     };
     let leave_timeout = args.leave_timeout.std();
     runtime()?.block_on(async move {

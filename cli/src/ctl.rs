@@ -1,11 +1,17 @@
 //! `weir ctl`: the admin API from the command line (REST underneath).
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
+use bytes::Bytes;
 use clap::{Args, Subcommand};
+use http::{header, Method, StatusCode, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use weir_common::error_chain::error_chain;
+use weir_common::secret::Secret;
 use weir_common::spec::Duration as SpecDuration;
 use weir_common::time::format_utc_ms;
 use weir_proto::admin::{CheckpointList, ClusterStatus, JobStatus};
@@ -24,6 +30,11 @@ pub struct CtlArgs {
         default_value = "http://127.0.0.1:8080"
     )]
     pub coordinator: String,
+    /// The environment variable holding the admin token, sent as
+    /// `Authorization: Bearer` (a coordinator with a token refuses changes
+    /// without it).
+    #[arg(long, default_value = "WEIR_ADMIN_TOKEN")]
+    pub admin_token_env: String,
     /// Print the API's JSON instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
@@ -79,38 +90,39 @@ pub fn run(args: CtlArgs) -> anyhow::Result<()> {
         bail!("--coordinator names no address");
     }
     let (method, path, request_body) = match &args.command {
-        CtlCommand::Status => ("GET", "/api/v1/job", String::new()),
-        CtlCommand::Workers => ("GET", "/api/v1/cluster", String::new()),
+        CtlCommand::Status => (Method::GET, "/api/v1/job", String::new()),
+        CtlCommand::Workers => (Method::GET, "/api/v1/cluster", String::new()),
         CtlCommand::Stop { savepoint } => (
-            "POST",
+            Method::POST,
             "/api/v1/job/stop",
             serde_json::json!({ "savepoint": savepoint }).to_string(),
         ),
         CtlCommand::Resume { from } => (
-            "POST",
+            Method::POST,
             "/api/v1/job/resume",
             from.as_ref()
                 .map(|f| serde_json::json!({ "from": f }).to_string())
                 .unwrap_or_default(),
         ),
         CtlCommand::Rescale { workers } => (
-            "POST",
+            Method::POST,
             "/api/v1/job/rescale",
             serde_json::json!({ "workers": workers }).to_string(),
         ),
-        CtlCommand::Checkpoints => ("GET", "/api/v1/checkpoints", String::new()),
+        CtlCommand::Checkpoints => (Method::GET, "/api/v1/checkpoints", String::new()),
         CtlCommand::Checkpoint { savepoint } => (
-            "POST",
+            Method::POST,
             "/api/v1/checkpoints",
             serde_json::json!({ "savepoint": savepoint }).to_string(),
         ),
         CtlCommand::CheckpointInterval { interval } => (
-            "PUT",
+            Method::PUT,
             "/api/v1/checkpoints/interval",
             serde_json::json!({ "interval_ms": interval.as_millis() }).to_string(),
         ),
     };
-    let body = request_any(&bases, method, path, &request_body)?;
+    let token = Secret::from_env(&args.admin_token_env).context("--admin-token-env")?;
+    let body = request_any(&bases, method, path, &request_body, token.as_ref())?;
     if args.json {
         println!("{body}");
         return Ok(());
@@ -151,123 +163,108 @@ enum Failure {
 }
 
 /// The request, to each coordinator in turn until one answers.
-fn request_any(bases: &[String], method: &str, path: &str, body: &str) -> anyhow::Result<String> {
-    let mut errors = Vec::new();
-    for base in bases {
-        match request(base, method, path, body) {
-            Ok(answer) => return Ok(answer),
-            Err(Failure::Refused(e)) => return Err(e),
-            Err(Failure::Elsewhere(e)) if bases.len() == 1 => return Err(e),
-            Err(Failure::Elsewhere(e)) => errors.push(format!("{e:#}")),
+fn request_any(
+    bases: &[String],
+    method: Method,
+    path: &str,
+    body: &str,
+    token: Option<&Secret>,
+) -> anyhow::Result<String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(Duration::from_secs(5)));
+    connector.set_nodelay(true);
+    let client: HttpClient = Client::builder(TokioExecutor::new()).build(connector);
+    runtime.block_on(async {
+        let mut errors = Vec::new();
+        for base in bases {
+            match request(&client, base, method.clone(), path, body, token).await {
+                Ok(answer) => return Ok(answer),
+                Err(Failure::Refused(e)) => return Err(e),
+                Err(Failure::Elsewhere(e)) if bases.len() == 1 => return Err(e),
+                Err(Failure::Elsewhere(e)) => errors.push(format!("{e:#}")),
+            }
         }
-    }
-    bail!("no coordinator answered: {}", errors.join("; "))
-}
-
-/// One HTTP/1.1 request; the answer's body, or an error with the API's
-/// message.
-fn request(base: &str, method: &str, path: &str, body: &str) -> Result<String, Failure> {
-    let elsewhere = Failure::Elsewhere;
-    let hostport = base.strip_prefix("http://").ok_or_else(|| {
-        Failure::Refused(anyhow!(
-            "--coordinator must be an http:// URL, not `{base}`"
-        ))
-    })?;
-    let hostport = hostport.split('/').next().unwrap_or(hostport);
-    exchange(base, hostport, method, path, body).map_err(|e| match e {
-        Exchange::Io(e) => elsewhere(e),
-        Exchange::Status(503, e) => elsewhere(e),
-        Exchange::Status(_, e) => Failure::Refused(e),
+        bail!("no coordinator answered: {}", errors.join("; "))
     })
 }
 
-enum Exchange {
-    Io(anyhow::Error),
-    Status(u16, anyhow::Error),
-}
+type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
-impl From<std::io::Error> for Exchange {
-    fn from(e: std::io::Error) -> Self {
-        Exchange::Io(e.into())
-    }
-}
+/// How long one coordinator may take to answer.
+const PATIENCE: Duration = Duration::from_secs(30);
 
-impl From<anyhow::Error> for Exchange {
-    fn from(e: anyhow::Error) -> Self {
-        Exchange::Io(e)
-    }
-}
-
-fn exchange(
+/// One request; the answer's body, or an error with the API's message.
+async fn request(
+    client: &HttpClient,
     base: &str,
-    hostport: &str,
-    method: &str,
+    method: Method,
     path: &str,
     body: &str,
-) -> Result<String, Exchange> {
-    let mut stream = TcpStream::connect(hostport)
-        .with_context(|| format!("cannot reach the coordinator at {base}"))?;
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: {hostport}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )?;
-    let mut reader = BufReader::new(stream);
-    let mut status_line = String::new();
-    reader.read_line(&mut status_line)?;
-    let status: u16 = status_line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| anyhow!("{base} did not answer HTTP"))?;
-    let mut length = None;
-    let mut chunked = false;
-    loop {
-        let mut line = String::new();
-        reader.read_line(&mut line)?;
-        let lower = line.trim_end().to_ascii_lowercase();
-        if lower.is_empty() {
-            break;
-        }
-        if let Some(v) = lower.strip_prefix("content-length:") {
-            length = v.trim().parse::<usize>().ok();
-        }
-        if lower.starts_with("transfer-encoding:") && lower.contains("chunked") {
-            chunked = true;
-        }
+    token: Option<&Secret>,
+) -> Result<String, Failure> {
+    let uri: Uri = format!("{base}{path}")
+        .parse()
+        .ok()
+        .filter(|u: &Uri| u.scheme_str() == Some("http") && u.host().is_some())
+        .ok_or_else(|| {
+            Failure::Refused(anyhow!(
+                "--coordinator must be an http:// URL, not `{base}`"
+            ))
+        })?;
+    let mut request = http::Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(header::CONTENT_TYPE, "application/json");
+    if let Some(token) = token {
+        request = request.header(header::AUTHORIZATION, format!("Bearer {}", token.expose()));
     }
-    let mut body = Vec::new();
-    if chunked {
-        loop {
-            let mut size = String::new();
-            reader.read_line(&mut size)?;
-            let n = usize::from_str_radix(size.trim(), 16).context("bad chunked answer")?;
-            if n == 0 {
-                break;
-            }
-            let mut chunk = vec![0; n + 2];
-            reader.read_exact(&mut chunk)?;
-            body.extend_from_slice(&chunk[..n]);
-        }
-    } else if let Some(n) = length {
-        body.resize(n, 0);
-        reader.read_exact(&mut body)?;
+    let request = request
+        .body(Full::new(Bytes::from(body.to_owned())))
+        .map_err(|e| Failure::Refused(anyhow!("cannot build the request: {e}")))?;
+    let exchange = async {
+        let answer = client.request(request).await.map_err(|e| {
+            anyhow!(
+                "cannot reach the coordinator at {base}: {}",
+                error_chain(&e)
+            )
+        })?;
+        let status = answer.status();
+        let bytes = answer
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| anyhow!("the coordinator at {base} broke off its answer: {e}"))?
+            .to_bytes();
+        Ok::<_, anyhow::Error>((status, String::from_utf8_lossy(&bytes).into_owned()))
+    };
+    let (status, body) = tokio::time::timeout(PATIENCE, exchange)
+        .await
+        .map_err(|_| {
+            Failure::Elsewhere(anyhow!(
+                "the coordinator at {base} did not answer within {PATIENCE:?}"
+            ))
+        })?
+        .map_err(Failure::Elsewhere)?;
+    if status.is_success() {
+        return Ok(body);
+    }
+    let message = serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
+        .unwrap_or(body);
+    let e = anyhow!(
+        "the coordinator at {base} refused ({}): {message}",
+        status.as_u16()
+    );
+    Err(if status == StatusCode::SERVICE_UNAVAILABLE {
+        Failure::Elsewhere(e)
     } else {
-        reader.read_to_end(&mut body)?;
-    }
-    let body = String::from_utf8_lossy(&body).into_owned();
-    if !(200..300).contains(&status) {
-        let message = serde_json::from_str::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
-            .unwrap_or(body);
-        return Err(Exchange::Status(
-            status,
-            anyhow!("the coordinator at {base} refused ({status}): {message}"),
-        ));
-    }
-    Ok(body)
+        Failure::Refused(e)
+    })
 }
 
 fn print_checkpoints(c: &CheckpointList) {

@@ -60,6 +60,7 @@ pub fn run(args: LocalArgs) -> anyhow::Result<()> {
                 advertise: None,
                 data_dir: None,
                 own_subdirectories: false,
+                secret: Default::default(),
             },
             &root,
         )

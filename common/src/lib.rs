@@ -33,6 +33,7 @@ pub mod position;
 pub mod pulsar;
 pub mod reading;
 pub mod rows;
+pub mod secret;
 pub mod sink;
 pub mod spec;
 pub mod tasks;

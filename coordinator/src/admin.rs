@@ -12,6 +12,10 @@
 //! | POST | `/api/v1/job/rescale` `{"workers": N}` | `JobStatus`; 409 outside Kubernetes or when the API refuses, 503 when it may work later |
 //!
 //! Errors are JSON `{"error": "..."}` with a 4xx/5xx status.
+//!
+//! With an admin token ([`crate::auth`]) every call that changes something
+//! needs `Authorization: Bearer <token>` (REST: 401; gRPC:
+//! `UNAUTHENTICATED`), and reads too when so configured.
 
 use axum::extract::State;
 use axum::http::{StatusCode, Uri};
@@ -22,26 +26,29 @@ use tonic::{Request, Status};
 use weir_proto::admin as api;
 
 use crate::actor::AdminError;
+use crate::auth::{Access, AdminAuth};
 use crate::gateway::{Gateway, PROXIED_KEY};
 
 /// The gRPC face of the admin API.
 pub struct AdminService {
     gateway: Gateway,
+    auth: AdminAuth,
 }
 
 impl AdminService {
-    pub fn new(gateway: Gateway) -> Self {
-        AdminService { gateway }
+    pub fn new(gateway: Gateway, auth: AdminAuth) -> Self {
+        AdminService { gateway, auth }
     }
 
-    /// Where `request` is answered: a request a follower proxied here is
-    /// never proxied again.
-    fn route<T>(&self, request: &Request<T>) -> Gateway {
-        if request.metadata().contains_key(PROXIED_KEY) {
+    /// Where `request` is answered, once it is allowed: a request a
+    /// follower proxied here is never proxied again.
+    fn route<T>(&self, request: &Request<T>, access: Access) -> Result<Gateway, Status> {
+        self.auth.check_grpc(access, request.metadata())?;
+        Ok(if request.metadata().contains_key(PROXIED_KEY) {
             self.gateway.unproxied()
         } else {
             self.gateway.clone()
-        }
+        })
     }
 }
 
@@ -50,28 +57,32 @@ type Reply<T> = Result<tonic::Response<T>, Status>;
 #[tonic::async_trait]
 impl api::admin_server::Admin for AdminService {
     async fn get_cluster(&self, r: Request<api::GetClusterRequest>) -> Reply<api::ClusterStatus> {
-        Ok(tonic::Response::new(self.route(&r).cluster().await?))
+        Ok(tonic::Response::new(
+            self.route(&r, Access::Read)?.cluster().await?,
+        ))
     }
 
     async fn get_job(&self, r: Request<api::GetJobRequest>) -> Reply<api::JobStatus> {
-        Ok(tonic::Response::new(self.route(&r).job().await?))
+        Ok(tonic::Response::new(
+            self.route(&r, Access::Read)?.job().await?,
+        ))
     }
 
     async fn stop_job(&self, r: Request<api::StopJobRequest>) -> Reply<api::JobStatus> {
-        let gateway = self.route(&r);
+        let gateway = self.route(&r, Access::Write)?;
         Ok(tonic::Response::new(
             gateway.stop_request(r.into_inner()).await?,
         ))
     }
 
     async fn resume_job(&self, r: Request<api::ResumeJobRequest>) -> Reply<api::JobStatus> {
-        let gateway = self.route(&r);
+        let gateway = self.route(&r, Access::Write)?;
         let from = Some(r.into_inner().from).filter(|f| !f.trim().is_empty());
         Ok(tonic::Response::new(gateway.resume(from).await?))
     }
 
     async fn rescale(&self, r: Request<api::RescaleRequest>) -> Reply<api::JobStatus> {
-        let gateway = self.route(&r);
+        let gateway = self.route(&r, Access::Write)?;
         let workers = r.into_inner().workers;
         Ok(tonic::Response::new(gateway.rescale(workers).await?))
     }
@@ -80,14 +91,16 @@ impl api::admin_server::Admin for AdminService {
         &self,
         r: Request<api::ListCheckpointsRequest>,
     ) -> Reply<api::CheckpointList> {
-        Ok(tonic::Response::new(self.route(&r).checkpoints().await?))
+        Ok(tonic::Response::new(
+            self.route(&r, Access::Read)?.checkpoints().await?,
+        ))
     }
 
     async fn trigger_checkpoint(
         &self,
         r: Request<api::TriggerCheckpointRequest>,
     ) -> Reply<api::CheckpointList> {
-        let gateway = self.route(&r);
+        let gateway = self.route(&r, Access::Write)?;
         let savepoint = r.into_inner().savepoint;
         Ok(tonic::Response::new(
             gateway.trigger_checkpoint(savepoint).await?,
@@ -98,7 +111,7 @@ impl api::admin_server::Admin for AdminService {
         &self,
         r: Request<api::SetCheckpointIntervalRequest>,
     ) -> Reply<api::CheckpointList> {
-        let gateway = self.route(&r);
+        let gateway = self.route(&r, Access::Write)?;
         let interval = std::time::Duration::from_millis(r.into_inner().interval_ms);
         Ok(tonic::Response::new(
             gateway.set_checkpoint_interval(interval).await?,
@@ -126,8 +139,8 @@ impl From<AdminError> for ApiError {
     }
 }
 
-/// The REST router.
-pub fn router(gateway: Gateway) -> axum::Router {
+/// The REST router, behind the admin token when there is one.
+pub fn router(gateway: Gateway, auth: AdminAuth) -> axum::Router {
     axum::Router::new()
         .route("/api/v1/cluster", get(cluster))
         .route("/api/v1/job", get(job))
@@ -148,6 +161,10 @@ pub fn router(gateway: Gateway) -> axum::Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(gateway)
+        .layer(axum::middleware::from_fn_with_state(
+            auth,
+            crate::auth::require,
+        ))
 }
 
 async fn cluster(State(h): State<Gateway>) -> Result<Json<api::ClusterStatus>, ApiError> {

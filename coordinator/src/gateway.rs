@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::watch;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic::Status;
 use weir_proto::admin as api;
@@ -52,7 +53,33 @@ pub struct Gateway {
     channel: Arc<Mutex<Option<(String, Channel)>>>,
     /// The raft group, when there is one.
     raft: Option<RaftLink>,
+    /// What a proxied request carries: the mark, and the admin token (the
+    /// follower authorized the caller; the leader checks again).
+    proxy_headers: ProxyHeaders,
 }
+
+/// Marks a request as proxied, and carries the admin token.
+#[derive(Clone, Debug)]
+struct ProxyHeaders {
+    bearer: Option<tonic::metadata::AsciiMetadataValue>,
+}
+
+impl tonic::service::Interceptor for ProxyHeaders {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        let metadata = request.metadata_mut();
+        metadata.insert(
+            PROXIED_KEY,
+            tonic::metadata::MetadataValue::from_static("1"),
+        );
+        if let Some(bearer) = &self.bearer {
+            metadata.insert("authorization", bearer.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// The leader's admin service, as a follower calls it.
+type LeaderClient = AdminClient<InterceptedService<Channel, ProxyHeaders>>;
 
 impl Gateway {
     pub fn new(route: watch::Receiver<Route>, raft: Option<RaftLink>) -> Self {
@@ -61,7 +88,15 @@ impl Gateway {
             proxy: true,
             channel: Arc::new(Mutex::new(None)),
             raft,
+            proxy_headers: ProxyHeaders { bearer: None },
         }
+    }
+
+    /// The same gateway, sending `auth`'s token with the requests it
+    /// proxies to the leader.
+    pub fn with_auth(mut self, auth: &crate::auth::AdminAuth) -> Self {
+        self.proxy_headers.bearer = auth.bearer();
+        self
     }
 
     /// A gateway that always answers from the local actor.
@@ -119,11 +154,12 @@ impl Gateway {
         }
     }
 
-    fn client(&self, address: &str) -> Result<AdminClient<Channel>, AdminError> {
+    fn client(&self, address: &str) -> Result<LeaderClient, AdminError> {
+        let headers = self.proxy_headers.clone();
         let mut cached = self.channel.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((a, channel)) = cached.as_ref() {
             if a == address {
-                return Ok(AdminClient::new(channel.clone()));
+                return Ok(AdminClient::with_interceptor(channel.clone(), headers));
             }
         }
         let channel = Endpoint::from_shared(format!("http://{address}"))
@@ -133,7 +169,7 @@ impl Gateway {
             .tcp_nodelay(true)
             .connect_lazy();
         *cached = Some((address.to_owned(), channel.clone()));
-        Ok(AdminClient::new(channel))
+        Ok(AdminClient::with_interceptor(channel, headers))
     }
 
     /// Runs `local` on this coordinator's actor, or `remote` on the
@@ -142,7 +178,7 @@ impl Gateway {
     where
         L: FnOnce(CoordinatorHandle) -> LF,
         LF: std::future::Future<Output = Result<T, AdminError>>,
-        R: FnOnce(AdminClient<Channel>) -> F,
+        R: FnOnce(LeaderClient) -> F,
         F: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
     {
         match self.route() {
@@ -163,7 +199,7 @@ impl Gateway {
     pub async fn cluster(&self) -> Result<api::ClusterStatus, AdminError> {
         self.dispatch(
             |h| async move { h.cluster().await },
-            |mut c| async move { c.get_cluster(proxied(api::GetClusterRequest {})).await },
+            |mut c| async move { c.get_cluster(api::GetClusterRequest {}).await },
         )
         .await
     }
@@ -171,7 +207,7 @@ impl Gateway {
     pub async fn job(&self) -> Result<api::JobStatus, AdminError> {
         self.dispatch(
             |h| async move { h.job().await },
-            |mut c| async move { c.get_job(proxied(api::GetJobRequest {})).await },
+            |mut c| async move { c.get_job(api::GetJobRequest {}).await },
         )
         .await
     }
@@ -201,7 +237,7 @@ impl Gateway {
                     h.stop().await
                 }
             },
-            |mut c| async move { c.stop_job(proxied(request)).await },
+            |mut c| async move { c.stop_job(request).await },
         )
         .await
     }
@@ -212,7 +248,7 @@ impl Gateway {
         };
         self.dispatch(
             |h| async move { h.resume(from).await },
-            |mut c| async move { c.resume_job(proxied(request)).await },
+            |mut c| async move { c.resume_job(request).await },
         )
         .await
     }
@@ -220,7 +256,7 @@ impl Gateway {
     pub async fn rescale(&self, workers: u32) -> Result<api::JobStatus, AdminError> {
         self.dispatch(
             |h| async move { h.rescale(workers).await },
-            |mut c| async move { c.rescale(proxied(api::RescaleRequest { workers })).await },
+            |mut c| async move { c.rescale(api::RescaleRequest { workers }).await },
         )
         .await
     }
@@ -228,10 +264,7 @@ impl Gateway {
     pub async fn checkpoints(&self) -> Result<api::CheckpointList, AdminError> {
         self.dispatch(
             |h| async move { h.checkpoints().await },
-            |mut c| async move {
-                c.list_checkpoints(proxied(api::ListCheckpointsRequest {}))
-                    .await
-            },
+            |mut c| async move { c.list_checkpoints(api::ListCheckpointsRequest {}).await },
         )
         .await
     }
@@ -243,7 +276,7 @@ impl Gateway {
         self.dispatch(
             |h| async move { h.trigger_checkpoint(savepoint).await },
             |mut c| async move {
-                c.trigger_checkpoint(proxied(api::TriggerCheckpointRequest { savepoint }))
+                c.trigger_checkpoint(api::TriggerCheckpointRequest { savepoint })
                     .await
             },
         )
@@ -258,23 +291,12 @@ impl Gateway {
         self.dispatch(
             |h| async move { h.set_checkpoint_interval(interval).await },
             |mut c| async move {
-                c.set_checkpoint_interval(proxied(api::SetCheckpointIntervalRequest {
-                    interval_ms,
-                }))
-                .await
+                c.set_checkpoint_interval(api::SetCheckpointIntervalRequest { interval_ms })
+                    .await
             },
         )
         .await
     }
-}
-
-fn proxied<T>(message: T) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request.metadata_mut().insert(
-        PROXIED_KEY,
-        tonic::metadata::MetadataValue::from_static("1"),
-    );
-    request
 }
 
 /// The leader's answer as the local actor would have given it.

@@ -21,10 +21,11 @@
 //!   [`discovery`]: a Pulsar topic's partitions; [`kubernetes`]: the
 //!   workers' StatefulSet (its replicas are the workers the job wants).
 //! - [`control`]: the workers' control streams; [`admin`]: the admin API
-//!   over gRPC and REST; [`prometheus`]: `/metrics`.
+//!   over gRPC and REST; [`auth`]: its token; [`prometheus`]: `/metrics`.
 
 pub mod actor;
 pub mod admin;
+pub mod auth;
 pub mod checkpoints;
 pub mod control;
 pub mod discovery;
@@ -174,6 +175,10 @@ impl Coordinator {
             None => None,
         };
         config.address = grpc_addr.to_string();
+        let (auth, secret) = (config.admin_auth.clone(), config.cluster_secret.clone());
+        if let Some(group) = config.raft.as_mut() {
+            group.secret = secret.clone();
+        }
         let tasks = parent.child();
         let shutdown = tasks.token().clone();
         let (gateway, raft_service) = match config.raft.clone() {
@@ -212,18 +217,23 @@ impl Coordinator {
                         raft.shutdown().await.map_err(|e| e.to_string())
                     });
                 }
-                (gateway, Some(weir_raft::network::RaftService::new(raft)))
+                (
+                    gateway,
+                    Some(weir_raft::network::RaftService::new(raft, &secret)),
+                )
             }
         };
+        let gateway = gateway.with_auth(&auth);
         {
-            let (gateway, shutdown) = (gateway.clone(), shutdown.clone());
+            let (gateway, shutdown, auth) = (gateway.clone(), shutdown.clone(), auth.clone());
             tasks.spawn_critical("the coordinator's gRPC server", async move {
                 tonic::transport::Server::builder()
                     .tcp_nodelay(true)
-                    .add_service(ClusterServer::new(control::ControlService::new(
-                        gateway.clone(),
-                    )))
-                    .add_service(AdminServer::new(admin::AdminService::new(gateway)))
+                    .add_service(ClusterServer::with_interceptor(
+                        control::ControlService::new(gateway.clone()),
+                        secret.require(),
+                    ))
+                    .add_service(AdminServer::new(admin::AdminService::new(gateway, auth)))
                     .add_optional_service(raft_service)
                     .serve_with_incoming_shutdown(
                         TcpListenerStream::new(grpc_listener),
@@ -234,7 +244,8 @@ impl Coordinator {
         }
         let http_addr = match http_bound {
             Some((listener, addr)) => {
-                let (router, shutdown) = (admin::router(gateway.clone()), shutdown.clone());
+                let router = admin::router(gateway.clone(), auth);
+                let shutdown = shutdown.clone();
                 tasks.spawn_critical("the coordinator's HTTP server", async move {
                     axum::serve(listener, router)
                         .with_graceful_shutdown(shutdown.cancelled_owned())

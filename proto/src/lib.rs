@@ -7,6 +7,7 @@
 //! - [`checkpoint`]: state handles and checkpoint metadata in the store.
 //! - [`raft`]: coordinator ⇄ coordinator raft (high availability).
 //! - [`convert`]: between wire messages and Weir's types.
+//! - [`auth`]: the cluster's shared secret on the internal calls.
 
 pub mod cluster {
     tonic::include_proto!("weir.cluster");
@@ -34,4 +35,5 @@ pub mod raft {
     tonic::include_proto!("weir.raft");
 }
 
+pub mod auth;
 pub mod convert;

@@ -76,6 +76,8 @@ pub struct GroupConfig {
     /// election timeout (between this and 1.5 × this) starts an election:
     /// 2.5–3 × this in all.
     pub election: Duration,
+    /// Sent to the peers with every call, and required of theirs.
+    pub secret: weir_proto::auth::ClusterSecret,
 }
 
 /// Why the group could not be joined.
@@ -137,7 +139,7 @@ impl Group {
         let raft = Raft::new(
             config.node_id,
             Arc::new(raft_config),
-            Network::new(config.peers.clone()),
+            Network::new(config.peers.clone(), config.secret.clone()),
             log,
             state.clone(),
         )

@@ -20,7 +20,10 @@ use openraft::raft::{
 use openraft::BasicNode;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tonic::transport::{Channel, Endpoint};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Endpoint;
+use weir_proto::auth::Require;
+use weir_proto::auth::{ClusterSecret, SecretChannel};
 use weir_proto::raft::raft_client::RaftClient;
 use weir_proto::raft::raft_server;
 use weir_proto::raft::RaftMessage;
@@ -41,12 +44,15 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 #[derive(Clone, Default)]
 pub struct Network {
     peers: std::sync::Arc<std::collections::BTreeMap<NodeId, String>>,
+    /// Sent with every call (the peers refuse calls without it).
+    secret: ClusterSecret,
 }
 
 impl Network {
-    pub fn new(peers: std::collections::BTreeMap<NodeId, String>) -> Self {
+    pub fn new(peers: std::collections::BTreeMap<NodeId, String>, secret: ClusterSecret) -> Self {
         Network {
             peers: std::sync::Arc::new(peers),
+            secret,
         }
     }
 }
@@ -62,6 +68,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
                 .get(&target)
                 .cloned()
                 .unwrap_or_else(|| node.addr.clone()),
+            secret: self.secret.clone(),
             client: None,
         }
     }
@@ -71,7 +78,8 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 pub struct Peer {
     target: NodeId,
     addr: String,
-    client: Option<RaftClient<Channel>>,
+    secret: ClusterSecret,
+    client: Option<RaftClient<SecretChannel>>,
 }
 
 /// Why a call to a peer failed, before openraft's error types.
@@ -106,13 +114,15 @@ impl<E: std::error::Error> CallError<E> {
 }
 
 impl Peer {
-    fn client(&mut self) -> Result<&mut RaftClient<Channel>, String> {
+    fn client(&mut self) -> Result<&mut RaftClient<SecretChannel>, String> {
         if self.client.is_none() {
             let endpoint = Endpoint::from_shared(format!("http://{}", self.addr))
                 .map_err(|e| format!("peer address `{}`: {e}", self.addr))?
                 .connect_timeout(CONNECT_TIMEOUT)
                 .tcp_nodelay(true);
-            self.client = Some(RaftClient::new(endpoint.connect_lazy()));
+            self.client = Some(RaftClient::new(
+                self.secret.channel(endpoint.connect_lazy()),
+            ));
         }
         self.client.as_mut().ok_or_else(|| "no client".to_string())
     }
@@ -223,9 +233,15 @@ pub struct RaftService {
     raft: openraft::Raft<TypeConfig>,
 }
 
+/// The raft server, refusing calls without the cluster's secret.
+pub type RaftServer = InterceptedService<raft_server::RaftServer<RaftService>, Require>;
+
 impl RaftService {
-    pub fn new(raft: openraft::Raft<TypeConfig>) -> raft_server::RaftServer<RaftService> {
-        raft_server::RaftServer::new(RaftService { raft })
+    pub fn new(raft: openraft::Raft<TypeConfig>, secret: &ClusterSecret) -> RaftServer {
+        InterceptedService::new(
+            raft_server::RaftServer::new(RaftService { raft }),
+            secret.require(),
+        )
     }
 }
 

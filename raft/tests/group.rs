@@ -11,9 +11,15 @@ use tempfile::TempDir;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
+use weir_proto::auth::{ClusterSecret, Secret};
 use weir_raft::group::{Group, GroupConfig};
 use weir_raft::network::RaftService;
 use weir_raft::{CheckpointPointer, Command, NodeId, StateMachine, TypeConfig};
+
+/// The group's shared secret: every call between the nodes carries it.
+fn secret() -> ClusterSecret {
+    ClusterSecret::new(Some(Secret::new("raft-test-secret").expect("secret")))
+}
 
 struct Node {
     raft: Raft<TypeConfig>,
@@ -35,6 +41,7 @@ async fn node(
         dir: dir.to_owned(),
         heartbeat: Duration::from_millis(100),
         election: Duration::from_millis(400),
+        secret: secret(),
     };
     // In one process a store is free again only once the stopped raft's
     // tasks have dropped it (a restarted coordinator is a new process).
@@ -51,7 +58,7 @@ async fn node(
     };
     let stop = CancellationToken::new();
     let server = tonic::transport::Server::builder()
-        .add_service(RaftService::new(group.raft.clone()))
+        .add_service(RaftService::new(group.raft.clone(), &secret()))
         .serve_with_incoming_shutdown(
             TcpListenerStream::new(listener),
             stop.clone().cancelled_owned(),
@@ -238,4 +245,39 @@ async fn three_coordinators_restarted_resume_from_their_stores() {
     for n in nodes {
         stop(n).await;
     }
+}
+
+/// A process without the group's secret gets no say: its raft calls are
+/// refused before they reach raft.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_without_the_secret_is_refused() {
+    let (mut listeners, peers) = bind_three().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let listener = listeners.remove(0);
+    let node0 = node(0, &peers, &dir.path().join("0"), listener).await;
+    let address = format!("http://{}", peers[&0]);
+    let channel = tonic::transport::Endpoint::from_shared(address)
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    let vote = weir_proto::raft::RaftMessage {
+        json: b"{}".to_vec(),
+    };
+    let mut stranger = weir_proto::raft::raft_client::RaftClient::new(channel.clone());
+    let refused = stranger
+        .vote(vote.clone())
+        .await
+        .expect_err("a call without the secret is refused");
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+    let wrong = ClusterSecret::new(Some(Secret::new("not-the-secret").expect("secret")));
+    let mut impostor =
+        weir_proto::raft::raft_client::RaftClient::new(wrong.channel(channel.clone()));
+    let refused = impostor.vote(vote.clone()).await.expect_err("refused");
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+    // With the secret the call reaches raft, which refuses the message.
+    let mut member = weir_proto::raft::raft_client::RaftClient::new(secret().channel(channel));
+    let answer = member.vote(vote).await.expect_err("not a vote");
+    assert_eq!(answer.code(), tonic::Code::InvalidArgument);
+    stop(node0).await;
 }

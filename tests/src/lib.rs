@@ -76,6 +76,31 @@ pub fn weir_bin() -> &'static Path {
         // finds the binary built and does not rebuild half the workspace
         // with other features — which the next test build would undo.
         cmd.args(["build", "--quiet", "--workspace", "--all-targets"]);
+        // What cargo set for this test process (its crate's manifest
+        // directory, package name, ...) must not reach the build: build
+        // scripts that read such a variable (ring's reads
+        // CARGO_MANIFEST_DIR) are rerun, and everything above them rebuilt,
+        // whenever its value differs from the outer build's — ~100 s per
+        // test process, and the outer build then rebuilds it all back.
+        for (name, _) in std::env::vars_os() {
+            let Some(name) = name.to_str() else { continue };
+            let set_for_tests = name == "OUT_DIR"
+                || name.starts_with("CARGO_PKG_")
+                || name.starts_with("CARGO_BIN_")
+                || [
+                    "CARGO_MANIFEST_DIR",
+                    "CARGO_MANIFEST_PATH",
+                    "CARGO_MANIFEST_LINKS",
+                    "CARGO_CRATE_NAME",
+                    "CARGO_PRIMARY_PACKAGE",
+                    "CARGO_TARGET_TMPDIR",
+                    "CARGO_RUSTC_CURRENT_DIR",
+                ]
+                .contains(&name);
+            if set_for_tests {
+                cmd.env_remove(name);
+            }
+        }
         if profile == "release" {
             cmd.arg("--release");
         }

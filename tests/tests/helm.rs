@@ -169,6 +169,7 @@ fn the_values_schema_rejects_bad_values_with_the_offending_key() {
         ("invalid-state-dir.yaml", "job.spec.state"),
         ("invalid-unknown-key.yaml", "wrokers"),
         ("invalid-log-format.yaml", "logFormat"),
+        ("invalid-admin-token-for-reads.yaml", "secrets.adminToken"),
     ] {
         let path = format!("helm/values/{file}");
         let out = helm(&["template", "weir", "helm/weir", "-f", &path]);
@@ -336,6 +337,20 @@ fn secrets_are_referenced_never_inlined() {
         }
         // IRSA: no static keys.
         assert!(env(sts, "AWS_ACCESS_KEY_ID").is_none());
+        // Both roles share the cluster secret; only coordinators hold the
+        // admin token.
+        let cluster =
+            env(sts, "WEIR_CLUSTER_SECRET").unwrap_or_else(|| panic!("{name}: no cluster secret"));
+        assert_eq!(cluster["valueFrom"]["secretKeyRef"]["name"], "weir-cluster");
+        assert_eq!(cluster["valueFrom"]["secretKeyRef"]["key"], "secret");
+        let admin = env(sts, "WEIR_ADMIN_TOKEN");
+        if name == "weir-coordinator" {
+            let admin = admin.expect("the coordinator reads the admin token");
+            assert_eq!(admin["valueFrom"]["secretKeyRef"]["name"], "weir-admin");
+            assert!(admin["value"].is_null());
+        } else {
+            assert!(admin.is_none(), "workers need no admin token");
+        }
     }
     let sa = kind_named(&docs, "ServiceAccount", "weir");
     assert_eq!(
@@ -513,7 +528,21 @@ fn service_monitors_scrape_each_component_once() {
             "{port:?} is not a port of the selected service"
         );
         assert_eq!(m["spec"]["endpoints"][0]["path"], "/metrics");
+        // The coordinator's /metrics needs the admin token in this value
+        // set (secrets.adminToken.forReads); the workers' never does.
+        let auth = &m["spec"]["endpoints"][0]["authorization"];
+        if m["metadata"]["name"] == "weir-coordinator" {
+            assert_eq!(auth["type"], "Bearer");
+            assert_eq!(auth["credentials"]["name"], "weir-admin");
+            assert_eq!(auth["credentials"]["key"], "token");
+        } else {
+            assert!(auth.is_null(), "{auth:?}");
+        }
     }
+    let coordinator = kind_named(&docs, "StatefulSet", "weir-coordinator");
+    assert!(args(coordinator)
+        .iter()
+        .any(|a| a == "--admin-token-for-reads"));
     let policies = of_kind(&docs, "NetworkPolicy");
     assert_eq!(policies.len(), 2);
 }

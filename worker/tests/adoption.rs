@@ -160,6 +160,7 @@ async fn a_new_leader_adopts_what_a_worker_kept_running_or_has_it_aborted() {
             advertise: None,
             data_dir: Some(dir.path().join("data")),
             own_subdirectories: true,
+            secret: Default::default(),
         },
         &group,
     )

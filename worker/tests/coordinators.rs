@@ -146,6 +146,7 @@ async fn worker(coordinators: String, group: &TaskGroup) -> WorkerNode {
             advertise: None,
             data_dir: Some(dir),
             own_subdirectories: true,
+            secret: Default::default(),
         },
         group,
     )

@@ -82,6 +82,10 @@ pub struct CoordinatorConfig {
     /// The coordinators' raft group (`--peers`); none: this coordinator
     /// alone runs the job.
     pub raft: Option<weir_raft::group::GroupConfig>,
+    /// Who may use the admin API.
+    pub admin_auth: crate::auth::AdminAuth,
+    /// What workers (and the other coordinators) must present.
+    pub cluster_secret: weir_proto::auth::ClusterSecret,
 }
 
 impl CoordinatorConfig {
@@ -99,6 +103,8 @@ impl CoordinatorConfig {
             worker_set: None,
             rescale_patience: Duration::from_secs(180),
             raft: None,
+            admin_auth: crate::auth::AdminAuth::open(),
+            cluster_secret: weir_proto::auth::ClusterSecret::none(),
         }
     }
 

@@ -170,12 +170,22 @@ when IRSA is not used), and the secrets the job reads.
       name: {{ . }}
       key: {{ $.Values.secrets.pulsarToken.key }}
 {{- end }}
+{{- with .Values.secrets.clusterSecret.existingSecret }}
+- name: WEIR_CLUSTER_SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: {{ $.Values.secrets.clusterSecret.key }}
+{{- end }}
 {{- end }}
 
 {{/*
 Refuses value combinations that would render but not run.
 */}}
 {{- define "weir.validate" -}}
+{{- if and .Values.secrets.adminToken.forReads (not .Values.secrets.adminToken.existingSecret) -}}
+{{- fail "secrets.adminToken.forReads needs secrets.adminToken.existingSecret" -}}
+{{- end -}}
 {{- if and (gt (int .Values.coordinator.replicas) 1) (not .Values.coordinator.raft.persistence.enabled) -}}
 {{- fail "coordinator.replicas: 3 needs coordinator.raft.persistence.enabled: a coordinator that loses its raft store cannot rejoin the group" -}}
 {{- end -}}

@@ -304,9 +304,10 @@ async fn run(
                 plan.slots[plan.me].worker_id.clone(),
                 abort.clone(),
             );
-            let generation = plan.generation;
+            let (generation, secret) = (plan.generation, registry.secret().clone());
             tasks.spawn(async move {
-                Done::Shuffle(run_shuffle_out(peer, generation, worker, input, rx, abort).await)
+                let out = run_shuffle_out(peer, generation, worker, input, rx, abort, secret);
+                Done::Shuffle(out.await)
             });
         }
         let wiring = SourceWiring {

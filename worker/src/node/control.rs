@@ -38,7 +38,7 @@ pub(super) async fn control_loop(
     registry: Arc<ShuffleRegistry>,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
-) {
+) -> Result<(), String> {
     const FIRST: Duration = Duration::from_millis(100);
     let mut delay = FIRST;
     let mut next = 0usize;
@@ -62,8 +62,21 @@ pub(super) async fn control_loop(
                 c
             }
         };
-        let mut named = None;
-        let outcome = session.run(&coordinator, &mut named, &mut carried).await;
+        let mut refusal = Refusal::None;
+        let outcome = session.run(&coordinator, &mut refusal, &mut carried).await;
+        if let Refusal::Unauthenticated(why) = refusal {
+            // A wrong or missing cluster secret: no retry can help.
+            carried
+                .abort("refused by the coordinator; aborting the deployment")
+                .await;
+            return Err(format!(
+                "the coordinator at {coordinator} refused this worker: {why}"
+            ));
+        }
+        let named = match refusal {
+            Refusal::NotLeader(leader) => Some(leader),
+            _ => None,
+        };
         let (wait, failure) = match outcome {
             Ok(()) => {
                 delay = FIRST;
@@ -100,7 +113,7 @@ pub(super) async fn control_loop(
             // would only be a member for a moment).
             shared.left.cancel();
             shutdown.cancelled().await;
-            return;
+            return Ok(());
         }
         // A deployment that a new leader may adopt cannot wait long.
         let wait = if carried.orphaned {
@@ -124,6 +137,16 @@ pub(super) async fn control_loop(
     carried
         .abort("shutting down; aborting the deployment")
         .await;
+    Ok(())
+}
+
+/// Why a coordinator turned the worker away, if it did.
+enum Refusal {
+    None,
+    /// It does not lead; the leader is at this address.
+    NotLeader(String),
+    /// The worker lacks the cluster's secret.
+    Unauthenticated(String),
 }
 
 struct Session<'a> {
@@ -137,11 +160,12 @@ struct Session<'a> {
 impl Session<'_> {
     /// One connection: returns when it ends (error: why). A coordinator
     /// that does not lead its raft group refuses the registration and
-    /// names the leader in `leader`.
+    /// names the leader; one that wants another cluster secret refuses it
+    /// for good (`refusal` says which).
     async fn run(
         &self,
         coordinator: &str,
-        leader: &mut Option<String>,
+        refusal: &mut Refusal,
         carried: &mut Carried,
     ) -> Result<(), String> {
         let (events, rx) = mpsc::channel::<pb::WorkerEvent>(64);
@@ -166,14 +190,17 @@ impl Session<'_> {
                 .connect()
                 .await
                 .map_err(|e| error_chain(&e))?;
-            let mut client = ClusterClient::new(channel);
+            let mut client = ClusterClient::new(self.config.secret.channel(channel));
             events.send(register).await.map_err(|e| e.to_string())?;
             client.control(ReceiverStream::new(rx)).await.map_err(|s| {
-                *leader = s
-                    .metadata()
-                    .get(LEADER_KEY)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned);
+                let leader = s.metadata().get(LEADER_KEY).and_then(|v| v.to_str().ok());
+                *refusal = match (s.code(), leader) {
+                    (tonic::Code::Unauthenticated, _) => {
+                        Refusal::Unauthenticated(s.message().to_owned())
+                    }
+                    (_, Some(leader)) => Refusal::NotLeader(leader.to_owned()),
+                    (_, None) => Refusal::None,
+                };
                 s.message().to_owned()
             })
         };

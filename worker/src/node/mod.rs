@@ -30,7 +30,9 @@ use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
 use weir_common::tasks::TaskGroup;
+use weir_proto::auth::ClusterSecret;
 use weir_proto::cluster as pb;
 use weir_proto::shuffle::shuffle_server::ShuffleServer;
 
@@ -54,6 +56,9 @@ pub struct WorkerConfig {
     /// Put this worker's files in subdirectories named after it (cluster
     /// workers share volumes; `weir local` does not need it).
     pub own_subdirectories: bool,
+    /// The cluster's shared secret: presented to the coordinator and the
+    /// peers, required of the peers.
+    pub secret: ClusterSecret,
 }
 
 /// Why a worker could not start.
@@ -123,7 +128,7 @@ impl WorkerNode {
         if coordinators.is_empty() {
             return Err(WorkerError::CoordinatorAddress(config.coordinator.clone()));
         }
-        let registry = Arc::new(ShuffleRegistry::default());
+        let registry = Arc::new(ShuffleRegistry::new(config.secret.clone()));
         let shared = Arc::new(Shared::default());
         let tasks = parent.child();
         let shutdown = tasks.token().clone();
@@ -133,11 +138,12 @@ impl WorkerNode {
             .route("/readyz", get(readyz))
             .route("/metrics", get(metrics))
             .with_state((registry.clone(), shared.clone(), config.id.clone()));
-        let routes = tonic::service::Routes::from(http).add_service(
+        let routes = tonic::service::Routes::from(http).add_service(InterceptedService::new(
             ShuffleServer::new(ShuffleService::new(registry.clone()))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
-        );
+            config.secret.require(),
+        ));
         {
             let shutdown = shutdown.clone();
             tasks.spawn_critical("the worker's server", async move {
@@ -166,10 +172,7 @@ impl WorkerNode {
             shared.clone(),
             shutdown,
         );
-        tasks.spawn_critical("the control loop", async move {
-            control.await;
-            Ok::<(), std::convert::Infallible>(())
-        });
+        tasks.spawn_critical("the control loop", control);
         Ok(WorkerNode {
             local_addr,
             shared,

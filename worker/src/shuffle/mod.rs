@@ -30,6 +30,7 @@ use weir_common::avro::primitive::{write_long, Input};
 use weir_common::error_chain::error_chain;
 use weir_common::position::Position;
 use weir_common::reading::Reading;
+use weir_proto::auth::{ClusterSecret, SecretChannel};
 use weir_proto::convert::position_of;
 use weir_proto::shuffle as pb;
 use weir_proto::shuffle::shuffle_client::ShuffleClient;
@@ -197,11 +198,14 @@ pub fn from_proto(envelope: pb::Envelope) -> Result<Envelope, FrameError> {
     })
 }
 
-/// Where incoming shuffle streams of the current generation go.
+/// Where incoming shuffle streams of the current generation go, and what
+/// outgoing ones present to their peers.
 #[derive(Default)]
 pub struct ShuffleRegistry {
     current: Mutex<Option<Registration>>,
     changed: Notify,
+    /// The cluster's secret: sent to peers, required of them.
+    secret: ClusterSecret,
 }
 
 #[derive(Clone)]
@@ -213,6 +217,17 @@ struct Registration {
 }
 
 impl ShuffleRegistry {
+    pub fn new(secret: ClusterSecret) -> Self {
+        ShuffleRegistry {
+            secret,
+            ..Default::default()
+        }
+    }
+
+    pub fn secret(&self) -> &ClusterSecret {
+        &self.secret
+    }
+
     /// Makes `generation`'s window task the target of incoming streams;
     /// `inputs` are its channels, by input index.
     pub fn register(
@@ -368,10 +383,11 @@ pub async fn run_shuffle_out(
     input: u32,
     mut rx: mpsc::Receiver<Envelope>,
     abort: CancellationToken,
+    secret: ClusterSecret,
 ) -> Result<(), ShuffleError> {
     let mut client = tokio::select! {
         _ = abort.cancelled() => return Ok(()),
-        c = connect(&peer) => c?,
+        c = connect(&peer, &secret) => c?,
     };
     let (frames_tx, frames_rx) = mpsc::channel::<pb::ShuffleFrame>(2);
     let call = tokio::spawn(async move { client.exchange(ReceiverStream::new(frames_rx)).await });
@@ -463,7 +479,10 @@ async fn finish(call: Call, peer: &str) -> Result<(), ShuffleError> {
     }
 }
 
-async fn connect(peer: &str) -> Result<ShuffleClient<tonic::transport::Channel>, ShuffleError> {
+async fn connect(
+    peer: &str,
+    secret: &ClusterSecret,
+) -> Result<ShuffleClient<SecretChannel>, ShuffleError> {
     let err = |message: String| ShuffleError::Connect {
         peer: peer.to_owned(),
         message,
@@ -479,7 +498,7 @@ async fn connect(peer: &str) -> Result<ShuffleClient<tonic::transport::Channel>,
     loop {
         match endpoint.connect().await {
             Ok(channel) => {
-                return Ok(ShuffleClient::new(channel)
+                return Ok(ShuffleClient::new(secret.channel(channel))
                     .max_decoding_message_size(MAX_MESSAGE_BYTES)
                     .max_encoding_message_size(MAX_MESSAGE_BYTES))
             }
