@@ -46,20 +46,24 @@ install_build_deps() {
 }
 
 # Python tools of the tests: the official Apache Pulsar Python client
-# (which the tests run against Weir's Pulsar test broker) and moto's S3
-# server (the checkpoint store's S3 tests). Installed into a virtualenv next
+# (which the tests run against Weir's Pulsar test broker), moto's S3
+# server (the checkpoint store's S3 tests) and openapi-spec-validator (the
+# REST API's OpenAPI document). Installed into a virtualenv next
 # to the build directory (Debian's python3 refuses system-wide pip
 # installs) whose bin/ goes first on PATH.
 PULSAR_CLIENT_VERSION=3.13.0
 MOTO_VERSION=5.2.5
+OPENAPI_SPEC_VALIDATOR_VERSION=0.9.0
 install_python_tools() {
   local venv="$CARGO_TARGET_DIR/../weir-python"
-  if ! "$venv/bin/python3" -c "import pulsar, moto" >/dev/null 2>&1 \
-    || [ ! -x "$venv/bin/moto_server" ]; then
+  if ! "$venv/bin/python3" -c "import pulsar, moto, openapi_spec_validator" >/dev/null 2>&1 \
+    || [ ! -x "$venv/bin/moto_server" ] \
+    || [ ! -x "$venv/bin/openapi-spec-validator" ]; then
     apt_install python3 python3-venv
     [ -x "$venv/bin/pip" ] || python3 -m venv "$venv"
     "$venv/bin/pip" install --quiet "pulsar-client==$PULSAR_CLIENT_VERSION" \
-      "moto[server]==$MOTO_VERSION"
+      "moto[server]==$MOTO_VERSION" \
+      "openapi-spec-validator==$OPENAPI_SPEC_VALIDATOR_VERSION"
   fi
   export PATH="$venv/bin:$PATH"
 }
@@ -96,7 +100,28 @@ install_test_deps() {
   apt_install clickhouse-server
   install_python_tools
   install_k8s_tools
+  install_promtool
   install_image_tools
+}
+
+# promtool, which checks the chart's alerting rules (tests/tests/helm.rs):
+# the one binary, unpacked from Debian's prometheus package (`apt-get
+# download`: no Prometheus server installed or started, no package scripts
+# run), into weir-tools/bin next to the build directory, first on PATH.
+install_promtool() {
+  local tools="$CARGO_TARGET_DIR/../weir-tools"
+  if ! "$tools/bin/promtool" --version >/dev/null 2>&1; then
+    command -v dpkg-deb >/dev/null || { echo "error: promtool needs dpkg-deb (Debian)" >&2; exit 1; }
+    local unpack
+    unpack=$(mktemp -d)
+    as_root apt-get update -qq
+    (cd "$unpack" && apt-get download -qq prometheus \
+      && dpkg-deb --fsys-tarfile prometheus_*.deb | tar -x ./usr/bin/promtool)
+    mkdir -p "$tools/bin"
+    install -m 0755 "$unpack/usr/bin/promtool" "$tools/bin/promtool"
+    rm -rf "$unpack"
+  fi
+  export PATH="$tools/bin:$PATH"
 }
 
 # What the image test (tests/tests/image.rs) needs: podman without a daemon,

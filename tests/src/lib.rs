@@ -8,6 +8,7 @@
 //! text, reading the input with apache-avro rather than Weir's decoder.
 
 pub mod avro_file;
+pub mod chart;
 pub mod clickhouse;
 pub mod cluster;
 pub mod expected;

@@ -4,113 +4,14 @@
 //! values, and the rendered objects fitting together (the job spec the
 //! coordinator reads is valid, workers dial the coordinator's Service,
 //! secrets come from Secrets, least-privilege RBAC, one scrape per
-//! component). Helm and kubernetes-validate are installed by the README's
-//! test command (`scripts/lib.sh`, `install_k8s_tools`).
+//! component). The monitoring the chart ships is tested in `monitoring.rs`.
+//! Helm and kubernetes-validate are installed by the README's test command
+//! (`scripts/lib.sh`: `install_k8s_tools`).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
-use serde::Deserialize as _;
 use serde_yaml::Value;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the tests crate is in the workspace")
-        .to_path_buf()
-}
-
-/// A tool where the test command installs it (next to the build
-/// directory), or else from PATH.
-fn tool(installed: &str, name: &str) -> PathBuf {
-    let path = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/cache/weir-target"))
-        .join("..")
-        .join(installed);
-    if path.exists() {
-        path
-    } else {
-        PathBuf::from(name)
-    }
-}
-
-fn helm_bin() -> PathBuf {
-    tool("weir-tools/bin/helm", "helm")
-}
-
-fn run(cmd: &mut Command) -> Output {
-    let shown = format!("{cmd:?}");
-    cmd.output().unwrap_or_else(|e| {
-        panic!("cannot run {shown}: {e} (the test command installs it: scripts/test.sh)")
-    })
-}
-
-fn helm(args: &[&str]) -> Output {
-    run(Command::new(helm_bin()).current_dir(repo()).args(args))
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-/// `helm template` of the chart with the given values files.
-fn template(values: &[&str]) -> String {
-    let mut args = vec!["template", "weir", "helm/weir", "--namespace", "stream"];
-    for v in values {
-        args.extend(["-f", v]);
-    }
-    let out = helm(&args);
-    assert!(
-        out.status.success(),
-        "helm template {values:?}:\n{}",
-        text(&out)
-    );
-    String::from_utf8(out.stdout).expect("helm prints UTF-8")
-}
-
-fn documents(yaml: &str) -> Vec<Value> {
-    serde_yaml::Deserializer::from_str(yaml)
-        .map(|d| Value::deserialize(d).expect("rendered YAML parses"))
-        .filter(|v| !v.is_null())
-        .collect()
-}
-
-fn kind_named<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
-    docs.iter()
-        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
-        .unwrap_or_else(|| panic!("no {kind} {name} rendered"))
-}
-
-fn of_kind<'a>(docs: &'a [Value], kind: &str) -> Vec<&'a Value> {
-    docs.iter().filter(|d| d["kind"] == kind).collect()
-}
-
-fn str_of(v: &Value) -> &str {
-    v.as_str().unwrap_or_else(|| panic!("not a string: {v:?}"))
-}
-
-/// The container's args of a StatefulSet.
-fn args(sts: &Value) -> Vec<String> {
-    sts["spec"]["template"]["spec"]["containers"][0]["args"]
-        .as_sequence()
-        .expect("args")
-        .iter()
-        .map(|a| str_of(a).to_owned())
-        .collect()
-}
-
-fn env<'a>(sts: &'a Value, name: &str) -> Option<&'a Value> {
-    sts["spec"]["template"]["spec"]["containers"][0]["env"]
-        .as_sequence()
-        .expect("env")
-        .iter()
-        .find(|e| e["name"] == name)
-}
+use weir_tests::chart::*;
 
 const VALUE_SETS: &[&[&str]] = &[
     &[],
@@ -152,10 +53,10 @@ fn rendered_manifests_validate_against_kubernetes_1_32() {
         let report = text(&out);
         assert!(out.status.success(), "{values:?}:\n{report}");
         // Every object was checked; the only ones without a schema are the
-        // Prometheus Operator's (a CRD), checked by hand below.
+        // Prometheus Operator's (CRDs), checked by hand below.
         let docs = documents(&yaml);
         let passed = report.matches(" passed for resource ").count();
-        let crds = of_kind(&docs, "ServiceMonitor").len();
+        let crds = of_kind(&docs, "ServiceMonitor").len() + of_kind(&docs, "PrometheusRule").len();
         assert_eq!(passed + crds, docs.len(), "{values:?}:\n{report}");
         assert!(!report.contains("ERROR"), "{values:?}:\n{report}");
     }
