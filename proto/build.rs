@@ -19,6 +19,8 @@ fn main() {
             "#[derive(serde::Serialize, serde::Deserialize)]",
         )
         .type_attribute(".weir.admin", "#[serde(default)]")
+        // ... and the schemas of its OpenAPI document.
+        .type_attribute(".weir.admin", "#[derive(utoipa::ToSchema)]")
         .compile_protos(&protos, &["."]);
     if let Err(e) = result {
         panic!("cannot compile the protobuf definitions (is protoc installed?): {e}");

@@ -3,7 +3,7 @@
 //! ```text
 //!  weir worker ──Control stream──►  ControlService ─┐
 //!  weir worker ──Control stream──►  ControlService ─┼─► Actor (membership, job lifecycle, generations)
-//!  weir ctl / REST ─► admin::router ────────────────┤
+//!  weir ctl / REST ─► rest::router ─────────────────┤
 //!  gRPC Admin ──────► AdminService ─────────────────┘
 //! ```
 //!
@@ -21,7 +21,8 @@
 //!   [`discovery`]: a Pulsar topic's partitions; [`kubernetes`]: the
 //!   workers' StatefulSet (its replicas are the workers the job wants).
 //! - [`control`]: the workers' control streams; [`admin`]: the admin API
-//!   over gRPC and REST; [`auth`]: its token; [`prometheus`]: `/metrics`.
+//!   over gRPC, [`rest`] over REST (with its OpenAPI document); [`auth`]:
+//!   its token; [`prometheus`]: `/metrics`.
 
 pub mod actor;
 pub mod admin;
@@ -35,6 +36,7 @@ mod leadership;
 pub mod prometheus;
 pub mod raft_link;
 mod recorder;
+pub mod rest;
 pub mod restore;
 pub mod scheduler;
 #[cfg(test)]
@@ -244,7 +246,7 @@ impl Coordinator {
         }
         let http_addr = match http_bound {
             Some((listener, addr)) => {
-                let router = admin::router(gateway.clone(), auth);
+                let router = rest::router(gateway.clone(), auth);
                 let shutdown = shutdown.clone();
                 tasks.spawn_critical("the coordinator's HTTP server", async move {
                     axum::serve(listener, router)
