@@ -98,6 +98,8 @@ install_k8s_tools() {
 install_test_deps() {
   install_build_deps
   apt_install clickhouse-server
+  # The dashboard test's headless browser and its WebDriver.
+  apt_install chromium chromium-driver
   install_python_tools
   install_k8s_tools
   install_promtool

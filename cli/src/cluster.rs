@@ -13,6 +13,7 @@ use weir_coordinator::discovery::Discovery;
 use weir_coordinator::kubernetes::WorkerSet;
 use weir_coordinator::{Coordinator, CoordinatorConfig};
 use weir_proto::auth::{ClusterSecret, Secret};
+use weir_proto::tls::{Dialer, Tls, TlsConfig};
 use weir_worker::node::{WorkerConfig, WorkerNode};
 
 use crate::overrides::JobFlags;
@@ -85,6 +86,57 @@ pub struct CoordinatorArgs {
     pub admin_token_for_reads: bool,
     #[command(flatten)]
     pub cluster: ClusterSecretArgs,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+}
+
+/// TLS on this process's ports and to its peers (workers, coordinators).
+#[derive(Args, Debug)]
+pub struct TlsArgs {
+    /// Serve TLS on every port of this process with this certificate chain
+    /// (PEM), and dial the coordinator and peers with TLS. The file is read
+    /// again every few seconds: a renewed certificate is served without a
+    /// restart. Needs --tls-key.
+    #[arg(long, env = "WEIR_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, env = "WEIR_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// Dial the coordinator and peers with TLS, trusting this CA
+    /// certificate (PEM) rather than the system's roots.
+    #[arg(long, env = "WEIR_TLS_CA", value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    /// The TLS of this process: none without flags; every file read and
+    /// checked now (a bad one stops the process, naming it).
+    pub fn tls(&self) -> anyhow::Result<Tls> {
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Tls::load(&TlsConfig {
+                cert: cert.clone(),
+                key: key.clone(),
+                ca: self.tls_ca.clone(),
+            })?,
+            (Some(cert), None) => bail!(
+                "--tls-cert {} needs --tls-key (WEIR_TLS_KEY): the certificate's private key",
+                cert.display()
+            ),
+            (None, Some(key)) => bail!(
+                "--tls-key {} needs --tls-cert (WEIR_TLS_CERT): the certificate it belongs to",
+                key.display()
+            ),
+            // Dials TLS, serves plain.
+            (None, None) => match &self.tls_ca {
+                Some(ca) => Tls {
+                    server: None,
+                    dial: Dialer::tls(Some(ca))?,
+                },
+                None => Tls::none(),
+            },
+        };
+        Ok(tls)
+    }
 }
 
 /// The cluster's shared secret (workers, coordinators).
@@ -139,6 +191,8 @@ fn raft_group(
         election,
         // The coordinator sets its cluster secret here.
         secret: ClusterSecret::none(),
+        // And how to dial the peers.
+        dial: Dialer::plain(),
     }))
 }
 
@@ -178,6 +232,8 @@ pub struct WorkerArgs {
     pub leave_timeout: weir_common::spec::Duration,
     #[command(flatten)]
     pub cluster: ClusterSecretArgs,
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
 
 /// The coordinator's configuration for a spec: paths made absolute (workers
@@ -241,6 +297,7 @@ pub fn run_coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
     }
     config.admin_auth = AdminAuth::new(token, protected);
     config.cluster_secret = args.cluster.secret()?;
+    config.tls = args.tls.tls()?;
     runtime()?.block_on(async move {
         if args.kubernetes {
             let set =
@@ -268,6 +325,7 @@ pub fn run_coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
 
 pub fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
     let secret = args.cluster.secret()?;
+    let tls = args.tls.tls()?;
     let id = args.id.unwrap_or_else(default_worker_id);
     let config = WorkerConfig {
         id,
@@ -277,6 +335,7 @@ pub fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
         data_dir: args.data_dir,
         own_subdirectories: true,
         secret,
+        tls,
     };
     let leave_timeout = args.leave_timeout.std();
     runtime()?.block_on(async move {

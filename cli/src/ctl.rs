@@ -7,6 +7,7 @@ use bytes::Bytes;
 use clap::{Args, Subcommand};
 use http::{header, Method, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
+use hyper_rustls::{ConfigBuilderExt, HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -35,6 +36,10 @@ pub struct CtlArgs {
     /// without it).
     #[arg(long, default_value = "WEIR_ADMIN_TOKEN")]
     pub admin_token_env: String,
+    /// For https:// coordinators: trust this CA certificate (PEM) rather
+    /// than the system's roots.
+    #[arg(long, env = "WEIR_TLS_CA", value_name = "FILE")]
+    pub tls_ca: Option<std::path::PathBuf>,
     /// Print the API's JSON instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
@@ -122,7 +127,8 @@ pub fn run(args: CtlArgs) -> anyhow::Result<()> {
         ),
     };
     let token = Secret::from_env(&args.admin_token_env).context("--admin-token-env")?;
-    let body = request_any(&bases, method, path, &request_body, token.as_ref())?;
+    let tls = client_tls(args.tls_ca.as_deref())?;
+    let body = request_any(&bases, tls, method, path, &request_body, token.as_ref())?;
     if args.json {
         println!("{body}");
         return Ok(());
@@ -165,6 +171,7 @@ enum Failure {
 /// The request, to each coordinator in turn until one answers.
 fn request_any(
     bases: &[String],
+    tls: rustls::ClientConfig,
     method: Method,
     path: &str,
     body: &str,
@@ -177,6 +184,13 @@ fn request_any(
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(Duration::from_secs(5)));
     connector.set_nodelay(true);
+    // The https connector hands https:// on to plain TCP first.
+    connector.enforce_http(false);
+    let connector = HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(connector);
     let client: HttpClient = Client::builder(TokioExecutor::new()).build(connector);
     runtime.block_on(async {
         let mut errors = Vec::new();
@@ -192,7 +206,25 @@ fn request_any(
     })
 }
 
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
+type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// What https:// coordinators are trusted with: the `--tls-ca` file, or
+/// the system's roots (none found: https:// fails, http:// still works).
+fn client_tls(ca: Option<&std::path::Path>) -> anyhow::Result<rustls::ClientConfig> {
+    if let Some(ca) = ca {
+        return weir_proto::tls::client_config(ca).context("--tls-ca");
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS settings")?;
+    Ok(match builder.clone().with_native_roots() {
+        Ok(native) => native.with_no_client_auth(),
+        Err(_) => builder
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth(),
+    })
+}
 
 /// How long one coordinator may take to answer.
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -209,10 +241,10 @@ async fn request(
     let uri: Uri = format!("{base}{path}")
         .parse()
         .ok()
-        .filter(|u: &Uri| u.scheme_str() == Some("http") && u.host().is_some())
+        .filter(|u: &Uri| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some())
         .ok_or_else(|| {
             Failure::Refused(anyhow!(
-                "--coordinator must be an http:// URL, not `{base}`"
+                "--coordinator must be an http:// or https:// URL, not `{base}`"
             ))
         })?;
     let mut request = http::Request::builder()

@@ -61,6 +61,7 @@ pub fn run(args: LocalArgs) -> anyhow::Result<()> {
                 data_dir: None,
                 own_subdirectories: false,
                 secret: Default::default(),
+                tls: Default::default(),
             },
             &root,
         )

@@ -122,10 +122,12 @@ impl AdminAuth {
 /// What a REST call does: health probes need nothing, reads (GET, HEAD)
 /// read, and anything else writes.
 fn rest_access(method: &Method, path: &str) -> Option<Access> {
-    if path == "/healthz" || path == "/readyz" {
+    let read = method == Method::GET || method == Method::HEAD || method == Method::OPTIONS;
+    // Probes, and the dashboard's page and script (which hold no data).
+    if path == "/healthz" || path == "/readyz" || (read && crate::dashboard::is_asset(path)) {
         return None;
     }
-    if method == Method::GET || method == Method::HEAD || method == Method::OPTIONS {
+    if read {
         Some(Access::Read)
     } else {
         Some(Access::Write)
@@ -200,6 +202,9 @@ mod tests {
     fn probes_are_always_open() {
         assert_eq!(rest_access(&Method::GET, "/healthz"), None);
         assert_eq!(rest_access(&Method::GET, "/readyz"), None);
+        assert_eq!(rest_access(&Method::GET, "/"), None);
+        assert_eq!(rest_access(&Method::GET, "/ui/app.js"), None);
+        assert_eq!(rest_access(&Method::POST, "/"), Some(Access::Write));
         assert_eq!(rest_access(&Method::GET, "/metrics"), Some(Access::Read));
         assert_eq!(
             rest_access(&Method::POST, "/api/v1/job/stop"),

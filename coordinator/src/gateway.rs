@@ -17,10 +17,11 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::Status;
 use weir_proto::admin as api;
 use weir_proto::admin::admin_client::AdminClient;
+use weir_proto::tls::Dialer;
 
 use crate::actor::{AdminError, CoordinatorHandle};
 use crate::raft_link::RaftLink;
@@ -56,6 +57,8 @@ pub struct Gateway {
     /// What a proxied request carries: the mark, and the admin token (the
     /// follower authorized the caller; the leader checks again).
     proxy_headers: ProxyHeaders,
+    /// How to dial the leader (TLS or plain).
+    dialer: Dialer,
 }
 
 /// Marks a request as proxied, and carries the admin token.
@@ -89,7 +92,14 @@ impl Gateway {
             channel: Arc::new(Mutex::new(None)),
             raft,
             proxy_headers: ProxyHeaders { bearer: None },
+            dialer: Dialer::plain(),
         }
+    }
+
+    /// The same gateway, dialing the leader with `dialer`.
+    pub fn with_dialer(mut self, dialer: Dialer) -> Self {
+        self.dialer = dialer;
+        self
     }
 
     /// The same gateway, sending `auth`'s token with the requests it
@@ -162,8 +172,10 @@ impl Gateway {
                 return Ok(AdminClient::with_interceptor(channel.clone(), headers));
             }
         }
-        let channel = Endpoint::from_shared(format!("http://{address}"))
-            .map_err(|e| AdminError::TryAgain(format!("the leader's address {address}: {e}")))?
+        let channel = self
+            .dialer
+            .endpoint(address)
+            .map_err(|e| AdminError::TryAgain(format!("the leader's address: {e}")))?
             .connect_timeout(Duration::from_secs(2))
             .timeout(Duration::from_secs(90))
             .tcp_nodelay(true)

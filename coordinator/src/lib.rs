@@ -22,13 +22,15 @@
 //!   workers' StatefulSet (its replicas are the workers the job wants).
 //! - [`control`]: the workers' control streams; [`admin`]: the admin API
 //!   over gRPC, [`rest`] over REST (with its OpenAPI document); [`auth`]:
-//!   its token; [`prometheus`]: `/metrics`.
+//!   its token; [`dashboard`]: the web page at `/`; [`prometheus`]:
+//!   `/metrics`.
 
 pub mod actor;
 pub mod admin;
 pub mod auth;
 pub mod checkpoints;
 pub mod control;
+pub mod dashboard;
 pub mod discovery;
 pub mod gateway;
 pub mod kubernetes;
@@ -45,7 +47,6 @@ mod testing;
 use std::net::SocketAddr;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use weir_common::tasks::TaskGroup;
 use weir_proto::admin::admin_server::AdminServer;
 use weir_proto::cluster::cluster_server::ClusterServer;
@@ -178,9 +179,21 @@ impl Coordinator {
         };
         config.address = grpc_addr.to_string();
         let (auth, secret) = (config.admin_auth.clone(), config.cluster_secret.clone());
+        let tls = config.tls.clone();
         if let Some(group) = config.raft.as_mut() {
             group.secret = secret.clone();
+            group.dial = tls.dial.clone();
         }
+        // TLS (when configured) on both ports, with the same certificate.
+        let listen = |listener: TcpListener, addr: SocketAddr| {
+            weir_proto::tls::listen(listener, tls.server.as_ref())
+                .map_err(|source| CoordinatorError::Listen { addr, source })
+        };
+        let grpc_listener = listen(grpc_listener, grpc_addr)?;
+        let http_bound = match http_bound {
+            Some((listener, addr)) => Some((listen(listener, addr)?, addr)),
+            None => None,
+        };
         let tasks = parent.child();
         let shutdown = tasks.token().clone();
         let (gateway, raft_service) = match config.raft.clone() {
@@ -225,7 +238,7 @@ impl Coordinator {
                 )
             }
         };
-        let gateway = gateway.with_auth(&auth);
+        let gateway = gateway.with_auth(&auth).with_dialer(tls.dial.clone());
         {
             let (gateway, shutdown, auth) = (gateway.clone(), shutdown.clone(), auth.clone());
             tasks.spawn_critical("the coordinator's gRPC server", async move {
@@ -237,10 +250,7 @@ impl Coordinator {
                     ))
                     .add_service(AdminServer::new(admin::AdminService::new(gateway, auth)))
                     .add_optional_service(raft_service)
-                    .serve_with_incoming_shutdown(
-                        TcpListenerStream::new(grpc_listener),
-                        shutdown.cancelled(),
-                    )
+                    .serve_with_incoming_shutdown(grpc_listener, shutdown.cancelled())
                     .await
             });
         }
@@ -257,7 +267,7 @@ impl Coordinator {
             }
             None => None,
         };
-        tracing::info!(grpc = %grpc_addr, http = ?http_addr, "coordinator listening");
+        tracing::info!(grpc = %grpc_addr, http = ?http_addr, tls = tls.server.is_some(), "coordinator listening");
         Ok(Coordinator {
             grpc_addr,
             http_addr,

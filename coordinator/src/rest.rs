@@ -113,7 +113,7 @@ pub fn router(gateway: Gateway, auth: AdminAuth) -> axum::Router {
         serde_json::json!({ "error": format!("cannot write the OpenAPI document: {e}") })
             .to_string()
     }));
-    routes
+    crate::dashboard::routes(routes)
         .route(
             OPENAPI_PATH,
             get(move || {

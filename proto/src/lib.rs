@@ -8,6 +8,7 @@
 //! - [`raft`]: coordinator ⇄ coordinator raft (high availability).
 //! - [`convert`]: between wire messages and Weir's types.
 //! - [`auth`]: the cluster's shared secret on the internal calls.
+//! - [`tls`]: optional TLS on every port, certificates reloaded from files.
 
 pub mod cluster {
     tonic::include_proto!("weir.cluster");
@@ -37,3 +38,4 @@ pub mod raft {
 
 pub mod auth;
 pub mod convert;
+pub mod tls;

@@ -78,6 +78,8 @@ pub struct GroupConfig {
     pub election: Duration,
     /// Sent to the peers with every call, and required of theirs.
     pub secret: weir_proto::auth::ClusterSecret,
+    /// How to dial the peers (TLS or plain).
+    pub dial: weir_proto::tls::Dialer,
 }
 
 /// Why the group could not be joined.
@@ -139,7 +141,11 @@ impl Group {
         let raft = Raft::new(
             config.node_id,
             Arc::new(raft_config),
-            Network::new(config.peers.clone(), config.secret.clone()),
+            Network::new(
+                config.peers.clone(),
+                config.secret.clone(),
+                config.dial.clone(),
+            ),
             log,
             state.clone(),
         )

@@ -21,12 +21,12 @@ use openraft::BasicNode;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Endpoint;
 use weir_proto::auth::Require;
 use weir_proto::auth::{ClusterSecret, SecretChannel};
 use weir_proto::raft::raft_client::RaftClient;
 use weir_proto::raft::raft_server;
 use weir_proto::raft::RaftMessage;
+use weir_proto::tls::Dialer;
 
 use crate::{NodeId, TypeConfig};
 
@@ -46,13 +46,20 @@ pub struct Network {
     peers: std::sync::Arc<std::collections::BTreeMap<NodeId, String>>,
     /// Sent with every call (the peers refuse calls without it).
     secret: ClusterSecret,
+    /// TLS or plain.
+    dial: Dialer,
 }
 
 impl Network {
-    pub fn new(peers: std::collections::BTreeMap<NodeId, String>, secret: ClusterSecret) -> Self {
+    pub fn new(
+        peers: std::collections::BTreeMap<NodeId, String>,
+        secret: ClusterSecret,
+        dial: Dialer,
+    ) -> Self {
         Network {
             peers: std::sync::Arc::new(peers),
             secret,
+            dial,
         }
     }
 }
@@ -69,6 +76,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
                 .cloned()
                 .unwrap_or_else(|| node.addr.clone()),
             secret: self.secret.clone(),
+            dial: self.dial.clone(),
             client: None,
         }
     }
@@ -79,6 +87,7 @@ pub struct Peer {
     target: NodeId,
     addr: String,
     secret: ClusterSecret,
+    dial: Dialer,
     client: Option<RaftClient<SecretChannel>>,
 }
 
@@ -116,8 +125,10 @@ impl<E: std::error::Error> CallError<E> {
 impl Peer {
     fn client(&mut self) -> Result<&mut RaftClient<SecretChannel>, String> {
         if self.client.is_none() {
-            let endpoint = Endpoint::from_shared(format!("http://{}", self.addr))
-                .map_err(|e| format!("peer address `{}`: {e}", self.addr))?
+            let endpoint = self
+                .dial
+                .endpoint(&self.addr)
+                .map_err(|e| format!("peer address: {e}"))?
                 .connect_timeout(CONNECT_TIMEOUT)
                 .tcp_nodelay(true);
             self.client = Some(RaftClient::new(

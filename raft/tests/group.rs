@@ -42,6 +42,7 @@ async fn node(
         heartbeat: Duration::from_millis(100),
         election: Duration::from_millis(400),
         secret: secret(),
+        dial: weir_proto::tls::Dialer::plain(),
     };
     // In one process a store is free again only once the stopped raft's
     // tasks have dropped it (a restarted coordinator is a new process).

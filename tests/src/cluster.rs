@@ -18,6 +18,32 @@ pub struct Cluster {
     workers: Vec<(String, u16, Proc)>,
     /// Extra environment of every process (an S3 endpoint and keys).
     env: Vec<(String, String)>,
+    /// The CA the processes' certificates are checked against, when they
+    /// serve TLS.
+    tls_ca: Option<PathBuf>,
+}
+
+/// A cluster's TLS files: every process serves with `cert` and `key`
+/// (which must name 127.0.0.1) and trusts `ca`.
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
+}
+
+impl TlsFiles {
+    /// The environment that gives a `weir` process these files.
+    pub fn env(&self) -> Vec<(String, String)> {
+        [
+            ("WEIR_TLS_CERT", &self.cert),
+            ("WEIR_TLS_KEY", &self.key),
+            ("WEIR_TLS_CA", &self.ca),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.display().to_string()))
+        .collect()
+    }
 }
 
 impl Cluster {
@@ -33,6 +59,30 @@ impl Cluster {
         args: &[String],
         workers: usize,
         env: &[(String, String)],
+    ) -> Cluster {
+        Cluster::launch(dir, args, workers, env.to_vec(), None)
+    }
+
+    /// [`start_with_env`](Self::start_with_env) with TLS on every port of
+    /// every process (the harness's own requests use TLS too).
+    pub fn start_tls(
+        dir: &Path,
+        args: &[String],
+        workers: usize,
+        env: &[(String, String)],
+        tls: &TlsFiles,
+    ) -> Cluster {
+        let mut env = env.to_vec();
+        env.extend(tls.env());
+        Cluster::launch(dir, args, workers, env, Some(tls.ca.clone()))
+    }
+
+    fn launch(
+        dir: &Path,
+        args: &[String],
+        workers: usize,
+        env: Vec<(String, String)>,
+        tls_ca: Option<PathBuf>,
     ) -> Cluster {
         let grpc_port = free_port();
         let http_port = free_port();
@@ -52,7 +102,8 @@ impl Cluster {
             http_port,
             coordinator,
             workers: Vec::new(),
-            env: env.to_vec(),
+            env,
+            tls_ca,
         };
         cluster.wait_ready();
         for i in 0..workers {
@@ -62,7 +113,7 @@ impl Cluster {
     }
 
     fn wait_ready(&mut self) {
-        let port = self.http_port;
+        let (port, ca) = (self.http_port, self.tls_ca.clone());
         let coordinator = &mut self.coordinator;
         wait_for(
             "the coordinator to be ready",
@@ -74,7 +125,11 @@ impl Cluster {
                         coordinator.logs()
                     );
                 }
-                matches!(http::request(port, "GET", "/readyz", ""), Ok((200, _)))
+                let ready = match &ca {
+                    Some(ca) => http::request_tls(port, ca, "GET", "/readyz", &[], ""),
+                    None => http::request(port, "GET", "/readyz", ""),
+                };
+                matches!(ready, Ok((200, _)))
             },
         );
     }
@@ -104,10 +159,27 @@ impl Cluster {
 
     /// `(status, JSON body)` of a REST call.
     pub fn rest(&self, method: &str, path: &str) -> (u16, Value) {
-        let (status, body) = http::request(self.http_port, method, path, "")
+        let (status, body) = self
+            .request(self.http_port, method, path, &[], "")
             .unwrap_or_else(|e| panic!("{method} {path}: {e}\n{}", self.logs()));
         let json = serde_json::from_str(&body).unwrap_or(Value::String(body));
         (status, json)
+    }
+
+    /// One HTTP request to a port of this cluster (`https` when it serves
+    /// TLS): `(status, body)`.
+    pub fn request(
+        &self,
+        port: u16,
+        method: &str,
+        path: &str,
+        headers: &[&str],
+        body: &str,
+    ) -> std::io::Result<(u16, String)> {
+        match &self.tls_ca {
+            Some(ca) => http::request_tls(port, ca, method, path, headers, body),
+            None => http::request_with(port, method, path, headers, body),
+        }
     }
 
     pub fn job(&self) -> Value {

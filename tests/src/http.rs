@@ -1,8 +1,11 @@
 //! A minimal HTTP/1.1 client for ClickHouse's HTTP interface, so the
-//! harness needs neither a client library nor Weir's own ClickHouse code.
+//! harness needs neither a client library nor Weir's own ClickHouse code;
+//! over TLS too (rustls), for a cluster serving TLS.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Sends `body` as a POST to `http://127.0.0.1:port/`; returns status and body.
@@ -23,8 +26,57 @@ pub fn request_with(
     headers: &[&str],
     body: &str,
 ) -> std::io::Result<(u16, String)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    let stream = TcpStream::connect(("127.0.0.1", port))?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    exchange(stream, method, path, headers, body)
+}
+
+/// [`request_with`] over TLS, trusting the CA certificate (PEM) in `ca`
+/// (the server's certificate must name 127.0.0.1).
+pub fn request_tls(
+    port: u16,
+    ca: &Path,
+    method: &str,
+    path: &str,
+    headers: &[&str],
+    body: &str,
+) -> std::io::Result<(u16, String)> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).map_err(std::io::Error::other)? {
+        roots
+            .add(cert.map_err(std::io::Error::other)?)
+            .map_err(std::io::Error::other)?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(std::io::Error::other)?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = ServerName::try_from("127.0.0.1").map_err(std::io::Error::other)?;
+    let connection =
+        rustls::ClientConnection::new(Arc::new(config), name).map_err(std::io::Error::other)?;
+    let tcp = TcpStream::connect(("127.0.0.1", port))?;
+    tcp.set_read_timeout(Some(Duration::from_secs(30)))?;
+    exchange(
+        rustls::StreamOwned::new(connection, tcp),
+        method,
+        path,
+        headers,
+        body,
+    )
+}
+
+/// One request on `stream`, and its answer.
+fn exchange(
+    mut stream: impl Read + Write,
+    method: &str,
+    path: &str,
+    headers: &[&str],
+    body: &str,
+) -> std::io::Result<(u16, String)> {
     let mut extra = String::new();
     for h in headers {
         extra.push_str(h);

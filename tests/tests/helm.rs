@@ -18,6 +18,7 @@ const VALUE_SETS: &[&[&str]] = &[
     &["helm/values/eks-irsa.yaml"],
     &["helm/values/observability.yaml"],
     &["helm/values/ha.yaml"],
+    &["helm/values/tls.yaml"],
 ];
 
 #[test]
@@ -71,6 +72,7 @@ fn the_values_schema_rejects_bad_values_with_the_offending_key() {
         ("invalid-unknown-key.yaml", "wrokers"),
         ("invalid-log-format.yaml", "logFormat"),
         ("invalid-admin-token-for-reads.yaml", "secrets.adminToken"),
+        ("invalid-tls-without-secret.yaml", "tls.existingSecret"),
     ] {
         let path = format!("helm/values/{file}");
         let out = helm(&["template", "weir", "helm/weir", "-f", &path]);
@@ -545,4 +547,79 @@ fn the_eks_example_renders_and_its_iam_policy_is_least_privilege() {
         trust["Statement"][0]["Action"],
         "sts:AssumeRoleWithWebIdentity"
     );
+}
+
+#[test]
+fn tls_mounts_the_secret_sets_the_flags_and_probes_use_https() {
+    let docs = documents(&template(&[
+        "helm/values/tls.yaml",
+        "helm/values/observability.yaml",
+    ]));
+    for name in ["weir-coordinator", "weir-worker"] {
+        let sts = kind_named(&docs, "StatefulSet", name);
+        let pod = &sts["spec"]["template"]["spec"];
+        let volume = pod["volumes"]
+            .as_sequence()
+            .expect("volumes")
+            .iter()
+            .find(|v| v["name"] == "tls")
+            .unwrap_or_else(|| panic!("{name}: no tls volume"));
+        assert_eq!(volume["secret"]["secretName"], "weir-tls", "{name}");
+        let container = &pod["containers"][0];
+        let mount = container["volumeMounts"]
+            .as_sequence()
+            .expect("mounts")
+            .iter()
+            .find(|m| m["name"] == "tls")
+            .unwrap_or_else(|| panic!("{name}: tls not mounted"));
+        assert_eq!(mount["readOnly"], true, "{name}");
+        let dir = str_of(&mount["mountPath"]);
+        let a = args(sts);
+        for (flag, file) in [
+            ("--tls-cert", "tls.crt"),
+            ("--tls-key", "tls.key"),
+            ("--tls-ca", "ca.crt"),
+        ] {
+            assert!(
+                a.contains(&format!("{flag}={dir}/{file}")),
+                "{name}: no {flag}: {a:?}"
+            );
+        }
+        for probe in ["livenessProbe", "readinessProbe"] {
+            assert_eq!(
+                container[probe]["httpGet"]["scheme"], "HTTPS",
+                "{name}'s {probe}"
+            );
+        }
+    }
+    // Scrapes check the certificate against the Secret's CA.
+    for monitor in of_kind(&docs, "ServiceMonitor") {
+        let endpoint = &monitor["spec"]["endpoints"][0];
+        assert_eq!(endpoint["scheme"], "https", "{monitor:?}");
+        assert_eq!(endpoint["tlsConfig"]["ca"]["secret"]["name"], "weir-tls");
+        assert_eq!(endpoint["tlsConfig"]["ca"]["secret"]["key"], "ca.crt");
+    }
+    // `helm test` speaks https:// with the CA.
+    let test = documents(&template(&["helm/values/tls.yaml"]))
+        .into_iter()
+        .find(|d| d["kind"] == "Pod")
+        .expect("the test pod");
+    let a: Vec<&str> = test["spec"]["containers"][0]["args"]
+        .as_sequence()
+        .expect("args")
+        .iter()
+        .map(str_of)
+        .collect();
+    assert!(
+        a.contains(&"--coordinator=https://weir-coordinator:8080"),
+        "{a:?}"
+    );
+    assert!(a.contains(&"--tls-ca=/etc/weir-tls/ca.crt"), "{a:?}");
+
+    // Without TLS: no volume, no flags, plain probes.
+    let docs = documents(&template(&[]));
+    let worker = kind_named(&docs, "StatefulSet", "weir-worker");
+    assert!(!args(worker).iter().any(|a| a.starts_with("--tls")));
+    let probe = &worker["spec"]["template"]["spec"]["containers"][0]["readinessProbe"];
+    assert!(probe["httpGet"]["scheme"].is_null() || probe["httpGet"]["scheme"] == "HTTP");
 }

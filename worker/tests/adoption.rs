@@ -161,6 +161,7 @@ async fn a_new_leader_adopts_what_a_worker_kept_running_or_has_it_aborted() {
             data_dir: Some(dir.path().join("data")),
             own_subdirectories: true,
             secret: Default::default(),
+            tls: Default::default(),
         },
         &group,
     )

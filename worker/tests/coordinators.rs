@@ -147,6 +147,7 @@ async fn worker(coordinators: String, group: &TaskGroup) -> WorkerNode {
             data_dir: Some(dir),
             own_subdirectories: true,
             secret: Default::default(),
+            tls: Default::default(),
         },
         group,
     )

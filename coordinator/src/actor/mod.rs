@@ -86,6 +86,9 @@ pub struct CoordinatorConfig {
     pub admin_auth: crate::auth::AdminAuth,
     /// What workers (and the other coordinators) must present.
     pub cluster_secret: weir_proto::auth::ClusterSecret,
+    /// TLS on the coordinator's ports, and how it dials the other
+    /// coordinators (raft, proxied admin requests).
+    pub tls: weir_proto::tls::Tls,
 }
 
 impl CoordinatorConfig {
@@ -105,6 +108,7 @@ impl CoordinatorConfig {
             raft: None,
             admin_auth: crate::auth::AdminAuth::open(),
             cluster_secret: weir_proto::auth::ClusterSecret::none(),
+            tls: weir_proto::tls::Tls::none(),
         }
     }
 

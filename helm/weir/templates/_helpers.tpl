@@ -183,6 +183,9 @@ when IRSA is not used), and the secrets the job reads.
 Refuses value combinations that would render but not run.
 */}}
 {{- define "weir.validate" -}}
+{{- if and .Values.tls.enabled (not .Values.tls.existingSecret) -}}
+{{- fail "tls.enabled needs tls.existingSecret: a kubernetes.io/tls Secret with tls.crt, tls.key and ca.crt" -}}
+{{- end -}}
 {{- if and .Values.secrets.adminToken.forReads (not .Values.secrets.adminToken.existingSecret) -}}
 {{- fail "secrets.adminToken.forReads needs secrets.adminToken.existingSecret" -}}
 {{- end -}}
@@ -194,4 +197,28 @@ Refuses value combinations that would render but not run.
 {{- if and (not (hasPrefix "s3://" $store)) (not .Values.allowLocalCheckpointStore) -}}
 {{- fail "job.spec.checkpoint.store must be s3://BUCKET/PREFIX: every pod must reach the same checkpoints (set allowLocalCheckpointStore for a directory on a shared volume)" -}}
 {{- end -}}
+{{- end }}
+
+{{/*
+TLS flags of every process (the mounted Secret's files); with tls.enabled.
+*/}}
+{{- define "weir.tlsArgs" -}}
+- --tls-cert=/etc/weir-tls/tls.crt
+- --tls-key=/etc/weir-tls/tls.key
+- --tls-ca=/etc/weir-tls/ca.crt
+{{- end }}
+
+{{/*
+The TLS Secret's volume mount and volume; with tls.enabled.
+*/}}
+{{- define "weir.tlsVolumeMount" -}}
+- name: tls
+  mountPath: /etc/weir-tls
+  readOnly: true
+{{- end }}
+
+{{- define "weir.tlsVolume" -}}
+- name: tls
+  secret:
+    secretName: {{ .Values.tls.existingSecret }}
 {{- end }}

@@ -304,9 +304,9 @@ async fn run(
                 plan.slots[plan.me].worker_id.clone(),
                 abort.clone(),
             );
-            let (generation, secret) = (plan.generation, registry.secret().clone());
+            let (generation, link) = (plan.generation, registry.peer_link());
             tasks.spawn(async move {
-                let out = run_shuffle_out(peer, generation, worker, input, rx, abort, secret);
+                let out = run_shuffle_out(peer, generation, worker, input, rx, abort, link);
                 Done::Shuffle(out.await)
             });
         }

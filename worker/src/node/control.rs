@@ -84,7 +84,10 @@ pub(super) async fn control_loop(
                 (FIRST, None)
             }
             Err(e) => {
-                if let Some(Ok(leader)) = named.as_deref().map(normalize_address) {
+                if let Some(Ok(leader)) = named
+                    .as_deref()
+                    .map(|a| normalize_address(a, &config.tls.dial))
+                {
                     if leader != coordinator {
                         redirect = Some(leader);
                     }
@@ -183,7 +186,11 @@ impl Session<'_> {
         // then says nothing (frozen, or behind a cut link) is left for the
         // next one.
         let dial = async {
-            let channel = tonic::transport::Endpoint::from_shared(coordinator.to_owned())
+            let channel = self
+                .config
+                .tls
+                .dial
+                .endpoint(coordinator)
                 .map_err(|e| e.to_string())?
                 .connect_timeout(DIAL_PATIENCE)
                 .tcp_nodelay(true)

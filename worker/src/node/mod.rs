@@ -28,13 +28,13 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
 use weir_common::tasks::TaskGroup;
 use weir_proto::auth::ClusterSecret;
 use weir_proto::cluster as pb;
 use weir_proto::shuffle::shuffle_server::ShuffleServer;
+use weir_proto::tls::Dialer;
 
 use crate::metrics::JobMetrics;
 use crate::shuffle::{ShuffleRegistry, ShuffleService, MAX_MESSAGE_BYTES};
@@ -59,6 +59,9 @@ pub struct WorkerConfig {
     /// The cluster's shared secret: presented to the coordinator and the
     /// peers, required of the peers.
     pub secret: ClusterSecret,
+    /// TLS on the worker's port (shuffle and HTTP), and how it dials the
+    /// coordinator and its peers.
+    pub tls: weir_proto::tls::Tls,
 }
 
 /// Why a worker could not start.
@@ -123,12 +126,22 @@ impl WorkerNode {
             .split(',')
             .map(str::trim)
             .filter(|a| !a.is_empty())
-            .map(normalize_address)
+            .map(|a| normalize_address(a, &config.tls.dial))
             .collect::<Result<Vec<_>, _>>()?;
         if coordinators.is_empty() {
             return Err(WorkerError::CoordinatorAddress(config.coordinator.clone()));
         }
-        let registry = Arc::new(ShuffleRegistry::new(config.secret.clone()));
+        let registry = Arc::new(
+            ShuffleRegistry::new(config.secret.clone()).with_dialer(config.tls.dial.clone()),
+        );
+        // TLS (when configured) for the shuffle and HTTP alike.
+        let listener =
+            weir_proto::tls::listen(listener, config.tls.server.as_ref()).map_err(|source| {
+                WorkerError::Listen {
+                    addr: config.listen,
+                    source,
+                }
+            })?;
         let shared = Arc::new(Shared::default());
         let tasks = parent.child();
         let shutdown = tasks.token().clone();
@@ -153,10 +166,7 @@ impl WorkerNode {
                     .initial_stream_window_size(Some(4 << 20))
                     .initial_connection_window_size(Some(8 << 20))
                     .add_routes(routes)
-                    .serve_with_incoming_shutdown(
-                        TcpListenerStream::new(listener),
-                        shutdown.cancelled(),
-                    )
+                    .serve_with_incoming_shutdown(listener, shutdown.cancelled())
                     .await
             });
         }
@@ -212,14 +222,12 @@ impl WorkerNode {
     }
 }
 
-fn normalize_address(addr: &str) -> Result<String, WorkerError> {
-    let url = if addr.starts_with("http://") || addr.starts_with("https://") {
-        addr.to_owned()
-    } else {
-        format!("http://{addr}")
-    };
-    tonic::transport::Endpoint::from_shared(url.clone())
-        .map(|_| url)
+/// A coordinator's address as a URL: `https://` for a bare `host:port`
+/// when the worker dials TLS.
+fn normalize_address(addr: &str, dialer: &Dialer) -> Result<String, WorkerError> {
+    dialer
+        .endpoint(addr)
+        .map(|_| dialer.url(addr))
         .map_err(|_| WorkerError::CoordinatorAddress(addr.to_owned()))
 }
 

@@ -34,6 +34,7 @@ use weir_proto::auth::{ClusterSecret, SecretChannel};
 use weir_proto::convert::position_of;
 use weir_proto::shuffle as pb;
 use weir_proto::shuffle::shuffle_client::ShuffleClient;
+use weir_proto::tls::Dialer;
 
 use crate::envelope::{Envelope, RecordBatch};
 use crate::metrics::JobMetrics;
@@ -206,6 +207,16 @@ pub struct ShuffleRegistry {
     changed: Notify,
     /// The cluster's secret: sent to peers, required of them.
     secret: ClusterSecret,
+    /// How to dial the peers (TLS or plain).
+    dialer: Dialer,
+}
+
+/// What an outgoing shuffle stream needs to reach its peer: the cluster's
+/// secret and how to dial.
+#[derive(Clone, Debug, Default)]
+pub struct PeerLink {
+    pub secret: ClusterSecret,
+    pub dialer: Dialer,
 }
 
 #[derive(Clone)]
@@ -224,8 +235,22 @@ impl ShuffleRegistry {
         }
     }
 
+    /// The same registry, dialing peers with `dialer`.
+    pub fn with_dialer(mut self, dialer: Dialer) -> Self {
+        self.dialer = dialer;
+        self
+    }
+
     pub fn secret(&self) -> &ClusterSecret {
         &self.secret
+    }
+
+    /// How outgoing streams reach their peers.
+    pub fn peer_link(&self) -> PeerLink {
+        PeerLink {
+            secret: self.secret.clone(),
+            dialer: self.dialer.clone(),
+        }
     }
 
     /// Makes `generation`'s window task the target of incoming streams;
@@ -383,11 +408,11 @@ pub async fn run_shuffle_out(
     input: u32,
     mut rx: mpsc::Receiver<Envelope>,
     abort: CancellationToken,
-    secret: ClusterSecret,
+    link: PeerLink,
 ) -> Result<(), ShuffleError> {
     let mut client = tokio::select! {
         _ = abort.cancelled() => return Ok(()),
-        c = connect(&peer, &secret) => c?,
+        c = connect(&peer, &link) => c?,
     };
     let (frames_tx, frames_rx) = mpsc::channel::<pb::ShuffleFrame>(2);
     let call = tokio::spawn(async move { client.exchange(ReceiverStream::new(frames_rx)).await });
@@ -481,13 +506,15 @@ async fn finish(call: Call, peer: &str) -> Result<(), ShuffleError> {
 
 async fn connect(
     peer: &str,
-    secret: &ClusterSecret,
+    link: &PeerLink,
 ) -> Result<ShuffleClient<SecretChannel>, ShuffleError> {
     let err = |message: String| ShuffleError::Connect {
         peer: peer.to_owned(),
         message,
     };
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{peer}"))
+    let endpoint = link
+        .dialer
+        .endpoint(peer)
         .map_err(|e| err(e.to_string()))?
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true)
@@ -498,7 +525,7 @@ async fn connect(
     loop {
         match endpoint.connect().await {
             Ok(channel) => {
-                return Ok(ShuffleClient::new(secret.channel(channel))
+                return Ok(ShuffleClient::new(link.secret.channel(channel))
                     .max_decoding_message_size(MAX_MESSAGE_BYTES)
                     .max_encoding_message_size(MAX_MESSAGE_BYTES))
             }
