@@ -146,6 +146,17 @@ pub fn weir(dir: &Path, name: &str, args: &[String]) -> process::Proc {
     process::Proc::spawn(name, cmd, dir)
 }
 
+/// A job over one generated file: `weir gen` with `gen` writes `in.avro`
+/// in `dir`, and the flags returned read it, write JSON lines to `out/`
+/// with state in `data/`, then `extra`.
+pub fn file_job(dir: &Path, gen: &[&str], extra: &[&str]) -> Vec<String> {
+    let files = generate(dir, "in.avro", gen);
+    let mut a = args(&["--output", "out", "--data-dir", "data"]);
+    a.extend(extra.iter().map(|s| s.to_string()));
+    a.extend(input_args(&files));
+    a
+}
+
 /// `[--input f]...` for `weir local`.
 pub fn input_args(files: &[PathBuf]) -> Vec<String> {
     files

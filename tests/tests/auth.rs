@@ -7,9 +7,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 use weir_tests::cluster::Cluster;
-use weir_tests::http::request_with;
 use weir_tests::process::Proc;
-use weir_tests::{args, generate, input_args, wait_for, weir_bin};
+use weir_tests::{file_job, wait_for, weir_bin};
 
 const TOKEN: &str = "adm1n-t0ken-5f2c9e";
 const SECRET: &str = "clu5ter-s3cret-8a1d4b";
@@ -29,7 +28,8 @@ fn call(
     headers: &[&str],
     body: &str,
 ) -> (u16, String) {
-    request_with(cluster.http_port, method, path, headers, body)
+    cluster
+        .request(cluster.http_port, method, path, headers, body)
         .unwrap_or_else(|e| panic!("{method} {path}: {e}\n{}", cluster.logs()))
 }
 
@@ -42,23 +42,13 @@ fn assert_no_secret(what: &str, text: &str) {
 /// A job that runs for a while on two workers (so that the shuffle between
 /// them carries the secret too).
 fn start(dir: &std::path::Path, extra: &[&str]) -> Cluster {
-    let files = generate(
+    let mut flags = vec!["--rate-limit", "5000", "--min-workers", "2"];
+    flags.extend_from_slice(extra);
+    let a = file_job(
         dir,
-        "in.avro",
         &["--records", "300000", "--devices", "200", "--seed", "7"],
+        &flags,
     );
-    let mut a = args(&[
-        "--output",
-        "out",
-        "--data-dir",
-        "data",
-        "--rate-limit",
-        "5000",
-        "--min-workers",
-        "2",
-    ]);
-    a.extend(extra.iter().map(|s| s.to_string()));
-    a.extend(input_args(&files));
     Cluster::start_with_env(dir, &a, 2, &env())
 }
 

@@ -12,7 +12,7 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
 use weir_tests::cluster::Cluster;
 use weir_tests::process::Proc;
-use weir_tests::{args, free_port, generate, http, input_args, wait_for};
+use weir_tests::{file_job, free_port, http, wait_for};
 
 const TOKEN: &str = "dashb0ard-t0ken";
 
@@ -151,22 +151,11 @@ async fn screenshot(client: &Client, name: &str) {
 fn the_dashboard_shows_the_job_live_and_triggers_a_checkpoint() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path();
-    let files = generate(
+    let a = file_job(
         dir,
-        "in.avro",
         &["--records", "400000", "--devices", "300", "--seed", "11"],
+        &["--rate-limit", "4000", "--checkpoint-interval", "1h"],
     );
-    let mut a = args(&[
-        "--output",
-        "out",
-        "--data-dir",
-        "data",
-        "--rate-limit",
-        "4000",
-        "--checkpoint-interval",
-        "1h",
-    ]);
-    a.extend(input_args(&files));
     let env = [("WEIR_ADMIN_TOKEN".to_string(), TOKEN.to_string())];
     let cluster = Cluster::start_with_env(dir, &a, 1, &env);
     cluster.wait_state("running", Duration::from_secs(90));

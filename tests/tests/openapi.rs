@@ -3,15 +3,13 @@
 //! command) and describes every route the API answers.
 
 use weir_tests::cluster::Cluster;
-use weir_tests::{args, generate, input_args};
+use weir_tests::file_job;
 
 #[test]
 fn the_served_openapi_document_is_valid_and_complete() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path();
-    let files = generate(dir, "in.avro", &["--records", "1000", "--seed", "3"]);
-    let mut a = args(&["--output", "out", "--data-dir", "data"]);
-    a.extend(input_args(&files));
+    let a = file_job(dir, &["--records", "1000", "--seed", "3"], &[]);
     let cluster = Cluster::start(dir, &a, 0);
     let (status, document) = cluster.rest("GET", "/api/openapi.json");
     assert_eq!(status, 200, "{document}");
