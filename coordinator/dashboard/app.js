@@ -77,6 +77,10 @@ function bytes(n) {
   return decimal.format(n) + " " + units[i];
 }
 
+function percent(share) {
+  return decimal.format(share * 100) + " %";
+}
+
 function time(ms) {
   if (!ms || ms <= 0) return "–";
   return new Date(ms).toISOString().replace("T", " ").replace(/\.\d+Z$/, "Z");
@@ -151,6 +155,21 @@ function renderJob(job, cluster, now) {
     cell(row, p.finished ? "yes" : "no");
     cell(row, p.checkpointed || "–");
   });
+  const letters = job.latest_dead_letters || [];
+  $("dead-letter-summary").textContent = job.dead_letters
+    ? integer.format(job.dead_letters) + (job.dead_letters === 1 ? " dead letter (" : " dead letters (") + integer.format(job.bad_records) +
+      " records lost) in this generation; the latest " + letters.length + " below, their bytes in the dead-letter output."
+    : "No dead letters in this generation.";
+  fill("dead-letters", letters, (row, l) => {
+    cell(row, time(l.at_ms));
+    cell(row, l.worker_id);
+    cell(row, l.source);
+    cell(row, l.position);
+    cell(row, l.kind);
+    cell(row, integer.format(l.records), true);
+    cell(row, integer.format(l.payload_len), true);
+    cell(row, l.error).className = "cause";
+  });
   fill("rescales", job.rescales || [], (row, r) => {
     cell(row, time(r.started_ms));
     cell(row, String(r.from), true);
@@ -187,6 +206,9 @@ function renderWorkers(cluster) {
     cell(row, (w.partitions || []).join(", ") || "–");
     cell(row, duration(w.last_heartbeat_ms_ago) + " ago", true);
     cell(row, w.resident_bytes ? bytes(w.resident_bytes) : "–", true);
+    const bp = cell(row, percent(w.backpressure || 0), true);
+    bp.dataset.value = String(w.backpressure || 0);
+    if ((w.backpressure || 0) >= 0.5) bp.classList.add("warn");
     cell(row, integer.format(w.records_in), true);
   });
 }
@@ -221,6 +243,7 @@ function renderCheckpoints(list) {
   const failed = ordered.map((c) => (c.state === "FAILED" ? Math.max(c.duration_ms, 1) : null));
   chart("checkpoint-chart", [x, completed, failed], () => ({
     height: 220,
+    scales: { x: { time: true, range: timeRange } },
     series: [
       {},
       { label: "completed (ms)", stroke: "#1c7c3c", fill: "rgba(28,124,60,.35)", paths: uPlot.paths.bars({ size: [0.6, 24] }) },
@@ -228,6 +251,12 @@ function renderCheckpoints(list) {
     ],
     axes: [{}, { label: "duration (ms)" }],
   }));
+}
+
+// The time axis of a chart: with a single sample uPlot would spread the
+// axis over years; show a minute around it instead.
+function timeRange(u, min, max) {
+  return min === max ? [min - 60, max + 60] : [min, max];
 }
 
 // Creates a chart the first time, then only swaps its data.
@@ -253,6 +282,7 @@ function renderThroughput(job, now) {
   }
   chart("throughput-chart", state.throughput, () => ({
     height: 220,
+    scales: { x: { time: true, range: timeRange } },
     series: [
       {},
       { label: "records in / s", stroke: "#2f6fdf", width: 2 },

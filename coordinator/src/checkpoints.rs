@@ -412,30 +412,43 @@ impl CheckpointCoordinator {
         }
     }
 
-    /// The metadata of `id` was written (or not).
-    pub fn on_written(&mut self, id: u64, result: Result<(), String>, now: Instant) {
+    /// The metadata of `id` was written (or not). Returns the checkpoint
+    /// when this completed it (once per checkpoint: for the log and the
+    /// metrics that count completions).
+    pub fn on_written(
+        &mut self,
+        id: u64,
+        result: Result<(), String>,
+        now: Instant,
+    ) -> Option<Record> {
         let State::Writing {
             id: writing,
             triggered,
             ..
         } = self.state
         else {
-            return;
+            return None;
         };
         if writing != id {
-            return;
+            return None;
         }
         match result {
             Ok(()) => {
-                if let Some(r) = self.record_mut(id) {
+                let duration_ms = millis(now.duration_since(triggered));
+                let completed = self.record_mut(id).map(|r| {
                     r.outcome = Outcome::Completed;
-                    r.duration_ms = millis(now.duration_since(triggered));
-                }
+                    r.duration_ms = duration_ms;
+                    r.clone()
+                });
                 self.completed += 1;
                 self.last_completed = Some((id, now));
                 self.idle(triggered, now);
+                completed
             }
-            Err(e) => self.fail(id, Cause::Store, e, now),
+            Err(e) => {
+                self.fail(id, Cause::Store, e, now);
+                None
+            }
         }
     }
 
@@ -552,12 +565,13 @@ mod tests {
             Action::None,
             "writing"
         );
-        c.on_written(5, Ok(()), t0 + 11 * S);
-        let r = c.history().last().expect("record").clone();
+        let r = c.on_written(5, Ok(()), t0 + 11 * S).expect("completed");
         assert_eq!(
-            (r.outcome, r.bytes, r.incremental_bytes),
-            (Outcome::Completed, 20, 8)
+            (r.outcome, r.bytes, r.incremental_bytes, r.duration_ms),
+            (Outcome::Completed, 20, 8, 1_000)
         );
+        assert_eq!(c.history().last(), Some(&r));
+        assert_eq!(c.on_written(5, Ok(()), t0 + 12 * S), None, "completed once");
         assert_eq!(c.last_completed.map(|(id, _)| id), Some(5));
         // Next: 10 s after the trigger (later than the 2 s pause).
         assert_eq!(c.tick(t0 + 19 * S, 0, Some((1, &w))), Action::None);
@@ -654,7 +668,10 @@ mod tests {
             c.on_ack("b", ack(3, "b", 1), &context(), 0),
             Action::Write(_)
         ));
-        c.on_written(3, Err("S3 unreachable".into()), t0 + 22 * S);
+        assert_eq!(
+            c.on_written(3, Err("S3 unreachable".into()), t0 + 22 * S),
+            None
+        );
         assert_eq!(c.failures.get(&Cause::Store), Some(&1));
         assert_eq!(c.completed, 0);
     }

@@ -24,6 +24,7 @@ use weir_proto::admin::admin_client::AdminClient;
 use weir_proto::tls::Dialer;
 
 use crate::actor::{AdminError, CoordinatorHandle};
+use crate::metrics::CoordinatorMetrics;
 use crate::raft_link::RaftLink;
 
 pub use weir_proto::cluster::LEADER_KEY;
@@ -59,6 +60,8 @@ pub struct Gateway {
     proxy_headers: ProxyHeaders,
     /// How to dial the leader (TLS or plain).
     dialer: Dialer,
+    /// What this coordinator observes over its life (for `/metrics`).
+    metrics: CoordinatorMetrics,
 }
 
 /// Marks a request as proxied, and carries the admin token.
@@ -93,7 +96,19 @@ impl Gateway {
             raft,
             proxy_headers: ProxyHeaders { bearer: None },
             dialer: Dialer::plain(),
+            metrics: CoordinatorMetrics::default(),
         }
+    }
+
+    /// The same gateway, showing `metrics` (those the actor observes).
+    pub fn with_metrics(mut self, metrics: CoordinatorMetrics) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// What this coordinator observes over its life.
+    pub fn metrics(&self) -> &CoordinatorMetrics {
+        &self.metrics
     }
 
     /// The same gateway, dialing the leader with `dialer`.

@@ -23,11 +23,12 @@
 //! - [`control`]: the workers' control streams; [`admin`]: the admin API
 //!   over gRPC, [`rest`] over REST (with its OpenAPI document); [`auth`]:
 //!   its token; [`dashboard`]: the web page at `/`; [`prometheus`]:
-//!   `/metrics`.
+//!   `/metrics`, with the histograms [`metrics`] keeps.
 
 pub mod actor;
 pub mod admin;
 pub mod auth;
+pub mod backpressure;
 pub mod checkpoints;
 pub mod control;
 pub mod dashboard;
@@ -35,6 +36,7 @@ pub mod discovery;
 pub mod gateway;
 pub mod kubernetes;
 mod leadership;
+pub mod metrics;
 pub mod prometheus;
 pub mod raft_link;
 mod recorder;
@@ -180,6 +182,7 @@ impl Coordinator {
         config.address = grpc_addr.to_string();
         let (auth, secret) = (config.admin_auth.clone(), config.cluster_secret.clone());
         let tls = config.tls.clone();
+        let metrics = config.metrics.clone();
         if let Some(group) = config.raft.as_mut() {
             group.secret = secret.clone();
             group.dial = tls.dial.clone();
@@ -238,7 +241,10 @@ impl Coordinator {
                 )
             }
         };
-        let gateway = gateway.with_auth(&auth).with_dialer(tls.dial.clone());
+        let gateway = gateway
+            .with_auth(&auth)
+            .with_dialer(tls.dial.clone())
+            .with_metrics(metrics);
         {
             let (gateway, shutdown, auth) = (gateway.clone(), shutdown.clone(), auth.clone());
             tasks.spawn_critical("the coordinator's gRPC server", async move {

@@ -298,34 +298,44 @@ async fn readyz(State(h): State<Gateway>) -> Result<&'static str, ApiError> {
     Ok("ready\n")
 }
 
-/// Prometheus metrics (text format 0.0.4): the job's on the coordinator
-/// that runs it, on a follower only that it does not lead.
+/// Prometheus metrics (OpenMetrics text): the job's on the coordinator
+/// that runs it, on a follower only that it does not lead. One registry,
+/// one exposition per scrape.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses(
-        (status = 200, description = "Prometheus text exposition", content_type = "text/plain", body = String),
+        (status = 200, description = "OpenMetrics text exposition", content_type = "application/openmetrics-text", body = String),
         (status = 401, description = "Reads need the admin token here", body = ErrorBody),
     ))]
 async fn metrics(State(h): State<Gateway>) -> Result<impl IntoResponse, ApiError> {
-    let text = match h.local_handle() {
+    let mut registry = prometheus_client::registry::Registry::default();
+    match h.local_handle() {
         Some(local) => {
             let job = local.job().await?;
             let cluster = local.cluster().await?;
             let checkpoints = local.checkpoints().await?;
-            let mut text = crate::prometheus::render(&job, &cluster, &checkpoints);
-            text.push_str(&crate::prometheus::render_leadership(
-                true,
-                job.raft.as_ref(),
-            ));
-            text
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            crate::prometheus::register_job(
+                &mut registry,
+                &job,
+                &cluster,
+                &checkpoints,
+                h.metrics(),
+                now_ms,
+            );
+            crate::prometheus::register_leadership(&mut registry, true, job.raft.as_ref());
         }
-        None => crate::prometheus::render_leadership(false, h.raft_status().as_ref()),
-    };
+        None => {
+            crate::prometheus::register_leadership(&mut registry, false, h.raft_status().as_ref())
+        }
+    }
     Ok((
         [(
             axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4",
+            crate::prometheus::CONTENT_TYPE,
         )],
-        text,
+        crate::prometheus::encode(&registry),
     ))
 }
 

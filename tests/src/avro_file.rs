@@ -58,3 +58,31 @@ pub fn values(path: &Path) -> (Schema, Vec<Value>) {
     let values = reader.map(|v| v.expect("record")).collect();
     (schema, values)
 }
+
+/// Rewrites the container at `source` into `out` in blocks of 100 records
+/// with a datum that cannot be decoded (a varint that never ends) before
+/// record 10 of block `block`. The readers skip the rest of that block:
+/// the values returned are the readings a correct job aggregates, and the
+/// dead letter stands for 91 records (90 and the garbage).
+pub fn with_garbage_datum(source: &Path, out: &Path, block: usize) -> Vec<Value> {
+    let (schema, vals) = values(source);
+    let mut blocks = Vec::new();
+    let mut good = Vec::new();
+    for (b, chunk) in vals.chunks(100).enumerate() {
+        let mut data = Vec::new();
+        let mut count = chunk.len() as i64;
+        for (i, v) in chunk.iter().enumerate() {
+            if b == block && i == 10 {
+                data.extend_from_slice(&[0xff; 11]);
+                count += 1;
+            }
+            data.extend(datum(&schema, v));
+            if !(b == block && i >= 10) {
+                good.push(v.clone());
+            }
+        }
+        blocks.push((count, data));
+    }
+    write_container(out, &schema.canonical_form(), &blocks);
+    good
+}

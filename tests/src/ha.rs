@@ -36,12 +36,41 @@ pub struct Group {
     links: Vec<Vec<Option<crate::proxy::FaultProxy>>>,
     job_args: Vec<String>,
     workers: Vec<(String, Proc)>,
+    /// Environment of every process (TLS files, secrets).
+    env: Vec<(String, String)>,
+    /// The CA the harness trusts when the processes serve TLS.
+    tls_ca: Option<PathBuf>,
 }
 
 impl Group {
     /// Starts `n` coordinators of the job `job_args` (job flags and
     /// coordinator options) and waits until one leads.
     pub fn start(dir: &Path, n: usize, job_args: &[String]) -> Group {
+        Group::launch(dir, n, job_args, Vec::new(), None)
+    }
+
+    /// [`start`](Self::start) with TLS on every port of every process,
+    /// raft among the coordinators included (the harness's own requests
+    /// use TLS too), and `env` besides.
+    pub fn start_tls(
+        dir: &Path,
+        n: usize,
+        job_args: &[String],
+        env: &[(String, String)],
+        tls: &crate::cluster::TlsFiles,
+    ) -> Group {
+        let mut env = env.to_vec();
+        env.extend(tls.env());
+        Group::launch(dir, n, job_args, env, Some(tls.ca.clone()))
+    }
+
+    fn launch(
+        dir: &Path,
+        n: usize,
+        job_args: &[String],
+        env: Vec<(String, String)>,
+        tls_ca: Option<PathBuf>,
+    ) -> Group {
         let nodes: Vec<Node> = (0..n)
             .map(|_| Node {
                 grpc_port: free_port(),
@@ -71,6 +100,8 @@ impl Group {
             links,
             job_args: job_args.to_vec(),
             workers: Vec::new(),
+            env,
+            tls_ca,
         };
         for i in 0..n {
             group.start_coordinator(i);
@@ -114,7 +145,8 @@ impl Group {
             .args(&self.job_args)
             .current_dir(&self.dir)
             .env("WEIR_LOG", "info")
-            .env("NO_COLOR", "1");
+            .env("NO_COLOR", "1")
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
         node.proc = Some(Proc::spawn(
             &format!("coordinator-{i}-{}", node.starts),
             cmd,
@@ -181,7 +213,7 @@ impl Group {
         if !self.is_running(i) {
             return false;
         }
-        match http::request(self.nodes[i].http_port, "GET", "/metrics", "") {
+        match self.request(i, "GET", "/metrics") {
             Ok((200, text)) => text.lines().any(|l| l == "weir_coordinator_leader 1"),
             _ => false,
         }
@@ -212,12 +244,21 @@ impl Group {
 
     /// `(status, JSON body)` of a REST call to coordinator `i`.
     pub fn rest_on(&self, i: usize, method: &str, path: &str) -> (u16, Value) {
-        match http::request(self.nodes[i].http_port, method, path, "") {
+        match self.request(i, method, path) {
             Ok((status, body)) => (
                 status,
                 serde_json::from_str(&body).unwrap_or(Value::String(body)),
             ),
             Err(e) => (0, Value::String(e.to_string())),
+        }
+    }
+
+    /// One HTTP request to coordinator `i` (over TLS when the group uses it).
+    fn request(&self, i: usize, method: &str, path: &str) -> std::io::Result<(u16, String)> {
+        let port = self.nodes[i].http_port;
+        match &self.tls_ca {
+            Some(ca) => http::request_tls(port, ca, method, path, &[], ""),
+            None => http::request(port, method, path, ""),
         }
     }
 
@@ -275,7 +316,8 @@ impl Group {
             .args(["--id", id])
             .current_dir(&self.dir)
             .env("WEIR_LOG", "info")
-            .env("NO_COLOR", "1");
+            .env("NO_COLOR", "1")
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
         let proc = Proc::spawn(&format!("worker-{id}"), cmd, &self.dir);
         self.workers.push((id.to_owned(), proc));
     }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use apache_avro::types::Value;
-use weir_tests::avro_file::{datum, values, write_container};
+use weir_tests::avro_file::{datum, values, with_garbage_datum, write_container};
 use weir_tests::expected::{assert_rows_match, compute, read_avro, rows_from_json_lines, Reading};
 use weir_tests::{args, generate, input_args, summary_number, weir};
 
@@ -125,26 +125,11 @@ fn undecodable_datum_takes_the_rest_of_its_block_to_the_dead_letters() {
             "8",
         ],
     );
-    let (schema, vals) = values(&source[0]);
-    let mut blocks = Vec::new();
-    let mut good: Vec<Reading> = Vec::new();
-    for (b, chunk) in vals.chunks(100).enumerate() {
-        let mut data = Vec::new();
-        let mut count = chunk.len() as i64;
-        for (i, v) in chunk.iter().enumerate() {
-            if b == 5 && i == 10 {
-                data.extend_from_slice(&[0xff; 11]); // a varint that never ends
-                count += 1;
-            }
-            data.extend(datum(&schema, v));
-            if !(b == 5 && i >= 10) {
-                good.push(Reading::from_avro(v));
-            }
-        }
-        blocks.push((count, data));
-    }
     let damaged = dir.join("damaged.avro");
-    write_container(&damaged, &schema.canonical_form(), &blocks);
+    let good: Vec<Reading> = with_garbage_datum(&source[0], &damaged, 5)
+        .iter()
+        .map(Reading::from_avro)
+        .collect();
 
     let mut job = run_local(dir, std::slice::from_ref(&damaged));
     assert!(

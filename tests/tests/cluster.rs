@@ -208,6 +208,29 @@ fn paused_clickhouse_holds_the_sources_back_with_bounded_memory() {
         );
     }
     assert_eq!(records(), previous, "still no reading");
+    // Held back, the sources wait on full channels all the time; the API
+    // and the dashboard say so (the share over the latest seconds).
+    wait_for("backpressure to show", Duration::from_secs(30), || {
+        let workers = cluster.cluster()["workers"].clone();
+        let shares: Vec<f64> = workers
+            .as_array()
+            .expect("workers")
+            .iter()
+            .map(|w| w["backpressure"].as_f64().unwrap_or(0.0))
+            .collect();
+        shares.len() == 2 && shares.iter().all(|&s| s > 0.8)
+    });
+    for w in ["w-0", "w-1"] {
+        let port = cluster.worker_port(w);
+        let (_, text) = http::request(port, "GET", "/metrics", "").expect("worker metrics");
+        let waited = text
+            .lines()
+            .find(|l| l.starts_with("weir_source_wait_seconds_total{"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("{w} reports the wait:\n{text}"));
+        assert!(waited > 3.0, "{w} waited {waited} s");
+    }
     ch.resume();
     cluster.wait_state("finished", Duration::from_secs(240));
     let expected = compute(&read_partitions(&files), MINUTE, OOO);

@@ -10,9 +10,10 @@ use std::time::Duration;
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
+use weir_tests::avro_file::with_garbage_datum;
 use weir_tests::cluster::Cluster;
 use weir_tests::process::Proc;
-use weir_tests::{file_job, free_port, http, wait_for};
+use weir_tests::{file_job, free_port, generate, http, wait_for};
 
 const TOKEN: &str = "dashb0ard-t0ken";
 
@@ -151,11 +152,29 @@ async fn screenshot(client: &Client, name: &str) {
 fn the_dashboard_shows_the_job_live_and_triggers_a_checkpoint() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path();
-    let a = file_job(
+    let mut a = file_job(
         dir,
         &["--records", "400000", "--devices", "300", "--seed", "11"],
         &["--rate-limit", "4000", "--checkpoint-interval", "1h"],
     );
+    // A second, small input with an undecodable datum: a dead letter.
+    let small = generate(
+        dir,
+        "small.avro",
+        &[
+            "--records",
+            "3000",
+            "--devices",
+            "40",
+            "--rate",
+            "50",
+            "--seed",
+            "8",
+        ],
+    );
+    let damaged = dir.join("damaged.avro");
+    with_garbage_datum(&small[0], &damaged, 5);
+    a.extend(["--input".to_string(), damaged.display().to_string()]);
     let env = [("WEIR_ADMIN_TOKEN".to_string(), TOKEN.to_string())];
     let cluster = Cluster::start_with_env(dir, &a, 1, &env);
     cluster.wait_state("running", Duration::from_secs(90));
@@ -220,6 +239,37 @@ fn the_dashboard_shows_the_job_live_and_triggers_a_checkpoint() {
             ),
             "{workers}"
         );
+        let workers_api = cluster_status["workers"].as_array().expect("workers");
+        let share: f64 = value(&client, "#workers tbody tr td:nth-child(8)")
+            .await
+            .parse()
+            .expect("the backpressure share");
+        assert!((0.0..=1.0).contains(&share), "backpressure {share}");
+        assert!(workers_api[0]["backpressure"].as_f64().is_some());
+
+        // The dead letter, with its reason, as the API lists it.
+        wait_until("the dead letter", Duration::from_secs(30), || async {
+            client
+                .find_all(Locator::Css("#dead-letters tbody tr"))
+                .await
+                .map(|rows| !rows.is_empty())
+                .unwrap_or(false)
+        })
+        .await;
+        let letters = cluster.job()["latest_dead_letters"].clone();
+        let letter = &letters[0];
+        assert_eq!(letter["kind"], "bad-varint", "{letters}");
+        assert_eq!(letter["records"], 91, "{letters}");
+        assert_eq!(letter["worker_id"], "w-0", "{letters}");
+        assert_eq!(letter["source"], damaged.display().to_string());
+        let row = text(&client, "#dead-letters tbody tr").await;
+        for field in ["kind", "position", "worker_id", "error"] {
+            let expected = letter[field].as_str().expect("a string field");
+            assert!(
+                row.contains(expected),
+                "{field} {expected:?} not in {row:?}"
+            );
+        }
         screenshot(&client, "overview").await;
 
         // Live: more updates and more records, without a reload.

@@ -27,55 +27,57 @@ fn values_file(dir: &Path, name: &str, yaml: &str) -> String {
 }
 
 /// The metrics Weir emits, by name, with their type, read from the code
-/// that renders `/metrics` (the coordinator's and the workers'): a metric is
-/// named either in a `# TYPE name kind` line or as a string literal followed
-/// by its kind (`metric("name", "gauge", ...)`); a sample line names one
-/// whose `# TYPE` line gives the kind.
+/// that serves `/metrics` (the coordinator's and the workers'): each keeps
+/// one list, `EXPOSED`, of `("name", "kind")` — a family by the name
+/// queries use (a counter's with `_total`) — which its unit tests hold
+/// equal to what a full scrape encodes (`# TYPE` lines). A metric a query
+/// reads is then emitted exactly when it is listed here.
 fn emitted_metrics() -> BTreeMap<String, String> {
     let sources = [
         include_str!("../../coordinator/src/prometheus.rs"),
         include_str!("../../worker/src/prometheus.rs"),
-        include_str!("../../worker/src/node/mod.rs"),
     ];
-    let kind_of = |s: &str| -> Option<String> {
-        let kind: String = s.chars().take_while(char::is_ascii_lowercase).collect();
-        ["counter", "gauge", "histogram", "summary"]
-            .contains(&kind.as_str())
-            .then_some(kind)
-    };
     let mut kinds = BTreeMap::new();
-    let mut samples = BTreeSet::new();
     for src in sources {
-        for (at, _) in src.match_indices("weir_") {
-            let name: String = src[at..]
-                .chars()
-                .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+        let list = src
+            .split_once("pub const EXPOSED: &[(&str, &str)] = &[")
+            .and_then(|(_, rest)| rest.split_once("];"))
+            .map(|(list, _)| list)
+            .expect("an EXPOSED list");
+        let mut entries = 0;
+        for entry in list.split('(').skip(1) {
+            let entry = entry.split(')').next().expect("an entry");
+            let fields: Vec<&str> = entry
+                .split(',')
+                .map(|f| f.trim().trim_matches('"'))
                 .collect();
-            let (before, after) = (&src[..at], &src[at + name.len()..]);
-            let kind = if before.ends_with("# TYPE ") {
-                kind_of(after.trim_start())
-            } else if before.ends_with('"') {
-                // `"name", "kind"`, or a sample line `"name{{label...`.
-                after
-                    .strip_prefix('"')
-                    .and_then(|a| a.trim_start().strip_prefix(','))
-                    .and_then(|a| a.trim_start().strip_prefix('"'))
-                    .and_then(kind_of)
-            } else {
-                continue; // a crate path, a help line
+            let [name, kind] = fields[..] else {
+                panic!("not a (name, kind) entry: {entry}");
             };
-            match kind {
-                Some(kind) => {
-                    kinds.insert(name, kind);
-                }
-                None => {
-                    samples.insert(name);
-                }
+            assert!(
+                name.starts_with("weir_")
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+                "{name}"
+            );
+            assert!(
+                ["counter", "gauge", "histogram", "summary"].contains(&kind),
+                "{name}: {kind}"
+            );
+            assert_eq!(
+                kind == "counter",
+                name.ends_with("_total"),
+                "{name}: counters, and only they, end in _total"
+            );
+            // The same family on both sides (the partitions' watermark) has
+            // one type.
+            if let Some(before) = kinds.insert(name.to_owned(), kind.to_owned()) {
+                assert_eq!(before, kind, "{name}");
             }
+            entries += 1;
         }
-    }
-    for name in samples {
-        assert!(kinds.contains_key(&name), "{name} has no # TYPE line");
+        assert!(entries > 20, "{entries} metrics in an EXPOSED list");
     }
     kinds
 }
@@ -145,6 +147,12 @@ fn the_metric_names_are_read_from_the_code_that_emits_them() {
         ("weir_worker_connected", "gauge"),
         ("weir_sink_retries_total", "counter"),
         ("weir_resident_memory_bytes", "gauge"),
+        ("weir_checkpoint_duration_seconds", "histogram"),
+        ("weir_checkpoint_size_bytes", "histogram"),
+        ("weir_partition_watermark_lag_seconds", "gauge"),
+        ("weir_worker_backpressure_ratio", "gauge"),
+        ("weir_source_wait_seconds_total", "counter"),
+        ("weir_dead_letters_by_kind_total", "counter"),
     ] {
         assert_eq!(emitted.get(name).map(String::as_str), Some(kind), "{name}");
     }

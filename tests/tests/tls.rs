@@ -2,14 +2,17 @@
 //! TLS on every port (REST, gRPC, the workers' shuffle and HTTP) run a job
 //! to its end (the workers register over TLS and shuffle to each other
 //! over TLS), `weir ctl --tls-ca` reads the job over https://, and plain
-//! HTTP and plain gRPC to the TLS ports get no answer.
+//! HTTP and plain gRPC to the TLS ports get no answer. Three coordinators
+//! speak raft over TLS and fail over.
 
 use std::path::Path;
 use std::time::Duration;
 
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use weir_tests::cluster::{Cluster, TlsFiles};
-use weir_tests::{args, generate, http, input_args, jsonl, weir_bin};
+use weir_tests::expected::{assert_rows_match, compute, rows_from_json_lines};
+use weir_tests::ha::Group;
+use weir_tests::{args, generate, http, input_args, jsonl, read_partitions, wait_for, weir_bin};
 
 /// A CA and a certificate for 127.0.0.1 signed by it, under `dir/tls`.
 fn certificates(dir: &Path) -> TlsFiles {
@@ -140,4 +143,87 @@ fn a_tls_cluster_runs_its_job_and_refuses_plain_connections() {
         };
         assert!(answer.is_err(), "plain gRPC to a worker answered");
     });
+}
+
+/// Three coordinators with TLS on every port — raft between them, the
+/// workers' control streams, the shuffle, REST — and the cluster secret:
+/// they elect a leader, the job runs, the leader is SIGKILLed, another
+/// takes over, and the output is still exactly the independent
+/// computation's.
+#[test]
+fn three_tls_coordinators_fail_over_and_the_output_is_exact() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let tls = certificates(dir);
+    let files = generate(
+        dir,
+        "in.avro",
+        &[
+            "--records",
+            "200000",
+            "--devices",
+            "500",
+            "--partitions",
+            "2",
+            "--seed",
+            "13",
+        ],
+    );
+    let mut a = args(&[
+        "--output",
+        "out",
+        "--data-dir",
+        "data",
+        "--min-workers",
+        "2",
+        "--rate-limit",
+        "8000",
+        "--checkpoint-interval",
+        "2s",
+        // Leases that outlast an election: the new leader adopts the
+        // running generation.
+        "--heartbeat-timeout",
+        "8s",
+    ]);
+    a.extend(input_args(&files));
+    let env = [(
+        "WEIR_CLUSTER_SECRET".to_string(),
+        "raft-over-tls-s3cret".to_string(),
+    )];
+    let mut group = Group::start_tls(dir, 3, &a, &env, &tls);
+    group.start_worker("w-0");
+    group.start_worker("w-1");
+    wait_for("the job to run", Duration::from_secs(120), || {
+        let job = group.job();
+        job["state"] == "running" && job["records_in"].as_u64().unwrap_or(0) > 0
+    });
+    wait_for("a checkpoint", Duration::from_secs(60), || {
+        group.latest_checkpoint() > 0
+    });
+    let (leader, _) = group.wait_leader(None, Duration::from_secs(30));
+    let job = group.job();
+    assert_eq!(
+        job["raft"]["members"].as_array().map(Vec::len),
+        Some(3),
+        "{job}"
+    );
+    group.kill_coordinator(leader);
+    let (next, took) = group.wait_leader(Some(leader), Duration::from_secs(60));
+    assert_ne!(next, leader);
+    eprintln!("coordinator {next} leads {took:?} after {leader} was killed");
+    wait_for("the job to finish", Duration::from_secs(240), || {
+        group.job()["state"] == "finished"
+    });
+    let expected = compute(&read_partitions(&files), 60_000, 5_000);
+    let out = dir.join("out");
+    assert_rows_match(
+        "sensors_local",
+        &expected.sensors_local,
+        &rows_from_json_lines(&jsonl(&out, "sensors_local.jsonl"), "time"),
+    );
+    assert_rows_match(
+        "sensor_aggregates_1m",
+        &expected.aggregates,
+        &rows_from_json_lines(&jsonl(&out, "sensor_aggregates_1m.jsonl"), "window_start"),
+    );
 }

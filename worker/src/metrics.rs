@@ -4,7 +4,11 @@
 //! the progress display, `/metrics`) only load. Relaxed atomics are enough:
 //! every value is an independent counter or gauge.
 
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::{Mutex, PoisonError};
+
+use weir_common::dead_letter::DeadLetter;
 
 /// Progress of one input partition (moves only on the worker reading it).
 #[derive(Debug)]
@@ -78,7 +82,34 @@ pub struct JobMetrics {
     /// Key groups (and bytes) restored from it.
     pub restored_key_groups: AtomicU64,
     pub restored_bytes: AtomicU64,
+    /// Microseconds sources spent waiting on full channels (summed over
+    /// sources): how much the stages after them hold them back.
+    pub source_wait_micros: AtomicU64,
+    /// The latest dead letters and counts by kind. Behind a lock because
+    /// dead letters are rare; the per-record path never touches it.
+    dead_letter_log: Mutex<DeadLetterLog>,
     phase: AtomicU8,
+}
+
+/// How many dead letters a worker remembers for the dashboard and API.
+pub const RECENT_DEAD_LETTERS: usize = 10;
+
+/// A dead letter without its bytes (those are in the dead-letter output).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeadLetterNote {
+    pub at_ms: i64,
+    pub source: String,
+    pub position: String,
+    pub records: u64,
+    pub kind: String,
+    pub error: String,
+    pub payload_len: u64,
+}
+
+#[derive(Debug, Default)]
+struct DeadLetterLog {
+    recent: VecDeque<DeadLetterNote>,
+    by_kind: BTreeMap<String, u64>,
 }
 
 impl Default for JobMetrics {
@@ -130,6 +161,8 @@ impl JobMetrics {
             restored_checkpoint: AtomicU64::new(0),
             restored_key_groups: AtomicU64::new(0),
             restored_bytes: AtomicU64::new(0),
+            source_wait_micros: AtomicU64::new(0),
+            dead_letter_log: Mutex::new(DeadLetterLog::default()),
             phase: AtomicU8::new(Phase::WaitingForSink as u8),
         }
     }
@@ -176,9 +209,109 @@ impl JobMetrics {
         );
     }
 
+    /// Remembers dead letters a source produced (newest last).
+    pub fn note_dead_letters<'a>(&self, letters: impl IntoIterator<Item = &'a DeadLetter>) {
+        // A panic elsewhere while holding the lock leaves a consistent log.
+        let mut log = self
+            .dead_letter_log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for l in letters {
+            *log.by_kind.entry(l.kind.clone()).or_insert(0) += 1;
+            if log.recent.len() == RECENT_DEAD_LETTERS {
+                log.recent.pop_front();
+            }
+            log.recent.push_back(DeadLetterNote {
+                at_ms: l.at_ms,
+                source: l.source.clone(),
+                position: l.position.clone(),
+                records: l.records,
+                kind: l.kind.clone(),
+                error: l.error.clone(),
+                payload_len: l.payload_len as u64,
+            });
+        }
+    }
+
+    /// The latest dead letters, oldest first.
+    pub fn recent_dead_letters(&self) -> Vec<DeadLetterNote> {
+        let log = self
+            .dead_letter_log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        log.recent.iter().cloned().collect()
+    }
+
+    /// Dead letters seen, by failure kind.
+    pub fn dead_letters_by_kind(&self) -> Vec<(String, u64)> {
+        let log = self
+            .dead_letter_log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        log.by_kind.iter().map(|(k, n)| (k.clone(), *n)).collect()
+    }
+
+    /// Sources reading here.
+    pub fn local_sources(&self) -> usize {
+        self.partitions
+            .iter()
+            .filter(|p| p.local.load(Relaxed))
+            .count()
+    }
+
     pub(crate) fn add(counter: &AtomicU64, n: u64) {
         if n > 0 {
             counter.fetch_add(n, Relaxed);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn letter(n: i64, kind: &str) -> DeadLetter {
+        DeadLetter::new(
+            n,
+            "p-0",
+            format!("offset {n}"),
+            1,
+            kind,
+            "bad".into(),
+            b"xyz",
+            2,
+        )
+    }
+
+    #[test]
+    fn the_dead_letter_log_keeps_the_latest_and_counts_every_kind() {
+        let m = JobMetrics::new(1, 1);
+        let letters: Vec<_> = (0..25)
+            .map(|n| {
+                letter(
+                    n,
+                    if n % 5 == 0 {
+                        "truncated"
+                    } else {
+                        "bad-union-index"
+                    },
+                )
+            })
+            .collect();
+        m.note_dead_letters(&letters[..20]);
+        m.note_dead_letters(&letters[20..]);
+        let recent = m.recent_dead_letters();
+        assert_eq!(recent.len(), RECENT_DEAD_LETTERS);
+        assert_eq!(recent.first().map(|l| l.at_ms), Some(15));
+        assert_eq!(recent.last().map(|l| l.at_ms), Some(24));
+        assert_eq!(recent[0].payload_len, 3);
+        assert_eq!(recent[0].position, "offset 15");
+        assert_eq!(
+            m.dead_letters_by_kind(),
+            vec![
+                ("bad-union-index".to_owned(), 20),
+                ("truncated".to_owned(), 5)
+            ]
+        );
     }
 }

@@ -172,8 +172,11 @@ impl Actor {
         match result {
             Ok(metadata) => {
                 let id = metadata.checkpoint;
-                self.checkpoints.on_written(id, Ok(()), Instant::now());
-                if let Some(r) = self.checkpoints.history().rev().find(|r| r.id == id) {
+                if let Some(r) = self.checkpoints.on_written(id, Ok(()), Instant::now()) {
+                    self.config.metrics.checkpoint_completed(
+                        std::time::Duration::from_millis(r.duration_ms),
+                        r.incremental_bytes,
+                    );
                     tracing::info!(
                         checkpoint = id,
                         duration_ms = r.duration_ms,

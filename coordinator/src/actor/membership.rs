@@ -37,6 +37,7 @@ impl Actor {
                 metrics: None,
                 state: pb::DeploymentState::Unspecified,
                 presence: Presence::Active,
+                backpressure: BackpressureMeter::default(),
             },
         );
         self.membership_changed();
@@ -127,6 +128,10 @@ impl Actor {
             pb::worker_event::Event::Register(_) => {}
             pb::worker_event::Event::Heartbeat(h) => {
                 if let Some(m) = h.metrics.filter(|m| Some(m.generation) == current) {
+                    let now = worker.last_seen;
+                    worker
+                        .backpressure
+                        .observe(now, m.generation, m.source_wait_ms, m.sources);
                     worker.metrics = Some(m);
                 }
                 // The lease goes on. A full mailbox holds other commands,

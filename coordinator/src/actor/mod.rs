@@ -46,6 +46,7 @@ use weir_proto::convert::position_of;
 
 use weir_common::checkpoint::CheckpointStore;
 
+use crate::backpressure::BackpressureMeter;
 use crate::checkpoints::{CheckpointCoordinator, MetadataContext, Timing};
 use crate::kubernetes::{KubeError, ReplicasSeen, WorkerSet};
 use crate::raft_link::RaftLink;
@@ -89,6 +90,9 @@ pub struct CoordinatorConfig {
     /// TLS on the coordinator's ports, and how it dials the other
     /// coordinators (raft, proxied admin requests).
     pub tls: weir_proto::tls::Tls,
+    /// Histograms kept over the coordinator's life (shared with
+    /// `/metrics`; every actor it runs observes the same).
+    pub metrics: crate::metrics::CoordinatorMetrics,
 }
 
 impl CoordinatorConfig {
@@ -109,6 +113,7 @@ impl CoordinatorConfig {
             admin_auth: crate::auth::AdminAuth::open(),
             cluster_secret: weir_proto::auth::ClusterSecret::none(),
             tls: weir_proto::tls::Tls::none(),
+            metrics: crate::metrics::CoordinatorMetrics::default(),
         }
     }
 
@@ -315,6 +320,8 @@ struct Worker {
     /// State of its deployment of the current generation.
     state: pb::DeploymentState,
     presence: Presence,
+    /// The share of time its sources wait on full channels.
+    backpressure: BackpressureMeter,
 }
 
 /// Whether a worker stays.

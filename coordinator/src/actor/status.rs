@@ -144,6 +144,7 @@ impl Actor {
             restored_key_groups: metrics.iter().map(|(_, m)| m.restored_key_groups).sum(),
             restored_bytes: sum(|m| m.restored_bytes),
             raft: self.raft_status(),
+            latest_dead_letters: latest_dead_letters(&metrics),
             rescales,
             rescaling,
             desired_workers: self
@@ -200,6 +201,7 @@ impl Actor {
                     key_group_end: slot.map_or(0, |s| s.key_group_end),
                     records_in: w.metrics.as_ref().map_or(0, |m| m.records_in),
                     resident_bytes: w.metrics.as_ref().map_or(0, |m| m.resident_bytes),
+                    backpressure: w.backpressure.share(),
                 }
             })
             .collect();
@@ -210,4 +212,31 @@ impl Actor {
             workers,
         }
     }
+}
+
+/// How many dead letters the job status lists.
+const LATEST_DEAD_LETTERS: usize = 20;
+
+/// The newest dead letters the workers of the current generation reported.
+fn latest_dead_letters(metrics: &[(&str, &pb::WorkerMetrics)]) -> Vec<api::DeadLetterInfo> {
+    let mut all: Vec<api::DeadLetterInfo> = metrics
+        .iter()
+        .flat_map(|(id, m)| {
+            m.recent_dead_letters.iter().map(|l| api::DeadLetterInfo {
+                worker_id: (*id).to_owned(),
+                at_ms: l.at_ms,
+                source: l.source.clone(),
+                position: l.position.clone(),
+                records: l.records,
+                kind: l.kind.clone(),
+                error: l.error.clone(),
+                payload_len: l.payload_len,
+            })
+        })
+        .collect();
+    // Newest first; a worker's own order breaks ties (it sends oldest first).
+    all.reverse();
+    all.sort_by_key(|l| std::cmp::Reverse(l.at_ms));
+    all.truncate(LATEST_DEAD_LETTERS);
+    all
 }

@@ -246,25 +246,19 @@ async fn readyz(State((registry, shared, _)): State<HttpState>) -> impl IntoResp
 
 type HttpState = (Arc<ShuffleRegistry>, Arc<Shared>, String);
 
+/// `/metrics`: one registry, one exposition (see [`crate::prometheus`]).
 async fn metrics(State((registry, shared, id)): State<HttpState>) -> impl IntoResponse {
-    let mut out = String::new();
-    let connected = u8::from(shared.connected.load(Relaxed));
-    out.push_str(
-        "# HELP weir_worker_connected Whether the control stream to the coordinator is up.\n",
-    );
-    out.push_str("# TYPE weir_worker_connected gauge\n");
-    out.push_str(&format!(
-        "weir_worker_connected{{worker=\"{id}\"}} {connected}\n"
-    ));
+    let mut metrics = crate::prometheus::registry(&id);
+    crate::prometheus::register_node(&mut metrics, shared.connected.load(Relaxed));
     if let Some((generation, m)) = registry.current_metrics() {
-        crate::prometheus::render(&mut out, &id, generation, &m);
+        crate::prometheus::register_deployment(&mut metrics, generation, &m);
     }
     (
         [(
             axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4",
+            crate::prometheus::CONTENT_TYPE,
         )],
-        out,
+        crate::prometheus::encode(&metrics),
     )
 }
 
@@ -310,6 +304,21 @@ pub fn metrics_of(generation: u64, m: &JobMetrics) -> pb::WorkerMetrics {
         restored_checkpoint: m.restored_checkpoint.load(Relaxed),
         restored_key_groups: u32::try_from(m.restored_key_groups.load(Relaxed)).unwrap_or(u32::MAX),
         restored_bytes: m.restored_bytes.load(Relaxed),
+        source_wait_ms: m.source_wait_micros.load(Relaxed) / 1000,
+        sources: u32::try_from(m.local_sources()).unwrap_or(u32::MAX),
+        recent_dead_letters: m
+            .recent_dead_letters()
+            .into_iter()
+            .map(|l| pb::DeadLetterNote {
+                at_ms: l.at_ms,
+                source: l.source,
+                position: l.position,
+                records: l.records,
+                kind: l.kind,
+                error: l.error,
+                payload_len: l.payload_len,
+            })
+            .collect(),
     }
 }
 

@@ -23,7 +23,7 @@ pub mod pulsar;
 
 use std::collections::VecDeque;
 use std::future::Future;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -450,15 +450,18 @@ impl<R: PartitionReader> SourceTask<R> {
         }
         let outbox: Vec<(Route, Envelope)> = self.emitter.take_outbox().collect();
         for (route, envelope) in outbox {
+            if let Envelope::DeadLetters { letters, .. } = &envelope {
+                m.note_dead_letters(letters);
+            }
             let sent = match route {
                 Route::To(d) => match self.destinations.get(d) {
-                    Some(tx) => tx.send(envelope).await.is_ok(),
+                    Some(tx) => send_timed(tx, envelope, &m.source_wait_micros).await,
                     None => false,
                 },
                 Route::All => {
                     let mut ok = true;
                     for tx in &self.destinations {
-                        ok &= tx.send(envelope.clone()).await.is_ok();
+                        ok &= send_timed(tx, envelope.clone(), &m.source_wait_micros).await;
                     }
                     ok
                 }
@@ -468,5 +471,83 @@ impl<R: PartitionReader> SourceTask<R> {
             }
         }
         true
+    }
+}
+
+/// Sends `envelope`, adding the time spent waiting for room to `waited`
+/// (microseconds): the clock is read only when the channel is full, so an
+/// unhindered source pays nothing for the measurement, and a long wait is
+/// counted as it goes (every [`WAIT_TICK`]), not only once it ends, so that
+/// a source held back for minutes shows it meanwhile. `false` if the
+/// receiver is gone.
+async fn send_timed(tx: &mpsc::Sender<Envelope>, envelope: Envelope, waited: &AtomicU64) -> bool {
+    let envelope = match tx.try_send(envelope) {
+        Ok(()) => return true,
+        Err(mpsc::error::TrySendError::Closed(_)) => return false,
+        Err(mpsc::error::TrySendError::Full(envelope)) => envelope,
+    };
+    let count = |since: std::time::Instant| {
+        let micros = u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX);
+        waited.fetch_add(micros, Relaxed);
+    };
+    let mut since = std::time::Instant::now();
+    let room = tx.reserve();
+    tokio::pin!(room);
+    loop {
+        tokio::select! {
+            permit = &mut room => {
+                count(since);
+                return match permit {
+                    Ok(permit) => {
+                        permit.send(envelope);
+                        true
+                    }
+                    Err(_) => false,
+                };
+            }
+            _ = tokio::time::sleep(WAIT_TICK) => {
+                count(since);
+                since = std::time::Instant::now();
+            }
+        }
+    }
+}
+
+/// How often a long wait for room is added to the source's wait time.
+const WAIT_TICK: Duration = Duration::from_millis(250);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn idle() -> Envelope {
+        Envelope::Idle { input: 0 }
+    }
+
+    #[tokio::test]
+    async fn waiting_for_room_is_counted_while_it_lasts() {
+        let (tx, mut rx) = mpsc::channel(1);
+        let waited = Arc::new(AtomicU64::new(0));
+        assert!(send_timed(&tx, idle(), &waited).await);
+        assert_eq!(waited.load(Relaxed), 0, "room at once: no wait");
+
+        let (w, sender) = (waited.clone(), tx.clone());
+        let blocked = tokio::spawn(async move { send_timed(&sender, idle(), &w).await });
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let meanwhile = waited.load(Relaxed);
+        assert!(!blocked.is_finished(), "the channel is still full");
+        assert!(
+            meanwhile >= 400_000,
+            "counted while waiting: {meanwhile} µs"
+        );
+
+        assert!(rx.recv().await.is_some());
+        assert!(blocked.await.expect("the sender"));
+        let total = waited.load(Relaxed);
+        assert!(total >= 650_000, "the whole wait: {total} µs");
+        assert!(rx.recv().await.is_some(), "the waiting envelope arrived");
+
+        drop(rx);
+        assert!(!send_timed(&tx, idle(), &waited).await, "receiver gone");
     }
 }
