@@ -26,6 +26,8 @@ pub enum PulsarError {
     },
     #[error("cannot connect to Pulsar at {url}: {message}")]
     Connect { url: String, message: String },
+    #[error("Pulsar TLS settings: {0}")]
+    Tls(String),
     #[error("Pulsar at {url}: cannot look up topic {topic}: {message}")]
     Lookup {
         url: String,
@@ -72,17 +74,12 @@ pub async fn connect(c: &Connection) -> Result<Pulsar<TokioExecutor>, PulsarErro
             retry_delay: Duration::from_millis(500),
             max_retries: Some(20),
         });
-    let mut token = None;
-    if let Some(var) = &c.token_env {
-        let t = std::env::var(var)
-            .ok()
-            .filter(|t| !t.trim().is_empty())
-            .ok_or_else(|| PulsarError::TokenMissing(var.clone()))?;
+    let token = token(c)?;
+    if let Some(t) = &token {
         builder = builder.with_auth(pulsar::Authentication {
             name: "token".into(),
-            data: t.trim().as_bytes().to_vec(),
+            data: t.as_bytes().to_vec(),
         });
-        token = Some(t.trim().to_owned());
     }
     if let Some(path) = &c.tls_ca_file {
         builder = builder
@@ -109,6 +106,121 @@ pub async fn connect(c: &Connection) -> Result<Pulsar<TokioExecutor>, PulsarErro
                 message,
             })
         }
+    }
+}
+
+/// The token named by `token_env`, if any.
+fn token(c: &Connection) -> Result<Option<String>, PulsarError> {
+    let Some(var) = &c.token_env else {
+        return Ok(None);
+    };
+    std::env::var(var)
+        .ok()
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty())
+        .map(Some)
+        .ok_or_else(|| PulsarError::TokenMissing(var.clone()))
+}
+
+/// The credentials and TLS settings of Weir's own consumer connections
+/// ([`weir_pulsar_wire::WireConsumer`]), the same as the client's: the
+/// token, and for `pulsar+ssl://` the CA file's certificates (else the
+/// usual public roots), or no verification with `tls_allow_insecure`.
+pub fn wire_settings(c: &Connection) -> Result<WireSettings, PulsarError> {
+    let auth = token(c)?.map(|t| weir_pulsar_wire::Auth {
+        method: "token".into(),
+        data: t.into_bytes(),
+    });
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| PulsarError::Tls(e.to_string()))?;
+    let config = if c.tls_allow_insecure {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(std::sync::Arc::new(AnyCertificate(provider)))
+            .with_no_client_auth()
+    } else {
+        let mut roots = rustls::RootCertStore::empty();
+        match &c.tls_ca_file {
+            Some(path) => {
+                use rustls::pki_types::pem::PemObject;
+                let ca_error = |e: &dyn std::fmt::Display| PulsarError::CaFile {
+                    path: path.display().to_string(),
+                    source: std::io::Error::other(e.to_string()),
+                };
+                for cert in rustls::pki_types::CertificateDer::pem_file_iter(path)
+                    .map_err(|e| ca_error(&e))?
+                {
+                    roots
+                        .add(cert.map_err(|e| ca_error(&e))?)
+                        .map_err(|e| ca_error(&e))?;
+                }
+            }
+            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        }
+        builder.with_root_certificates(roots).with_no_client_auth()
+    };
+    Ok(WireSettings {
+        auth,
+        tls: std::sync::Arc::new(config),
+    })
+}
+
+/// See [`wire_settings`].
+#[derive(Clone, Debug)]
+pub struct WireSettings {
+    pub auth: Option<weir_pulsar_wire::Auth>,
+    pub tls: std::sync::Arc<rustls::ClientConfig>,
+}
+
+/// `tls_allow_insecure`: any certificate is accepted (signatures are still
+/// checked, so the handshake itself is sound).
+#[derive(Debug)]
+struct AnyCertificate(std::sync::Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 

@@ -4,8 +4,10 @@ Usage: pulsar_produce_raw.py URL TOPIC FILE
 
 FILE has one message per line: `KEY HEX-PAYLOAD`. The first half is sent
 one message at a time (no batching), the rest in batches of up to 50, so a
-reader sees both plain and batched entries. Each producer is flushed before
-the next starts, which keeps every key's messages in order.
+reader sees both plain and batched entries; the batched half is split into
+five runs, uncompressed and compressed with each codec the client offers
+(LZ4, ZLib, ZSTD, Snappy). Each producer is flushed before the next starts,
+which keeps every key's messages in order.
 """
 
 import sys
@@ -31,14 +33,21 @@ def main():
         plain.send_async(bytes.fromhex(payload), done, partition_key=key)
     plain.flush()
     plain.close()
-    batched = client.create_producer(topic, batching_enabled=True,
-                                     batching_max_messages=50,
-                                     batching_max_publish_delay_ms=5,
-                                     max_pending_messages=5000, block_if_queue_full=True)
-    for key, payload in messages[half:]:
-        batched.send_async(bytes.fromhex(payload), done, partition_key=key)
-    batched.flush()
-    batched.close()
+    codecs = [pulsar.CompressionType.NONE, pulsar.CompressionType.LZ4,
+              pulsar.CompressionType.ZLib, pulsar.CompressionType.ZSTD,
+              pulsar.CompressionType.SNAPPY]
+    rest = messages[half:]
+    run = -(-len(rest) // len(codecs))
+    for i, codec in enumerate(codecs):
+        batched = client.create_producer(topic, batching_enabled=True,
+                                         batching_max_messages=50,
+                                         batching_max_publish_delay_ms=5,
+                                         compression_type=codec,
+                                         max_pending_messages=5000, block_if_queue_full=True)
+        for key, payload in rest[i * run:(i + 1) * run]:
+            batched.send_async(bytes.fromhex(payload), done, partition_key=key)
+        batched.flush()
+        batched.close()
     client.close()
     if failures:
         print("FAILED: %d sends: %s" % (len(failures), failures[:3]), file=sys.stderr)

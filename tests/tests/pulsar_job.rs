@@ -212,7 +212,7 @@ fn produced_readings_through_four_partitions_match_in_clickhouse() {
 }
 
 #[test]
-fn messages_from_the_official_python_client_are_read() {
+fn messages_from_the_official_python_client_are_read_plain_batched_and_compressed() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path();
     let broker = broker_with(3);
@@ -261,6 +261,19 @@ fn messages_from_the_official_python_client_are_read() {
         entries > 10_000 && entries < 15_000,
         "half the messages are batched: {entries} entries"
     );
+    // ... and the batches come with each codec the client offers.
+    let mut codecs = std::collections::BTreeMap::new();
+    for p in 0..3 {
+        for (codec, n) in broker.entries_by_codec(&partition(TOPIC, p)) {
+            *codecs.entry(codec).or_insert(0) += n;
+        }
+    }
+    for codec in ["NONE", "LZ4", "ZLIB", "ZSTD", "SNAPPY"] {
+        assert!(
+            codecs.get(codec).copied().unwrap_or(0) > 0,
+            "entries compressed with {codec}: {codecs:?}"
+        );
+    }
 
     let out = dir.join("out");
     let mut job = weir(

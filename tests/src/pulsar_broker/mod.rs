@@ -157,6 +157,22 @@ impl TestBroker {
         })
     }
 
+    /// Entries of a partition by compression codec (`NONE`, `LZ4`, ...).
+    pub fn entries_by_codec(&self, partition: &str) -> std::collections::BTreeMap<String, usize> {
+        self.with(|b| {
+            let mut by = std::collections::BTreeMap::new();
+            if let Some(log) = b.logs.get(&full_name(partition)) {
+                for e in &log.entries {
+                    let codec =
+                        proto::CompressionType::try_from(e.metadata.compression.unwrap_or(0))
+                            .map_or_else(|_| "unknown".to_owned(), |c| c.as_str_name().to_owned());
+                    *by.entry(codec).or_insert(0) += 1;
+                }
+            }
+            by
+        })
+    }
+
     /// Appends one raw, unbatched message to a partition, as if a producer
     /// had sent it; returns its (ledger, entry) id.
     pub fn inject(&self, partition: &str, key: Option<&str>, data: &[u8]) -> (u64, u64) {

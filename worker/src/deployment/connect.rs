@@ -30,7 +30,9 @@ pub(super) async fn open_pulsar(
     if mine.is_empty() {
         return Ok(readers);
     }
-    let client = weir_common::pulsar::connect(&weir_common::pulsar::Connection::from(spec))
+    let connection = weir_common::pulsar::Connection::from(spec);
+    let wire = weir_common::pulsar::wire_settings(&connection).map_err(SourceError::from)?;
+    let client = weir_common::pulsar::connect(&connection)
         .await
         .map_err(SourceError::from)?;
     for input in mine {
@@ -45,6 +47,7 @@ pub(super) async fn open_pulsar(
         };
         let reader = PulsarReader::open(
             client.clone(),
+            wire.clone(),
             pulsar_partition(plan, spec, topic),
             message_plan.clone(),
             start,

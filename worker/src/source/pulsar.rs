@@ -12,15 +12,19 @@
 //! up to the positions of completed checkpoints, so it is where a job
 //! without a checkpoint starts.
 //!
-//! Broker connections are the client's to keep: when one drops, the
-//! consumer reconnects and the broker sends every unacknowledged message
-//! again; the reader drops those it has already handed on (positions only
-//! grow within a partition). If the consumer itself gives up, the reader
-//! makes a new one, with backoff, for as long as it takes.
+//! The reading consumer is Weir's own ([`weir_pulsar_wire::WireConsumer`]:
+//! one connection per partition, entries handed out as views of the read
+//! buffer, batches split without copying, a hardware CRC-32C); the
+//! `pulsar` crate's client does the rest (lookups and redirects, moving the
+//! subscription, the schema registry, the last message id). When the
+//! connection drops the reader looks the partition up and subscribes again,
+//! with backoff, for as long as it takes; the broker sends every
+//! unacknowledged message again and the reader drops those it has already
+//! handed on (positions only grow within a partition).
 
 use std::time::Duration;
 
-use futures::{FutureExt, StreamExt};
+use futures::FutureExt;
 use pulsar::consumer::InitialPosition;
 use pulsar::proto::command_subscribe::SubType;
 use pulsar::{Consumer, ConsumerOptions, Pulsar, TokioExecutor};
@@ -28,9 +32,14 @@ use tokio::time::Instant;
 use weir_common::avro::DecodePlan;
 use weir_common::error_chain::error_chain;
 use weir_common::position::Position;
-use weir_common::pulsar::{ack_id_for, position_of, seek_id_for};
+use weir_common::pulsar::WireSettings;
+use weir_common::pulsar::{ack_id_for, seek_id_for};
 use weir_common::reading::Reading;
 use weir_common::spec::EventTimeFallback;
+use weir_pulsar_wire::{
+    messages, Decompressor, Delivery, Endpoint, Event, WireConsumer, DEFAULT_MAX_MESSAGE_SIZE,
+    DEFAULT_MAX_UNCOMPRESSED_SIZE,
+};
 
 use super::{PartitionReader, Pulled, SourceError};
 use crate::emitter::Emitter;
@@ -39,9 +48,14 @@ use pulsar::proto::MessageIdData;
 /// How long one pull waits for a message before letting the source task
 /// flush and check for idleness.
 const POLL: Duration = Duration::from_millis(100);
-/// Messages taken in one pull at most (beyond the first, only those that
-/// have already arrived).
-const DRAIN: usize = 4096;
+/// Messages taken in one pull at most (beyond the first entry, only
+/// entries that have already arrived). Small enough that the source's rate
+/// limit, applied between pulls, stays fine-grained with entries of up to a
+/// thousand messages; large enough that a pull's fixed cost (a timer) is
+/// nothing per message.
+const DRAIN: usize = 1024;
+/// How long connecting, the handshake and subscribing may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const RETRY_MIN: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(5);
 
@@ -74,8 +88,12 @@ pub enum PulsarStart {
 
 pub struct PulsarReader {
     client: Pulsar<TokioExecutor>,
+    /// Credentials and TLS for the reading consumer's connections.
+    wire: WireSettings,
     partition: PulsarPartition,
-    consumer: Option<Consumer<Vec<u8>, TokioExecutor>>,
+    consumer: Option<WireConsumer>,
+    /// Decompresses entries (one buffer, reused).
+    decompressor: Decompressor,
     plan: DecodePlan,
     start: PulsarStart,
     /// The last position handed on.
@@ -102,6 +120,7 @@ impl PulsarReader {
     /// received messages is full.
     pub async fn open(
         client: Pulsar<TokioExecutor>,
+        wire: WireSettings,
         partition: PulsarPartition,
         plan: Option<DecodePlan>,
         start: PulsarStart,
@@ -137,8 +156,10 @@ impl PulsarReader {
         };
         Ok(PulsarReader {
             client,
+            wire,
             partition,
             consumer: None,
+            decompressor: Decompressor::new(DEFAULT_MAX_UNCOMPRESSED_SIZE),
             plan,
             start,
             last: None,
@@ -193,7 +214,8 @@ impl PulsarReader {
             })?;
             tracing::info!(topic = %self.partition.topic, ?start, "subscription moved");
         }
-        let consumer = subscribe(&self.client, &self.partition, self.partition.receiver_queue)
+        let consumer = self
+            .subscribe()
             .await
             .map_err(|e| topic_error(format!("cannot subscribe: {e}")))?;
         self.consumer = Some(consumer);
@@ -212,8 +234,37 @@ impl PulsarReader {
         self.retry_delay = (self.retry_delay * 2).min(RETRY_MAX);
     }
 
+    /// Looks the partition up (following redirects) and subscribes on a
+    /// connection of the reader's own.
+    async fn subscribe(&self) -> Result<WireConsumer, String> {
+        let broker = self
+            .client
+            .lookup_topic(self.partition.topic.clone())
+            .await
+            .map_err(|e| format!("lookup: {}", error_chain(&e)))?;
+        let endpoint = Endpoint::from_url(
+            broker.url.as_str(),
+            broker.proxy.then(|| broker.broker_url.clone()),
+        )
+        .map_err(|e| e.to_string())?;
+        let options = weir_pulsar_wire::ConsumerOptions {
+            topic: self.partition.topic.clone(),
+            subscription: self.partition.subscription.clone(),
+            consumer_name: self.partition.consumer_name.clone(),
+            sub_type: SubType::Failover,
+            receiver_queue: self.partition.receiver_queue.max(1),
+            auth: self.wire.auth.clone(),
+            tls: Some(self.wire.tls.clone()),
+            timeout: CONNECT_TIMEOUT,
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+        };
+        WireConsumer::subscribe(&endpoint, &options)
+            .await
+            .map_err(|e| error_chain(&e))
+    }
+
     async fn reconnect(&mut self) {
-        match subscribe(&self.client, &self.partition, self.partition.receiver_queue).await {
+        match self.subscribe().await {
             Ok(c) => {
                 if self.failures > 0 {
                     tracing::info!(topic = %self.partition.topic, after_failures = self.failures, "Pulsar consumer reconnected");
@@ -228,71 +279,187 @@ impl PulsarReader {
         }
     }
 
-    /// Handles what the consumer stream gave; `false` if the consumer is gone.
+    /// Handles what the consumer gave: the messages handed on, or `None`
+    /// if the consumer is gone.
     fn take(
         &mut self,
-        item: Option<Result<pulsar::consumer::Message<Vec<u8>>, pulsar::Error>>,
+        item: Result<Event, weir_pulsar_wire::ConsumerError>,
         out: &mut Emitter,
-    ) -> bool {
+    ) -> Option<usize> {
         match item {
-            Some(Ok(message)) => {
-                self.handle(&message, out);
-                true
+            Ok(Event::Message(delivery)) => Some(self.handle(&delivery, out)),
+            Ok(Event::Corrupt { message, error }) => {
+                // The frame's bytes are gone: what can be said of it is kept.
+                let position = Position::Pulsar {
+                    ledger: message.ledger_id,
+                    entry: message.entry_id,
+                    batch: -1,
+                };
+                if self.last.is_some_and(|last| position <= last) {
+                    return Some(0);
+                }
+                self.last = Some(position);
+                self.last_complete = true;
+                if out.consumed(position) {
+                    out.dead_letter(
+                        position.to_string(),
+                        0,
+                        "corrupt-frame",
+                        format!("entry {position} arrived damaged: {error}"),
+                        &[],
+                    );
+                }
+                Some(0)
             }
-            Some(Err(e)) => {
+            Err(e) => {
                 self.lost(&error_chain(&e));
-                false
-            }
-            None => {
-                self.lost("the consumer stream ended");
-                false
+                None
             }
         }
     }
 
-    fn handle(&mut self, message: &pulsar::consumer::Message<Vec<u8>>, out: &mut Emitter) {
-        let position = position_of(message.message_id());
-        if self.last.is_some_and(|last| position <= last) {
-            self.redelivered += 1;
-            return;
-        }
-        self.last = Some(position);
-        self.last_complete = match (
-            message.message_id().batch_index,
-            message.metadata().num_messages_in_batch,
-        ) {
-            (Some(index), Some(n)) if index >= 0 => index.saturating_add(1) >= n,
-            _ => true,
+    /// Hands on the messages of one entry (skipping those handed on
+    /// before); returns how many it held.
+    fn handle(&mut self, delivery: &Delivery, out: &mut Emitter) -> usize {
+        let PulsarReader {
+            decompressor,
+            plan,
+            scratch,
+            last,
+            last_complete,
+            redelivered,
+            partition,
+            ..
+        } = self;
+        let id = &delivery.message_id;
+        let (ledger, entry) = (id.ledger_id, id.entry_id);
+        let meta = &delivery.payload.metadata;
+        let count = meta.num_messages_in_batch;
+        let whole = Position::Pulsar {
+            ledger,
+            entry,
+            batch: -1,
         };
-        let data = &message.payload.data;
-        match self.plan.decode(data, &mut self.scratch) {
-            Ok(()) => {
-                if self.scratch.timestamp_ms <= 0 {
-                    let meta = message.metadata();
-                    let fallback = match self.partition.fallback {
-                        EventTimeFallback::None => None,
-                        EventTimeFallback::MessageEventTime => meta.event_time.filter(|&t| t > 0),
-                        EventTimeFallback::PublishTime => Some(meta.publish_time),
-                    };
-                    if let Some(t) = fallback {
-                        self.scratch.timestamp_ms = i64::try_from(t).unwrap_or(i64::MAX);
-                    }
-                }
-                out.reading(&self.scratch, position);
+        // The whole entry is lost to a dead letter: its bytes (compressed,
+        // or the batch as it came) are what can be kept.
+        let mut entry_letter = |kind: &str, error: String, out: &mut Emitter| {
+            if last.is_some_and(|l| whole <= l) {
+                return;
             }
-            Err(e) => {
-                if !out.consumed(position) {
-                    return; // its dead letter was written before the checkpoint
-                }
+            *last = Some(whole);
+            *last_complete = true;
+            if out.consumed(whole) {
+                let records = count.and_then(|n| u64::try_from(n).ok()).unwrap_or(1);
                 out.dead_letter(
-                    position.to_string(),
-                    1,
-                    e.kind_name(),
-                    format!("message {position} is not a datum of the writer schema: {e}"),
-                    data,
+                    whole.to_string(),
+                    records,
+                    kind,
+                    error,
+                    &delivery.payload.data,
                 );
             }
+        };
+        let data = match decompressor.decompress(meta, &delivery.payload.data) {
+            Ok(data) => data,
+            Err(e) => {
+                entry_letter(
+                    "bad-compression",
+                    format!("entry {whole} cannot be decompressed: {e}"),
+                    out,
+                );
+                return count.and_then(|n| usize::try_from(n).ok()).unwrap_or(1);
+            }
+        };
+        let entries = match messages(meta, data) {
+            Ok(entries) => entries,
+            Err(e) => {
+                entry_letter(
+                    "corrupt-batch",
+                    format!("entry {whole} is not a batch: {e}"),
+                    out,
+                );
+                return 0;
+            }
+        };
+        let mut handed = 0;
+        for item in entries {
+            let (index, fields, bytes) = match item {
+                Ok(m) => m,
+                Err(e) => {
+                    // The rest of the batch cannot be found.
+                    let from = e.index().unwrap_or(0);
+                    let position = Position::Pulsar {
+                        ledger,
+                        entry,
+                        batch: from,
+                    };
+                    if last.is_some_and(|l| position <= l) {
+                        break;
+                    }
+                    *last = Some(position);
+                    *last_complete = true;
+                    if out.consumed(position) {
+                        let rest = count.map_or(1, |n| n.saturating_sub(from).max(1));
+                        out.dead_letter(
+                            position.to_string(),
+                            u64::try_from(rest).unwrap_or(1),
+                            "corrupt-batch",
+                            format!("entry {whole}: message {from} and those after it cannot be read: {e}"),
+                            &[],
+                        );
+                    }
+                    break;
+                }
+            };
+            handed += 1;
+            let position = Position::Pulsar {
+                ledger,
+                entry,
+                batch: index.unwrap_or(-1),
+            };
+            if last.is_some_and(|l| position <= l) {
+                *redelivered += 1;
+                continue;
+            }
+            *last = Some(position);
+            *last_complete = match (index, count) {
+                (Some(i), Some(n)) => i.saturating_add(1) >= n,
+                _ => true,
+            };
+            if fields.compacted_out {
+                continue;
+            }
+            match plan.decode(bytes, scratch) {
+                Ok(()) => {
+                    if scratch.timestamp_ms <= 0 {
+                        let fallback = match partition.fallback {
+                            EventTimeFallback::None => None,
+                            EventTimeFallback::MessageEventTime => {
+                                fields.event_time.or(meta.event_time.filter(|&t| t > 0))
+                            }
+                            EventTimeFallback::PublishTime => Some(meta.publish_time),
+                        };
+                        if let Some(t) = fallback {
+                            scratch.timestamp_ms = i64::try_from(t).unwrap_or(i64::MAX);
+                        }
+                    }
+                    out.reading(scratch, position);
+                }
+                Err(e) => {
+                    if !out.consumed(position) {
+                        continue; // its dead letter was written before the checkpoint
+                    }
+                    out.dead_letter(
+                        position.to_string(),
+                        1,
+                        e.kind_name(),
+                        format!("message {position} is not a datum of the writer schema: {e}"),
+                        bytes,
+                    );
+                }
+            }
         }
+        handed
     }
 
     fn nothing_arrived(&self) -> Pulled {
@@ -323,19 +490,18 @@ impl PartitionReader for PulsarReader {
         };
         // One clock read per pull, not per message.
         self.last_message = Instant::now();
-        if !self.take(first, out) {
+        let Some(mut taken) = self.take(first, out) else {
             return Ok(Pulled::WaitUntil(self.retry_at));
-        }
-        for _ in 0..DRAIN {
+        };
+        while taken < DRAIN {
             let Some(consumer) = self.consumer.as_mut() else {
                 break;
             };
             match consumer.next().now_or_never() {
-                Some(item) => {
-                    if !self.take(item, out) {
-                        break;
-                    }
-                }
+                Some(item) => match self.take(item, out) {
+                    Some(n) => taken += n.max(1),
+                    None => break,
+                },
                 None => break,
             }
         }
@@ -365,11 +531,9 @@ impl PartitionReader for PulsarReader {
         // An acknowledgment that does not arrive is made good by a later
         // one (they are cumulative) or, at worst, by skipping what the
         // broker sends again.
-        if let Err(e) = consumer
-            .cumulative_ack_with_id(&self.partition.topic, id)
-            .await
-        {
+        if let Err(e) = consumer.ack_cumulative(id).await {
             tracing::debug!(topic = %self.partition.topic, error = %error_chain(&e), "acknowledgment not sent");
+            self.lost(&error_chain(&e));
         }
     }
 }
