@@ -26,6 +26,7 @@ pub mod avro;
 pub mod checkpoint;
 pub mod dead_letter;
 pub mod error_chain;
+pub mod exposition;
 pub mod generator;
 pub mod input;
 pub mod keygroup;

@@ -11,19 +11,17 @@
 //! family as PromQL reads it: a test below holds it to the output, and the
 //! chart's tests hold the Grafana dashboard and the alerts to it.
 
-use std::sync::atomic::AtomicU64;
-
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+use weir_common::exposition::{counter, float, signed, unsigned, FloatGauge};
 use weir_proto::admin as api;
 
 use crate::metrics::CoordinatorMetrics;
 
-/// What [`encode`] writes.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub use weir_common::exposition::{encode, CONTENT_TYPE};
 
 /// Every metric family the coordinator exposes, by the name queries use (a
 /// counter's with `_total`, a histogram's without `_bucket`), and its type.
@@ -103,33 +101,6 @@ struct PartitionLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct WorkerLabel {
     worker: String,
-}
-
-type FloatGauge = Gauge<f64, AtomicU64>;
-type UnsignedGauge = Gauge<u64, AtomicU64>;
-
-fn counter(v: u64) -> Counter {
-    let c = Counter::default();
-    c.inc_by(v);
-    c
-}
-
-fn signed(v: i64) -> Gauge {
-    let g = Gauge::default();
-    g.set(v);
-    g
-}
-
-fn unsigned(v: u64) -> UnsignedGauge {
-    let g = UnsignedGauge::default();
-    g.set(v);
-    g
-}
-
-fn float(v: f64) -> FloatGauge {
-    let g = FloatGauge::default();
-    g.set(v);
-    g
 }
 
 fn seconds(ms: u64) -> f64 {
@@ -348,36 +319,14 @@ pub fn register_leadership(registry: &mut Registry, leads: bool, raft: Option<&a
     );
 }
 
-/// The exposition of `registry`, ending in `# EOF`.
-pub fn encode(registry: &Registry) -> String {
-    let mut out = String::new();
-    prometheus_client::encoding::text::encode(&mut out, registry)
-        .expect("encoding into a String cannot fail");
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::{BTreeMap, BTreeSet};
     use std::time::Duration;
 
-    use super::*;
+    use weir_common::exposition::families;
 
-    /// The families of an exposition, by the name queries use, with their
-    /// type (from the `# TYPE` lines).
-    fn families(text: &str) -> BTreeSet<(String, String)> {
-        text.lines()
-            .filter_map(|l| l.strip_prefix("# TYPE "))
-            .map(|l| {
-                let (name, kind) = l.split_once(' ').expect("# TYPE name kind");
-                let name = match kind {
-                    "counter" => format!("{name}_total"),
-                    _ => name.to_owned(),
-                };
-                (name, kind.to_owned())
-            })
-            .collect()
-    }
+    use super::*;
 
     fn job() -> api::JobStatus {
         api::JobStatus {

@@ -18,11 +18,11 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+use weir_common::exposition::{counter, signed, unsigned};
 
 use crate::metrics::JobMetrics;
 
-/// What [`encode`] writes.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub use weir_common::exposition::{encode, CONTENT_TYPE};
 
 /// Every metric family a worker exposes, by the name queries use (a
 /// counter's with `_total`), and its type.
@@ -62,26 +62,6 @@ struct InputLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabel {
     kind: String,
-}
-
-type UnsignedGauge = Gauge<u64, AtomicU64>;
-
-fn counter(v: u64) -> Counter {
-    let c = Counter::default();
-    c.inc_by(v);
-    c
-}
-
-fn signed(v: i64) -> Gauge {
-    let g = Gauge::default();
-    g.set(v);
-    g
-}
-
-fn unsigned(v: u64) -> UnsignedGauge {
-    let g = UnsignedGauge::default();
-    g.set(v);
-    g
 }
 
 /// An empty registry whose every series is labelled `worker="<worker>"`.
@@ -247,37 +227,15 @@ pub fn register_deployment(registry: &mut Registry, generation: u64, m: &JobMetr
     );
 }
 
-/// The exposition of `registry`, ending in `# EOF`.
-pub fn encode(registry: &Registry) -> String {
-    let mut out = String::new();
-    prometheus_client::encoding::text::encode(&mut out, registry)
-        .expect("encoding into a String cannot fail");
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
 
     use weir_common::dead_letter::DeadLetter;
 
-    use super::*;
+    use weir_common::exposition::families;
 
-    /// The families of an exposition, by the name queries use, with their
-    /// type (from the `# TYPE` lines).
-    fn families(text: &str) -> BTreeSet<(String, String)> {
-        text.lines()
-            .filter_map(|l| l.strip_prefix("# TYPE "))
-            .map(|l| {
-                let (name, kind) = l.split_once(' ').expect("# TYPE name kind");
-                let name = match kind {
-                    "counter" => format!("{name}_total"),
-                    _ => name.to_owned(),
-                };
-                (name, kind.to_owned())
-            })
-            .collect()
-    }
+    use super::*;
 
     fn has(text: &str, line: &str) {
         assert!(text.lines().any(|l| l == line), "no `{line}` in\n{text}");
