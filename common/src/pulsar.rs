@@ -89,16 +89,15 @@ pub async fn connect(c: &Connection) -> Result<Pulsar<TokioExecutor>, PulsarErro
                 source,
             })?;
     }
-    if c.tls_allow_insecure {
-        builder = builder
-            .with_allow_insecure_connection(true)
-            .with_tls_hostname_verification_enabled(false);
-    }
     match builder.build().await {
         Ok(client) => Ok(client),
         Err(e) => {
             let mut message = error_chain(&e);
-            if let Some(reason) = refusal(&c.url, token.as_deref()).await {
+            let reason = match tls_refusal(c).await {
+                Some(reason) => Some(reason),
+                None => refusal(&c.url, token.as_deref()).await,
+            };
+            if let Some(reason) = reason {
                 message = format!("{reason} ({message})");
             }
             Err(PulsarError::Connect {
@@ -125,42 +124,35 @@ fn token(c: &Connection) -> Result<Option<String>, PulsarError> {
 /// The credentials and TLS settings of Weir's own consumer connections
 /// ([`weir_pulsar_wire::WireConsumer`]), the same as the client's: the
 /// token, and for `pulsar+ssl://` the CA file's certificates (else the
-/// usual public roots), or no verification with `tls_allow_insecure`.
+/// usual public roots).
 pub fn wire_settings(c: &Connection) -> Result<WireSettings, PulsarError> {
     let auth = token(c)?.map(|t| weir_pulsar_wire::Auth {
         method: "token".into(),
         data: t.into_bytes(),
     });
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| PulsarError::Tls(e.to_string()))?;
-    let config = if c.tls_allow_insecure {
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(std::sync::Arc::new(AnyCertificate(provider)))
-            .with_no_client_auth()
-    } else {
-        let mut roots = rustls::RootCertStore::empty();
-        match &c.tls_ca_file {
-            Some(path) => {
-                use rustls::pki_types::pem::PemObject;
-                let ca_error = |e: &dyn std::fmt::Display| PulsarError::CaFile {
-                    path: path.display().to_string(),
-                    source: std::io::Error::other(e.to_string()),
-                };
-                for cert in rustls::pki_types::CertificateDer::pem_file_iter(path)
-                    .map_err(|e| ca_error(&e))?
-                {
-                    roots
-                        .add(cert.map_err(|e| ca_error(&e))?)
-                        .map_err(|e| ca_error(&e))?;
-                }
+    let mut roots = rustls::RootCertStore::empty();
+    match &c.tls_ca_file {
+        Some(path) => {
+            use rustls::pki_types::pem::PemObject;
+            let ca_error = |e: &dyn std::fmt::Display| PulsarError::CaFile {
+                path: path.display().to_string(),
+                source: std::io::Error::other(e.to_string()),
+            };
+            for cert in
+                rustls::pki_types::CertificateDer::pem_file_iter(path).map_err(|e| ca_error(&e))?
+            {
+                roots
+                    .add(cert.map_err(|e| ca_error(&e))?)
+                    .map_err(|e| ca_error(&e))?;
             }
-            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
         }
-        builder.with_root_certificates(roots).with_no_client_auth()
-    };
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let config = builder.with_root_certificates(roots).with_no_client_auth();
     Ok(WireSettings {
         auth,
         tls: std::sync::Arc::new(config),
@@ -174,53 +166,29 @@ pub struct WireSettings {
     pub tls: std::sync::Arc<rustls::ClientConfig>,
 }
 
-/// `tls_allow_insecure`: any certificate is accepted (signatures are still
-/// checked, so the handshake itself is sound).
-#[derive(Debug)]
-struct AnyCertificate(std::sync::Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &rustls::pki_types::CertificateDer<'_>,
-        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
-        _server_name: &rustls::pki_types::ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+/// The client library reports a failed TLS handshake (an unknown issuer,
+/// a name that does not match) only as "fatal error when connecting", so
+/// for `pulsar+ssl://` Weir repeats the handshake itself, with the same
+/// settings, to name the cause. `None` when it succeeds or the broker is
+/// unreachable.
+async fn tls_refusal(c: &Connection) -> Option<String> {
+    const WAIT: Duration = Duration::from_secs(5);
+    let addr = c
+        .url
+        .trim()
+        .strip_prefix("pulsar+ssl://")?
+        .trim_end_matches('/');
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    let settings = wire_settings(c).ok()?;
+    let name = rustls::pki_types::ServerName::try_from(host.to_owned()).ok()?;
+    let tcp = tokio::time::timeout(WAIT, tokio::net::TcpStream::connect(addr))
+        .await
+        .ok()?
+        .ok()?;
+    let handshake = tokio_rustls::TlsConnector::from(settings.tls).connect(name, tcp);
+    match tokio::time::timeout(WAIT, handshake).await.ok()? {
+        Ok(_) => None,
+        Err(e) => Some(format!("the TLS handshake failed: {e}")),
     }
 }
 

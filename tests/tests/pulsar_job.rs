@@ -15,7 +15,7 @@ use weir_tests::clickhouse::ClickHouse;
 use weir_tests::cluster::Cluster;
 use weir_tests::expected::{assert_rows_match, compute, rows_from_json_lines, Expected};
 use weir_tests::process::Proc;
-use weir_tests::pulsar_broker::{BrokerConfig, TestBroker};
+use weir_tests::pulsar_broker::{BrokerConfig, BrokerTls, TestBroker};
 use weir_tests::{
     args, generate, jsonl, read_partitions, summary_number, wait_for, weir, weir_bin,
 };
@@ -755,4 +755,185 @@ fn a_killed_worker_of_a_pulsar_job_is_restored_from_its_checkpoint() {
     );
     again.wait_success(Duration::from_secs(60));
     assert_eq!(summary_number(&again.stdout(), "records read"), 0);
+}
+
+/// A CA (its PEM file under `dir`) and the broker's identity: a
+/// certificate for 127.0.0.1 signed by that CA, with its key.
+fn broker_certificates(dir: &Path) -> (PathBuf, BrokerTls) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca =
+        CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("key")).expect("CA");
+    let key = KeyPair::generate().expect("key");
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .expect("params")
+        .signed_by(&key, &*ca)
+        .expect("certificate");
+    let ca_file = dir.join("pulsar-ca.crt");
+    std::fs::write(&ca_file, ca.pem()).expect("write the CA");
+    let identity = BrokerTls {
+        certificate_chain_pem: cert.pem(),
+        private_key_pem: key.serialize_pem(),
+    };
+    (ca_file, identity)
+}
+
+/// `weir` with `args` and `token` in `WEIR_TEST_PULSAR_TOKEN`.
+fn weir_with_token(dir: &Path, name: &str, args: &[String], token: &str) -> Proc {
+    let mut cmd = Command::new(weir_bin());
+    cmd.args(args)
+        .env("WEIR_TEST_PULSAR_TOKEN", token)
+        .env("WEIR_LOG", "info")
+        .env("NO_COLOR", "1");
+    Proc::spawn(name, cmd, dir)
+}
+
+/// A TLS test broker with the token `s3cret` and two partitions, and the
+/// PEM file of the CA that signed its certificate.
+fn tls_broker(dir: &Path) -> (TestBroker, PathBuf) {
+    let (ca, identity) = broker_certificates(dir);
+    let broker = TestBroker::start(BrokerConfig {
+        partitions: 2,
+        token: Some("s3cret".into()),
+        tls: Some(identity),
+        ..BrokerConfig::default()
+    })
+    .expect("start the TLS test broker");
+    assert!(
+        broker.url().starts_with("pulsar+ssl://127.0.0.1:"),
+        "{}",
+        broker.url()
+    );
+    (broker, ca)
+}
+
+const TOKEN_FLAGS: [&str; 2] = ["--token-env", "WEIR_TEST_PULSAR_TOKEN"];
+
+/// Publishes `stream` with `weir produce` over TLS, trusting `ca`.
+fn produce_tls(dir: &Path, stream: &Stream, url: &str, ca: &Path) {
+    let mut a = args(&["produce", "--quiet", "--pulsar", url, "--topic", TOPIC]);
+    a.extend(args(&TOKEN_FLAGS));
+    a.extend(args(&["--tls-ca-file", &ca.display().to_string()]));
+    a.extend(stream.common_args());
+    a.extend(args(&["--event-rate", &stream.rate.to_string()]));
+    let mut produce = weir_with_token(dir, "produce", &a, "s3cret");
+    produce.wait_success(Duration::from_secs(120));
+    assert!(
+        produce
+            .stdout()
+            .contains(&format!("weir produce: {} messages", group(stream.records))),
+        "{}",
+        produce.logs()
+    );
+}
+
+/// A job spec file with the TLS settings (they are spec keys, with no
+/// flag). A spec is checked on its own, before the flags apply, so it
+/// names the pulsar+ssl:// URL too.
+fn tls_spec(dir: &Path, name: &str, url: &str, settings: &str) -> PathBuf {
+    let spec = dir.join(name);
+    std::fs::write(
+        &spec,
+        format!("source:\n  pulsar:\n    url: {url:?}\n{settings}"),
+    )
+    .expect("spec");
+    spec
+}
+
+/// `weir local` over TLS with the token, writing into `dir/name`, with
+/// the spec if any; returns the finished process.
+fn local_tls(dir: &Path, name: &str, url: &str, spec: Option<&Path>) -> Proc {
+    let mut a = local_to_jsonl(
+        &dir.join(name),
+        url,
+        TOPIC,
+        &dir.join(name).join("out"),
+        &["--until-idle", "2s"],
+    );
+    a.extend(args(&TOKEN_FLAGS));
+    if let Some(spec) = spec {
+        a.extend(args(&["--spec", &spec.display().to_string()]));
+    }
+    let mut job = weir_with_token(dir, name, &a, "s3cret");
+    job.wait(Duration::from_secs(120));
+    job
+}
+
+#[test]
+fn a_tls_broker_with_a_token_is_read_to_the_end() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let (broker, ca) = tls_broker(dir);
+    let url = broker.url();
+    let stream = Stream::new(20_000, 100, 400, 50);
+    produce_tls(dir, &stream, &url, &ca);
+    for p in 0..2 {
+        assert!(broker.entries(&partition(TOPIC, p)) > 0, "partition {p}");
+    }
+
+    // The job's client (lookups, the schema, seeks) and its own consumers
+    // all connect over TLS: the broker has no plain port.
+    let spec = tls_spec(
+        dir,
+        "with-ca.yaml",
+        &url,
+        &format!("    tls_ca_file: {:?}\n", ca.display().to_string()),
+    );
+    let mut job = local_tls(dir, "weir-local", &url, Some(&spec));
+    assert!(
+        job.try_status().is_some_and(|s| s.success()),
+        "{}",
+        job.logs()
+    );
+    assert_eq!(summary_number(&job.stdout(), "records read"), 20_000);
+    assert_eq!(summary_number(&job.stdout(), "dead letters"), 0);
+    let out = dir.join("weir-local/out");
+    check_jsonl(&out, &expected_of(&[stream.file(dir, "expected.avro")]));
+    assert_eq!(jsonl(&out, "dead_letters.jsonl"), "");
+
+    // Without the CA (and not insecure) the broker's certificate is not
+    // trusted: the job fails at start, naming the URL.
+    let mut no_ca = local_tls(dir, "weir-no-ca", &url, None);
+    assert!(
+        no_ca.try_status().is_some_and(|s| !s.success()),
+        "{}",
+        no_ca.logs()
+    );
+    let err = no_ca.stderr();
+    assert!(
+        err.contains(&format!("cannot connect to Pulsar at {url}")),
+        "{err}"
+    );
+}
+
+/// A certificate the job does not trust is named as the cause, and
+/// `tls_allow_insecure` (which the client library cannot honour) is refused
+/// by name rather than silently ignored.
+#[test]
+fn tls_errors_are_named_and_insecure_tls_is_refused() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let (broker, ca) = tls_broker(dir);
+    let url = broker.url();
+    let stream = Stream::new(5_000, 50, 400, 51);
+    produce_tls(dir, &stream, &url, &ca);
+
+    // The client library drops the handshake's error; Weir names it.
+    let no_ca = local_tls(dir, "weir-no-ca", &url, None);
+    let err = no_ca.stderr().to_lowercase();
+    assert!(
+        err.contains(&url) && err.contains("tls handshake failed") && err.contains("certificate"),
+        "{err}"
+    );
+
+    // Skipping verification is not offered: the key is refused by name.
+    let spec = tls_spec(dir, "insecure.yaml", &url, "    tls_allow_insecure: true\n");
+    let job = local_tls(dir, "weir-insecure", &url, Some(&spec));
+    let err = job.stderr();
+    assert!(
+        err.contains("source.pulsar.tls_allow_insecure") && err.contains("tls_ca_file"),
+        "{err}"
+    );
+    let _ = stream;
 }

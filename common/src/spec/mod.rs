@@ -852,7 +852,15 @@ fn validate_pulsar(p: &PulsarSourceSpec, has_schema: bool) -> Result<(), SpecErr
             "must name an environment variable",
         ));
     }
-    if (p.tls_ca_file.is_some() || p.tls_allow_insecure) && !url.starts_with("pulsar+ssl://") {
+    if p.tls_allow_insecure {
+        // The `pulsar` crate on rustls verifies certificates whatever it is
+        // told: accepting the key would promise what does not happen.
+        return Err(invalid(
+            "source.pulsar.tls_allow_insecure",
+            "is not supported: certificates are always verified; give the broker's CA in tls_ca_file",
+        ));
+    }
+    if p.tls_ca_file.is_some() && !url.starts_with("pulsar+ssl://") {
         return Err(invalid(
             "source.pulsar.url",
             "TLS settings need a pulsar+ssl:// URL",
@@ -1123,6 +1131,11 @@ state:
             ),
             (
                 "source:\n  pulsar:\n    tls_allow_insecure: true\n",
+                "source.pulsar.tls_allow_insecure",
+                "tls_ca_file",
+            ),
+            (
+                "source:\n  pulsar:\n    tls_ca_file: ca.pem\n",
                 "source.pulsar.url",
                 "pulsar+ssl://",
             ),

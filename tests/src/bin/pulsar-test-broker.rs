@@ -1,14 +1,18 @@
-//! `pulsar-test-broker --port P --partitions N [--token T]`: Weir's Pulsar
-//! test broker on its own, to try Weir by hand without a Pulsar cluster.
-//! Messages live in memory until it stops (Ctrl-C).
+//! `pulsar-test-broker --port P --partitions N [--token T] [--tls-cert
+//! FILE --tls-key FILE]`: Weir's Pulsar test broker on its own, to try Weir
+//! by hand without a Pulsar cluster (with the TLS files, it serves
+//! `pulsar+ssl://` only). Messages live in memory until it stops (Ctrl-C).
 
-use weir_tests::pulsar_broker::{BrokerConfig, TestBroker};
+use std::path::PathBuf;
+
+use weir_tests::pulsar_broker::{BrokerConfig, BrokerTls, TestBroker};
 
 fn main() {
     let mut config = BrokerConfig {
         port: 6650,
         ..BrokerConfig::default()
     };
+    let (mut tls_cert, mut tls_key) = (None::<PathBuf>, None::<PathBuf>);
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = |name: &str| {
@@ -21,8 +25,10 @@ fn main() {
             "--port" => config.port = parse(&value("--port"), "--port"),
             "--partitions" => config.partitions = parse(&value("--partitions"), "--partitions"),
             "--token" => config.token = Some(value("--token")),
+            "--tls-cert" => tls_cert = Some(value("--tls-cert").into()),
+            "--tls-key" => tls_key = Some(value("--tls-key").into()),
             "-h" | "--help" => {
-                println!("usage: pulsar-test-broker [--port P (6650; 0 = any)] [--partitions N (0)] [--token T]");
+                println!("usage: pulsar-test-broker [--port P (6650; 0 = any)] [--partitions N (0)] [--token T] [--tls-cert CHAIN.pem --tls-key KEY.pem]");
                 return;
             }
             other => {
@@ -31,6 +37,20 @@ fn main() {
             }
         }
     }
+    config.tls = match (tls_cert, tls_key) {
+        (None, None) => None,
+        (Some(cert), Some(key)) => match BrokerTls::from_files(&cert, &key) {
+            Ok(tls) => Some(tls),
+            Err(e) => {
+                eprintln!("{e}");
+                std::process::exit(1);
+            }
+        },
+        _ => {
+            eprintln!("--tls-cert and --tls-key go together");
+            std::process::exit(2);
+        }
+    };
     let broker = match TestBroker::start(config) {
         Ok(b) => b,
         Err(e) => {

@@ -12,6 +12,11 @@
 //! memory per partition with ledger and entry ids. Tests can drop every
 //! connection at once (clients must reconnect) and inject raw messages.
 //!
+//! With [`BrokerTls`] it serves TLS only (rustls on ring): every accepted
+//! connection does a TLS handshake before speaking the protocol, its URL
+//! is `pulsar+ssl://`, and lookups answer with that URL only (as a broker
+//! without a plain port would).
+//!
 //! [`TestBroker::start`] runs it on its own thread (port 0 for a free
 //! port); the `pulsar-test-broker` binary runs it on its own.
 
@@ -19,14 +24,16 @@ pub mod state;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::{SinkExt, StreamExt};
 use pulsar::message::proto;
 use pulsar::message::{Codec, Message};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::codec::Framed;
 
 pub use state::{full_name, Broker};
@@ -40,7 +47,77 @@ pub struct BrokerConfig {
     pub partitions: u32,
     /// A token clients must present (`token` authentication), if any.
     pub token: Option<String>,
+    /// Serve TLS (`pulsar+ssl://`) instead of plain TCP.
+    pub tls: Option<BrokerTls>,
 }
+
+/// The broker's TLS identity: a certificate chain and its private key.
+#[derive(Clone)]
+pub struct BrokerTls {
+    /// PEM, the broker's own certificate first.
+    pub certificate_chain_pem: String,
+    /// PEM (PKCS#8, PKCS#1 or SEC1).
+    pub private_key_pem: String,
+}
+
+impl std::fmt::Debug for BrokerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The key is never printed.
+        f.debug_struct("BrokerTls")
+            .field("certificate_chain_pem", &self.certificate_chain_pem)
+            .field("private_key_pem", &"<redacted>")
+            .finish()
+    }
+}
+
+impl BrokerTls {
+    /// Reads the certificate chain and the key from PEM files.
+    pub fn from_files(certificate_chain: &Path, private_key: &Path) -> std::io::Result<BrokerTls> {
+        let read = |path: &Path| {
+            std::fs::read_to_string(path).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("cannot read {}: {e}", path.display()))
+            })
+        };
+        Ok(BrokerTls {
+            certificate_chain_pem: read(certificate_chain)?,
+            private_key_pem: read(private_key)?,
+        })
+    }
+
+    /// The rustls server side of this identity.
+    fn acceptor(&self) -> std::io::Result<TlsAcceptor> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let invalid = |what: &str, e: &dyn std::fmt::Display| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("test broker TLS: {what}: {e}"),
+            )
+        };
+        let chain = CertificateDer::pem_slice_iter(self.certificate_chain_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| invalid("the certificate chain", &e))?;
+        if chain.is_empty() {
+            return Err(invalid(
+                "the certificate chain",
+                &"no certificate in the PEM",
+            ));
+        }
+        let key = PrivateKeyDer::from_pem_slice(self.private_key_pem.as_bytes())
+            .map_err(|e| invalid("the private key", &e))?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| invalid("protocol versions", &e))?
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .map_err(|e| invalid("the certificate and key", &e))?;
+        Ok(TlsAcceptor::from(Arc::new(config)))
+    }
+}
+
+/// How long a client has for its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 enum Outgoing {
     Frame(Box<Message>),
@@ -53,6 +130,7 @@ type Connections =
 /// A running test broker. Dropping it stops it.
 pub struct TestBroker {
     pub addr: SocketAddr,
+    tls: bool,
     state: Arc<Mutex<Broker>>,
     connections: Connections,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
@@ -62,11 +140,13 @@ pub struct TestBroker {
 impl TestBroker {
     /// Starts a broker on 127.0.0.1 on its own thread.
     pub fn start(config: BrokerConfig) -> std::io::Result<TestBroker> {
+        let acceptor = config.tls.as_ref().map(BrokerTls::acceptor).transpose()?;
+        let tls = acceptor.is_some();
         let listener = std::net::TcpListener::bind(("127.0.0.1", config.port))?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
         let state = Arc::new(Mutex::new(Broker::new(
-            format!("pulsar://{addr}"),
+            url_of(addr, tls),
             config.partitions,
             config.token.clone(),
         )));
@@ -96,7 +176,7 @@ impl TestBroker {
                             }
                         };
                         tokio::select! {
-                            _ = accept_loop(listener, state, connections) => {}
+                            _ = accept_loop(listener, acceptor, state, connections) => {}
                             _ = shutdown_rx => {}
                         }
                     });
@@ -104,6 +184,7 @@ impl TestBroker {
         };
         Ok(TestBroker {
             addr,
+            tls,
             state,
             connections,
             shutdown: Some(shutdown_tx),
@@ -111,9 +192,9 @@ impl TestBroker {
         })
     }
 
-    /// `pulsar://127.0.0.1:PORT`
+    /// `pulsar://127.0.0.1:PORT`, or `pulsar+ssl://127.0.0.1:PORT` with TLS.
     pub fn url(&self) -> String {
-        format!("pulsar://{}", self.addr)
+        url_of(self.addr, self.tls)
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut Broker) -> T) -> T {
@@ -246,7 +327,20 @@ impl Broker {
     }
 }
 
-async fn accept_loop(listener: TcpListener, state: Arc<Mutex<Broker>>, connections: Connections) {
+fn url_of(addr: SocketAddr, tls: bool) -> String {
+    if tls {
+        format!("pulsar+ssl://{addr}")
+    } else {
+        format!("pulsar://{addr}")
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    acceptor: Option<TlsAcceptor>,
+    state: Arc<Mutex<Broker>>,
+    connections: Connections,
+) {
     let mut next = 0u64;
     loop {
         let Ok((stream, _)) = listener.accept().await else {
@@ -257,8 +351,26 @@ async fn accept_loop(listener: TcpListener, state: Arc<Mutex<Broker>>, connectio
         let id = next;
         let (tx, rx) = mpsc::unbounded_channel();
         let (state2, connections2) = (state.clone(), connections.clone());
+        let acceptor = acceptor.clone();
+        // The handshake runs in the connection's task, so a slow client
+        // holds up no other; a failed one closes only its connection.
         let task = tokio::spawn(async move {
-            serve(id, Framed::new(stream, Codec), rx, &state2, &connections2).await;
+            match acceptor {
+                None => serve(id, Framed::new(stream, Codec), rx, &state2, &connections2).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => {
+                            serve(id, Framed::new(tls, Codec), rx, &state2, &connections2).await
+                        }
+                        Ok(Err(e)) => state::tracing_log(&format!(
+                            "test broker: TLS handshake of connection {id} failed: {e}"
+                        )),
+                        Err(_) => state::tracing_log(&format!(
+                            "test broker: no TLS handshake on connection {id} within {HANDSHAKE_TIMEOUT:?}"
+                        )),
+                    }
+                }
+            }
             let out = state2
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())

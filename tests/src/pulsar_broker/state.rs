@@ -79,7 +79,8 @@ pub struct Broker {
     pub default_partitions: u32,
     /// Token a client must present, if any.
     pub token: Option<String>,
-    /// URL clients are sent to by lookups.
+    /// URL clients are sent to by lookups: `pulsar+ssl://` for a broker
+    /// serving TLS, which has no plain port.
     pub service_url: String,
     next_ledger: u64,
     next_producer_name: u64,
@@ -309,11 +310,14 @@ impl Broker {
             Type::Lookup => {
                 let c = cmd.lookup_topic.unwrap_or_default();
                 self.ensure_topic(&full_name(&c.topic));
+                // A client looking up through `pulsar+ssl://` takes the TLS
+                // URL; a TLS broker has no plain one to give.
+                let tls = self.service_url.starts_with("pulsar+ssl://");
                 out.to(
                     conn,
                     BaseCommand {
                         lookup_topic_response: Some(proto::CommandLookupTopicResponse {
-                            broker_service_url: Some(self.service_url.clone()),
+                            broker_service_url: (!tls).then(|| self.service_url.clone()),
                             broker_service_url_tls: Some(self.service_url.clone()),
                             response: Some(
                                 proto::command_lookup_topic_response::LookupType::Connect as i32,
@@ -805,7 +809,7 @@ fn ack(sub: &mut Subscription, id: &MessageIdData, cumulative: bool, sizes: &[u3
     sub.acked_in_batch.retain(|e, _| *e >= mark);
 }
 
-fn tracing_log(message: &str) {
+pub(crate) fn tracing_log(message: &str) {
     if std::env::var_os("WEIR_TEST_BROKER_DEBUG").is_some() {
         eprintln!("{message}");
     }
