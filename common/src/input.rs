@@ -1,7 +1,6 @@
 //! Checking inputs before a job starts, so that a wrong file is a clear
 //! error at once rather than a stream of dead letters later.
 
-use std::io::Read;
 use std::path::Path;
 
 use crate::avro::container::{BlockScanner, ContainerError, Event};
@@ -43,20 +42,16 @@ pub fn check_avro_file(path: &Path) -> Result<DecodePlan, InputError> {
         source,
     })?;
     let mut scanner = BlockScanner::new();
-    let mut buf = vec![0u8; 64 << 10];
     let schema = loop {
         match scanner.read_header() {
             Ok(Some(h)) => break h.schema.clone(),
             Ok(None) => {
-                let n = file.read(&mut buf).map_err(|source| InputError::Io {
-                    path: name.clone(),
-                    source,
-                })?;
-                if n == 0 {
-                    scanner.finish();
-                } else {
-                    scanner.feed(&buf[..n]);
-                }
+                scanner
+                    .read_from(&mut file, 64 << 10)
+                    .map_err(|source| InputError::Io {
+                        path: name.clone(),
+                        source,
+                    })?;
             }
             Err(source) => return Err(InputError::Container { path: name, source }),
         }
@@ -79,7 +74,6 @@ pub fn for_each_reading(
     };
     let mut file = std::fs::File::open(path).map_err(io)?;
     let mut scanner = BlockScanner::new();
-    let mut buf = vec![0u8; 1 << 20];
     let mut scratch = Vec::new();
     let mut reading = Reading::default();
     let mut count = 0u64;
@@ -89,12 +83,7 @@ pub fn for_each_reading(
             Ok(None) => {}
             Err(source) => return Err(InputError::Container { path: name, source }),
         }
-        let n = file.read(&mut buf).map_err(io)?;
-        if n == 0 {
-            scanner.finish();
-        } else {
-            scanner.feed(&buf[..n]);
-        }
+        scanner.read_from(&mut file, 1 << 20).map_err(io)?;
     };
     loop {
         match scanner.next_event() {
@@ -125,12 +114,7 @@ pub fn for_each_reading(
                 })
             }
             Event::NeedData => {
-                let n = file.read(&mut buf).map_err(io)?;
-                if n == 0 {
-                    scanner.finish();
-                } else {
-                    scanner.feed(&buf[..n]);
-                }
+                scanner.read_from(&mut file, 1 << 20).map_err(io)?;
             }
             Event::End => return Ok(count),
         }

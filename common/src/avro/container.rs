@@ -271,7 +271,11 @@ pub enum Event<'a> {
 /// Incremental container parser. Feed it bytes in order; ask for events.
 #[derive(Debug, Default)]
 pub struct BlockScanner {
+    /// File bytes up to `end`; past it, room for the next read that was
+    /// initialised once, so that reading into it needs no zeroing.
     buf: Vec<u8>,
+    /// End of the file bytes in `buf`.
+    end: usize,
     /// Start of unconsumed bytes in `buf`.
     start: usize,
     /// File offset of `buf[0]`.
@@ -289,12 +293,49 @@ impl BlockScanner {
 
     /// Appends the next bytes of the file.
     pub fn feed(&mut self, data: &[u8]) {
-        if self.start > 0 && self.start >= self.buf.len() / 2 {
-            self.buf.drain(..self.start);
+        let room = self.room(data.len());
+        room[..data.len()].copy_from_slice(data);
+        self.end += data.len();
+    }
+
+    /// Reads the next bytes of the file from `file` straight into the
+    /// buffer, at most `max` in one read (a reader of its own would need a
+    /// second copy). Zero bytes read mark the end of the file.
+    pub fn read_from(
+        &mut self,
+        file: &mut impl std::io::Read,
+        max: usize,
+    ) -> std::io::Result<usize> {
+        let room = self.room(max);
+        let n = loop {
+            match file.read(&mut room[..max]) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                other => break other?,
+            }
+        };
+        if n == 0 {
+            self.eof = true;
+        }
+        // `read` returns at most the slice's length.
+        self.end += n.min(max);
+        Ok(n)
+    }
+
+    /// At least `want` bytes of room after the file bytes, made by first
+    /// dropping consumed bytes once they are half the buffer (so each byte
+    /// moves at most about once).
+    fn room(&mut self, want: usize) -> &mut [u8] {
+        if self.start > 0 && self.start >= self.end / 2 {
+            self.buf.copy_within(self.start..self.end, 0);
             self.base += self.start as u64;
+            self.end -= self.start;
             self.start = 0;
         }
-        self.buf.extend_from_slice(data);
+        let needed = self.end.saturating_add(want);
+        if self.buf.len() < needed {
+            self.buf.resize(needed, 0);
+        }
+        &mut self.buf[self.end..]
     }
 
     /// Marks the end of the file.
@@ -304,7 +345,7 @@ impl BlockScanner {
 
     /// Bytes buffered but not yet consumed (useful to size reads).
     pub fn buffered(&self) -> usize {
-        self.buf.len() - self.start
+        self.end - self.start
     }
 
     pub fn header(&self) -> Option<&Header> {
@@ -314,7 +355,7 @@ impl BlockScanner {
     /// Reads the header; `Ok(None)` means more bytes are needed.
     pub fn read_header(&mut self) -> Result<Option<&Header>, ContainerError> {
         if self.header.is_none() {
-            match parse_header(&self.buf[self.start..])? {
+            match parse_header(&self.buf[self.start..self.end])? {
                 Parsed::Complete(h, n) => {
                     self.start += n;
                     self.header = Some(h);
@@ -365,9 +406,9 @@ impl BlockScanner {
         };
         let sync = header.sync;
         let offset = self.base + self.start as u64;
-        let avail_len = self.buf.len() - self.start;
+        let avail_len = self.end - self.start;
         if let Some(reason) = self.resyncing {
-            return match find_sync(&self.buf[self.start..], &sync) {
+            return match find_sync(&self.buf[self.start..self.end], &sync) {
                 Some(at) => {
                     self.resyncing = None;
                     let damaged = self.start..self.start + at;
@@ -385,8 +426,8 @@ impl BlockScanner {
                 }
                 None if self.eof => {
                     self.resyncing = None;
-                    let damaged = self.start..self.buf.len();
-                    self.start = self.buf.len();
+                    let damaged = self.start..self.end;
+                    self.start = self.end;
                     if damaged.is_empty() {
                         Step::End
                     } else {
@@ -399,7 +440,7 @@ impl BlockScanner {
                 }
                 None if avail_len > MAX_CORRUPT_PIECE + SYNC_LEN => {
                     // Report what cannot hold the start of a marker, keep the tail.
-                    let damaged = self.start..self.buf.len() - (SYNC_LEN - 1);
+                    let damaged = self.start..self.end - (SYNC_LEN - 1);
                     self.start = damaged.end;
                     Step::Corrupt {
                         offset,
@@ -413,7 +454,7 @@ impl BlockScanner {
         if avail_len == 0 && self.eof {
             return Step::End;
         }
-        match parse_block(&self.buf[self.start..], &sync) {
+        match parse_block(&self.buf[self.start..self.end], &sync) {
             BlockParse::Block {
                 count,
                 data,
@@ -429,8 +470,8 @@ impl BlockScanner {
             }
             BlockParse::Incomplete if !self.eof => Step::NeedData,
             BlockParse::Incomplete => {
-                let damaged = self.start..self.buf.len();
-                self.start = self.buf.len();
+                let damaged = self.start..self.end;
+                self.start = self.end;
                 Step::Corrupt {
                     offset,
                     bytes: damaged,
@@ -574,8 +615,14 @@ mod tests {
     /// Scans `bytes` fed in `chunk`-sized pieces; returns decoded sensor ids
     /// and the corrupt regions (offset, length).
     fn scan(bytes: &[u8], chunk: usize) -> (Vec<i32>, Vec<(u64, usize)>) {
+        scan_with(bytes, chunk, false)
+    }
+
+    /// Scans `bytes` given `chunk` at a time, fed or read from a reader.
+    fn scan_with(bytes: &[u8], chunk: usize, read: bool) -> (Vec<i32>, Vec<(u64, usize)>) {
         let mut sc = BlockScanner::new();
         let mut fed = 0;
+        let mut reader = std::io::Cursor::new(bytes);
         let plan = DecodePlan::contract();
         let mut ids = Vec::new();
         let mut bad = Vec::new();
@@ -604,6 +651,9 @@ mod tests {
                 }
                 Event::Corrupt { offset, bytes, .. } => bad.push((offset, bytes.len())),
                 Event::End => return (ids, bad),
+                Event::NeedData if read => {
+                    sc.read_from(&mut reader, chunk).expect("reads");
+                }
                 Event::NeedData => {
                     if fed >= bytes.len() {
                         sc.finish();
@@ -622,13 +672,15 @@ mod tests {
         for codec in [Codec::Null, Codec::Deflate, Codec::Snappy] {
             let bytes = file(codec, 1000, 4096);
             for chunk in [1, 7, 4096, 1 << 20] {
-                let (ids, bad) = scan(&bytes, chunk);
-                assert_eq!(
-                    ids,
-                    (0..1000).collect::<Vec<_>>(),
-                    "{codec:?} chunk {chunk}"
-                );
-                assert!(bad.is_empty());
+                for read in [false, true] {
+                    let (ids, bad) = scan_with(&bytes, chunk, read);
+                    assert_eq!(
+                        ids,
+                        (0..1000).collect::<Vec<_>>(),
+                        "{codec:?} chunk {chunk} read {read}"
+                    );
+                    assert!(bad.is_empty());
+                }
             }
         }
     }
@@ -674,12 +726,14 @@ mod tests {
         let bytes = file(Codec::Null, 1000, 4096);
         let (all, _) = scan(&bytes, 1 << 20);
         let cut = bytes.len() - 100;
-        let (ids, bad) = scan(&bytes[..cut], 999);
-        assert!(ids.len() < all.len() && !ids.is_empty());
-        assert_eq!(ids[..], all[..ids.len()]);
-        assert_eq!(bad.len(), 1);
-        let (offset, len) = bad[0];
-        assert_eq!(offset as usize + len, cut);
+        for read in [false, true] {
+            let (ids, bad) = scan_with(&bytes[..cut], 999, read);
+            assert!(ids.len() < all.len() && !ids.is_empty());
+            assert_eq!(ids[..], all[..ids.len()]);
+            assert_eq!(bad.len(), 1);
+            let (offset, len) = bad[0];
+            assert_eq!(offset as usize + len, cut);
+        }
     }
 
     #[test]
@@ -693,8 +747,8 @@ mod tests {
             + find_sync(&bytes[first_sync + SYNC_LEN..], &SYNC).expect("block sync");
         let mut damaged = bytes.clone();
         damaged[second + 3] ^= 0x55;
-        for chunk in [13, 1 << 20] {
-            let (ids, bad) = scan(&damaged, chunk);
+        for (chunk, read) in [(13, false), (1 << 20, false), (13, true), (1 << 20, true)] {
+            let (ids, bad) = scan_with(&damaged, chunk, read);
             assert_eq!(bad.len(), 1, "chunk {chunk}");
             assert!(ids.len() < all.len());
             // Every id read is a real one, in order, and only the first

@@ -484,8 +484,8 @@ fn decode_contract(input: &mut Input<'_>, r: &mut Reading) -> Result<(), DecodeE
             1 => {
                 let bytes = input.read_bytes().map_err(at(field))?;
                 let text =
-                    std::str::from_utf8(bytes).map_err(|_| fail(DecodeErrorKind::InvalidUtf8))?;
-                Ok(Some(ShortStr::new(text)))
+                    ShortStr::from_utf8(bytes).map_err(|_| fail(DecodeErrorKind::InvalidUtf8))?;
+                Ok(Some(text))
             }
             other => Err(fail(DecodeErrorKind::UnionIndex(other))),
         }
@@ -533,8 +533,8 @@ fn run(op: &Op, input: &mut Input<'_>, out: &mut Reading) -> Result<(), DecodeEr
         Op::Null(s) => out.set_str(*s, None),
         Op::Str(s) => {
             let bytes = input.read_bytes().map_err(P)?;
-            let text = std::str::from_utf8(bytes).map_err(|_| DecodeErrorKind::InvalidUtf8)?;
-            out.set_str(*s, Some(ShortStr::new(text)));
+            let text = ShortStr::from_utf8(bytes).map_err(|_| DecodeErrorKind::InvalidUtf8)?;
+            out.set_str(*s, Some(text));
         }
         Op::Union(branches) => {
             let index = input.read_long().map_err(P)?;
