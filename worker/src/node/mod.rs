@@ -33,11 +33,12 @@ use tonic::service::interceptor::InterceptedService;
 use weir_common::tasks::TaskGroup;
 use weir_proto::auth::ClusterSecret;
 use weir_proto::cluster as pb;
-use weir_proto::shuffle::shuffle_server::ShuffleServer;
 use weir_proto::tls::Dialer;
 
 use crate::metrics::JobMetrics;
-use crate::shuffle::{ShuffleRegistry, ShuffleService, MAX_MESSAGE_BYTES};
+use crate::shuffle::{
+    ShuffleRegistry, ShuffleServer, ShuffleService, MAX_FRAME_SIZE, MAX_MESSAGE_BYTES,
+};
 
 /// How a worker runs.
 #[derive(Clone, Debug)]
@@ -165,6 +166,7 @@ impl WorkerNode {
                     .tcp_nodelay(true)
                     .initial_stream_window_size(Some(4 << 20))
                     .initial_connection_window_size(Some(8 << 20))
+                    .max_frame_size(Some(MAX_FRAME_SIZE))
                     .add_routes(routes)
                     .serve_with_incoming_shutdown(listener, shutdown.cancelled())
                     .await

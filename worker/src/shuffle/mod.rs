@@ -14,8 +14,12 @@
 //! records it holds back; a connection shared by streams would let held-back
 //! streams exhaust its flow-control window).
 //!
-//! Readings travel in a fixed-width layout ([`wire`]), cheap at both ends.
+//! Readings travel in a fixed-width layout ([`wire`]), cheap at both ends,
+//! written straight into and read straight out of tonic's buffers by the
+//! shuffle's own codec ([`codec`], [`rpc`]).
 
+pub mod codec;
+pub mod rpc;
 pub mod wire;
 
 use std::sync::atomic::Ordering::Relaxed;
@@ -26,23 +30,26 @@ use tokio::sync::{mpsc, Notify};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
-use weir_common::avro::primitive::{write_long, Input};
 use weir_common::error_chain::error_chain;
-use weir_common::position::Position;
-use weir_common::reading::Reading;
-use weir_proto::auth::{ClusterSecret, SecretChannel};
-use weir_proto::convert::position_of;
+use weir_proto::auth::ClusterSecret;
 use weir_proto::shuffle as pb;
-use weir_proto::shuffle::shuffle_client::ShuffleClient;
 use weir_proto::tls::Dialer;
 
-use crate::envelope::{Envelope, RecordBatch};
+pub use self::codec::{from_proto, to_proto, Frame, FrameError};
+pub use self::rpc::{ShuffleClient, ShuffleServer};
+use crate::envelope::Envelope;
 use crate::metrics::JobMetrics;
 
-/// Largest frame a sender builds (bytes of readings), and the message size
-/// both sides accept.
-const FRAME_BYTES: usize = 1 << 20;
+/// Frames a sender queues for its stream. A frame ends with a record batch
+/// (control envelopes ride along with the next one): a message is no
+/// larger than a batch, and the sender never walks the readings to size
+/// its frames.
+const FRAMES_QUEUED: usize = 8;
+/// The message size both sides accept.
 pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
+/// The largest HTTP/2 DATA frame each side accepts (the default, 16 KiB,
+/// cuts a batch into a dozen frames, each handled on its own at both ends).
+pub const MAX_FRAME_SIZE: u32 = 1 << 20;
 
 /// How long a sender keeps trying to reach a peer that is not up yet.
 const CONNECT_PATIENCE: Duration = Duration::from_secs(30);
@@ -61,142 +68,6 @@ pub enum ShuffleError {
     /// is a bug, not something to drop.
     #[error("dead letters were routed to worker {0}: they must stay with their source")]
     Local(String),
-}
-
-/// A batch that could not be decoded (a peer speaking another version).
-#[derive(Debug, thiserror::Error)]
-#[error("malformed shuffle frame: {0}")]
-pub struct FrameError(String);
-
-/// Encodes an envelope for the wire; `None` for dead letters, which stay
-/// in the source's process (see [`Envelope::DeadLetters`]).
-pub fn to_proto(envelope: &Envelope) -> Option<pb::Envelope> {
-    use pb::envelope::Body;
-    let body = match envelope {
-        Envelope::Records(batch) => {
-            let mut readings = Vec::with_capacity(batch.len() * (wire::FIXED_BYTES + 32));
-            let mut positions = Vec::with_capacity(batch.len() * 4);
-            for (r, p) in batch.readings.iter().zip(&batch.positions) {
-                wire::write(r, &mut readings);
-                match *p {
-                    Position::Offset(n) => {
-                        write_long(&mut positions, 0);
-                        write_long(&mut positions, n as i64);
-                    }
-                    Position::Pulsar {
-                        ledger,
-                        entry,
-                        batch,
-                    } => {
-                        write_long(&mut positions, 1);
-                        write_long(&mut positions, ledger as i64);
-                        write_long(&mut positions, entry as i64);
-                        write_long(&mut positions, i64::from(batch));
-                    }
-                }
-            }
-            Body::Records(pb::RecordBatch {
-                input: batch.input,
-                count: batch.len() as u32,
-                readings,
-                positions,
-                format: wire::FORMAT,
-            })
-        }
-        Envelope::Watermark { input, watermark } => Body::Watermark(pb::Watermark {
-            input: *input,
-            watermark: *watermark,
-        }),
-        Envelope::Idle { input } => Body::Idle(pb::Mark {
-            input: *input,
-            through: None,
-        }),
-        Envelope::Closed { input } => Body::Closed(pb::Mark {
-            input: *input,
-            through: None,
-        }),
-        Envelope::End { input, through } => Body::End(pb::Mark {
-            input: *input,
-            through: through.map(Into::into),
-        }),
-        Envelope::Barrier {
-            input,
-            checkpoint,
-            through,
-            watermark,
-        } => Body::Barrier(pb::Barrier {
-            input: *input,
-            checkpoint: *checkpoint,
-            through: through.map(Into::into),
-            watermark: *watermark,
-        }),
-        Envelope::DeadLetters { .. } => return None,
-    };
-    Some(pb::Envelope { body: Some(body) })
-}
-
-/// Decodes an envelope from the wire.
-pub fn from_proto(envelope: pb::Envelope) -> Result<Envelope, FrameError> {
-    use pb::envelope::Body;
-    Ok(match envelope.body {
-        Some(Body::Records(b)) => {
-            if b.format != wire::FORMAT {
-                return Err(FrameError(format!(
-                    "record batch in format {}, this worker reads format {} (are all workers the same version?)",
-                    b.format,
-                    wire::FORMAT
-                )));
-            }
-            let n = b.count as usize;
-            let mut batch = RecordBatch::with_capacity(b.input, n);
-            let mut readings = Input::new(&b.readings);
-            let mut positions = Input::new(&b.positions);
-            let bad = |what: &str| FrameError(format!("record batch of input {}: {what}", b.input));
-            for _ in 0..n {
-                // Decode straight into the batch.
-                batch.readings.push(Reading::default());
-                if let Some(r) = batch.readings.last_mut() {
-                    wire::read(&mut readings, r).map_err(|e| bad(&format!("reading: {e:?}")))?;
-                }
-                let mut long = || {
-                    positions
-                        .read_long()
-                        .map_err(|_| bad("positions end early"))
-                };
-                let position = match long()? {
-                    0 => Position::Offset(long()? as u64),
-                    1 => Position::Pulsar {
-                        ledger: long()? as u64,
-                        entry: long()? as u64,
-                        batch: long()? as i32,
-                    },
-                    k => return Err(bad(&format!("unknown position kind {k}"))),
-                };
-                batch.positions.push(position);
-            }
-            if !readings.is_empty() || !positions.is_empty() {
-                return Err(bad("bytes left after its records"));
-            }
-            Envelope::Records(batch)
-        }
-        Some(Body::Watermark(w)) => Envelope::Watermark {
-            input: w.input,
-            watermark: w.watermark,
-        },
-        Some(Body::Idle(m)) => Envelope::Idle { input: m.input },
-        Some(Body::Closed(m)) => Envelope::Closed { input: m.input },
-        Some(Body::End(m)) => Envelope::End {
-            input: m.input,
-            through: position_of(&m.through),
-        },
-        Some(Body::Barrier(b)) => Envelope::Barrier {
-            input: b.input,
-            checkpoint: b.checkpoint,
-            through: position_of(&b.through),
-            watermark: b.watermark,
-        },
-        None => return Err(FrameError("envelope without a body".into())),
-    })
 }
 
 /// Where incoming shuffle streams of the current generation go, and what
@@ -332,6 +203,8 @@ pub struct ShuffleService {
     registry: Arc<ShuffleRegistry>,
 }
 
+type ExchangeResult = Result<Response<pb::ShuffleSummary>, Status>;
+
 impl ShuffleService {
     pub fn new(registry: Arc<ShuffleRegistry>) -> Self {
         ShuffleService { registry }
@@ -339,13 +212,11 @@ impl ShuffleService {
 
     async fn forward(
         &self,
-        frame: pb::ShuffleFrame,
+        frame: Frame,
         to: &Registration,
         window: &mpsc::Sender<Envelope>,
     ) -> Result<(), Status> {
         for envelope in frame.envelopes {
-            let envelope =
-                from_proto(envelope).map_err(|e| Status::invalid_argument(e.to_string()))?;
             if envelope.input() != frame.input {
                 return Err(Status::invalid_argument(format!(
                     "an envelope of input {} on the stream of input {}",
@@ -364,19 +235,16 @@ impl ShuffleService {
         }
         Ok(())
     }
-}
 
-type ExchangeResult = Result<Response<pb::ShuffleSummary>, Status>;
-
-#[tonic::async_trait]
-impl pb::shuffle_server::Shuffle for ShuffleService {
-    async fn exchange(&self, request: Request<Streaming<pb::ShuffleFrame>>) -> ExchangeResult {
+    /// Serves one stream: forwards its frames' envelopes to the window
+    /// task of its generation and input.
+    pub async fn exchange(&self, request: Request<Streaming<Frame>>) -> ExchangeResult {
         let mut stream = request.into_inner();
-        let Some(first) = stream.message().await? else {
+        let Some(mut first) = stream.message().await? else {
             return Ok(Response::new(pb::ShuffleSummary { frames: 0 }));
         };
         let (generation, input) = (first.generation, first.input);
-        let sender = first.sender.clone();
+        let sender = std::mem::take(&mut first.sender);
         let target = self.registry.wait_for(generation).await?;
         let Some(window) = target.inputs.get(input as usize).cloned() else {
             return Err(Status::invalid_argument(format!(
@@ -414,7 +282,7 @@ pub async fn run_shuffle_out(
         _ = abort.cancelled() => return Ok(()),
         c = connect(&peer, &link) => c?,
     };
-    let (frames_tx, frames_rx) = mpsc::channel::<pb::ShuffleFrame>(2);
+    let (frames_tx, frames_rx) = mpsc::channel::<Frame>(FRAMES_QUEUED);
     let call = tokio::spawn(async move { client.exchange(ReceiverStream::new(frames_rx)).await });
     let mut pending = Vec::new();
     let mut first = true;
@@ -430,24 +298,20 @@ pub async fn run_shuffle_out(
         if got == 0 {
             break;
         }
-        // Build frames of about FRAME_BYTES, in order.
+        // Frames of at most one record batch, in order.
         let mut frame = new_frame(generation, input, &sender, &mut first);
-        let mut bytes = 0;
         for envelope in pending.drain(..) {
-            let Some(encoded) = to_proto(&envelope) else {
+            if let Envelope::DeadLetters { .. } = envelope {
                 call.abort();
                 return Err(ShuffleError::Local(peer.clone()));
-            };
-            if let Some(pb::envelope::Body::Records(b)) = &encoded.body {
-                bytes += b.readings.len();
             }
-            frame.envelopes.push(encoded);
-            if bytes >= FRAME_BYTES {
+            let ends = matches!(envelope, Envelope::Records(_));
+            frame.envelopes.push(envelope);
+            if ends {
                 let full = std::mem::replace(
                     &mut frame,
                     new_frame(generation, input, &sender, &mut first),
                 );
-                bytes = 0;
                 if frames_tx.send(full).await.is_err() {
                     return Err(finish(call, &peer)
                         .await
@@ -474,13 +338,13 @@ fn closed(peer: &str) -> ShuffleError {
     }
 }
 
-fn new_frame(generation: u64, input: u32, sender: &str, first: &mut bool) -> pb::ShuffleFrame {
+fn new_frame(generation: u64, input: u32, sender: &str, first: &mut bool) -> Frame {
     let sender = if std::mem::take(first) {
         sender.to_owned()
     } else {
         String::new()
     };
-    pb::ShuffleFrame {
+    Frame {
         generation,
         sender,
         envelopes: Vec::new(),
@@ -504,10 +368,7 @@ async fn finish(call: Call, peer: &str) -> Result<(), ShuffleError> {
     }
 }
 
-async fn connect(
-    peer: &str,
-    link: &PeerLink,
-) -> Result<ShuffleClient<SecretChannel>, ShuffleError> {
+async fn connect(peer: &str, link: &PeerLink) -> Result<ShuffleClient, ShuffleError> {
     let err = |message: String| ShuffleError::Connect {
         peer: peer.to_owned(),
         message,
@@ -519,15 +380,19 @@ async fn connect(
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true)
         .initial_stream_window_size(Some(4 << 20))
-        .initial_connection_window_size(Some(8 << 20));
+        .initial_connection_window_size(Some(8 << 20))
+        // Fewer, larger DATA frames for the peer's responses (see the
+        // server's setting for the frames it receives).
+        .max_frame_size(Some(MAX_FRAME_SIZE));
     let deadline = tokio::time::Instant::now() + CONNECT_PATIENCE;
     let mut delay = Duration::from_millis(100);
     loop {
         match endpoint.connect().await {
             Ok(channel) => {
-                return Ok(ShuffleClient::new(link.secret.channel(channel))
-                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                    .max_encoding_message_size(MAX_MESSAGE_BYTES))
+                return Ok(ShuffleClient::new(
+                    link.secret.channel(channel),
+                    MAX_MESSAGE_BYTES,
+                ))
             }
             Err(e) if tokio::time::Instant::now() + delay < deadline => {
                 tracing::debug!(%peer, error = %e, "shuffle peer not reachable yet");
@@ -542,80 +407,6 @@ async fn connect(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn envelopes_round_trip() {
-        let mut batch = RecordBatch::with_capacity(3, 2);
-        batch.push(
-            Reading {
-                sensor_id: 5,
-                timestamp_ms: 1_700_000_000_000,
-                temperature: 1.5,
-                customer_id: Some(weir_common::reading::ShortStr::new("c")),
-                ..Reading::default()
-            },
-            Position::Offset(42),
-        );
-        batch.push(
-            Reading {
-                sensor_id: -1,
-                ..Reading::default()
-            },
-            Position::Pulsar {
-                ledger: 7,
-                entry: 9,
-                batch: -1,
-            },
-        );
-        for envelope in [
-            Envelope::Records(batch),
-            Envelope::Watermark {
-                input: 2,
-                watermark: -77,
-            },
-            Envelope::Watermark {
-                input: 2,
-                watermark: 5,
-            },
-            Envelope::Idle { input: 1 },
-            Envelope::End {
-                input: 0,
-                through: Some(Position::Pulsar {
-                    ledger: 1,
-                    entry: 2,
-                    batch: 3,
-                }),
-            },
-            Envelope::Closed { input: 3 },
-            Envelope::Barrier {
-                input: 4,
-                checkpoint: 17,
-                through: Some(Position::Offset(99)),
-                watermark: 1_700_000_000_000,
-            },
-        ] {
-            let back = from_proto(to_proto(&envelope).expect("encodes")).expect("decodes");
-            assert_eq!(back, envelope);
-        }
-    }
-
-    #[test]
-    fn malformed_batches_are_errors() {
-        let mut batch = RecordBatch::with_capacity(0, 1);
-        batch.push(Reading::default(), Position::Offset(1));
-        let mut encoded = to_proto(&Envelope::Records(batch)).expect("encodes");
-        if let Some(pb::envelope::Body::Records(b)) = &mut encoded.body {
-            b.count = 2;
-        }
-        assert!(from_proto(encoded.clone()).is_err());
-        if let Some(pb::envelope::Body::Records(b)) = &mut encoded.body {
-            b.count = 1;
-            b.format = 99;
-        }
-        let err = from_proto(encoded).unwrap_err().to_string();
-        assert!(err.contains("format 99"), "{err}");
-        assert!(from_proto(pb::Envelope { body: None }).is_err());
-    }
 
     #[tokio::test]
     async fn registry_waits_for_a_generation_and_refuses_old_ones() {
@@ -632,5 +423,182 @@ mod tests {
         assert_eq!(old.code(), tonic::Code::FailedPrecondition);
         registry.unregister(2);
         assert!(registry.current_metrics().is_none());
+    }
+
+    /// A worker's shuffle server for `registry` on a local port.
+    async fn serve(registry: Arc<ShuffleRegistry>) -> (String, tokio::task::JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let listener = weir_proto::tls::listen(listener, None).expect("listen");
+        let address = listener.local_addr().to_string();
+        let server = tonic::transport::Server::builder()
+            .add_service(
+                ShuffleServer::new(ShuffleService::new(registry))
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            )
+            .serve_with_incoming(listener);
+        let server = tokio::spawn(async move { server.await.expect("serves") });
+        (address, server)
+    }
+
+    /// Batches of `n` records of `input`, and every control envelope.
+    fn stream(input: u32, batches: usize, n: usize) -> Vec<Envelope> {
+        use weir_common::position::Position;
+        use weir_common::reading::{Reading, ShortStr};
+        let mut envelopes = Vec::new();
+        for b in 0..batches {
+            let mut batch = crate::envelope::RecordBatch::with_capacity(input, n);
+            for i in 0..n {
+                let k = (b * n + i) as i64;
+                batch.push(
+                    Reading {
+                        sensor_id: k as i32,
+                        timestamp_ms: 1_700_000_000_000 + k,
+                        customer_id: Some(ShortStr::new(&format!("customer_{}", k % 97))),
+                        ..Reading::default()
+                    },
+                    Position::Offset(k as u64),
+                );
+            }
+            envelopes.push(Envelope::Records(batch));
+            envelopes.push(Envelope::Watermark {
+                input,
+                watermark: b as i64,
+            });
+        }
+        envelopes.extend([
+            Envelope::Idle { input },
+            Envelope::Barrier {
+                input,
+                checkpoint: 3,
+                through: Some(Position::Offset(7)),
+                watermark: -1,
+            },
+            Envelope::End {
+                input,
+                through: Some(Position::Pulsar {
+                    ledger: 1,
+                    entry: 2,
+                    batch: -1,
+                }),
+            },
+            Envelope::Closed { input },
+        ]);
+        envelopes
+    }
+
+    #[tokio::test]
+    async fn envelopes_cross_a_stream_in_order() {
+        let registry = Arc::new(ShuffleRegistry::default());
+        let (other, _other) = mpsc::channel(1);
+        let (window, mut received) = mpsc::channel(1024);
+        let metrics = Arc::new(JobMetrics::default());
+        registry.register(5, Arc::new([other, window]), metrics.clone());
+        let (address, server) = serve(registry.clone()).await;
+
+        let sent = stream(1, 12, 1000);
+        let (tx, rx) = mpsc::channel(sent.len());
+        for envelope in sent.clone() {
+            tx.send(envelope).await.expect("queued");
+        }
+        drop(tx);
+        run_shuffle_out(
+            address,
+            5,
+            "w-0".into(),
+            1,
+            rx,
+            CancellationToken::new(),
+            registry.peer_link(),
+        )
+        .await
+        .expect("streamed");
+        let mut got = Vec::new();
+        while got.len() < sent.len() {
+            got.push(received.recv().await.expect("an envelope"));
+        }
+        assert_eq!(got, sent);
+        assert_eq!(metrics.shuffle_received.load(Relaxed), 12_000);
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn the_generated_client_speaks_the_same_protocol() {
+        let registry = Arc::new(ShuffleRegistry::default());
+        let (window, mut received) = mpsc::channel(1024);
+        registry.register(2, Arc::new([window]), Arc::new(JobMetrics::default()));
+        let (address, server) = serve(registry.clone()).await;
+        let mut client = pb::shuffle_client::ShuffleClient::connect(format!("http://{address}"))
+            .await
+            .expect("connects");
+
+        let sent = stream(0, 2, 10);
+        let frames: Vec<_> = sent
+            .chunks(3)
+            .map(|chunk| pb::ShuffleFrame {
+                generation: 2,
+                sender: "w-9".into(),
+                envelopes: chunk.iter().filter_map(to_proto).collect(),
+                input: 0,
+            })
+            .collect();
+        let summary = client
+            .exchange(futures::stream::iter(frames))
+            .await
+            .expect("accepted")
+            .into_inner();
+        assert_eq!(summary.frames, sent.len().div_ceil(3) as u64);
+        let mut got = Vec::new();
+        while got.len() < sent.len() {
+            got.push(received.recv().await.expect("an envelope"));
+        }
+        assert_eq!(got, sent);
+
+        // A frame of another format is refused, naming the cause.
+        let mut bad = to_proto(&sent[0]).expect("records");
+        if let Some(pb::envelope::Body::Records(b)) = &mut bad.body {
+            b.format = 99;
+        }
+        let frame = pb::ShuffleFrame {
+            generation: 2,
+            envelopes: vec![bad],
+            ..Default::default()
+        };
+        let status = client
+            .exchange(futures::stream::iter([frame]))
+            .await
+            .expect_err("refused");
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert!(status.message().contains("format 99"), "{status:?}");
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn dead_letters_stay_local() {
+        let registry = Arc::new(ShuffleRegistry::default());
+        let (window, _received) = mpsc::channel(16);
+        registry.register(1, Arc::new([window]), Arc::new(JobMetrics::default()));
+        let (address, server) = serve(registry.clone()).await;
+        let (tx, rx) = mpsc::channel(1);
+        tx.send(Envelope::DeadLetters {
+            input: 0,
+            letters: Vec::new(),
+        })
+        .await
+        .expect("queued");
+        drop(tx);
+        let result = run_shuffle_out(
+            address,
+            1,
+            "w-0".into(),
+            0,
+            rx,
+            CancellationToken::new(),
+            registry.peer_link(),
+        )
+        .await;
+        assert!(matches!(result, Err(ShuffleError::Local(_))), "{result:?}");
+        server.abort();
     }
 }
