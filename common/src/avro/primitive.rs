@@ -47,7 +47,7 @@ impl<'a> Input<'a> {
     /// A zig-zag varint. Most of this job's varints are one byte (types,
     /// statuses, union branches, lengths): that case is inlined; longer ones
     /// are read without a bounds check per byte when ten bytes remain.
-    #[inline]
+    #[inline(always)]
     pub fn read_long(&mut self) -> Result<i64, PrimitiveError> {
         if let Some(&byte) = self.buf.get(self.pos) {
             if byte & 0x80 == 0 {
@@ -89,7 +89,7 @@ impl<'a> Input<'a> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn read_int(&mut self) -> Result<i32, PrimitiveError> {
         i32::try_from(self.read_long()?).map_err(|_| PrimitiveError::IntOutOfRange)
     }
