@@ -6,6 +6,7 @@
 #
 #   bench/cluster.sh                      # 5,000,000 readings, 500 devices, rate 30000, seed 7
 #   RECORDS=1000000 bench/cluster.sh
+#   CHECKPOINT_INTERVAL=1s bench/cluster.sh # default 10s (checkpoints also follow window closes)
 #
 # Devices are spread over the two partitions by sensorId % 2 (as a keyed
 # producer would), so about half of all records cross between the workers.
@@ -17,6 +18,7 @@ install_build_deps
 apt_install time curl
 
 RECORDS="${RECORDS:-5000000}"
+CHECKPOINT_INTERVAL="${CHECKPOINT_INTERVAL:-10s}"
 DEVICES="${DEVICES:-500}"
 RATE="${RATE:-30000}"
 SEED="${SEED:-7}"
@@ -47,6 +49,7 @@ trap cleanup EXIT
 # Single process first, for comparison.
 /usr/bin/time -f "%e %U %S %M" -o "$WORK/local.time" \
   "$WEIR" local --quiet "${INPUTS[@]}" --output "$WORK/local-out" --data-dir "$WORK/local-data" \
+  --checkpoint-interval "$CHECKPOINT_INTERVAL" \
   > "$WORK/local.summary" 2> "$WORK/local.log"
 read -r L_ELAPSED L_USER L_SYS L_RSS < <(tail -1 "$WORK/local.time")
 
@@ -54,6 +57,7 @@ GRPC=$(free_port); HTTP=$(free_port)
 /usr/bin/time -f "%e %U %S %M" -o "$WORK/coordinator.time" \
   "$WEIR" coordinator --listen "127.0.0.1:$GRPC" --http "127.0.0.1:$HTTP" --min-workers 2 \
   "${INPUTS[@]}" --output "$WORK/cluster-out" --data-dir "$WORK/cluster-data" \
+  --checkpoint-interval "$CHECKPOINT_INTERVAL" \
   > "$WORK/coordinator.log" 2>&1 &
 PIDS+=($!)
 for i in 0 1; do
@@ -80,12 +84,15 @@ PIDS=()
 read -r _ C_USER C_SYS _ < <(tail -1 "$WORK/coordinator.time")
 read -r _ W0_USER W0_SYS W0_RSS < <(tail -1 "$WORK/worker-0.time")
 read -r _ W1_USER W1_SYS W1_RSS < <(tail -1 "$WORK/worker-1.time")
+L_CHECKPOINTS=$(checkpoints_in "$WORK/local.log")
+C_CHECKPOINTS=$(checkpoints_in "$WORK/coordinator.log")
 READ=$(echo "$JOB" | python3 -c 'import json,sys; print(json.load(sys.stdin)["records_in"])')
 SHUFFLED=$(echo "$JOB" | python3 -c 'import json,sys; print(json.load(sys.stdin)["shuffle_records"])')
 awk -v r="$READ" -v sh="$SHUFFLED" -v name="$NAME" \
     -v lu="$L_USER" -v ls="$L_SYS" -v le="$L_ELAPSED" -v lm="$L_RSS" \
     -v cu="$C_USER" -v cs="$C_SYS" -v w0u="$W0_USER" -v w0s="$W0_SYS" -v w1u="$W1_USER" -v w1s="$W1_SYS" \
-    -v w0m="$W0_RSS" -v w1m="$W1_RSS" -v start="$START" -v end="$END" 'BEGIN {
+    -v w0m="$W0_RSS" -v w1m="$W1_RSS" -v start="$START" -v end="$END" \
+    -v lchk="$L_CHECKPOINTS" -v cchk="$C_CHECKPOINTS" -v every="$CHECKPOINT_INTERVAL" 'BEGIN {
   lcpu = lu + ls
   ccpu = cu + cs + w0u + w0s + w1u + w1s
   printf "data set                 %s (2 partitions)\n", name
@@ -94,4 +101,5 @@ awk -v r="$READ" -v sh="$SHUFFLED" -v name="$NAME" \
   printf "cluster (1 + 2 workers)  %.2f s cpu (coordinator %.2f, workers %.2f + %.2f), %.2f s wall to finished\n", ccpu, cu + cs, w0u + w0s, w1u + w1s, end - start
   printf "cluster records/cpu-sec  %.0f (%.0f%% of weir local)\n", r / ccpu, 100 * (r / ccpu) / (r / lcpu)
   printf "worker peak rss          %.1f MB, %.1f MB\n", w0m / 1024, w1m / 1024
+  printf "checkpoints              %d (local), %d (cluster) completed (every %s and on window close, and the final one)\n", lchk, cchk, every
 }'

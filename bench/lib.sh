@@ -1,5 +1,9 @@
 # Helpers of the bench/ scripts (sourced after scripts/lib.sh).
 
+# Checkpoints completed in a run, counted in its log `$1` (each completed
+# checkpoint logs one "checkpoint completed" line).
+checkpoints_in() { grep -c "checkpoint completed" "$1" || true; }
+
 # A free TCP port on loopback.
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 

@@ -7,6 +7,10 @@
 #
 #   bench/pulsar.sh                                # 5,000,000 readings, 4 partitions
 #   RECORDS=1000000 PARTITIONS=2 bench/pulsar.sh
+#   CHECKPOINT_INTERVAL=1s bench/pulsar.sh         # default 10s
+#
+# Checkpoints are on: every CHECKPOINT_INTERVAL and whenever every task has
+# closed a window (the default); the count is printed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -20,6 +24,7 @@ RATE="${RATE:-30000}"
 SEED="${SEED:-7}"
 PARTITIONS="${PARTITIONS:-4}"
 IDLE=2
+CHECKPOINT_INTERVAL="${CHECKPOINT_INTERVAL:-10s}"
 
 cargo build --locked --release --workspace --bin weir --bin pulsar-test-broker
 WEIR="$CARGO_TARGET_DIR/release/weir"
@@ -53,18 +58,22 @@ BROKER_BEFORE=$(cpu_of "$BROKER_PID")
 
 /usr/bin/time -f "%e %U %S %M" -o "$WORK/local.time" \
   "$WEIR" local --quiet --pulsar "$URL" --topic "$TOPIC" --until-idle "${IDLE}s" \
+  --checkpoint-interval "$CHECKPOINT_INTERVAL" \
   --output "$WORK/out" --data-dir "$WORK/data" > "$WORK/local.summary" 2> "$WORK/local.log" || {
   echo "the job failed:" >&2; cat "$WORK/local.log" >&2; exit 1; }
+CHECKPOINTS=$(checkpoints_in "$WORK/local.log")
 BROKER_AFTER=$(cpu_of "$BROKER_PID")
 read -r ELAPSED USER SYS RSS < <(tail -1 "$WORK/local.time")
 READ=$(awk '/records read/ { gsub(",", "", $3); print $3 }' "$WORK/local.summary")
 
 cat "$WORK/produce.summary"
 awk -v r="$READ" -v u="$USER" -v s="$SYS" -v e="$ELAPSED" -v m="$RSS" -v idle="$IDLE" \
-    -v b0="$BROKER_BEFORE" -v b1="$BROKER_AFTER" -v p="$PARTITIONS" 'BEGIN {
+    -v b0="$BROKER_BEFORE" -v b1="$BROKER_AFTER" -v p="$PARTITIONS" \
+    -v chk="$CHECKPOINTS" -v every="$CHECKPOINT_INTERVAL" 'BEGIN {
   cpu = u + s; broker = b1 - b0
   printf "records                  %d from %d partitions of the test broker\n", r, p
   printf "weir local               %.2f s cpu, %.2f s wall (%d s of it waiting out --until-idle), peak rss %.1f MB\n", cpu, e, idle, m / 1024
+  printf "checkpoints              %d completed (every %s and on window close, and the final one)\n", chk, every
   printf "weir records/cpu-sec     %.0f\n", r / cpu
   printf "broker cpu while read    %.2f s\n", broker
   printf "job + broker             %.0f records/cpu-second\n", r / (cpu + broker)
