@@ -66,6 +66,21 @@ pub fn families(text: &str) -> BTreeSet<(String, String)> {
         .collect()
 }
 
+/// Panics unless `text` is one exposition (one `# EOF`, at its end) that
+/// holds every family of `exposed` once and no other: the check both
+/// `/metrics` tests make of their `EXPOSED` lists.
+pub fn assert_exposes_each_once(text: &str, exposed: &[(&str, &str)]) {
+    let listed: BTreeSet<(String, String)> = exposed
+        .iter()
+        .map(|(n, k)| (n.to_string(), k.to_string()))
+        .collect();
+    assert_eq!(families(text), listed, "{text}");
+    let types = text.lines().filter(|l| l.starts_with("# TYPE ")).count();
+    assert_eq!(types, exposed.len(), "each family once:\n{text}");
+    assert_eq!(text.matches("# EOF").count(), 1);
+    assert!(text.ends_with("# EOF\n"));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -321,10 +321,8 @@ pub fn register_leadership(registry: &mut Registry, leads: bool, raft: Option<&a
 
 #[cfg(test)]
 mod tests {
-    use std::collections::{BTreeMap, BTreeSet};
+    use std::collections::BTreeMap;
     use std::time::Duration;
-
-    use weir_common::exposition::families;
 
     use super::*;
 
@@ -438,15 +436,7 @@ mod tests {
         let metrics = CoordinatorMetrics::default();
         metrics.checkpoint_completed(Duration::from_millis(1_250), 3_000);
         let text = leader_scrape(&metrics);
-        let listed: BTreeSet<(String, String)> = EXPOSED
-            .iter()
-            .map(|(n, k)| (n.to_string(), k.to_string()))
-            .collect();
-        assert_eq!(families(&text), listed, "{text}");
-        let types = text.lines().filter(|l| l.starts_with("# TYPE ")).count();
-        assert_eq!(types, EXPOSED.len(), "each family once:\n{text}");
-        assert_eq!(text.matches("# EOF").count(), 1);
-        assert!(text.ends_with("# EOF\n"));
+        weir_common::exposition::assert_exposes_each_once(&text, EXPOSED);
         for line in [
             "weir_job_generation 3",
             "weir_job_workers 2",

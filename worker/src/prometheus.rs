@@ -229,11 +229,8 @@ pub fn register_deployment(registry: &mut Registry, generation: u64, m: &JobMetr
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeSet;
 
     use weir_common::dead_letter::DeadLetter;
-
-    use weir_common::exposition::families;
 
     use super::*;
 
@@ -269,15 +266,7 @@ mod tests {
         register_node(&mut registry, true);
         register_deployment(&mut registry, 4, &deployment());
         let text = encode(&registry);
-        let listed: BTreeSet<(String, String)> = EXPOSED
-            .iter()
-            .map(|(n, k)| (n.to_string(), k.to_string()))
-            .collect();
-        assert_eq!(families(&text), listed, "{text}");
-        let types = text.lines().filter(|l| l.starts_with("# TYPE ")).count();
-        assert_eq!(types, EXPOSED.len(), "each family once:\n{text}");
-        assert_eq!(text.matches("# EOF").count(), 1);
-        assert!(text.ends_with("# EOF\n"));
+        weir_common::exposition::assert_exposes_each_once(&text, EXPOSED);
         for line in [
             "weir_worker_connected{worker=\"w-0\"} 1",
             "weir_generation{worker=\"w-0\"} 4",
