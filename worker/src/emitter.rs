@@ -20,9 +20,10 @@ use weir_common::dead_letter::DeadLetter;
 use weir_common::keygroup::key_group_of;
 use weir_common::position::Position;
 use weir_common::reading::Reading;
-use weir_common::time::in_datetime_range;
+use weir_common::time::{in_datetime_range, window_end};
 use weir_common::watermark::WatermarkGenerator;
 
+use crate::combine::PreAggregator;
 use crate::envelope::{Envelope, RecordBatch};
 
 /// Where a queued envelope goes.
@@ -80,6 +81,11 @@ pub struct EmitterConfig {
     pub out_of_orderness_ms: i64,
     pub window_ms: i64,
     pub max_dead_letter_payload: usize,
+    /// Whether readings bound for other workers may be pre-aggregated
+    /// (see [`crate::combine`]): not when a window task restores this
+    /// partition as idle, whose watermark may then be ahead of the
+    /// partition's.
+    pub pre_aggregate: bool,
 }
 
 /// How a restored partition's input compares with its checkpoint.
@@ -115,6 +121,11 @@ pub struct Emitter {
     skipped_to: Option<Position>,
     /// Set when the restored position turned out not to be in the input.
     mismatch: Option<Position>,
+    /// Readings for other workers, aggregated before they are sent.
+    combined: PreAggregator,
+    /// Pre-aggregation is allowed (it stops for good once the partition
+    /// was idle: see [`crate::combine`]).
+    pre_aggregate: bool,
 }
 
 impl Emitter {
@@ -125,7 +136,6 @@ impl Emitter {
         Emitter {
             remote_by_key_group: vec![0; usize::from(routing.max_parallelism())],
             watermark: WatermarkGenerator::new(config.out_of_orderness_ms, config.window_ms),
-            config,
             routing,
             pending,
             outbox: Vec::new(),
@@ -136,6 +146,9 @@ impl Emitter {
             skip_through: None,
             skipped_to: None,
             mismatch: None,
+            combined: PreAggregator::default(),
+            pre_aggregate: config.pre_aggregate,
+            config,
         }
     }
 
@@ -199,18 +212,44 @@ impl Emitter {
         }
         let kg = key_group_of(r.sensor_id, self.routing.max_parallelism());
         let dest = usize::from(self.routing.owners[usize::from(kg)]);
+        self.emitted += 1;
         if Some(dest) != self.routing.local {
             self.remote_by_key_group[usize::from(kg)] += 1;
+            // A reading whose window this partition's watermark has not
+            // reached cannot be late where it goes (see `crate::combine`).
+            if self.pre_aggregate {
+                let end = window_end(r.timestamp_ms, self.config.window_ms);
+                if end > self.sent_watermark && self.combined.add(dest, end, r) {
+                    if self.combined.is_full() {
+                        self.queue_all_partials(true);
+                    }
+                    if self.watermark.observe(r.timestamp_ms) {
+                        self.flush();
+                    }
+                    return;
+                }
+            }
         }
         let crossed = self.watermark.observe(r.timestamp_ms);
         let batch = &mut self.pending[dest];
         batch.push(r.clone(), position);
-        self.emitted += 1;
         if batch.len() >= self.config.batch_size {
             self.queue_batch(dest);
         }
         if crossed {
             self.flush();
+        }
+    }
+
+    /// Queues every pre-aggregated accumulator (`full`: because their
+    /// capacity was reached).
+    fn queue_all_partials(&mut self, full: bool) {
+        let (outbox, input) = (&mut self.outbox, self.config.input);
+        let out = |dest: usize, batch| outbox.push((Route::To(dest), Envelope::Partials(batch)));
+        if full {
+            self.combined.take_full(input, out);
+        } else {
+            self.combined.take_through(input, i64::MAX, out);
         }
     }
 
@@ -317,7 +356,8 @@ impl Emitter {
             .push((Route::To(dest), Envelope::Records(batch)));
     }
 
-    /// Queues every pending batch, then the watermark if it moved.
+    /// Queues every pending batch, then the watermark if it moved (after
+    /// the accumulators of the windows it reaches).
     pub fn flush(&mut self) {
         for dest in 0..self.pending.len() {
             if !self.pending[dest].is_empty() {
@@ -326,6 +366,12 @@ impl Emitter {
         }
         let wm = self.watermark.mark_sent();
         if wm > self.sent_watermark {
+            if !self.combined.is_empty() {
+                let (outbox, input) = (&mut self.outbox, self.config.input);
+                self.combined.take_through(input, wm, |dest, batch| {
+                    outbox.push((Route::To(dest), Envelope::Partials(batch)))
+                });
+            }
             self.sent_watermark = wm;
             self.outbox.push((
                 Route::All,
@@ -342,9 +388,19 @@ impl Emitter {
         self.pending.iter().any(|b| !b.is_empty())
     }
 
-    /// The partition has had no data for the idle timeout.
+    /// Accumulators of readings for other workers held (they go out before
+    /// the next watermark that closes their window, barrier or end).
+    pub fn partials_held(&self) -> usize {
+        self.combined.len()
+    }
+
+    /// The partition has had no data for the idle timeout. Window tasks
+    /// then stop waiting for its watermark, and may close windows it still
+    /// has readings for: from here on nothing is pre-aggregated.
     pub fn idle(&mut self) {
         self.flush();
+        self.queue_all_partials(false);
+        self.pre_aggregate = false;
         self.outbox.push((
             Route::All,
             Envelope::Idle {
@@ -358,6 +414,7 @@ impl Emitter {
     /// where the partition would resume from this checkpoint).
     pub fn barrier(&mut self, checkpoint: u64) {
         self.flush();
+        self.queue_all_partials(false);
         self.outbox.push((
             Route::All,
             Envelope::Barrier {
@@ -374,6 +431,7 @@ impl Emitter {
     /// restores the partition as ended).
     pub fn end(&mut self) {
         self.flush();
+        self.queue_all_partials(false);
         self.sent_watermark = i64::MAX;
         self.outbox.push((
             Route::All,
@@ -450,6 +508,7 @@ mod tests {
             out_of_orderness_ms: 5_000,
             window_ms: 60_000,
             max_dead_letter_payload: 1024,
+            pre_aggregate: true,
         }
     }
 
@@ -469,6 +528,14 @@ mod tests {
                     b.readings
                         .iter()
                         .map(|r| r.timestamp_ms)
+                        .collect::<Vec<_>>()
+                ),
+                Envelope::Partials(b) => format!(
+                    "{route:?} partials {} {:?}",
+                    b.window_end,
+                    b.partials
+                        .iter()
+                        .map(|(s, acc)| (*s, acc.count))
                         .collect::<Vec<_>>()
                 ),
                 Envelope::Watermark { watermark, .. } => format!("{route:?} wm {watermark}"),
@@ -529,7 +596,11 @@ mod tests {
     fn routes_by_key_group() {
         // Key groups below 64 to destination 0, the rest to 1.
         let owners = (0..128u16).map(|kg| u16::from(kg >= 64)).collect();
-        let mut e = Emitter::new(config(1000), Routing::new(owners, 2, Some(0)));
+        let raw = EmitterConfig {
+            pre_aggregate: false,
+            ..config(1000)
+        };
+        let mut e = Emitter::new(raw, Routing::new(owners, 2, Some(0)));
         for id in 0..200 {
             e.reading(&r(id, 1_000_000_000_000), Position::Offset(id as u64));
         }
@@ -553,6 +624,115 @@ mod tests {
         assert_eq!(e.take_remote_counts().count(), 0);
     }
 
+    /// Everything to destination 1, across the network.
+    fn remote() -> Routing {
+        Routing::new(vec![1; 128], 2, Some(0))
+    }
+
+    #[test]
+    fn readings_for_other_workers_go_as_accumulators_before_the_watermark_that_closes_their_window()
+    {
+        let mut e = Emitter::new(config(2), remote());
+        let w0 = 1_000_000_040_000; // 20 s into the window ending at ..080_000
+        e.reading(&r(1, w0), Position::Offset(0));
+        e.reading(&r(2, w0 + 1), Position::Offset(1));
+        e.reading(&r(1, w0 + 2), Position::Offset(2));
+        e.reading(&r(1, w0 + 3), Position::Offset(3));
+        assert_eq!(e.partials_held(), 2);
+        // Only the first watermark went out: no batch is full, nothing
+        // waits in one.
+        assert_eq!(describe(&mut e), vec![format!("All wm {}", w0 - 5_000)]);
+        assert!(!e.has_pending());
+        // Into the next window; the watermark reaches the first one's end
+        // (1_000_000_080_000) only with a reading at 085_000.
+        e.reading(&r(2, w0 + 44_000), Position::Offset(4));
+        e.reading(&r(3, w0 + 45_000), Position::Offset(5));
+        assert_eq!(
+            describe(&mut e),
+            vec![
+                "To(1) partials 1000000080000 [(1, 3), (2, 1)]".to_string(),
+                "All wm 1000000080000".to_string(),
+            ]
+        );
+        // A reading of a window this partition's watermark has reached may
+        // be late where it goes: it is sent as it is.
+        e.reading(&r(1, w0 + 10), Position::Offset(6));
+        assert_eq!(e.partials_held(), 2);
+        e.flush();
+        assert_eq!(
+            describe(&mut e),
+            vec![format!("To(1) records [{}]", w0 + 10)]
+        );
+        // A barrier takes every accumulator with it.
+        e.barrier(1);
+        let out = describe(&mut e);
+        assert_eq!(
+            out[0], "To(1) partials 1000000140000 [(2, 1), (3, 1)]",
+            "{out:?}"
+        );
+        assert!(
+            out[1].starts_with("All barrier 1 at Some(Offset(6))"),
+            "{out:?}"
+        );
+        assert_eq!(e.partials_held(), 0);
+        // And so does the end.
+        e.reading(&r(3, w0 + 46_000), Position::Offset(7));
+        e.end();
+        assert_eq!(
+            describe(&mut e),
+            vec![
+                "All wm 1000000081000".to_string(),
+                "To(1) partials 1000000140000 [(3, 1)]".to_string(),
+                "All end".to_string()
+            ]
+        );
+    }
+
+    #[test]
+    fn an_idle_partition_stops_pre_aggregating() {
+        let mut e = Emitter::new(config(100), remote());
+        let w0 = 1_000_000_040_000;
+        e.reading(&r(1, w0), Position::Offset(0));
+        e.idle();
+        assert_eq!(
+            describe(&mut e),
+            vec![
+                format!("All wm {}", w0 - 5_000),
+                "To(1) partials 1000000080000 [(1, 1)]".to_string(),
+                "All idle".to_string(),
+            ]
+        );
+        // Window tasks may have closed windows without this partition:
+        // what it reads now must be judged reading by reading.
+        e.reading(&r(1, w0 + 1), Position::Offset(1));
+        assert_eq!(e.partials_held(), 0);
+        e.flush();
+        assert_eq!(
+            describe(&mut e),
+            vec![
+                format!("To(1) records [{}]", w0 + 1),
+                format!("All wm {}", w0 - 4_999)
+            ]
+        );
+        // A partition restored as idle somewhere never starts.
+        let config = EmitterConfig {
+            pre_aggregate: false,
+            ..config(100)
+        };
+        let mut e = Emitter::new(config, remote());
+        e.reading(&r(1, w0), Position::Offset(0));
+        assert_eq!(e.partials_held(), 0);
+        assert_eq!(describe(&mut e)[0], format!("To(1) records [{w0}]"));
+    }
+
+    #[test]
+    fn the_local_window_task_gets_readings_as_they_are() {
+        let mut e = Emitter::new(config(100), Routing::new(vec![0; 128], 2, Some(0)));
+        e.reading(&r(1, 1_000_000_020_000), Position::Offset(0));
+        assert_eq!(e.partials_held(), 0);
+        assert_eq!(describe(&mut e)[0], "To(0) records [1000000020000]");
+    }
+
     #[test]
     fn a_barrier_follows_everything_read_before_it_on_every_route() {
         let mut e = Emitter::new(config(100), Routing::new(vec![0, 1], 2, Some(0)));
@@ -566,7 +746,9 @@ mod tests {
             "{out:?}"
         );
         assert!(
-            out[..out.len() - 1].iter().any(|d| d.contains("records")),
+            out[..out.len() - 1]
+                .iter()
+                .any(|d| d.contains("records") || d.contains("partials")),
             "{out:?}"
         );
         // Nothing read since: the next barrier has the same position.

@@ -1,5 +1,6 @@
 //! What flows from sources to window tasks, in order, on one channel.
 
+use weir_common::aggregate::Accumulator;
 use weir_common::dead_letter::DeadLetter;
 use weir_common::position::Position;
 use weir_common::reading::Reading;
@@ -37,6 +38,28 @@ impl RecordBatch {
     }
 }
 
+/// Readings of one input and one window, already aggregated per device by
+/// the sending worker (see [`crate::combine`]): what crosses the network
+/// instead of the readings themselves. Never late where it arrives: the
+/// sender pre-aggregates only readings whose window its own watermark has
+/// not reached, and sends them before a watermark that reaches it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PartialBatch {
+    pub input: u32,
+    pub window_end: i64,
+    /// (sensor, accumulator of its readings), each sensor once.
+    pub partials: Vec<(i32, Accumulator)>,
+}
+
+impl PartialBatch {
+    /// Readings the batch stands for.
+    pub fn readings(&self) -> u64 {
+        self.partials
+            .iter()
+            .fold(0u64, |n, (_, acc)| n.saturating_add(acc.count))
+    }
+}
+
 /// One message on a source → window channel. Records, watermarks, barriers
 /// and the end-of-input marker of one input travel on the same channel so
 /// that their order is kept. `through` is the position of the last record
@@ -45,6 +68,8 @@ impl RecordBatch {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Envelope {
     Records(RecordBatch),
+    /// Pre-aggregated readings, in order with the input's other envelopes.
+    Partials(PartialBatch),
     /// The input's watermark (it may not have moved: the envelope then only
     /// marks how far the source has read).
     Watermark {
@@ -90,6 +115,7 @@ impl Envelope {
     pub fn input(&self) -> u32 {
         match self {
             Envelope::Records(b) => b.input,
+            Envelope::Partials(b) => b.input,
             Envelope::Watermark { input, .. }
             | Envelope::Idle { input, .. }
             | Envelope::End { input, .. }

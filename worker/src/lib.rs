@@ -9,6 +9,8 @@
 //! - [`source`]: one task per input partition. A [`source::PartitionReader`]
 //!   decodes its input; the [`emitter::Emitter`] routes readings by key group,
 //!   batches them and generates the partition's watermark.
+//! - [`combine`]: readings bound for another worker, aggregated per device
+//!   and window before they cross the network.
 //! - [`window`]: the window operator (event-time tumbling windows, lateness,
 //!   in-memory accumulators spilled to [`state`] in RocksDB) and its task.
 //! - [`sink`]: staging output by epoch and committing an epoch once its
@@ -21,6 +23,7 @@
 //! - [`metrics`], [`prometheus`]: counters shared with heartbeats and `/metrics`.
 
 pub mod checkpoint;
+pub mod combine;
 pub mod deployment;
 pub mod emitter;
 pub mod envelope;

@@ -73,6 +73,9 @@ pub struct JobMetrics {
     /// Records sent to / received from other workers.
     pub shuffle_sent: AtomicU64,
     pub shuffle_received: AtomicU64,
+    /// Accumulators sent to other workers in their place (pre-aggregated
+    /// records: see `crate::combine`).
+    pub shuffle_accumulators_sent: AtomicU64,
     /// Records sent to other workers, by key group.
     pub remote_by_key_group: Vec<AtomicU64>,
     /// Every input partition of the job, by input index.
@@ -135,6 +138,7 @@ pub struct MetricsSnapshot {
     pub watermark: i64,
     pub shuffle_sent: u64,
     pub shuffle_received: u64,
+    pub shuffle_accumulators_sent: u64,
 }
 
 impl JobMetrics {
@@ -154,6 +158,7 @@ impl JobMetrics {
             watermark: AtomicI64::new(i64::MIN),
             shuffle_sent: AtomicU64::new(0),
             shuffle_received: AtomicU64::new(0),
+            shuffle_accumulators_sent: AtomicU64::new(0),
             remote_by_key_group: (0..max_parallelism).map(|_| AtomicU64::new(0)).collect(),
             partitions: (0..partitions)
                 .map(|_| PartitionMetrics::default())
@@ -183,6 +188,7 @@ impl JobMetrics {
             watermark: self.watermark.load(Relaxed),
             shuffle_sent: self.shuffle_sent.load(Relaxed),
             shuffle_received: self.shuffle_received.load(Relaxed),
+            shuffle_accumulators_sent: self.shuffle_accumulators_sent.load(Relaxed),
         }
     }
 

@@ -47,6 +47,7 @@ pub const EXPOSED: &[(&str, &str)] = &[
     ("weir_watermark_milliseconds", "gauge"),
     ("weir_shuffle_records_sent_total", "counter"),
     ("weir_shuffle_records_received_total", "counter"),
+    ("weir_shuffle_accumulators_sent_total", "counter"),
     ("weir_resident_memory_bytes", "gauge"),
     ("weir_sources", "gauge"),
     ("weir_source_wait_seconds_total", "counter"),
@@ -183,6 +184,11 @@ pub fn register_deployment(registry: &mut Registry, generation: u64, m: &JobMetr
         "weir_shuffle_records_received",
         "Records received from other workers",
         counter(s.shuffle_received),
+    );
+    r.register(
+        "weir_shuffle_accumulators_sent",
+        "Per-device window accumulators sent to other workers in place of the records they aggregate",
+        counter(s.shuffle_accumulators_sent),
     );
     r.register(
         "weir_resident_memory_bytes",

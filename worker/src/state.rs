@@ -67,6 +67,18 @@ pub enum StateError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "{readings} readings of input {input} pre-aggregated by another worker arrived after \
+         their window (ending {window_end} ms) closed at watermark {watermark} ms: they cannot be \
+         written as late readings one by one. This is a bug in Weir; the job restarts from its \
+         last checkpoint"
+    )]
+    LatePartials {
+        input: u32,
+        window_end: i64,
+        watermark: i64,
+        readings: u64,
+    },
     #[error("state store at {path}: window {end} has no column family")]
     NoWindow { path: PathBuf, end: i64 },
     #[error("state store at {path}: corrupt value under key {key:02x?}: {source}")]

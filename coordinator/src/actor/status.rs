@@ -133,6 +133,7 @@ impl Actor {
             },
             workers: generation.map_or(0, |g| g.assignment.workers.len() as u32),
             shuffle_records: sum(|m| m.shuffle_records_sent),
+            shuffle_accumulators: sum(|m| m.shuffle_accumulators_sent),
             sink_retries: sum(|m| m.sink_retries),
             sink_lookups: sum(|m| m.sink_lookups),
             state_spills: sum(|m| m.state_spills),

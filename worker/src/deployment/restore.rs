@@ -19,6 +19,10 @@ use crate::window::{RestoredFile, RestoredWindow};
 #[derive(Debug)]
 pub(super) struct Restored {
     pub inputs: Vec<(i64, bool)>,
+    /// By input: some window task of the checkpoint, this worker's or
+    /// not, restores the input as idle (its watermark may be ahead of the
+    /// input's own): the input's source must not pre-aggregate.
+    pub idle_somewhere: Vec<bool>,
     pub fired: i64,
     pub windows: Vec<RestoredWindow>,
     /// Sink epochs to commit again.
@@ -73,7 +77,13 @@ pub(super) async fn fetch(
     let mut fetched = BTreeSet::new();
     let mut total = 0u64;
     let mut sink_epochs = Vec::new();
+    let mut idle_somewhere = vec![false; inputs];
     for task in &metadata.tasks {
+        for w in task.inputs.iter().filter(|w| w.idle) {
+            if let Some(idle) = idle_somewhere.get_mut(w.input as usize) {
+                *idle = true;
+            }
+        }
         if u16::try_from(task.key_group_start).is_ok_and(|kg| mine.contains(kg)) {
             sink_epochs.extend(task.sink_epochs.iter().cloned());
         }
@@ -113,6 +123,7 @@ pub(super) async fn fetch(
             .into_iter()
             .map(|w| w.unwrap_or((i64::MIN, false)))
             .collect(),
+        idle_somewhere,
         fired: if fired == i64::MAX { i64::MIN } else { fired },
         sink_epochs,
         files: fetched.len(),

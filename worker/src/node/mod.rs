@@ -293,6 +293,7 @@ pub fn metrics_of(generation: u64, m: &JobMetrics) -> pb::WorkerMetrics {
             .collect(),
         shuffle_records_sent: s.shuffle_sent,
         shuffle_records_received: s.shuffle_received,
+        shuffle_accumulators_sent: s.shuffle_accumulators_sent,
         open_accumulators: s.open_accumulators,
         resident_bytes: resident_bytes(),
         open_windows: s.open_windows,

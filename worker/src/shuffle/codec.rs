@@ -18,6 +18,7 @@ use prost::bytes::{Buf, BufMut};
 use prost::Message;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::Status;
+use weir_common::aggregate;
 use weir_common::avro::primitive::Input;
 use weir_common::position::Position;
 use weir_common::reading::Reading;
@@ -25,7 +26,7 @@ use weir_proto::convert::position_of;
 use weir_proto::shuffle as pb;
 
 use super::wire;
-use crate::envelope::{Envelope, RecordBatch};
+use crate::envelope::{Envelope, PartialBatch, RecordBatch};
 
 /// A batch that could not be decoded (a peer speaking another version, or
 /// damage).
@@ -302,6 +303,7 @@ pub fn to_proto(envelope: &Envelope) -> Option<pb::Envelope> {
                 format: wire::FORMAT,
             })
         }
+        Envelope::Partials(batch) => Body::Partials(encode_partials(batch)),
         Envelope::Watermark { input, watermark } => Body::Watermark(pb::Watermark {
             input: *input,
             watermark: *watermark,
@@ -541,6 +543,66 @@ fn records(
     Ok(batch)
 }
 
+fn encode_partials(batch: &PartialBatch) -> pb::Partials {
+    let mut accumulators = Vec::with_capacity(batch.partials.len() * 320);
+    let mut scratch = Vec::with_capacity(512);
+    for (sensor, acc) in &batch.partials {
+        scratch.clear();
+        aggregate::codec::encode(acc, &mut scratch);
+        accumulators.extend_from_slice(&sensor.to_le_bytes());
+        // An encoded accumulator is a few hundred bytes plus two
+        // identifiers of at most 64 KiB (`ShortStr`).
+        accumulators.extend_from_slice(&(scratch.len() as u32).to_le_bytes());
+        accumulators.extend_from_slice(&scratch);
+    }
+    pb::Partials {
+        input: batch.input,
+        window_end: batch.window_end,
+        count: batch.partials.len() as u32,
+        accumulators,
+    }
+}
+
+/// Fewest bytes of one accumulator as [`encode_partials`] writes it.
+const MIN_PARTIAL_BYTES: usize = 8;
+
+fn decode_partials(p: &pb::Partials) -> Result<PartialBatch, FrameError> {
+    let bad = |what: String| {
+        FrameError(format!(
+            "pre-aggregated readings of input {} (window ending {}): {what}",
+            p.input, p.window_end
+        ))
+    };
+    let n = p.count as usize;
+    // Before allocating for them: a damaged count must not ask for
+    // gigabytes.
+    if n > p.accumulators.len() / MIN_PARTIAL_BYTES {
+        return Err(bad(format!(
+            "{n} accumulators cannot fit in {} bytes",
+            p.accumulators.len()
+        )));
+    }
+    let mut partials = Vec::with_capacity(n);
+    let mut input = Input::new(&p.accumulators);
+    for _ in 0..n {
+        let truncated = |_| bad("truncated".into());
+        let sensor = i32::from_le_bytes(input.read_fixed::<4>().map_err(truncated)?);
+        let len = u32::from_le_bytes(input.read_fixed::<4>().map_err(truncated)?);
+        let bytes = input.take(len as usize).map_err(truncated)?;
+        let acc = aggregate::codec::decode(bytes)
+            .map_err(|e| bad(format!("the accumulator of sensor {sensor}: {e}")))?;
+        partials.push((sensor, acc));
+    }
+    if !input.is_empty() {
+        return Err(bad("bytes left after its accumulators".into()));
+    }
+    Ok(PartialBatch {
+        input: p.input,
+        window_end: p.window_end,
+        partials,
+    })
+}
+
 /// Decodes an envelope from its prost message.
 pub fn from_proto(envelope: pb::Envelope) -> Result<Envelope, FrameError> {
     use pb::envelope::Body;
@@ -552,6 +614,7 @@ pub fn from_proto(envelope: pb::Envelope) -> Result<Envelope, FrameError> {
             &b.readings,
             &b.positions,
         )?),
+        Some(Body::Partials(p)) => Envelope::Partials(decode_partials(&p)?),
         Some(Body::Watermark(w)) => Envelope::Watermark {
             input: w.input,
             watermark: w.watermark,
@@ -770,7 +833,62 @@ mod tests {
             },
             Envelope::Records(batch(0, 0)),
             Envelope::Records(batch(7, 50)),
+            Envelope::Partials(partials(3, 0)),
+            Envelope::Partials(partials(3, 40)),
         ]
+    }
+
+    /// Accumulators of `n` sensors, some of one reading (the short form of
+    /// the state store's encoding), some of several.
+    fn partials(input: u32, n: usize) -> PartialBatch {
+        let readings = batch(input, n * 3);
+        let mut partials: Vec<(i32, weir_common::aggregate::Accumulator)> = Vec::new();
+        for (i, r) in readings.readings.iter().enumerate() {
+            let sensor = (i % n.max(1)) as i32 * 17 - 100;
+            match partials.iter_mut().find(|(s, _)| *s == sensor) {
+                Some((_, acc)) if i % 5 != 0 => acc.add(r),
+                Some(_) => {}
+                None => partials.push((sensor, weir_common::aggregate::Accumulator::new(r))),
+            }
+        }
+        PartialBatch {
+            input,
+            window_end: 1_700_000_040_000,
+            partials,
+        }
+    }
+
+    #[test]
+    fn malformed_partials_are_errors() {
+        let good = to_proto(&Envelope::Partials(partials(1, 4))).expect("encodes");
+        let set = |f: &dyn Fn(&mut pb::Partials)| {
+            let mut e = good.clone();
+            if let Some(pb::envelope::Body::Partials(p)) = &mut e.body {
+                f(p);
+            }
+            from_proto(e)
+        };
+        assert!(set(&|_| {}).is_ok());
+        for (what, damage) in [
+            (
+                "count too high",
+                &(|p: &mut pb::Partials| p.count = 5) as &dyn Fn(&mut pb::Partials),
+            ),
+            ("count absurd", &|p| p.count = u32::MAX),
+            ("count too low", &|p| p.count = 3),
+            ("cut short", &|p| {
+                p.accumulators.pop();
+            }),
+            ("length beyond the end", &|p| p.accumulators[4] = 0xff),
+            ("damaged accumulator", &|p| p.accumulators[8] = 0x7f),
+        ] {
+            let err = set(damage).expect_err(what);
+            assert!(
+                err.to_string()
+                    .contains("pre-aggregated readings of input 1"),
+                "{what}: {err}"
+            );
+        }
     }
 
     fn encode(frame: &Frame) -> Vec<u8> {

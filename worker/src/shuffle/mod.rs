@@ -224,10 +224,13 @@ impl ShuffleService {
                     frame.input
                 )));
             }
-            if let Envelope::Records(b) = &envelope {
-                to.metrics
-                    .shuffle_received
-                    .fetch_add(b.len() as u64, Relaxed);
+            let readings = match &envelope {
+                Envelope::Records(b) => b.len() as u64,
+                Envelope::Partials(b) => b.readings(),
+                _ => 0,
+            };
+            if readings > 0 {
+                to.metrics.shuffle_received.fetch_add(readings, Relaxed);
             }
             window.send(envelope).await.map_err(|_| {
                 Status::aborted(format!("generation {} ended on this worker", to.generation))
@@ -298,14 +301,15 @@ pub async fn run_shuffle_out(
         if got == 0 {
             break;
         }
-        // Frames of at most one record batch, in order.
+        // Frames of at most one record batch (or batch of accumulators), in
+        // order.
         let mut frame = new_frame(generation, input, &sender, &mut first);
         for envelope in pending.drain(..) {
             if let Envelope::DeadLetters { .. } = envelope {
                 call.abort();
                 return Err(ShuffleError::Local(peer.clone()));
             }
-            let ends = matches!(envelope, Envelope::Records(_));
+            let ends = matches!(envelope, Envelope::Records(_) | Envelope::Partials(_));
             frame.envelopes.push(envelope);
             if ends {
                 let full = std::mem::replace(

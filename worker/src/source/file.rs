@@ -287,6 +287,7 @@ mod tests {
                 out_of_orderness_ms: 5_000,
                 window_ms: 60_000,
                 max_dead_letter_payload: 1024,
+                pre_aggregate: true,
             },
             Routing::single(128),
         )

@@ -450,8 +450,12 @@ impl<R: PartitionReader> SourceTask<R> {
         }
         let outbox: Vec<(Route, Envelope)> = self.emitter.take_outbox().collect();
         for (route, envelope) in outbox {
-            if let Envelope::DeadLetters { letters, .. } = &envelope {
-                m.note_dead_letters(letters);
+            match &envelope {
+                Envelope::DeadLetters { letters, .. } => m.note_dead_letters(letters),
+                Envelope::Partials(b) => {
+                    JobMetrics::add(&m.shuffle_accumulators_sent, b.partials.len() as u64)
+                }
+                _ => {}
             }
             let sent = match route {
                 Route::To(d) => match self.destinations.get(d) {

@@ -13,14 +13,14 @@ use super::prefetch::prefetch;
 
 /// Sensor ids → slots.
 #[derive(Default)]
-pub(super) struct SlotIndex {
+pub(crate) struct SlotIndex {
     /// `(sensor, slot + 1)`; a zero in the second field is an empty bucket.
     table: Vec<(i32, u32)>,
     len: usize,
 }
 
 impl SlotIndex {
-    pub(super) fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.len
     }
 
@@ -40,7 +40,7 @@ impl SlotIndex {
     }
 
     #[inline(always)]
-    pub(super) fn get(&self, sensor: i32) -> Option<u32> {
+    pub(crate) fn get(&self, sensor: i32) -> Option<u32> {
         let mask = self.table.len().wrapping_sub(1);
         let mut i = self.bucket(sensor);
         // An empty table has no bucket: `get` finds nothing.
@@ -66,7 +66,7 @@ impl SlotIndex {
 
     /// Adds `sensor`, which is not in the index, at `slot` (below
     /// `u32::MAX`: a pane holds fewer accumulators than that).
-    pub(super) fn insert(&mut self, sensor: i32, slot: u32) {
+    pub(crate) fn insert(&mut self, sensor: i32, slot: u32) {
         if (self.len + 1) * 2 > self.table.len() {
             self.grow();
         }

@@ -27,7 +27,7 @@ use weir_common::watermark::WatermarkCombiner;
 
 pub mod align;
 mod closing;
-mod index;
+pub(crate) mod index;
 pub mod inputs;
 mod pane;
 mod prefetch;
@@ -40,7 +40,7 @@ use pane::{key_group_of_key, sensor_of, PagePool, Pane};
 pub use snapshot::{OperatorSnapshot, RestoredFile, RestoredWindow};
 pub use task::{run_window_task, SinkMsg, WindowOutcome};
 
-use crate::envelope::RecordBatch;
+use crate::envelope::{PartialBatch, RecordBatch};
 use crate::state::{StateError, StateStore};
 
 /// Most (device, window) results per message to the sink: each becomes a
@@ -180,6 +180,34 @@ impl WindowOperator {
                 .add_all(&batch.readings, run, &mut self.pool);
         }
         self.by_window = by_window;
+        if self.memory() > self.config.memory_budget {
+            self.spill()?;
+        }
+        Ok(())
+    }
+
+    /// Merges readings another worker aggregated (see [`crate::combine`]).
+    /// Their window cannot have closed here; if it has, that is a bug, and
+    /// an error rather than a loss: the readings cannot be written to the
+    /// late output one by one.
+    pub fn on_partials(&mut self, batch: PartialBatch) -> Result<(), StateError> {
+        let wm = self.combiner.current();
+        self.combiner.on_record(batch.input as usize);
+        if batch.partials.is_empty() {
+            return Ok(());
+        }
+        if batch.window_end <= wm {
+            return Err(StateError::LatePartials {
+                input: batch.input,
+                window_end: batch.window_end,
+                watermark: wm,
+                readings: batch.readings(),
+            });
+        }
+        let pane = self.panes.entry(batch.window_end).or_default();
+        for (sensor, acc) in batch.partials {
+            pane.merge(sensor, acc, &mut self.pool);
+        }
         if self.memory() > self.config.memory_budget {
             self.spill()?;
         }
@@ -408,6 +436,94 @@ mod tests {
 
     fn secs(ms: i64) -> u32 {
         (ms / 1000) as u32
+    }
+
+    /// What a sending worker's pre-aggregation turns `readings` into.
+    fn partials(input: u32, readings: &[Reading]) -> Vec<PartialBatch> {
+        let mut p = crate::combine::PreAggregator::default();
+        for r in readings {
+            let end = weir_common::time::window_end(r.timestamp_ms, MIN);
+            assert!(p.add(0, end, r));
+        }
+        let mut out = Vec::new();
+        p.take_through(input, i64::MAX, |_, b| out.push(b));
+        out
+    }
+
+    #[test]
+    fn pre_aggregated_readings_give_the_rows_of_the_readings() {
+        // Two inputs: input 0 local readings, input 1 from another worker.
+        let local: Vec<Reading> = (0..300)
+            .map(|i| reading(i % 7, T0 + i64::from(i) * 300, f64::from(i)))
+            .collect();
+        let remote: Vec<Reading> = (0..300)
+            .map(|i| reading(i % 11, T0 + 150 + i64::from(i) * 300, f64::from(i) / 3.0))
+            .collect();
+        let run = |pre_aggregate: bool, budget: usize| {
+            let (mut op, _dir) = operator(2, budget, LatePolicy::Output);
+            let mut out = Produced::default();
+            for chunk in 0..3 {
+                let part = |v: &[Reading]| v[chunk * 100..(chunk + 1) * 100].to_vec();
+                op.on_records(&batch(0, part(&local)), &mut out)
+                    .expect("records");
+                if pre_aggregate {
+                    for b in partials(1, &part(&remote)) {
+                        op.on_partials(b).expect("partials");
+                    }
+                } else {
+                    op.on_records(&batch(1, part(&remote)), &mut out)
+                        .expect("records");
+                }
+            }
+            op.on_end(0);
+            op.on_end(1);
+            drain(&mut op, &mut out);
+            let mut rows = out.rows.aggregates.clone();
+            rows.sort_by(|a, b| (&a.device_id, a.window_end).cmp(&(&b.device_id, b.window_end)));
+            let mut local_rows = out.rows.sensors_local.clone();
+            local_rows.sort_by(|a, b| (&a.device_id, a.time).cmp(&(&b.device_id, b.time)));
+            (rows, local_rows)
+        };
+        let (rows, local_rows) = run(false, 1 << 20);
+        assert_eq!(rows.len(), 11 * 2, "11 devices, 2 windows");
+        for budget in [1 << 20, 1] {
+            let (pre_rows, pre_local) = run(true, budget);
+            assert_eq!(pre_rows.len(), rows.len());
+            for (a, b) in pre_rows.iter().zip(&rows) {
+                assert_eq!(
+                    (&a.device_id, a.window_end, a.readings),
+                    (&b.device_id, b.window_end, b.readings)
+                );
+                let close = |x: f64, y: f64| (x - y).abs() <= 1e-9 * y.abs().max(1.0);
+                assert!(close(a.temperature_avg, b.temperature_avg), "{a:?} {b:?}");
+                assert_eq!(
+                    (a.temperature_min, a.temperature_max),
+                    (b.temperature_min, b.temperature_max)
+                );
+            }
+            assert_eq!(pre_local.len(), local_rows.len());
+            for (a, b) in pre_local.iter().zip(&local_rows) {
+                assert_eq!(
+                    (&a.device_id, a.time, a.status),
+                    (&b.device_id, b.time, b.status)
+                );
+                assert_eq!((&a.customer_id, &a.site_id), (&b.customer_id, &b.site_id));
+            }
+        }
+    }
+
+    #[test]
+    fn pre_aggregated_readings_for_a_closed_window_are_an_error_not_a_loss() {
+        let (mut op, _dir) = operator(1, 1 << 20, LatePolicy::Output);
+        op.on_watermark(0, T0 + MIN);
+        let late = partials(0, &[reading(1, T0 + 5, 1.0)]);
+        let err = op
+            .on_partials(late.into_iter().next().expect("a batch"))
+            .expect_err("late");
+        assert!(
+            matches!(err, StateError::LatePartials { readings: 1, window_end, .. } if window_end == T0 + MIN),
+            "{err}"
+        );
     }
 
     #[test]

@@ -152,20 +152,46 @@ impl Pane {
         }
     }
 
+    /// Merges `acc`, the accumulator of readings of `sensor` in this
+    /// window that another worker aggregated.
+    pub(super) fn merge(&mut self, sensor: i32, acc: Accumulator, pool: &mut PagePool) {
+        match self.index.get(sensor) {
+            Some(slot) => {
+                let slot = slot as usize;
+                if let Some((_, mine)) = self
+                    .pages
+                    .get_mut(slot / PAGE)
+                    .and_then(|p| p.get_mut(slot % PAGE))
+                {
+                    // The earliest reading may change, and its identifiers
+                    // with it.
+                    let before = mine.heap_bytes();
+                    mine.merge(&acc);
+                    self.heap = self.heap.saturating_sub(before) + mine.heap_bytes();
+                }
+            }
+            None => self.push(sensor, acc, pool),
+        }
+    }
+
     /// A device's first reading in this window.
     #[inline(never)]
     fn add_new(&mut self, r: &Reading, pool: &mut PagePool) {
-        let acc = Accumulator::new(r);
+        self.push(r.sensor_id, Accumulator::new(r), pool);
+    }
+
+    /// Adds the accumulator of a device new to this window.
+    fn push(&mut self, sensor: i32, acc: Accumulator, pool: &mut PagePool) {
         self.heap += acc.heap_bytes();
         let slot = self.index.len();
         if self.pages.last().is_none_or(|p| p.len() == PAGE) {
             self.pages.push(pool.take());
         }
         if let Some(page) = self.pages.last_mut() {
-            page.push((r.sensor_id, acc));
+            page.push((sensor, acc));
         }
         // Slots stay below 2^32: a window holds at most 2^32 sensor ids.
-        self.index.insert(r.sensor_id, slot as u32);
+        self.index.insert(sensor, slot as u32);
     }
 
     /// Hands the pane's pages back to `pool`, emptied.

@@ -101,6 +101,9 @@ pub async fn run_window_task(
             Envelope::Records(batch) => {
                 op.on_records(&batch, &mut produced)?;
             }
+            Envelope::Partials(batch) => {
+                op.on_partials(batch)?;
+            }
             Envelope::Watermark { input, watermark } => {
                 op.on_watermark(input, watermark);
             }
