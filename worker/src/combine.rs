@@ -36,11 +36,15 @@ pub const CAPACITY: usize = 16_384;
 /// Most accumulators per envelope (a shuffle frame of well under 1 MB).
 pub const PER_ENVELOPE: usize = 2_048;
 
-/// When a flush forced by [`CAPACITY`] finds fewer readings per
-/// accumulator than this, pre-aggregation is not paying off (far more
-/// devices than it can hold): an accumulator costs more to send than a
-/// reading.
+/// When accumulators sent carry fewer readings each than this, pre-
+/// aggregation is not paying off (about one reading per device and window,
+/// or far more devices than it holds): an accumulator costs about twice the
+/// bytes of a reading.
 const MIN_READINGS_PER_PARTIAL: u64 = 2;
+
+/// Accumulators taken at once before their readings per accumulator are
+/// judged (fewer say little: the last of a window, a barrier's).
+const JUDGED_FROM: usize = 1_024;
 
 /// Readings sent as they are after pre-aggregation stopped paying off,
 /// before it is tried again (the mix of devices may change).
@@ -52,6 +56,8 @@ struct Group {
     window_end: i64,
     index: SlotIndex,
     partials: Vec<(i32, Accumulator)>,
+    /// Readings folded into `partials`.
+    readings: u64,
 }
 
 /// One partition's accumulators of readings bound for other workers.
@@ -60,8 +66,6 @@ pub struct PreAggregator {
     groups: Vec<Group>,
     /// Accumulators held.
     len: usize,
-    /// Readings folded into them.
-    readings: u64,
     /// Readings offered so far.
     offered: u64,
     /// Until `offered` reaches this, readings are not taken.
@@ -80,7 +84,6 @@ impl PreAggregator {
         PreAggregator {
             groups: Vec::new(),
             len: 0,
-            readings: 0,
             offered: 0,
             paused_until: 0,
             capacity: capacity.max(1),
@@ -118,6 +121,7 @@ impl PreAggregator {
                     window_end,
                     index: SlotIndex::default(),
                     partials: Vec::new(),
+                    readings: 0,
                 });
                 self.groups.len() - 1
             }
@@ -139,7 +143,7 @@ impl PreAggregator {
                 self.len += 1;
             }
         }
-        self.readings += 1;
+        g.readings += 1;
         true
     }
 
@@ -150,23 +154,17 @@ impl PreAggregator {
         self.len >= self.capacity
     }
 
-    /// Takes every accumulator because the capacity was reached, and pauses
-    /// pre-aggregation if it folded too few readings into each.
+    /// Takes every accumulator because the capacity was reached (judged like
+    /// any other flush: far more devices than it holds leave about one
+    /// reading per accumulator).
     pub fn take_full(&mut self, input: u32, out: impl FnMut(usize, PartialBatch)) {
-        let per_partial = self.readings / (self.len.max(1) as u64);
-        if per_partial < MIN_READINGS_PER_PARTIAL {
-            self.paused_until = self.offered.saturating_add(PAUSE_READINGS);
-            tracing::debug!(
-                per_partial,
-                "pre-aggregation paused: too many devices for it to pay off"
-            );
-        }
         self.take_through(input, i64::MAX, out);
     }
 
     /// Takes the accumulators of every window ending at or before
     /// `watermark`, as envelopes of at most [`PER_ENVELOPE`] accumulators,
-    /// with their destination; oldest window first.
+    /// with their destination; oldest window first. Pauses pre-aggregation
+    /// if they carry too few readings each.
     pub fn take_through(
         &mut self,
         input: u32,
@@ -182,24 +180,35 @@ impl PreAggregator {
             .iter()
             .position(|g| g.window_end > watermark)
             .unwrap_or(self.groups.len());
+        let (mut readings, mut partials) = (0u64, 0usize);
         for g in self.groups.drain(..keep) {
             self.len -= g.partials.len();
-            let mut partials = g.partials;
-            while !partials.is_empty() {
-                let rest = partials.split_off(partials.len().min(PER_ENVELOPE));
+            readings = readings.saturating_add(g.readings);
+            partials += g.partials.len();
+            let mut rest = g.partials.into_iter();
+            loop {
+                let chunk: Vec<(i32, Accumulator)> = rest.by_ref().take(PER_ENVELOPE).collect();
+                if chunk.is_empty() {
+                    break;
+                }
                 out(
                     g.dest,
                     PartialBatch {
                         input,
                         window_end: g.window_end,
-                        partials,
+                        partials: chunk,
                     },
                 );
-                partials = rest;
             }
         }
-        if self.len == 0 {
-            self.readings = 0;
+        let per_partial = readings / (partials.max(1) as u64);
+        if partials >= JUDGED_FROM.min(self.capacity) && per_partial < MIN_READINGS_PER_PARTIAL {
+            self.paused_until = self.offered.saturating_add(PAUSE_READINGS);
+            tracing::debug!(
+                per_partial,
+                partials,
+                "pre-aggregation paused: too few readings per device and window for it to pay off"
+            );
         }
     }
 }
@@ -290,6 +299,31 @@ mod tests {
             .map(|(_, b)| b.partials.len())
             .collect();
         assert_eq!(sizes, vec![PER_ENVELOPE, PER_ENVELOPE, 5]);
+    }
+
+    #[test]
+    fn pauses_when_windows_hold_about_one_reading_per_device() {
+        let mut p = PreAggregator::default();
+        for s in 0..2_000 {
+            assert!(p.add(0, 60_000, &reading(s, 1, 1.0)));
+        }
+        // The next window's accumulators stay; the judgement is on what
+        // was sent.
+        for s in 0..10 {
+            for _ in 0..50 {
+                assert!(p.add(0, 120_000, &reading(s, 60_001, 1.0)));
+            }
+        }
+        p.take_through(0, 60_000, |_, _| {});
+        assert_eq!(p.len(), 10);
+        assert!(!p.add(0, 120_000, &reading(1, 60_002, 1.0)), "paused");
+        // Ten readings per device and window pay off.
+        let mut q = PreAggregator::default();
+        for i in 0..20_000 {
+            assert!(q.add(0, 60_000, &reading(i % 2_000, 1, 1.0)));
+        }
+        q.take_through(0, 60_000, |_, _| {});
+        assert!(q.add(0, 120_000, &reading(1, 60_002, 1.0)), "not paused");
     }
 
     #[test]

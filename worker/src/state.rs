@@ -79,6 +79,8 @@ pub enum StateError {
         watermark: i64,
         readings: u64,
     },
+    #[error("pre-aggregated readings of input {input} from another worker: {problem}")]
+    MalformedPartials { input: u32, problem: String },
     #[error("state store at {path}: window {end} has no column family")]
     NoWindow { path: PathBuf, end: i64 },
     #[error("state store at {path}: corrupt value under key {key:02x?}: {source}")]

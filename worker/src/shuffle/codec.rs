@@ -22,6 +22,7 @@ use weir_common::aggregate;
 use weir_common::avro::primitive::Input;
 use weir_common::position::Position;
 use weir_common::reading::Reading;
+use weir_common::time::in_datetime_range;
 use weir_proto::convert::position_of;
 use weir_proto::shuffle as pb;
 
@@ -563,8 +564,10 @@ fn encode_partials(batch: &PartialBatch) -> pb::Partials {
     }
 }
 
-/// Fewest bytes of one accumulator as [`encode_partials`] writes it.
-const MIN_PARTIAL_BYTES: usize = 8;
+/// Fewest bytes of one accumulator as [`encode_partials`] writes it: the
+/// sensor, the length and the shortest encoding of an accumulator (one
+/// reading, no identifiers) are more than this.
+const MIN_PARTIAL_BYTES: usize = 8 + 100;
 
 fn decode_partials(p: &pb::Partials) -> Result<PartialBatch, FrameError> {
     let bad = |what: String| {
@@ -582,7 +585,11 @@ fn decode_partials(p: &pb::Partials) -> Result<PartialBatch, FrameError> {
             p.accumulators.len()
         )));
     }
-    let mut partials = Vec::with_capacity(n);
+    if !in_datetime_range(p.window_end.saturating_sub(1), 1) {
+        return Err(bad("the window end is out of range".into()));
+    }
+    // Bounded by the sender's envelopes, whatever the count says.
+    let mut partials = Vec::with_capacity(n.min(crate::combine::PER_ENVELOPE));
     let mut input = Input::new(&p.accumulators);
     for _ in 0..n {
         let truncated = |_| bad("truncated".into());
@@ -591,6 +598,14 @@ fn decode_partials(p: &pb::Partials) -> Result<PartialBatch, FrameError> {
         let bytes = input.take(len as usize).map_err(truncated)?;
         let acc = aggregate::codec::decode(bytes)
             .map_err(|e| bad(format!("the accumulator of sensor {sensor}: {e}")))?;
+        // No reading, or more than any window holds (sums must not
+        // overflow when merged).
+        if acc.count == 0 || acc.count > u64::from(u32::MAX) {
+            return Err(bad(format!(
+                "the accumulator of sensor {sensor} holds {} readings",
+                acc.count
+            )));
+        }
         partials.push((sensor, acc));
     }
     if !input.is_empty() {
@@ -881,6 +896,8 @@ mod tests {
             }),
             ("length beyond the end", &|p| p.accumulators[4] = 0xff),
             ("damaged accumulator", &|p| p.accumulators[8] = 0x7f),
+            ("window end before 1970", &|p| p.window_end = 0),
+            ("window end beyond 2106", &|p| p.window_end = i64::MAX),
         ] {
             let err = set(damage).expect_err(what);
             assert!(

@@ -196,6 +196,15 @@ impl WindowOperator {
         if batch.partials.is_empty() {
             return Ok(());
         }
+        if batch.window_end.rem_euclid(self.config.window_ms) != 0 {
+            return Err(StateError::MalformedPartials {
+                input: batch.input,
+                problem: format!(
+                    "{} ms is not the end of a window of {} ms",
+                    batch.window_end, self.config.window_ms
+                ),
+            });
+        }
         if batch.window_end <= wm {
             return Err(StateError::LatePartials {
                 input: batch.input,
@@ -524,6 +533,11 @@ mod tests {
             matches!(err, StateError::LatePartials { readings: 1, window_end, .. } if window_end == T0 + MIN),
             "{err}"
         );
+        // From a peer that is not right: not a window's end.
+        let mut odd = partials(0, &[reading(1, T0 + 2 * MIN, 1.0)]);
+        odd[0].window_end += 1;
+        let err = op.on_partials(odd.remove(0)).expect_err("odd end");
+        assert!(matches!(err, StateError::MalformedPartials { .. }), "{err}");
     }
 
     #[test]
