@@ -168,6 +168,13 @@ impl WatermarkCombiner {
         self.recompute();
     }
 
+    /// Never below `wm` from here on: after a restore, windows up to `wm`
+    /// were closed (and written) before the checkpoint, even if an input
+    /// that came back from idleness holds the recomputed minimum lower.
+    pub fn raise_to(&mut self, wm: i64) {
+        self.current = self.current.max(wm);
+    }
+
     fn recompute(&mut self) -> Option<i64> {
         let min = self
             .inputs

@@ -214,9 +214,9 @@ async fn run(
         state,
     );
     let mut uploaded = HashMap::new();
-    let idle_somewhere = restored
+    let behind_somewhere = restored
         .as_ref()
-        .map(|r| r.idle_somewhere.clone())
+        .map(|r| r.behind_somewhere.clone())
         .unwrap_or_default();
     if let Some(r) = restored {
         for (name, key, bytes) in op.restore(&r.inputs, r.fired, r.windows)? {
@@ -282,7 +282,10 @@ async fn run(
                 window_ms,
                 max_dead_letter_payload: usize::try_from(spec.dead_letter.max_payload.0)
                     .unwrap_or(usize::MAX),
-                pre_aggregate: !idle_somewhere.get(input as usize).copied().unwrap_or(false),
+                pre_aggregate: !behind_somewhere
+                    .get(input as usize)
+                    .copied()
+                    .unwrap_or(false),
             },
             routing.clone(),
         );

@@ -20,9 +20,10 @@ use crate::window::{RestoredFile, RestoredWindow};
 pub(super) struct Restored {
     pub inputs: Vec<(i64, bool)>,
     /// By input: some window task of the checkpoint, this worker's or
-    /// not, restores the input as idle (its watermark may be ahead of the
-    /// input's own): the input's source must not pre-aggregate.
-    pub idle_somewhere: Vec<bool>,
+    /// not, restores the input as idle or had closed windows beyond its
+    /// watermark (the task's watermark may then be ahead of the input's
+    /// own): the input's source must not pre-aggregate.
+    pub behind_somewhere: Vec<bool>,
     pub fired: i64,
     pub windows: Vec<RestoredWindow>,
     /// Sink epochs to commit again.
@@ -40,6 +41,35 @@ fn range(start: u32, end: u32) -> KeyGroupRange {
 
 fn overlaps(a: KeyGroupRange, b: KeyGroupRange) -> bool {
     a.start < b.end && b.start < a.end
+}
+
+/// By input: whether some task of the checkpoint restores it as idle, or had
+/// closed windows beyond its watermark, or does not list it (a partition
+/// added since) after closing any window. Such a task's watermark may be
+/// ahead of the input's own after the restore, so the input's source must
+/// not pre-aggregate (see `crate::combine`).
+fn behind_somewhere(metadata: &CheckpointMetadata, inputs: usize) -> Vec<bool> {
+    let mut behind = vec![false; inputs];
+    for task in &metadata.tasks {
+        let mut listed = vec![false; inputs];
+        for w in &task.inputs {
+            let i = w.input as usize;
+            if let Some(l) = listed.get_mut(i) {
+                *l = true;
+            }
+            if w.idle || w.watermark < task.fired {
+                if let Some(b) = behind.get_mut(i) {
+                    *b = true;
+                }
+            }
+        }
+        if task.fired > i64::MIN {
+            for (b, _) in behind.iter_mut().zip(&listed).filter(|(_, &l)| !l) {
+                *b = true;
+            }
+        }
+    }
+    behind
 }
 
 /// Downloads the state of `mine` from checkpoint `from` into `dir`.
@@ -77,13 +107,8 @@ pub(super) async fn fetch(
     let mut fetched = BTreeSet::new();
     let mut total = 0u64;
     let mut sink_epochs = Vec::new();
-    let mut idle_somewhere = vec![false; inputs];
+    let behind_somewhere = behind_somewhere(&metadata, inputs);
     for task in &metadata.tasks {
-        for w in task.inputs.iter().filter(|w| w.idle) {
-            if let Some(idle) = idle_somewhere.get_mut(w.input as usize) {
-                *idle = true;
-            }
-        }
         if u16::try_from(task.key_group_start).is_ok_and(|kg| mine.contains(kg)) {
             sink_epochs.extend(task.sink_epochs.iter().cloned());
         }
@@ -123,7 +148,7 @@ pub(super) async fn fetch(
             .into_iter()
             .map(|w| w.unwrap_or((i64::MIN, false)))
             .collect(),
-        idle_somewhere,
+        behind_somewhere,
         fired: if fired == i64::MAX { i64::MIN } else { fired },
         sink_epochs,
         files: fetched.len(),
@@ -133,4 +158,55 @@ pub(super) async fn fetch(
             .map(|(end, files)| RestoredWindow { end, files })
             .collect(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weir_proto::cluster::{InputWatermark, TaskState};
+
+    fn task(fired: i64, inputs: &[(u32, i64, bool)]) -> TaskState {
+        TaskState {
+            fired,
+            inputs: inputs
+                .iter()
+                .map(|&(input, watermark, idle)| InputWatermark {
+                    input,
+                    watermark,
+                    idle,
+                    ended: watermark == i64::MAX,
+                })
+                .collect(),
+            ..TaskState::default()
+        }
+    }
+
+    #[test]
+    fn inputs_a_task_may_be_ahead_of_are_found_in_every_task() {
+        let metadata = CheckpointMetadata {
+            tasks: vec![
+                task(100, &[(0, 150, false), (1, 150, false), (2, 90, false)]),
+                task(120, &[(0, 150, false), (1, 150, true), (2, 130, false)]),
+            ],
+            ..CheckpointMetadata::default()
+        };
+        // 0: fine; 1: idle in the second task; 2: behind the first task's
+        // closed windows; 3: a partition neither lists, after windows closed.
+        assert_eq!(
+            behind_somewhere(&metadata, 4),
+            vec![false, true, true, true]
+        );
+        // Before any window closed, an unlisted partition is not behind.
+        let fresh = CheckpointMetadata {
+            tasks: vec![task(i64::MIN, &[(0, 5, false)])],
+            ..CheckpointMetadata::default()
+        };
+        assert_eq!(behind_somewhere(&fresh, 2), vec![false, false]);
+        // Ended inputs are never behind.
+        let ended = CheckpointMetadata {
+            tasks: vec![task(100, &[(0, i64::MAX, false)])],
+            ..CheckpointMetadata::default()
+        };
+        assert_eq!(behind_somewhere(&ended, 1), vec![false]);
+    }
 }

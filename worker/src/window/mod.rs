@@ -541,6 +541,48 @@ mod tests {
     }
 
     #[test]
+    fn windows_closed_before_a_checkpoint_stay_closed_after_its_restore() {
+        // Input 0 went idle, windows up to T0 + 2 min closed without it,
+        // then it came back behind them; the checkpoint holds its watermark
+        // (T0) and the last window fired.
+        let (mut op, _dir) = operator(2, 1 << 20, LatePolicy::Output);
+        op.restore(
+            &[(T0, false), (T0 + 3 * MIN, false)],
+            T0 + 2 * MIN,
+            Vec::new(),
+        )
+        .expect("restore");
+        assert_eq!(op.watermark(), T0 + 2 * MIN);
+        let mut out = Produced::default();
+        op.on_records(
+            &batch(
+                0,
+                vec![
+                    reading(1, T0 + MIN + 5, 1.0),
+                    reading(1, T0 + 2 * MIN + 5, 2.0),
+                ],
+            ),
+            &mut out,
+        )
+        .expect("records");
+        assert_eq!(out.late, 1, "the window ending at T0 + 2 min was written");
+        assert_eq!(out.rows.late.len(), 1);
+        // A partition the checkpoint does not know (added since) is held to
+        // the same.
+        let (mut op, _dir) = operator(3, 1 << 20, LatePolicy::Output);
+        op.restore(
+            &[(T0 + 3 * MIN, false), (T0 + 3 * MIN, false)],
+            T0 + 2 * MIN,
+            Vec::new(),
+        )
+        .expect("restore");
+        let mut out = Produced::default();
+        op.on_records(&batch(2, vec![reading(1, T0 + 5, 1.0)]), &mut out)
+            .expect("records");
+        assert_eq!(out.late, 1);
+    }
+
+    #[test]
     fn window_boundaries_are_half_open() {
         let (mut op, _dir) = operator(1, 1 << 20, LatePolicy::Output);
         let mut out = Produced::default();

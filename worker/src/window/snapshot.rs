@@ -95,6 +95,12 @@ impl WindowOperator {
         windows: Vec<RestoredWindow>,
     ) -> Result<Vec<(String, String, u64)>, StateError> {
         self.combiner.restore(inputs);
+        // The minimum over the inputs may be below windows that closed
+        // before the checkpoint (an input that was idle came back behind,
+        // or a partition was added since): their readings are late, as they
+        // would have been without the restart, instead of opening the
+        // window again (a second row, or one the sink drops as written).
+        self.combiner.raise_to(fired);
         self.fired = self.fired.max(fired);
         let mut names = Vec::new();
         for w in windows {
