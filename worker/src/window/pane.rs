@@ -139,12 +139,7 @@ impl Pane {
     pub(super) fn add(&mut self, r: &Reading, pool: &mut PagePool) {
         match self.index.get(r.sensor_id) {
             Some(slot) => {
-                let slot = slot as usize;
-                if let Some((_, acc)) = self
-                    .pages
-                    .get_mut(slot / PAGE)
-                    .and_then(|p| p.get_mut(slot % PAGE))
-                {
+                if let Some(acc) = self.get_mut(slot) {
                     acc.add(r);
                 }
             }
@@ -157,18 +152,15 @@ impl Pane {
     pub(super) fn merge(&mut self, sensor: i32, acc: Accumulator, pool: &mut PagePool) {
         match self.index.get(sensor) {
             Some(slot) => {
-                let slot = slot as usize;
-                if let Some((_, mine)) = self
-                    .pages
-                    .get_mut(slot / PAGE)
-                    .and_then(|p| p.get_mut(slot % PAGE))
-                {
+                let mut heap = self.heap;
+                if let Some(mine) = self.get_mut(slot) {
                     // The earliest reading may change, and its identifiers
                     // with it.
-                    let before = mine.heap_bytes();
+                    heap = heap.saturating_sub(mine.heap_bytes());
                     mine.merge(&acc);
-                    self.heap = self.heap.saturating_sub(before) + mine.heap_bytes();
+                    heap += mine.heap_bytes();
                 }
+                self.heap = heap;
             }
             None => self.push(sensor, acc, pool),
         }
@@ -199,6 +191,15 @@ impl Pane {
         for page in self.pages {
             pool.give(page);
         }
+    }
+
+    #[inline(always)]
+    fn get_mut(&mut self, slot: u32) -> Option<&mut Accumulator> {
+        let slot = slot as usize;
+        self.pages
+            .get_mut(slot / PAGE)
+            .and_then(|p| p.get_mut(slot % PAGE))
+            .map(|(_, acc)| acc)
     }
 
     pub(super) fn get(&self, slot: u32) -> Option<&Accumulator> {
