@@ -552,7 +552,7 @@ fn encode_partials(batch: &PartialBatch) -> pb::Partials {
         aggregate::codec::encode(acc, &mut scratch);
         accumulators.extend_from_slice(&sensor.to_le_bytes());
         // An encoded accumulator is a few hundred bytes plus two
-        // identifiers of at most 64 KiB (`ShortStr`).
+        // identifiers read from one message or file block: far below 4 GiB.
         accumulators.extend_from_slice(&(scratch.len() as u32).to_le_bytes());
         accumulators.extend_from_slice(&scratch);
     }

@@ -4,7 +4,8 @@
 //! schema resolution; it needs to be cheap to write and read, because half
 //! of all records cross the network in a two-worker cluster. Every number
 //! is written at its full width (no varints), each identifier as a one-byte
-//! presence flag, a two-byte length and its UTF-8 bytes. Reading still
+//! flag (0 absent, 1 with a two-byte length, 2 with a four-byte length for
+//! one longer than 64 KiB), the length and its UTF-8 bytes. Reading still
 //! checks every length and every string: a peer is trusted to be Weir, not
 //! to be bug-free.
 
@@ -61,31 +62,28 @@ pub fn write<B: BufMut>(r: &Reading, out: &mut B) {
     debug_assert_eq!(at, FIXED_BYTES);
     out.put_slice(&fixed);
     for s in [&r.customer_id, &r.site_id] {
-        match identifier(s) {
+        match s.as_ref().map(ShortStr::as_str) {
             None => out.put_u8(0),
-            Some(text) => {
-                out.put_u8(1);
-                out.put_u16_le(text.len() as u16);
-                out.put_slice(text.as_bytes());
-            }
+            Some(text) => match u16::try_from(text.len()) {
+                Ok(len) => {
+                    out.put_u8(1);
+                    out.put_u16_le(len);
+                    out.put_slice(text.as_bytes());
+                }
+                Err(_) => long_identifier(text, out),
+            },
         }
     }
 }
 
-/// An identifier as written: longer ones are cut at a character boundary
-/// rather than failing the batch; 64 KiB is far beyond any real id.
-#[inline]
-fn identifier(s: &Option<ShortStr>) -> Option<&str> {
-    let text = s.as_ref()?.as_str();
-    let max = usize::from(u16::MAX);
-    if text.len() <= max {
-        return Some(text);
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    Some(&text[..end])
+/// An identifier longer than 64 KiB: far beyond any real id, but what the
+/// input held crosses whole. (A string over 4 GiB cannot have been read
+/// from a message or a file block.)
+#[cold]
+fn long_identifier<B: BufMut>(text: &str, out: &mut B) {
+    out.put_u8(2);
+    out.put_u32_le(u32::try_from(text.len()).unwrap_or(u32::MAX));
+    out.put_slice(text.as_bytes());
 }
 
 /// Why a reading could not be read back.
@@ -142,16 +140,15 @@ pub fn read(input: &mut Input<'_>, r: &mut Reading) -> Result<(), WireError> {
 
 #[inline]
 fn read_str(input: &mut Input<'_>) -> Result<Option<ShortStr>, WireError> {
-    match input.read_fixed::<1>()? {
-        [0] => Ok(None),
-        [1] => {
-            let len = usize::from(u16::from_le_bytes(input.read_fixed::<2>()?));
-            let bytes = input.take(len)?;
-            let text = ShortStr::from_utf8(bytes).map_err(|_| WireError::NotUtf8)?;
-            Ok(Some(text))
-        }
-        _ => Err(WireError::BadFlag),
-    }
+    let len = match input.read_fixed::<1>()? {
+        [0] => return Ok(None),
+        [1] => usize::from(u16::from_le_bytes(input.read_fixed::<2>()?)),
+        [2] => u32::from_le_bytes(input.read_fixed::<4>()?) as usize,
+        _ => return Err(WireError::BadFlag),
+    };
+    let bytes = input.take(len)?;
+    let text = ShortStr::from_utf8(bytes).map_err(|_| WireError::NotUtf8)?;
+    Ok(Some(text))
 }
 
 #[cfg(test)]
@@ -193,28 +190,27 @@ mod tests {
     }
 
     #[test]
-    fn long_identifiers_are_cut_at_a_character_boundary() {
-        // 2-byte characters: 65,535 is not a boundary, 65,534 is.
+    fn identifiers_longer_than_64_kib_cross_whole() {
         let long = "é".repeat(40_000);
         let r = Reading {
             customer_id: Some(ShortStr::new(&long)),
-            site_id: Some(ShortStr::new(&"x".repeat(70_000))),
+            site_id: Some(ShortStr::new(&"x".repeat(65_535))),
             ..Reading::default()
         };
         let mut buf = Vec::new();
         write(&r, &mut buf);
-        assert_eq!(buf.len(), FIXED_BYTES + 3 + 65_534 + 3 + 65_535);
+        assert_eq!(buf.len(), FIXED_BYTES + 5 + 80_000 + 3 + 65_535);
         let mut back = Reading::default();
         let mut input = Input::new(&buf);
         read(&mut input, &mut back).expect("reads");
         assert!(input.is_empty());
+        assert_eq!(back, r);
+        // A long length that runs past the end is damage, not a panic.
+        let mut cut = buf.clone();
+        cut.truncate(FIXED_BYTES + 5 + 100);
         assert_eq!(
-            back.customer_id.as_ref().map(|s| s.as_str()),
-            Some(&long[..65_534])
-        );
-        assert_eq!(
-            back.site_id.as_ref().map(|s| s.as_str().len()),
-            Some(65_535)
+            read(&mut Input::new(&cut), &mut back),
+            Err(WireError::Truncated)
         );
     }
 
