@@ -148,17 +148,11 @@ impl PreAggregator {
     }
 
     /// Whether the accumulators reached their capacity (then the caller
-    /// takes them all with [`take_full`](Self::take_full)).
+    /// takes them all: [`take_through`](Self::take_through) with
+    /// `i64::MAX`).
     #[inline]
     pub fn is_full(&self) -> bool {
         self.len >= self.capacity
-    }
-
-    /// Takes every accumulator because the capacity was reached (judged like
-    /// any other flush: far more devices than it holds leave about one
-    /// reading per accumulator).
-    pub fn take_full(&mut self, input: u32, out: impl FnMut(usize, PartialBatch)) {
-        self.take_through(input, i64::MAX, out);
     }
 
     /// Takes the accumulators of every window ending at or before
@@ -335,7 +329,7 @@ mod tests {
             assert!(p.add(0, 60_000, &reading(s, 1, 1.0)));
         }
         assert!(p.is_full());
-        p.take_full(0, |_, b| taken += b.partials.len());
+        p.take_through(0, i64::MAX, |_, b| taken += b.partials.len());
         assert_eq!(taken, 16);
         assert!(!p.add(0, 60_000, &reading(99, 1, 1.0)), "paused");
         // A few devices with many readings each keep it going.
@@ -344,7 +338,7 @@ mod tests {
             assert!(q.add(0, 60_000, &reading(i % 4, 1, 1.0)));
         }
         assert!(q.is_full());
-        q.take_full(0, |_, _| {});
+        q.take_through(0, i64::MAX, |_, _| {});
         assert!(q.add(0, 60_000, &reading(1, 1, 1.0)), "not paused");
     }
 }

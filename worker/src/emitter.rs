@@ -82,9 +82,9 @@ pub struct EmitterConfig {
     pub window_ms: i64,
     pub max_dead_letter_payload: usize,
     /// Whether readings bound for other workers may be pre-aggregated
-    /// (see [`crate::combine`]): not when a window task restores this
-    /// partition as idle, whose watermark may then be ahead of the
-    /// partition's.
+    /// (see [`crate::combine`]): not when a window task may restore a
+    /// watermark ahead of the partition's (see
+    /// `deployment::restore::behind_somewhere`).
     pub pre_aggregate: bool,
 }
 
@@ -221,7 +221,7 @@ impl Emitter {
                 let end = window_end(r.timestamp_ms, self.config.window_ms);
                 if end > self.sent_watermark && self.combined.add(dest, end, r) {
                     if self.combined.is_full() {
-                        self.queue_all_partials(true);
+                        self.queue_partials(i64::MAX);
                     }
                     if self.watermark.observe(r.timestamp_ms) {
                         self.flush();
@@ -241,16 +241,16 @@ impl Emitter {
         }
     }
 
-    /// Queues every pre-aggregated accumulator (`full`: because their
-    /// capacity was reached).
-    fn queue_all_partials(&mut self, full: bool) {
-        let (outbox, input) = (&mut self.outbox, self.config.input);
-        let out = |dest: usize, batch| outbox.push((Route::To(dest), Envelope::Partials(batch)));
-        if full {
-            self.combined.take_full(input, out);
-        } else {
-            self.combined.take_through(input, i64::MAX, out);
+    /// Queues the pre-aggregated accumulators of every window ending at or
+    /// before `through`.
+    fn queue_partials(&mut self, through: i64) {
+        if self.combined.is_empty() {
+            return;
         }
+        let (outbox, input) = (&mut self.outbox, self.config.input);
+        self.combined.take_through(input, through, |dest, batch| {
+            outbox.push((Route::To(dest), Envelope::Partials(batch)))
+        });
     }
 
     /// Whether the record at `position` is in the checkpoint the job was
@@ -366,12 +366,7 @@ impl Emitter {
         }
         let wm = self.watermark.mark_sent();
         if wm > self.sent_watermark {
-            if !self.combined.is_empty() {
-                let (outbox, input) = (&mut self.outbox, self.config.input);
-                self.combined.take_through(input, wm, |dest, batch| {
-                    outbox.push((Route::To(dest), Envelope::Partials(batch)))
-                });
-            }
+            self.queue_partials(wm);
             self.sent_watermark = wm;
             self.outbox.push((
                 Route::All,
@@ -390,7 +385,8 @@ impl Emitter {
 
     /// Accumulators of readings for other workers held (they go out before
     /// the next watermark that closes their window, barrier or end).
-    pub fn partials_held(&self) -> usize {
+    #[cfg(test)]
+    fn partials_held(&self) -> usize {
         self.combined.len()
     }
 
@@ -399,7 +395,7 @@ impl Emitter {
     /// has readings for: from here on nothing is pre-aggregated.
     pub fn idle(&mut self) {
         self.flush();
-        self.queue_all_partials(false);
+        self.queue_partials(i64::MAX);
         self.pre_aggregate = false;
         self.outbox.push((
             Route::All,
@@ -414,7 +410,7 @@ impl Emitter {
     /// where the partition would resume from this checkpoint).
     pub fn barrier(&mut self, checkpoint: u64) {
         self.flush();
-        self.queue_all_partials(false);
+        self.queue_partials(i64::MAX);
         self.outbox.push((
             Route::All,
             Envelope::Barrier {
@@ -431,7 +427,7 @@ impl Emitter {
     /// restores the partition as ended).
     pub fn end(&mut self) {
         self.flush();
-        self.queue_all_partials(false);
+        self.queue_partials(i64::MAX);
         self.sent_watermark = i64::MAX;
         self.outbox.push((
             Route::All,
